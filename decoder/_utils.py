@@ -1,0 +1,94 @@
+"""Small private helpers: atomic writes, hashing, JSON encoding."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def sha256_file(path, chunk_size: int = 1 << 20) -> str:
+    """Return the hex SHA-256 digest of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk_size), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _json_default(obj):
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _sanitize(obj):
+    """Replace non-finite floats by None so the JSON stays standard."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _sanitize(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_sanitize(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _sanitize(obj.tolist())
+    if isinstance(obj, np.floating):
+        return _sanitize(float(obj))
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def to_json(obj, **kwargs) -> str:
+    """Serialise ``obj`` to standard JSON (NaN/inf become null)."""
+    return json.dumps(_sanitize(obj), default=_json_default, **kwargs)
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder + rename).
+
+    A crash or an error never leaves a half-written file, and an earlier
+    version of ``path`` stays intact until the new one is complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write text atomically, UTF-8 encoded."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path, obj, indent: int = 2) -> None:
+    """Write ``obj`` as indented standard JSON, atomically."""
+    atomic_write_text(path, to_json(obj, indent=indent) + "\n")
+
+
+def stable_hash(obj) -> str:
+    """SHA-256 of the canonical JSON form of ``obj`` (sorted keys)."""
+    return hashlib.sha256(to_json(obj, sort_keys=True).encode()).hexdigest()

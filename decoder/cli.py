@@ -1,0 +1,122 @@
+"""The ``decoder`` command: parse arguments, call a pipeline, print one line on error.
+
+No science lives here: every command calls a library or pipeline function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+from . import __version__
+from .errors import DecoderError
+
+log = logging.getLogger("decoder")
+
+
+def _cmd_run(args) -> int:
+    from .config import apply_overrides, load_yaml
+    from pipelines import run_config
+
+    raw = apply_overrides(load_yaml(args.config), args.set)
+    out = Path(args.out) if args.out else Path("results") / Path(args.config).stem
+    metrics = run_config(raw, data=args.data, out=out, config_path=args.config)
+    summary = {k: metrics.get(k) for k in ("task", "n_samples", "accuracy",
+                                            "balanced_accuracy", "roc_auc", "permutation_p")}
+    parts = [f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()
+             if v is not None]
+    print(" ".join(parts))
+    print(f"results written to {out}/metrics.json")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from .report import write_report
+    path = write_report(Path(args.run_dir))
+    print(f"report written to {path}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from pipelines.biomarker import predict_cli
+    return predict_cli(args)
+
+
+def _cmd_fetch(args) -> int:
+    from .data.fetch import fetch_cli
+    return fetch_cli(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="decoder",
+                                description="Leakage-free, fast brain decoding from fMRI.")
+    p.add_argument("--version", action="version", version=f"decoder {__version__}")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run a pipeline from a YAML config")
+    r.add_argument("config", help="YAML config, e.g. configs/haxby.yaml")
+    r.add_argument("--data", help="data root (BIDS folder, ABIDE root or DataLad dataset); "
+                                  "default: the config's dataset.root or the embedded sample")
+    r.add_argument("--out", help="output folder (default: results/<config name>)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set classes=face,house (repeatable)")
+    r.add_argument("--datalad", action="store_true",
+                   help="record the run with 'datalad run' in the dataset holding --out")
+    r.set_defaults(func=_cmd_run)
+
+    rep = sub.add_parser("report", help="(re)write report.html for a run directory")
+    rep.add_argument("run_dir")
+    rep.set_defaults(func=_cmd_report)
+
+    pr = sub.add_parser("predict", help="predict one subject with a saved model")
+    pr.add_argument("model", help="model file (.skops) written by 'decoder run'")
+    pr.add_argument("input", help="time series (.1D/.tsv/.csv) or preprocessed bold NIfTI")
+    pr.add_argument("--atlas", help="labels atlas NIfTI (for a NIfTI input)")
+    pr.add_argument("--out", help="JSON file for the prediction")
+    pr.set_defaults(func=_cmd_predict)
+
+    f = sub.add_parser("fetch", help="fetch a dataset declared in data_manifest.yaml")
+    f.add_argument("name")
+    f.add_argument("--subjects", nargs="*")
+    f.add_argument("--to", help="target folder")
+    f.add_argument("-J", "--jobs", type=int, default=1)
+    f.add_argument("--base-url")
+    f.add_argument("--manifest")
+    f.set_defaults(func=_cmd_fetch)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not args.debug:
+        import warnings
+        warnings.filterwarnings("ignore")
+    try:
+        return int(args.func(args) or 0)
+    except DecoderError as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"decoder: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("decoder: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # an unexpected failure still gets one line
+        if args.debug:
+            traceback.print_exc()
+        msg = " ".join(str(err).split()) or type(err).__name__
+        print(f"decoder: error: {type(err).__name__}: {msg} — fix: rerun with --debug "
+              "for the traceback and report it", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Typed configuration from YAML, with ``--set key=value`` overrides.
+
+A configuration is a nested mapping.  Each pipeline declares its defaults
+(``pipelines.<task>.DEFAULTS``); a user config is merged onto them and every
+key is validated once, here, so a typo fails before any computation with a
+one-line error suggesting the closest known key.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = ["load_yaml", "parse_override", "apply_overrides", "merge_with_defaults",
+           "flatten", "config_hash"]
+
+
+def load_yaml(path) -> dict:
+    """Read a YAML mapping, turning parse errors into a one-line :class:`ConfigError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}",
+                          "pass the path of a YAML config, e.g. configs/haxby.yaml")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}",
+                          "check indentation and 'key: value' syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys to values",
+                          "write the config as 'key: value' lines")
+    return data
+
+
+def _coerce_scalar(text: str):
+    """Parse the value of ``--set key=value`` like YAML would (numbers, bools, null, lists)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split ``'a.b=value'`` into ``(['a', 'b'], parsed_value)``.
+
+    A comma-separated value without brackets becomes a list of strings, so
+    ``classes=face,house`` gives ``['face', 'house']``.
+    """
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r} is not of the form key=value",
+                          "write e.g. --set classes=face,house")
+    key, _, raw = item.partition("=")
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {item!r} has an empty key", "write e.g. --set n_permutations=100")
+    raw = raw.strip()
+    if "," in raw and not raw.startswith(("[", "{", '"', "'")):
+        value = [_coerce_scalar(v.strip()) for v in raw.split(",") if v.strip()]
+    else:
+        value = _coerce_scalar(raw)
+    return key.split("."), value
+
+
+def apply_overrides(config: dict, overrides) -> dict:
+    """Return a copy of ``config`` with ``--set`` overrides applied (keys checked later)."""
+    config = copy.deepcopy(config)
+    for item in overrides or []:
+        keys, value = parse_override(item)
+        node = config
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                node[k] = {}
+            node = node[k]
+        node[keys[-1]] = value
+    return config
+
+
+def _unknown_key(key: str, known, where: str):
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(sorted(known))}"
+    raise ConfigError(f"unknown config key '{where}{key}'", hint)
+
+
+def _coerce_like(value, default, name: str):
+    """Coerce ``value`` to the type of ``default`` where that is unambiguous."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"true", "false", "yes", "no", "1", "0"}:
+            return value.lower() in {"true", "yes", "1"}
+        raise ConfigError(f"config key '{name}' must be true or false, got {value!r}",
+                          f"write --set {name}=true or {name}=false")
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, bool):
+            raise ConfigError(f"config key '{name}' must be an integer, got {value!r}",
+                              f"write e.g. --set {name}={default}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"config key '{name}' must be an integer, got {value!r}",
+                          f"write e.g. --set {name}={default}")
+    if isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # e.g. 'auto' is validated by the pipeline
+            return value
+        raise ConfigError(f"config key '{name}' must be a number, got {value!r}",
+                          f"write e.g. --set {name}={default}")
+    return value
+
+
+def merge_with_defaults(user: Mapping, defaults: Mapping, _prefix: str = "") -> dict:
+    """Merge ``user`` onto ``defaults``, rejecting unknown keys.
+
+    Nested mappings in ``defaults`` are merged recursively; a default whose
+    value is a mapping marked with the key ``"*"`` accepts any sub-keys.
+    """
+    out = copy.deepcopy(dict(defaults))
+    out.pop("*", None)
+    for key, value in (user or {}).items():
+        if key not in defaults:
+            if "*" in defaults:
+                out[key] = value
+                continue
+            _unknown_key(key, [k for k in defaults if k != "*"], _prefix)
+        default = defaults[key]
+        name = f"{_prefix}{key}"
+        if isinstance(default, Mapping):
+            if value is None:
+                continue
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config key '{name}' must be a mapping of sub-keys",
+                                  f"write '{name}.<key>: value'; known sub-keys: "
+                                  f"{', '.join(k for k in default if k != '*')}")
+            out[key] = merge_with_defaults(value, default, _prefix=f"{name}.")
+        else:
+            out[key] = _coerce_like(value, default, name)
+    return out
+
+
+def flatten(config: Mapping, prefix: str = "") -> dict:
+    """Flatten a nested config to ``{'a.b': value}``."""
+    flat = {}
+    for k, v in config.items():
+        if isinstance(v, Mapping):
+            flat.update(flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def config_hash(config: Mapping) -> str:
+    """Content hash of a resolved config (sorted-key JSON, SHA-256)."""
+    from ._utils import stable_hash
+    return stable_hash(config)

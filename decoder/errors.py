@@ -1,0 +1,38 @@
+"""One exception type for every user-facing failure.
+
+Every error the library raises for bad input is a :class:`DecoderError`
+carrying *what* went wrong (naming the file or key) and *how to fix it*.
+The CLI prints ``str(err)`` as a single line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+
+class DecoderError(Exception):
+    """A user-facing error: a problem and its fix, printed on one line.
+
+    Parameters
+    ----------
+    message : str
+        What went wrong, naming the file, key or value concerned.
+    fix : str, optional
+        What the user can do about it.
+    """
+
+    def __init__(self, message: str, fix: str | None = None):
+        super().__init__(message)
+        self.message = " ".join(str(message).split())
+        self.fix = " ".join(str(fix).split()) if fix else None
+
+    def __str__(self) -> str:
+        if self.fix:
+            return f"{self.message} — fix: {self.fix}"
+        return self.message
+
+
+class ConfigError(DecoderError):
+    """An invalid configuration key or value."""
+
+
+class DataError(DecoderError):
+    """Unreadable, inconsistent or missing input data."""
