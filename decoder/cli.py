@@ -23,7 +23,15 @@ def _cmd_run(args) -> int:
 
     raw = apply_overrides(load_yaml(args.config), args.set)
     out = Path(args.out) if args.out else Path("results") / Path(args.config).stem
-    metrics = run_config(raw, data=args.data, out=out, config_path=args.config)
+    if getattr(args, "datalad", False):  # record with `datalad run`, replay with `datalad rerun`
+        import json
+        from pipelines import resolve_config
+        from .data.datalad import datalad_run
+        resolve_config(raw)  # a config error fails here, before anything is recorded
+        path = datalad_run(args.config, out, data=args.data, overrides=args.set)
+        metrics = json.loads(path.read_text())
+    else:
+        metrics = run_config(raw, data=args.data, out=out, config_path=args.config)
     summary = {k: metrics.get(k) for k in ("task", "n_samples", "accuracy",
                                             "balanced_accuracy", "roc_auc", "permutation_p")}
     parts = [f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()
