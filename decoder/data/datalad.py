@@ -323,7 +323,7 @@ class DataladInputs:
         """The listed files whose content is not present locally."""
         return [p for p in (self._abs(x) for x in paths) if not _has_content(p)]
 
-    def get(self, paths) -> list[Path]:
+    def get(self, paths, progress=None) -> list[Path]:
         """Make the content of ``paths`` present locally; return their absolute paths.
 
         Only files whose content is absent are fetched, so calling this again
@@ -333,6 +333,8 @@ class DataladInputs:
         ----------
         paths : iterable of path
             Files (absolute, or relative to ``root``).
+        progress : callable, optional
+            Called as ``progress(done, total, path)`` after each file fetched.
 
         Returns
         -------
@@ -361,6 +363,7 @@ class DataladInputs:
             return files
         dl = _import_datalad()
         errors = []
+        done = 0
         with _quiet_datalad():
             results = dl.get(path=[str(p) for p in todo], dataset=str(self.top),
                              jobs=self.jobs, on_failure="ignore",
@@ -372,6 +375,9 @@ class DataladInputs:
                 if status in ("ok", "notneeded"):
                     if status == "ok" and res.get("path"):
                         self.fetched.append(Path(res["path"]))
+                    if progress is not None:
+                        done += 1
+                        progress(done, len(todo), Path(res.get("path") or ""))
                 else:
                     errors.append(res)
         still = [p for p in todo if not _has_content(p)]
