@@ -221,7 +221,7 @@ class DaskBackend:
         self.close()
 
 
-def get_backend(scheduler=None, n_jobs: int = 1):
+def get_backend(scheduler=None, n_jobs: int = 1, timeout: float = 30):
     """Choose where work runs.
 
     Parameters
@@ -232,6 +232,8 @@ def get_backend(scheduler=None, n_jobs: int = 1):
         and to local joblib when that is unset too.
     n_jobs : int, default=1
         Local worker processes (ignored with a scheduler).
+    timeout : float, default=30
+        Seconds to wait for a scheduler to answer.
 
     Returns
     -------
@@ -247,7 +249,7 @@ def get_backend(scheduler=None, n_jobs: int = 1):
         if "://" not in scheduler:
             raise ConfigError(f"compute.scheduler {scheduler!r} is not a scheduler address",
                               "write it as tcp://host:8786 (the address 'dask scheduler' prints)")
-    return DaskBackend(scheduler)
+    return DaskBackend(scheduler, timeout=timeout)
 
 
 def backend_from_config(config: Mapping | None):

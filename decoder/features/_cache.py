@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -136,7 +137,7 @@ class FeatureCache:
             with np.load(path, allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files if k != "__meta__"}
                 meta = json.loads(str(npz["__meta__"])) if "__meta__" in npz.files else {}
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             log.warning("ignoring unreadable cache entry %s (%s)", path, exc)
             return None
         return arrays, meta
