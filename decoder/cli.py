@@ -64,9 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"decoder {__version__}")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show full tracebacks on errors")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log progress")
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="run a pipeline from a YAML config")
+    r = sub.add_parser("run", parents=[common], help="run a pipeline from a YAML config")
     r.add_argument("config", help="YAML config, e.g. configs/haxby.yaml")
     r.add_argument("--data", help="data root (BIDS folder, ABIDE root or DataLad dataset); "
                                   "default: the config's dataset.root or the embedded sample")
@@ -77,18 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="record the run with 'datalad run' in the dataset holding --out")
     r.set_defaults(func=_cmd_run)
 
-    rep = sub.add_parser("report", help="(re)write report.html for a run directory")
+    rep = sub.add_parser("report", parents=[common], help="(re)write report.html for a run directory")
     rep.add_argument("run_dir")
     rep.set_defaults(func=_cmd_report)
 
-    pr = sub.add_parser("predict", help="predict one subject with a saved model")
+    pr = sub.add_parser("predict", parents=[common], help="predict one subject with a saved model")
     pr.add_argument("model", help="model file (.skops) written by 'decoder run'")
     pr.add_argument("input", help="time series (.1D/.tsv/.csv) or preprocessed bold NIfTI")
     pr.add_argument("--atlas", help="labels atlas NIfTI (for a NIfTI input)")
     pr.add_argument("--out", help="JSON file for the prediction")
     pr.set_defaults(func=_cmd_predict)
 
-    f = sub.add_parser("fetch", help="fetch a dataset declared in data_manifest.yaml")
+    f = sub.add_parser("fetch", parents=[common], help="fetch a dataset declared in data_manifest.yaml")
     f.add_argument("name")
     f.add_argument("--subjects", nargs="*")
     f.add_argument("--to", help="target folder")

@@ -1,0 +1,269 @@
+"""Reader for the ABIDE Preprocessed Connectomes Project (PCP) layout.
+
+The public layout (``https://s3.amazonaws.com/fcp-indi/data/Projects/ABIDE_Initiative/``)
+is::
+
+    <root>/Phenotypic_V1_0b_preprocessed1.csv
+    <root>/Outputs/<pipeline>/<strategy>/<derivative>/<FILE_ID>_<derivative>.1D
+
+for pipeline in ``cpac, ccs, dparsf, niak``, strategy in ``filt_global,
+filt_noglobal, nofilt_global, nofilt_noglobal`` and ROI derivative in
+``rois_aal, rois_cc200, rois_cc400, rois_dosenbach160, rois_ez, rois_ho,
+rois_tt``.  The subjects are the files present on disk; their labels come
+from ``DX_GROUP`` (1 = autism, 2 = control), their group from ``SITE_ID``
+and the covariates from ``AGE_AT_SCAN`` and ``SEX``.
+
+How real-file irregularities are handled (and logged):
+
+* **Regions that are all zero (or NaN) for a subject** — the ROI fell
+  outside that subject's field of view.  They are kept (every subject keeps
+  the same region set, so features line up); the connectivity step gives a
+  missing region zero covariance with the others and unit variance after
+  standardisation, i.e. it falls back to the shrinkage target for that
+  region (see :mod:`decoder.features.connectome`).  The count per subject is
+  in :attr:`AbideDataset.missing_regions`.
+* **Different lengths** — each subject's covariance is estimated from its
+  own time points with Ledoit–Wolf shrinkage, which stays well conditioned
+  even with fewer time points than regions (78 time points, 111 regions);
+  no truncation or padding is needed.
+* **Different TRs** — connectivity is a zero-lag covariance, which does not
+  depend on the sampling rate once the series are band-passed (the
+  ``filt_*`` strategies keep 0.01–0.1 Hz at every site).  The remaining TR
+  differences are site effects: they are what leave-site-out evaluation
+  and the optional in-fold ComBat harmonisation address.
+* **A file whose FILE_ID is not in the phenotypic table** — it cannot be
+  labelled: a one-line :class:`~decoder.errors.DataError` names it.
+* **An all-NaN or truncated file** — a one-line error from
+  :func:`decoder.data.timeseries_io.read_timeseries`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError, DataError
+from .timeseries_io import read_timeseries
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PIPELINES", "STRATEGIES", "DERIVATIVES", "PHENOTYPIC_FILE", "AbideDataset",
+           "abide_folder", "load_phenotypes", "load_abide", "DIAGNOSIS"]
+
+PIPELINES = ("cpac", "ccs", "dparsf", "niak")
+STRATEGIES = ("filt_global", "filt_noglobal", "nofilt_global", "nofilt_noglobal")
+DERIVATIVES = ("rois_aal", "rois_cc200", "rois_cc400", "rois_dosenbach160", "rois_ez",
+               "rois_ho", "rois_tt")
+PHENOTYPIC_FILE = "Phenotypic_V1_0b_preprocessed1.csv"
+#: DX_GROUP code → class name; classes are ordered (control, autism) so the
+#: positive class of ROC AUC and of predicted probabilities is autism.
+DIAGNOSIS = {1: "autism", 2: "control"}
+CLASSES = ["control", "autism"]
+
+
+@dataclass
+class AbideDataset:
+    """ABIDE subjects loaded from one pipeline/strategy/derivative folder.
+
+    Attributes
+    ----------
+    time_series : list of ndarray (n_timepoints_i, n_regions)
+    file_ids, sites, diagnosis : ndarray of str
+        ``diagnosis`` is ``"autism"`` or ``"control"``.
+    age : ndarray of float
+    sex : ndarray of int
+        ABIDE coding: 1 = male, 2 = female.
+    regions : list of str
+        Region labels from the file header.
+    files : list of Path
+    missing_regions : ndarray of int
+        Per subject, how many regions have no finite, non-constant signal.
+    root, pipeline, strategy, derivative : str
+    """
+
+    time_series: list
+    file_ids: np.ndarray
+    sites: np.ndarray
+    diagnosis: np.ndarray
+    age: np.ndarray
+    sex: np.ndarray
+    regions: list
+    files: list
+    missing_regions: np.ndarray
+    root: str = ""
+    pipeline: str = ""
+    strategy: str = ""
+    derivative: str = ""
+    notes: list = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.time_series)
+
+    @property
+    def covariates(self) -> pd.DataFrame:
+        """Age and sex per subject (the covariates ComBat preserves)."""
+        return pd.DataFrame({"age": self.age, "sex": self.sex}, index=self.file_ids)
+
+    def subset(self, index) -> "AbideDataset":
+        """A new dataset with the subjects at positions ``index``."""
+        index = np.asarray(index)
+        return AbideDataset(
+            time_series=[self.time_series[i] for i in index],
+            file_ids=self.file_ids[index], sites=self.sites[index],
+            diagnosis=self.diagnosis[index], age=self.age[index], sex=self.sex[index],
+            regions=list(self.regions), files=[self.files[i] for i in index],
+            missing_regions=self.missing_regions[index], root=self.root,
+            pipeline=self.pipeline, strategy=self.strategy, derivative=self.derivative,
+            notes=list(self.notes))
+
+
+def _check_choice(value, allowed, key):
+    if value not in allowed:
+        raise ConfigError(f"{key} '{value}' is not an ABIDE PCP option",
+                          f"use one of: {', '.join(allowed)}")
+
+
+def abide_folder(root, pipeline="cpac", strategy="filt_noglobal", derivative="rois_ho") -> Path:
+    """The folder holding ``<FILE_ID>_<derivative>.1D`` files, checked to exist."""
+    _check_choice(pipeline, PIPELINES, "dataset.pipeline")
+    _check_choice(strategy, STRATEGIES, "dataset.strategy")
+    _check_choice(derivative, DERIVATIVES, "dataset.derivative")
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"ABIDE root folder not found: {root}",
+                        "pass the folder holding Phenotypic_V1_0b_preprocessed1.csv and Outputs/ "
+                        "with --data")
+    folder = root / "Outputs" / pipeline / strategy / derivative
+    if not folder.is_dir():
+        present = sorted(str(p.relative_to(root / "Outputs"))
+                         for p in (root / "Outputs").glob("*/*/*") if p.is_dir()) \
+            if (root / "Outputs").is_dir() else []
+        hint = f"present here: {', '.join(present)}" if present else \
+            "download it from the ABIDE PCP bucket (Outputs/<pipeline>/<strategy>/<derivative>/)"
+        raise DataError(f"no ABIDE folder {folder}", f"choose dataset.pipeline/strategy/"
+                        f"derivative with --set, or fetch the files; {hint}")
+    return folder
+
+
+def load_phenotypes(root) -> pd.DataFrame:
+    """The phenotypic table indexed by ``FILE_ID``."""
+    path = Path(root) / PHENOTYPIC_FILE
+    if not path.is_file():
+        raise DataError(f"phenotypic table not found: {path}",
+                        f"download {PHENOTYPIC_FILE} from the ABIDE PCP bucket into the data root")
+    table = pd.read_csv(path, low_memory=False)
+    needed = {"FILE_ID", "SITE_ID", "DX_GROUP", "AGE_AT_SCAN", "SEX"}
+    missing = needed - set(table.columns)
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(sorted(missing))}",
+                        "use the official ABIDE PCP phenotypic file")
+    table = table[table["FILE_ID"].astype(str) != "no_filename"]
+    return table.drop_duplicates("FILE_ID").set_index("FILE_ID")
+
+
+def _missing_regions(ts: np.ndarray) -> int:
+    finite = np.isfinite(ts)
+    std = np.nanstd(np.where(finite, ts, np.nan), axis=0) if finite.any() else np.zeros(ts.shape[1])
+    return int(np.sum(~(np.nan_to_num(std) > 0)))
+
+
+def load_abide(root, pipeline: str = "cpac", strategy: str = "filt_noglobal",
+               derivative: str = "rois_ho", sites=None, max_subjects: int | None = None,
+               file_ids=None) -> AbideDataset:
+    """Load every subject present in an ABIDE PCP folder.
+
+    Parameters
+    ----------
+    root : path
+        Folder holding ``Phenotypic_V1_0b_preprocessed1.csv`` and ``Outputs/``.
+    pipeline, strategy, derivative : str
+        Which PCP output to read (see module constants).
+    sites : list of str, optional
+        Keep only these ``SITE_ID`` values.
+    max_subjects : int, optional
+        Keep the first ``max_subjects`` subjects in file-name order after the
+        site filter (for quick runs and tests).
+    file_ids : list of str, optional
+        Keep only these subjects.
+
+    Returns
+    -------
+    AbideDataset
+    """
+    folder = abide_folder(root, pipeline, strategy, derivative)
+    pheno = load_phenotypes(root)
+    suffix = f"_{derivative}.1D"
+    files = sorted(p for p in folder.iterdir() if p.name.endswith(suffix))
+    if not files:
+        raise DataError(f"no *{suffix} files in {folder}",
+                        "fetch the ABIDE files into this folder, or pick another derivative")
+    ids = [p.name[: -len(suffix)] for p in files]
+    unknown = [i for i in ids if i not in pheno.index]
+    if unknown:
+        raise DataError(f"{folder / (unknown[0] + suffix)}: FILE_ID '{unknown[0]}' is not in "
+                        f"{PHENOTYPIC_FILE} ({len(unknown)} such file(s))",
+                        "remove the file(s) or use the matching phenotypic table")
+    keep = np.ones(len(ids), bool)
+    if file_ids is not None:
+        wanted = set(map(str, file_ids))
+        keep &= np.array([i in wanted for i in ids])
+    if sites is not None:
+        sites = [sites] if isinstance(sites, str) else list(sites)
+        known = set(pheno.loc[ids, "SITE_ID"].astype(str))
+        bad = [s for s in sites if s not in known]
+        if bad:
+            raise ConfigError(f"dataset.sites: no subject from site '{bad[0]}' here",
+                              f"use some of: {', '.join(sorted(known))}")
+        keep &= pheno.loc[ids, "SITE_ID"].astype(str).isin(sites).to_numpy()
+    idx = np.flatnonzero(keep)
+    if max_subjects is not None:
+        idx = idx[: int(max_subjects)]
+    if idx.size == 0:
+        raise DataError(f"no ABIDE subject left in {folder} after filtering",
+                        "relax dataset.sites / dataset.max_subjects")
+    files = [files[i] for i in idx]
+    ids = [ids[i] for i in idx]
+    rows = pheno.loc[ids]
+    dx = pd.to_numeric(rows["DX_GROUP"], errors="coerce")
+    if not dx.isin(DIAGNOSIS).all():
+        bad = rows.index[~dx.isin(DIAGNOSIS)][0]
+        raise DataError(f"{PHENOTYPIC_FILE}: DX_GROUP of '{bad}' is not 1 or 2",
+                        "fix the phenotypic table (1 = autism, 2 = control)")
+    series, regions, missing = [], None, []
+    for path in files:
+        ts, names = read_timeseries(path)
+        if regions is None:
+            regions = names
+        elif ts.shape[1] != len(regions):
+            raise DataError(f"{path}: {ts.shape[1]} regions, but {files[0].name} has "
+                            f"{len(regions)}",
+                            "all files of one derivative must use the same atlas; "
+                            "re-download the odd one")
+        series.append(ts)
+        missing.append(_missing_regions(ts))
+    missing = np.asarray(missing)
+    notes = []
+    if missing.any():
+        notes.append(f"{int((missing > 0).sum())} of {len(files)} subjects have regions with "
+                     f"no signal (up to {int(missing.max())}); their coupling falls back to "
+                     "the shrinkage target")
+        log.info(notes[-1])
+    lengths = np.array([len(t) for t in series])
+    notes.append(f"time points per subject: {lengths.min()}–{lengths.max()}")
+    age = pd.to_numeric(rows["AGE_AT_SCAN"], errors="coerce").to_numpy(float)
+    if np.isnan(age).any():
+        age = np.where(np.isnan(age), np.nanmedian(age), age)
+        notes.append("missing AGE_AT_SCAN replaced by the median age")
+        log.info(notes[-1])
+    sex = pd.to_numeric(rows["SEX"], errors="coerce").fillna(1).to_numpy(int)
+    return AbideDataset(
+        time_series=series, file_ids=np.asarray(ids, dtype=object),
+        sites=rows["SITE_ID"].astype(str).to_numpy(dtype=object),
+        diagnosis=np.asarray([DIAGNOSIS[int(v)] for v in dx], dtype=object),
+        age=age, sex=sex, regions=list(regions), files=files, missing_regions=missing,
+        root=str(root), pipeline=pipeline, strategy=strategy, derivative=derivative,
+        notes=notes)

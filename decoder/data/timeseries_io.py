@@ -1,0 +1,131 @@
+"""Read region time series from text files (.1D, .tsv, .csv).
+
+One reader for every text format a subject's time series comes in: the
+AFNI-style ``.1D`` files of the ABIDE Preprocessed Connectomes Project
+(tab-separated, an optional ``#``-prefixed header naming the regions), and
+plain ``.tsv`` / ``.csv`` tables with or without a header row.  Every
+problem (empty file, a truncated last line, non-numeric cells, a file with
+no finite value) is a one-line :class:`~decoder.errors.DataError` naming the
+file and the line.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+
+__all__ = ["read_timeseries", "TIMESERIES_SUFFIXES"]
+
+TIMESERIES_SUFFIXES = (".1d", ".tsv", ".csv", ".txt")
+
+
+def _separator(path: Path, first_data_line: str) -> str | None:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return ","
+    if "\t" in first_data_line:
+        return "\t"
+    if "," in first_data_line and suffix != ".1d":
+        return ","
+    return None  # runs of white space
+
+
+def _split(line: str, sep: str | None) -> list[str]:
+    return line.split(sep) if sep is not None else line.split()
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def read_timeseries(path) -> tuple[np.ndarray, list[str]]:
+    """Read one subject's region time series.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.1D``, ``.tsv``, ``.csv`` or ``.txt`` file: one row per time point,
+        one column per region.  A first line starting with ``#`` (``.1D``) or a
+        non-numeric first row (``.tsv`` / ``.csv``) names the regions.
+
+    Returns
+    -------
+    data : ndarray of shape (n_timepoints, n_regions), float64
+        Non-finite cells (``nan``, ``inf``) are kept as NaN; the connectivity
+        step treats a region without finite signal as missing.
+    regions : list of str
+        Region names (the header without ``#``), or ``"0", "1", ...``.
+
+    Raises
+    ------
+    DataError
+        If the file is missing, empty, truncated (a row with fewer or more
+        values than the others), non-numeric, or holds no finite value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"time-series file not found: {path}",
+                        "check the path (ABIDE files live in Outputs/<pipeline>/<strategy>/"
+                        "<derivative>/)")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text time-series file",
+                        "pass a .1D/.tsv/.csv table (one row per time point), or a NIfTI "
+                        "image with --atlas") from None
+    lines = text.splitlines()
+    header_lines = [i for i, ln in enumerate(lines) if ln.lstrip().startswith("#")]
+    body = [(i, ln) for i, ln in enumerate(lines)
+            if ln.strip() and not ln.lstrip().startswith("#")]
+    if not body:
+        raise DataError(f"{path}: no time points in the file",
+                        "re-download or regenerate it; the file is empty")
+    sep = _separator(path, body[0][1])
+    regions = None
+    if header_lines:
+        tokens = _split(lines[header_lines[-1]].lstrip()[1:].strip(), sep)
+        regions = [t.strip().lstrip("#") for t in tokens if t.strip()]
+    first = [t.strip() for t in _split(body[0][1].strip(), sep)]
+    if not all(_is_number(t) or t.lower() in {"nan", "inf", "-inf", ""} for t in first):
+        regions = [t.strip().strip('"') for t in first]
+        body = body[1:]
+        if not body:
+            raise DataError(f"{path}: only a header row, no time points",
+                            "re-download or regenerate the file")
+    # Field counts per line are cheap string counts; a short last line is the
+    # signature of an interrupted download or copy.
+    counts = np.array([len(_split(ln.strip(), sep)) for _, ln in body])
+    expected = int(np.bincount(counts).argmax())
+    bad = np.flatnonzero(counts != expected)
+    if bad.size:
+        lineno = body[bad[0]][0] + 1
+        where = "last line" if bad[0] == len(body) - 1 else f"line {lineno}"
+        raise DataError(f"{path}: truncated or malformed — {where} has {counts[bad[0]]} values, "
+                        f"expected {expected}",
+                        "re-download the file (it was cut short) or remove it from the folder")
+    if regions is not None and len(regions) != expected:
+        regions = None  # a header that does not match is ignored, data rule
+    try:
+        data = pd.read_csv(io.StringIO("\n".join(ln.strip() for _, ln in body)),
+                           sep=sep if sep is not None else r"\s+", header=None,
+                           engine="c" if sep is not None else "python",
+                           dtype=np.float64).to_numpy()
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"{path}: non-numeric values in the time series ({exc})",
+                        "the table must hold numbers only, one row per time point") from None
+    data = np.where(np.isfinite(data), data, np.nan)
+    if not np.isfinite(data).any():
+        raise DataError(f"{path}: every value is NaN — no signal in this file",
+                        "exclude this subject or regenerate its time series")
+    if regions is None:
+        regions = [str(i) for i in range(data.shape[1])]
+    return data, regions

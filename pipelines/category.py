@@ -1,0 +1,251 @@
+"""Category decoding from task fMRI: BIDS runs → samples → nested CV → run directory.
+
+Composes the library end to end; the CLI, the app and the tests all call
+:func:`run`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from decoder.data.bids import find_mask, find_runs, load_mask
+from decoder.errors import ConfigError, DataError
+from decoder.evaluation.metrics import chance_level, classification_metrics
+from decoder.evaluation.nested import (SampleSet, nested_dual_ridge, nested_estimator,
+                                       permutation_p_value, select_candidate)
+from decoder.features.task import (beta_samples, block_average_samples, load_task_data,
+                                   select_classes, smooth_runs, volume_samples)
+from decoder.models.registry import MODELS, make_model
+from decoder.results import build_provenance, file_records, write_run
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = {
+    "task": "category",
+    "name": "category",
+    "dataset": {
+        "name": "haxby2001-sub1-slice",
+        "root": None,          # null: the embedded sample; --data overrides
+        "task": "objectviewing",
+        "subjects": None,
+        "space": None,         # fMRIPrep output space, e.g. MNI152NLin2009cAsym
+        "mask": "auto",        # a path (relative to the root), 'auto' or 'compute'
+        "confounds": None,     # fMRIPrep strategy: simple, srp, compcor, ica_aroma
+        "tr": None,            # overrides RepetitionTime from sidecars
+    },
+    "classes": "all",
+    "samples": "volumes",      # volumes | blocks | betas
+    "delay": "auto",           # seconds after onset, or auto (chosen in training folds)
+    "delay_candidates": [0.0, 2.5, 5.0],
+    "window": "auto",          # moving average over volumes, or auto
+    "window_candidates": [1, 3],
+    "blocks": {"aggregate": "scores", "max_gap": None},
+    "betas": {"method": "lsa", "unit": "block", "hrf_model": "glover"},
+    "cleaning": {"detrend": True, "standardize": True, "high_pass": None},
+    "model": "dual-ridge",
+    "screening_percentile": None,
+    "cv": "leave-one-run-out",
+    "n_permutations": 0,
+    "random_state": 0,
+    "save_weights": True,
+}
+
+CV_CHOICES = ("leave-one-run-out", "leave-one-subject-out")
+
+
+def _validate(config: dict) -> None:
+    if config["samples"] not in ("volumes", "blocks", "betas"):
+        raise ConfigError(f"samples must be volumes, blocks or betas, got {config['samples']!r}",
+                          "write e.g. --set samples=blocks")
+    if config["cv"] not in CV_CHOICES:
+        raise ConfigError(f"cv '{config['cv']}' is not available for category decoding",
+                          f"use one of: {', '.join(CV_CHOICES)}")
+    if config["model"] not in MODELS:
+        raise ConfigError(f"unknown model '{config['model']}'", f"use one of: {', '.join(MODELS)}")
+    if config["blocks"]["aggregate"] not in ("scores", "average"):
+        raise ConfigError("blocks.aggregate must be 'scores' or 'average'",
+                          "scores: average the volumes' decision values; average: the patterns")
+    if not isinstance(config["n_permutations"], int) or config["n_permutations"] < 0:
+        raise ConfigError("n_permutations must be a non-negative integer",
+                          "write e.g. --set n_permutations=1000")
+    for key in ("delay", "window"):
+        v = config[key]
+        if v != "auto" and not (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0):
+            raise ConfigError(f"{key} must be 'auto' or a non-negative number, got {v!r}",
+                              f"write e.g. --set {key}=auto")
+
+
+def resolve_root(config: dict, data=None) -> Path:
+    """Data root: ``--data``, then ``dataset.root``, then the embedded sample."""
+    if data:
+        return Path(data)
+    if config["dataset"]["root"]:
+        return Path(config["dataset"]["root"])
+    from decoder.data.samples import sample_path
+    return sample_path(config["dataset"]["name"])
+
+
+def _datalad_inputs(root: Path, paths: list[Path]) -> dict:
+    """Get annexed inputs and their provenance when ``root`` is a DataLad dataset."""
+    try:
+        from decoder.data.datalad import ensure_local
+    except ImportError:
+        return {}
+    return ensure_local(root, paths) or {}
+
+
+def _candidates(config):
+    samples = config["samples"]
+    if samples == "betas":
+        return [None]
+    delays = config["delay_candidates"] if config["delay"] == "auto" else [config["delay"]]
+    windows = config["window_candidates"] if config["window"] == "auto" else [config["window"]]
+    if samples == "blocks" and config["blocks"]["aggregate"] == "average":
+        windows = [1]
+    try:
+        delays = [float(d) for d in delays]
+        windows = [int(w) for w in windows]
+    except (TypeError, ValueError):
+        raise ConfigError("delay_candidates / window_candidates must be lists of numbers",
+                          "write e.g. --set delay_candidates=0,2.5,5") from None
+    return list(itertools.product(delays, windows))
+
+
+def build_sample_sets(data, config, classes, group_of_run):
+    """One :class:`SampleSet` per candidate (delay, window), plus unit labels."""
+    samples = config["samples"]
+    code = {c: i for i, c in enumerate(classes)}
+    sets, unit_codes, unit_run = [], {}, {}
+    smoothed = {}
+    for cand in _candidates(config):
+        if cand is None:
+            b = config["betas"]
+            X, y, runs, units = beta_samples(data, classes, b["method"], b["unit"], b["hrf_model"])
+            name = f"betas ({b['method']}, per {b['unit']})"
+        else:
+            delay, window = cand
+            if window not in smoothed:
+                smoothed[window] = smooth_runs(data.X, window)
+            if samples == "blocks" and config["blocks"]["aggregate"] == "average":
+                X, y, runs, units = block_average_samples(data, classes, delay, smoothed[window])
+            else:
+                X, y, runs, units, _ = volume_samples(data, classes, delay, smoothed[window])
+            name = f"delay={delay:g}s,window={window}"
+        for u, lab, r in zip(units, y, runs):
+            unit_codes[int(u)] = code[lab]
+            unit_run[int(u)] = int(r)
+        sets.append(SampleSet(X=X, unit=units.astype(int), run=runs.astype(int),
+                              group=np.asarray([group_of_run[r] for r in runs]), name=name))
+    return sets, unit_codes, unit_run
+
+
+def run(config: dict, data=None, out=None, config_path=None) -> dict:
+    """Run category decoding and write the run directory; returns ``metrics.json`` content."""
+    t0 = time.perf_counter()
+    _validate(config)
+    ds = config["dataset"]
+    root = resolve_root(config, data)
+    runs = find_runs(root, ds["task"], subjects=ds["subjects"], space=ds["space"], tr=ds["tr"])
+    mask_path = find_mask(root, runs[0].subject, ds["mask"])
+    if ds["mask"] not in ("auto", "compute", None) and mask_path and not mask_path.is_file() \
+            and not mask_path.is_symlink():
+        raise DataError(f"mask file not found: {mask_path}",
+                        "set dataset.mask to an existing file, 'auto' or 'compute'")
+    needed = [r.bold for r in runs] + [r.events for r in runs if r.events] + \
+             [r.confounds for r in runs if r.confounds and ds["confounds"]] + \
+             ([mask_path] if mask_path else [])
+    dataset_prov = _datalad_inputs(root, needed)
+    mask_img = load_mask(mask_path) if mask_path else None
+    cl = config["cleaning"]
+    data_ = load_task_data(runs, mask_img, mask_path, detrend=cl["detrend"],
+                           standardize=cl["standardize"], high_pass=cl["high_pass"],
+                           confounds=ds["confounds"], block_max_gap=config["blocks"]["max_gap"])
+    classes = select_classes(data_.blocks, config["classes"])
+    if config["cv"] == "leave-one-subject-out":
+        group_of_run = [r.subject for r in runs]
+        if len(set(group_of_run)) < 2:
+            raise DataError("leave-one-subject-out needs at least 2 subjects, found 1",
+                            "use cv: leave-one-run-out, or add subjects")
+    else:
+        group_of_run = [r.key for r in runs]
+    sets, unit_codes, unit_run = build_sample_sets(data_, config, classes, group_of_run)
+    score_unit = config["samples"] == "blocks" and config["blocks"]["aggregate"] == "scores"
+    n_classes = len(classes)
+    if config["model"] == "dual-ridge" and not config["screening_percentile"]:
+        res = nested_dual_ridge(sets, unit_codes, unit_run, n_classes, score_unit=score_unit,
+                                n_permutations=config["n_permutations"],
+                                random_state=config["random_state"])
+    else:
+        def make():
+            return make_model(config["model"], config["random_state"],
+                              config["screening_percentile"])
+        res = nested_estimator(sets, unit_codes, unit_run, n_classes, make,
+                               score_unit=score_unit, n_permutations=config["n_permutations"],
+                               random_state=config["random_state"])
+    y_true = np.asarray(classes)[res["y_true"]]
+    y_pred = np.asarray(classes)[res["scores"].argmax(1)]
+    m = classification_metrics(y_true, y_pred, res["scores"], classes)
+    p_value = (permutation_p_value(res["observed"], res["null"])
+               if res["null"] is not None else None)
+
+    images = {}
+    if config["save_weights"]:
+        final = select_candidate(sets, unit_codes, n_classes)
+        est = make_model(config["model"], config["random_state"], config["screening_percentile"])
+        codes = np.array([unit_codes[u] for u in final.unit])
+        from decoder.evaluation.nested import _fit
+        _fit(est, final.X, codes, final.run)
+        model = est.steps[-1][1]
+        if hasattr(model, "coef_"):
+            coef = np.atleast_2d(model.coef_)
+            if "screening" in est.named_steps:
+                full = np.zeros((coef.shape[0], final.X.shape[1]))
+                full[:, est.named_steps["screening"].get_support()] = coef
+                coef = full
+            images["weights"] = data_.masker.inverse_transform(coef.astype(np.float32))
+    runtime = time.perf_counter() - t0
+    inputs = file_records([p for p in needed if p and Path(p).is_file()], root=root)
+    metrics = {
+        "task": "category",
+        "name": config["name"],
+        "dataset": {"name": ds["name"], "root": str(root), "task": ds["task"],
+                    "subjects": sorted({r.subject for r in runs}), "n_runs": len(runs),
+                    "n_voxels": int(data_.n_voxels)},
+        "cv": config["cv"],
+        "samples": config["samples"],
+        "model": config["model"],
+        "n_samples": int(len(y_true)),
+        "n_classes": n_classes,
+        "classes": list(classes),
+        "accuracy": m["accuracy"],
+        "balanced_accuracy": m["balanced_accuracy"],
+        "roc_auc": m["roc_auc"],
+        "chance": chance_level(y_true),
+        "fold_scores": res["fold_scores"],
+        "fold_groups": res["fold_groups"],
+        "confusion_matrix": m["confusion_matrix"],
+        "per_class": m["per_class"],
+        "selected": {"per_fold": res["chosen"], "alpha_per_fold": res["alphas"]},
+        "n_permutations": config["n_permutations"],
+        "permutation_p": p_value,
+        "permutation_null_mean": float(np.mean(res["null"])) if res["null"] is not None else None,
+        "weights": "weights.nii.gz" if "weights" in images else None,
+        "runtime_s": round(runtime, 3),
+        "provenance": build_provenance(config, inputs, dataset_prov, config_path),
+    }
+    cm = pd.DataFrame(m["confusion_matrix"], index=pd.Index(classes, name="true"),
+                      columns=classes)
+    preds = pd.DataFrame({"fold": res["fold"], "true": y_true, "predicted": y_pred})
+    for i, c in enumerate(classes):
+        preds[f"score_{c}"] = res["scores"][:, i]
+    arrays = {"permutation_null": res["null"]} if res["null"] is not None else None
+    if out is not None:
+        write_run(out, metrics, images=images, tables={"confusion_matrix": cm,
+                                                      "predictions": preds}, arrays=arrays)
+    return metrics
