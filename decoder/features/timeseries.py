@@ -1,0 +1,269 @@
+"""Region time series from preprocessed BOLD images (fMRIPrep-style derivatives).
+
+Extraction goes through nilearn maskers — :class:`~nilearn.maskers.NiftiLabelsMasker`
+(a labels atlas), :class:`~nilearn.maskers.NiftiMapsMasker` (probabilistic maps)
+or :class:`~nilearn.maskers.NiftiSpheresMasker` (coordinates, e.g. Power 2011,
+Dosenbach 2010, Seitzman 2018 shipped with nilearn) — with confounds chosen by
+:func:`nilearn.interfaces.fmriprep.load_confounds_strategy`.  Each subject's
+time series is cached on disk under a key made of the image's SHA-256 and
+the extraction settings, so a rerun or another model variant never re-reads
+the images.
+
+An image whose affine does not match the atlas is resampled by nilearn when
+both are in the same space; when their fields of view do not overlap (an
+image in native space, an atlas in MNI space), extraction stops with a
+one-line :class:`~decoder.errors.DataError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .._utils import atomic_write_bytes, sha256_file, stable_hash
+from ..errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ATLAS_TYPES", "NILEARN_ATLASES", "load_atlas", "check_alignment",
+           "extract_timeseries", "TimeSeriesExtractor"]
+
+ATLAS_TYPES = ("labels", "maps", "spheres")
+#: Atlases shipped with (or fetched by) nilearn, by name → (type, loader).
+NILEARN_ATLASES = {
+    "power": "spheres", "dosenbach": "spheres", "seitzman": "spheres",
+    "harvard_oxford": "labels", "aal": "labels", "schaefer": "labels", "msdl": "maps",
+    "difumo": "maps",
+}
+
+
+def load_atlas(atlas, atlas_type=None):
+    """Resolve an atlas given as a file or a nilearn atlas name.
+
+    Parameters
+    ----------
+    atlas : str or Path
+        A NIfTI file (labels or 4-D maps), a ``.tsv``/``.csv`` of ``x, y, z``
+        coordinates (spheres), or a name in :data:`NILEARN_ATLASES`
+        (``power``, ``dosenbach`` and ``seitzman`` are bundled with nilearn
+        and need no download).
+    atlas_type : {"labels", "maps", "spheres"}, optional
+        Inferred when omitted.
+
+    Returns
+    -------
+    dict with keys ``type``, ``img`` (NIfTI or None), ``coords`` (ndarray or None),
+    ``labels`` (list of str) and ``source`` (str).
+    """
+    if atlas_type is not None and atlas_type not in ATLAS_TYPES:
+        raise ConfigError(f"atlas type '{atlas_type}' is not supported",
+                          f"use one of: {', '.join(ATLAS_TYPES)}")
+    name = str(atlas)
+    path = Path(name)
+    if path.is_file():
+        if path.suffix.lower() in {".tsv", ".csv", ".txt"}:
+            import pandas as pd
+            table = pd.read_csv(path, sep=None, engine="python")
+            cols = [c for c in ("x", "y", "z") if c in table.columns]
+            coords = table[cols].to_numpy(float) if len(cols) == 3 else table.iloc[:, :3].to_numpy(float)
+            return {"type": "spheres", "img": None, "coords": coords,
+                    "labels": [str(i) for i in range(len(coords))], "source": str(path)}
+        import nibabel as nib
+        try:
+            img = nib.load(str(path))
+        except Exception as exc:  # nibabel raises several types for bad files
+            raise DataError(f"{path}: not a readable NIfTI atlas ({exc})",
+                            "pass a labels/maps NIfTI or a coordinates table") from None
+        kind = atlas_type or ("maps" if len(img.shape) == 4 else "labels")
+        if kind == "labels":
+            values = np.unique(np.asarray(img.dataobj)).astype(int)
+            labels = [str(v) for v in values if v != 0]
+        else:
+            labels = [str(i) for i in range(img.shape[3])]
+        return {"type": kind, "img": img, "coords": None, "labels": labels, "source": str(path)}
+    key = name.lower()
+    if key not in NILEARN_ATLASES:
+        raise DataError(f"atlas '{name}' is neither a file nor a known nilearn atlas",
+                        f"pass a NIfTI/coordinates file or one of: {', '.join(NILEARN_ATLASES)}")
+    from nilearn import datasets
+    if key == "power":
+        a = datasets.fetch_coords_power_2011()
+        coords = np.vstack([a.rois["x"], a.rois["y"], a.rois["z"]]).T
+    elif key == "dosenbach":
+        a = datasets.fetch_coords_dosenbach_2010()
+        coords = np.vstack([a.rois["x"], a.rois["y"], a.rois["z"]]).T
+    elif key == "seitzman":
+        a = datasets.fetch_coords_seitzman_2018()
+        coords = np.vstack([a.rois["x"], a.rois["y"], a.rois["z"]]).T
+    else:  # these need a one-time download by nilearn
+        fetch = {"harvard_oxford": lambda: datasets.fetch_atlas_harvard_oxford("cort-maxprob-thr25-2mm"),
+                 "aal": datasets.fetch_atlas_aal, "schaefer": datasets.fetch_atlas_schaefer_2018,
+                 "msdl": datasets.fetch_atlas_msdl, "difumo": datasets.fetch_atlas_difumo}[key]
+        try:
+            a = fetch()
+        except Exception as exc:
+            raise DataError(f"nilearn could not fetch atlas '{name}' ({type(exc).__name__})",
+                            "connect to the internet once, or pass the atlas file") from None
+        kind = NILEARN_ATLASES[key]
+        img = a.maps if not isinstance(a.maps, str) else __import__("nibabel").load(a.maps)
+        labels = [str(v) for v in getattr(a, "labels", [])]
+        return {"type": kind, "img": img, "coords": None, "labels": labels,
+                "source": f"nilearn:{key}"}
+    return {"type": "spheres", "img": None, "coords": np.asarray(coords, float),
+            "labels": [str(i) for i in range(len(coords))], "source": f"nilearn:{key}"}
+
+
+def _world_box(img):
+    shape = np.asarray(img.shape[:3])
+    corners = np.array([[i, j, k] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
+                        for k in (0, shape[2] - 1)], float)
+    world = corners @ img.affine[:3, :3].T + img.affine[:3, 3]
+    return world.min(axis=0), world.max(axis=0)
+
+
+def check_alignment(bold_img, atlas_img, bold_name="bold image", min_overlap=0.5):
+    """Raise when the image and the atlas are not in the same space.
+
+    Differing affines within one space (e.g. 3 mm BOLD, 2 mm atlas) are fine:
+    nilearn resamples the atlas.  A world-space bounding-box overlap below
+    ``min_overlap`` (of the smaller box) means different spaces.
+    """
+    if atlas_img is None:
+        return
+    if np.allclose(bold_img.affine, atlas_img.affine, atol=1e-3) and \
+            tuple(bold_img.shape[:3]) == tuple(atlas_img.shape[:3]):
+        return
+    lo1, hi1 = _world_box(bold_img)
+    lo2, hi2 = _world_box(atlas_img)
+    inter = np.clip(np.minimum(hi1, hi2) - np.maximum(lo1, lo2), 0, None).prod()
+    smaller = min(np.prod(hi1 - lo1), np.prod(hi2 - lo2))
+    frac = inter / smaller if smaller > 0 else 0.0
+    if frac < min_overlap:
+        raise DataError(f"{bold_name}: its affine does not match the atlas (only {frac:.0%} of "
+                        "their fields of view overlap — different spaces?)",
+                        "use BOLD images and an atlas in the same space (e.g. fMRIPrep "
+                        "space-MNI152NLin2009cAsym outputs with an MNI atlas)")
+    log.info("%s: affine differs from the atlas; nilearn resamples the atlas to it", bold_name)
+
+
+def _masker(atlas, t_r, radius, smoothing_fwhm, high_pass, low_pass, memory):
+    from nilearn.maskers import NiftiLabelsMasker, NiftiMapsMasker, NiftiSpheresMasker
+    common = dict(standardize="zscore_sample", detrend=True, t_r=t_r, low_pass=low_pass,
+                  high_pass=high_pass, smoothing_fwhm=smoothing_fwhm, memory=memory,
+                  verbose=0)
+    if atlas["type"] == "labels":
+        return NiftiLabelsMasker(labels_img=atlas["img"], **common)
+    if atlas["type"] == "maps":
+        return NiftiMapsMasker(maps_img=atlas["img"], **common)
+    return NiftiSpheresMasker(seeds=atlas["coords"], radius=radius, allow_overlap=True, **common)
+
+
+def extract_timeseries(bold, atlas, confounds_strategy="simple", t_r=None, radius=5.0,
+                       smoothing_fwhm=None, high_pass=0.01, low_pass=0.1, cache_dir=None,
+                       atlas_type=None):
+    """One subject's region time series from a preprocessed BOLD image.
+
+    Parameters
+    ----------
+    bold : path
+        A preprocessed 4-D BOLD NIfTI (fMRIPrep ``*_desc-preproc_bold.nii.gz``
+        or any image in the atlas space).
+    atlas : str, Path or dict
+        See :func:`load_atlas`.
+    confounds_strategy : str or None
+        A :func:`nilearn.interfaces.fmriprep.load_confounds_strategy` denoising
+        strategy (``simple``, ``scrubbing``, ``compcor``, ``ica_aroma``), or
+        ``None`` / ``"none"`` for no confound regression (an image without
+        fMRIPrep confound files).
+    t_r : float, optional
+        Repetition time; read from the image header when omitted.
+    radius : float
+        Sphere radius in mm (coordinates atlases).
+    cache_dir : path, optional
+        Per-subject cache folder (``<key>.npy`` + ``<key>.json``).
+
+    Returns
+    -------
+    ndarray (n_timepoints, n_regions)
+    """
+    import nibabel as nib
+    bold = Path(bold)
+    if not bold.is_file():
+        raise DataError(f"BOLD image not found: {bold}", "check the path")
+    atlas = atlas if isinstance(atlas, dict) else load_atlas(atlas, atlas_type)
+    settings = {"atlas": atlas["source"], "type": atlas["type"], "confounds": confounds_strategy,
+                "t_r": t_r, "radius": radius, "fwhm": smoothing_fwhm, "hp": high_pass,
+                "lp": low_pass}
+    key = None
+    if cache_dir is not None:
+        key = stable_hash({"bold": sha256_file(bold), **settings})[:24]
+        cached = Path(cache_dir) / f"{key}.npy"
+        if cached.is_file():
+            return np.load(cached)
+    try:
+        img = nib.load(str(bold))
+    except Exception as exc:
+        raise DataError(f"{bold}: not a readable NIfTI image ({exc})",
+                        "pass a preprocessed 4-D BOLD NIfTI") from None
+    if len(img.shape) != 4:
+        raise DataError(f"{bold}: a 4-D BOLD series is needed, got shape {img.shape}",
+                        "pass the preprocessed bold run, not a single volume")
+    check_alignment(img, atlas["img"], bold_name=str(bold))
+    if t_r is None:
+        zooms = img.header.get_zooms()
+        t_r = float(zooms[3]) if len(zooms) > 3 and zooms[3] > 0 else None
+    confounds, sample_mask = None, None
+    if confounds_strategy not in (None, "none"):
+        from nilearn.interfaces.fmriprep import load_confounds_strategy
+        try:
+            confounds, sample_mask = load_confounds_strategy(str(bold),
+                                                             denoise_strategy=confounds_strategy)
+        except (ValueError, FileNotFoundError) as exc:
+            raise DataError(f"{bold}: no usable fMRIPrep confounds for strategy "
+                            f"'{confounds_strategy}' ({' '.join(str(exc).split())[:120]})",
+                            "put the *_desc-confounds_timeseries.tsv next to the image, or set "
+                            "confounds_strategy: none") from None
+    masker = _masker(atlas, t_r, radius, smoothing_fwhm, high_pass if t_r else None,
+                     low_pass if t_r else None, memory=None)
+    ts = masker.fit_transform(img, confounds=confounds, sample_mask=sample_mask)
+    ts = np.asarray(ts, dtype=float)
+    if key is not None:
+        import io
+        bio = io.BytesIO()
+        np.save(bio, ts)
+        atomic_write_bytes(Path(cache_dir) / f"{key}.npy", bio.getvalue())
+        atomic_write_bytes(Path(cache_dir) / f"{key}.json",
+                           json.dumps({"bold": str(bold), **settings}).encode())
+    return ts
+
+
+class TimeSeriesExtractor:
+    """Extract and cache time series for many subjects with one atlas and strategy.
+
+    Parameters
+    ----------
+    atlas : str or Path
+    atlas_type : str, optional
+    confounds_strategy : str or None
+    cache_dir : path, optional
+    **kwargs
+        Passed to :func:`extract_timeseries`.
+    """
+
+    def __init__(self, atlas, atlas_type=None, confounds_strategy="simple", cache_dir=None,
+                 **kwargs):
+        self.atlas = atlas
+        self.atlas_type = atlas_type
+        self.confounds_strategy = confounds_strategy
+        self.cache_dir = cache_dir
+        self.kwargs = kwargs
+        self._atlas = None
+
+    def __call__(self, bold_files):
+        if self._atlas is None:
+            self._atlas = load_atlas(self.atlas, self.atlas_type)
+        return [extract_timeseries(b, self._atlas, self.confounds_strategy,
+                                   cache_dir=self.cache_dir, **self.kwargs) for b in bold_files]

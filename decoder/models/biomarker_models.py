@@ -1,0 +1,239 @@
+"""Connectome classifiers: connectivity → (ComBat) → scaling → linear model, in one estimator.
+
+:class:`ConnectomeClassifier` is a scikit-learn classifier whose ``fit``
+learns *everything* that looks across subjects — the tangent reference,
+ComBat's site and covariate effects, the feature scaling and the model
+with its nested hyper-parameter search — from the training subjects it is
+given, so cross-validating it is leakage-free by construction.
+
+The default is an ensemble over connectivity kinds (tangent space at the
+in-fold log-Euclidean mean, and correlation), each with a ridge classifier
+whose penalty is chosen by efficient leave-one-out inside the training
+fold; the ensemble averages their decision values.  Probabilities come
+from a Platt sigmoid fitted on the training subjects' leave-one-out
+decision values (so they are calibrated without touching test data).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, RidgeClassifierCV
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+from sklearn.utils.multiclass import unique_labels
+from sklearn.utils.validation import check_is_fitted
+
+from ..errors import ConfigError, DataError
+from ..features.connectome import KINDS, Connectivity, as_covariance_stack
+from ..features.harmonize import ComBat
+
+__all__ = ["MODELS", "HARMONIZE", "make_model", "ConnectomeClassifier"]
+
+MODELS = ("ridge", "logistic", "svm", "mlp")
+HARMONIZE = ("none", "combat")
+DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 13))
+DEFAULT_CS = tuple(float(c) for c in np.logspace(-4, 1, 11))
+
+
+def make_model(name, random_state=0, inner_splits=5, params=None):
+    """A linear (or torch MLP) classifier with its nested hyper-parameter search.
+
+    Parameters
+    ----------
+    name : {"ridge", "logistic", "svm", "mlp"}
+        ``ridge``: :class:`~sklearn.linear_model.RidgeClassifierCV`, penalty by
+        efficient leave-one-out; ``logistic``: L2
+        :class:`~sklearn.linear_model.LogisticRegressionCV`; ``svm``: linear SVM
+        in :class:`~sklearn.model_selection.GridSearchCV` over C; ``mlp``:
+        :class:`~decoder.models.torch_connectome.TorchMLPClassifier`.
+    random_state : int
+    inner_splits : int
+        Inner stratified folds for logistic/svm tuning (within the training fold).
+    params : dict, optional
+        Extra constructor arguments.
+    """
+    params = dict(params or {})
+    inner = StratifiedKFold(inner_splits, shuffle=True, random_state=random_state)
+    if name == "ridge":
+        alphas = params.pop("alphas", DEFAULT_ALPHAS)
+        return RidgeClassifierCV(alphas=alphas, store_cv_results=True, **params)
+    if name == "logistic":
+        cs = params.pop("Cs", DEFAULT_CS)
+        return LogisticRegressionCV(Cs=list(cs), cv=inner, scoring="roc_auc", max_iter=2000,
+                                    **params)
+    if name == "svm":
+        cs = params.pop("Cs", DEFAULT_CS)
+        return GridSearchCV(LinearSVC(dual="auto", max_iter=5000, random_state=random_state,
+                                      **params),
+                            {"C": list(cs)}, cv=inner, scoring="roc_auc")
+    if name == "mlp":
+        from .torch_connectome import TorchMLPClassifier
+        return TorchMLPClassifier(random_state=random_state, **params)
+    raise ConfigError(f"model '{name}' is not supported", f"use one of: {', '.join(MODELS)}")
+
+
+def _decision(model, X):
+    d = model.decision_function(X)
+    return d if d.ndim == 1 else d[:, -1]
+
+
+class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
+    """Binary classifier of subjects from their region time series.
+
+    Parameters
+    ----------
+    kinds : sequence of str
+        Connectivity kinds; more than one makes an ensemble averaging the
+        per-kind decision values.
+    reference : {"log-euclidean", "geometric", "arithmetic"}
+        Tangent point (mean of the training covariances).
+    shrinkage : "ledoit-wolf", float or None
+        Per-subject covariance shrinkage (used when ``X`` is time series).
+    harmonize : {"none", "combat"}
+        In-fold ComBat on the connectivity vectors (needs ``sites``).
+    unseen_site : {"self", "pooled"}
+        ComBat's handling of a site absent from training.
+    model : {"ridge", "logistic", "svm", "mlp"}
+    model_params : dict or None
+    inner_splits : int
+    random_state : int
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (2,)
+    connectivity_ : dict kind → fitted :class:`Connectivity`
+    combat_ : dict kind → fitted :class:`ComBat` (empty without harmonisation)
+    scalers_ : dict kind → fitted StandardScaler
+    models_ : dict kind → fitted classifier
+    calibration_ : tuple (a, b)
+        Platt sigmoid ``p = 1 / (1 + exp(-(a d + b)))`` on the ensemble decision ``d``.
+    n_regions_ : int
+    """
+
+    def __init__(self, kinds=("tangent", "correlation"), reference="log-euclidean",
+                 shrinkage="ledoit-wolf", harmonize="none", unseen_site="self", model="ridge",
+                 model_params=None, inner_splits=5, random_state=0):
+        self.kinds = kinds
+        self.reference = reference
+        self.shrinkage = shrinkage
+        self.harmonize = harmonize
+        self.unseen_site = unseen_site
+        self.model = model
+        self.model_params = model_params
+        self.inner_splits = inner_splits
+        self.random_state = random_state
+
+    def _check_params(self):
+        kinds = [self.kinds] if isinstance(self.kinds, str) else list(self.kinds)
+        if not kinds:
+            raise ConfigError("connectivity.kinds is empty", f"use some of: {', '.join(KINDS)}")
+        for k in kinds:
+            if k not in KINDS:
+                raise ConfigError(f"connectivity kind '{k}' is not supported",
+                                  f"use some of: {', '.join(KINDS)}")
+        if self.harmonize not in HARMONIZE:
+            raise ConfigError(f"harmonize.method '{self.harmonize}' is not supported",
+                              f"use one of: {', '.join(HARMONIZE)}")
+        if self.model not in MODELS:
+            raise ConfigError(f"model '{self.model}' is not supported",
+                              f"use one of: {', '.join(MODELS)}")
+        return kinds
+
+    def _features(self, kind, covs, sites, covariates, fit=False):
+        if fit:
+            self.connectivity_[kind] = Connectivity(kind=kind, reference=self.reference).fit(covs)
+        X = self.connectivity_[kind].transform(covs)
+        if self.harmonize == "combat":
+            if fit:
+                self.combat_[kind] = ComBat(unseen_site=self.unseen_site).fit(
+                    X, sites=sites, covariates=covariates)
+            X = self.combat_[kind].transform(X, sites=sites, covariates=covariates)
+        if fit:
+            self.scalers_[kind] = StandardScaler().fit(X)
+        return self.scalers_[kind].transform(X)
+
+    def fit(self, X, y, sites=None, covariates=None):
+        """Fit on training subjects only.
+
+        Parameters
+        ----------
+        X : list of ndarray (n_timepoints_i, n_regions) or ndarray (n, R, R)
+            Time series, or per-subject covariances from
+            :func:`~decoder.features.connectome.subject_covariances`.
+        y : array-like of shape (n,)
+            Two classes.
+        sites : array-like of shape (n,), optional
+            Needed with ``harmonize="combat"``.
+        covariates : DataFrame or ndarray (n, c), optional
+            Covariates whose effect ComBat preserves (e.g. age, sex).
+        """
+        kinds = self._check_params()
+        covs = as_covariance_stack(X, self.shrinkage)
+        y = np.asarray(y)
+        if len(y) != len(covs):
+            raise DataError(f"{len(covs)} subjects but {len(y)} labels",
+                            "pass one label per subject")
+        self.classes_ = unique_labels(y)
+        if len(self.classes_) != 2:
+            raise DataError(f"biomarker classification needs exactly 2 classes, got "
+                            f"{len(self.classes_)}", "check the diagnosis labels")
+        if self.harmonize == "combat" and sites is None:
+            raise DataError("harmonize: combat needs the site of every training subject",
+                            "pass sites, or set harmonize.method: none")
+        self.n_regions_ = covs.shape[-1]
+        self.connectivity_, self.combat_, self.scalers_, self.models_ = {}, {}, {}, {}
+        loo = []
+        for kind in kinds:
+            Xk = self._features(kind, covs, sites, covariates, fit=True)
+            model = make_model(self.model, self.random_state, self.inner_splits,
+                               self.model_params).fit(Xk, y)
+            self.models_[kind] = model
+            if isinstance(model, RidgeClassifierCV):
+                best = int(np.argmin(np.abs(np.asarray(model.alphas) - model.alpha_)))
+                loo.append(model.cv_results_[:, 0, best])
+        if len(loo) == len(kinds):
+            d = np.mean(loo, axis=0)
+        else:  # no free leave-one-out values: the training decisions (optimistic scale)
+            d = self._ensemble_decision(covs, sites, covariates)
+        platt = LogisticRegression(C=1e4).fit(d[:, None], y == self.classes_[1])
+        self.calibration_ = (float(platt.coef_[0, 0]), float(platt.intercept_[0]))
+        return self
+
+    def _ensemble_decision(self, covs, sites, covariates):
+        return np.mean([_decision(self.models_[k], self._features(k, covs, sites, covariates))
+                        for k in self.models_], axis=0)
+
+    def decision_function(self, X, sites=None, covariates=None):
+        """Mean of the per-kind decision values (positive → ``classes_[1]``)."""
+        check_is_fitted(self, "models_")
+        covs = as_covariance_stack(X, self.shrinkage)
+        if covs.shape[-1] != self.n_regions_:
+            raise DataError(f"input has {covs.shape[-1]} regions, the model expects "
+                            f"{self.n_regions_}", "extract the time series with the atlas "
+                            "the model was trained on")
+        return self._ensemble_decision(covs, sites, covariates)
+
+    def predict_proba(self, X, sites=None, covariates=None):
+        """Calibrated probabilities, columns ordered as ``classes_``."""
+        a, b = self.calibration_
+        d = self.decision_function(X, sites, covariates)
+        p = 1.0 / (1.0 + np.exp(-(a * d + b)))
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X, sites=None, covariates=None):
+        """The class whose calibrated probability exceeds 0.5 (consistent with predict_proba)."""
+        p = self.predict_proba(X, sites, covariates)[:, 1]
+        return self.classes_[(p > 0.5).astype(int)]
+
+    def connectivity_matrices(self, X, kind=None):
+        """Connectivity matrices (n, R, R) of ``kind`` (default: the first kind)."""
+        check_is_fitted(self, "models_")
+        kind = kind or next(iter(self.connectivity_))
+        return self.connectivity_[kind].transform_matrices(as_covariance_stack(X, self.shrinkage))
+
+
+def clone_classifier(est):
+    """``sklearn.base.clone`` (re-exported for the pipeline)."""
+    return clone(est)

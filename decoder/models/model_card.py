@@ -1,0 +1,118 @@
+"""Model cards: what a saved biomarker model was trained on, how it was evaluated, what it is for.
+
+A card is written next to every saved model as ``model_card.json`` (read by
+the app and by ``decoder predict``) and ``model_card.md`` (for people).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .._utils import atomic_write_json, atomic_write_text
+
+__all__ = ["build_model_card", "write_model_card", "card_markdown"]
+
+INTENDED_USE = (
+    "Research on group differences in resting-state functional connectivity, and teaching. "
+    "NOT a diagnostic device: predictions for an individual are uncertain (see the "
+    "cross-validated accuracy and calibration), depend on the scanner site and preprocessing, "
+    "and must not inform clinical decisions.")
+
+CITATION = (
+    "Di Martino et al. (2014) The autism brain imaging data exchange, Mol Psychiatry 19:659; "
+    "Craddock et al. (2013) The Neuro Bureau Preprocessing Initiative (Preprocessed Connectomes "
+    "Project), Front Neuroinform; data used under the ABIDE/INDI terms "
+    "(non-commercial research, with citation).")
+
+
+def build_model_card(metrics: dict, config: dict, n_subjects: int, sites, regions,
+                     calibration=None) -> dict:
+    """The card as a dict (JSON-serialisable)."""
+    ds = config.get("dataset", {})
+    return {
+        "model": {
+            "task": "binary classification of subjects (autism vs control) from "
+                    "resting-state connectivity",
+            "classes": metrics.get("classes"),
+            "positive_class": "autism",
+            "connectivity": config.get("connectivity"),
+            "harmonize": config.get("harmonize"),
+            "estimator": config.get("model"),
+            "format": "skops (load with decoder.pipelines biomarker.load_model; never pickle)",
+        },
+        "data": {
+            "source": "ABIDE Preprocessed Connectomes Project" if ds.get("kind") == "abide"
+            else ds.get("kind"),
+            "pipeline": ds.get("pipeline"), "strategy": ds.get("strategy"),
+            "derivative": ds.get("derivative"), "n_subjects": int(n_subjects),
+            "n_regions": len(regions), "sites": sorted(set(map(str, sites))),
+        },
+        "evaluation": {
+            "cv": metrics.get("cv"),
+            "accuracy": metrics.get("accuracy"),
+            "balanced_accuracy": metrics.get("balanced_accuracy"),
+            "roc_auc": metrics.get("roc_auc"),
+            "chance": metrics.get("chance"),
+            "permutation_p": metrics.get("permutation_p"),
+            "per_site": metrics.get("per_site"),
+            "calibration": calibration,
+        },
+        "intended_use": INTENDED_USE,
+        "limitations": [
+            "Trained on ABIDE I sites; a new scanner or preprocessing pipeline changes "
+            "connectivity, so accuracy on new sites may be lower than reported.",
+            "Input must be the same atlas/derivative (same regions, same order) as training.",
+            "Sex and age distributions are those of ABIDE I (mostly male, 6–64 years).",
+        ],
+        "citation": CITATION,
+        "provenance": {k: metrics.get("provenance", {}).get(k)
+                       for k in ("version", "config_sha256", "created")},
+    }
+
+
+def _fmt(v):
+    return f"{v:.3f}" if isinstance(v, float) else ("—" if v is None else str(v))
+
+
+def card_markdown(card: dict) -> str:
+    """A human-readable Markdown rendering of the card."""
+    ev, data, model = card["evaluation"], card["data"], card["model"]
+    lines = ["# Model card — connectome biomarker", "",
+             "## Model", f"- Task: {model['task']}",
+             f"- Classes: {model['classes']} (positive: {model['positive_class']})",
+             f"- Connectivity: {model['connectivity']}", f"- Harmonisation: {model['harmonize']}",
+             f"- Estimator: {model['estimator']}", f"- Format: {model['format']}", "",
+             "## Data", f"- Source: {data['source']}",
+             f"- Pipeline / strategy / derivative: {data['pipeline']} / {data['strategy']} / "
+             f"{data['derivative']}",
+             f"- Subjects: {data['n_subjects']}, regions: {data['n_regions']}, "
+             f"sites: {len(data['sites'])}", "",
+             "## Evaluation", f"- Cross-validation: {ev['cv']}",
+             f"- Accuracy {_fmt(ev['accuracy'])}, balanced accuracy "
+             f"{_fmt(ev['balanced_accuracy'])}, ROC AUC {_fmt(ev['roc_auc'])}, chance "
+             f"{_fmt(ev['chance'])}, permutation p {_fmt(ev['permutation_p'])}", ""]
+    if ev.get("per_site"):
+        lines += ["| site | n | accuracy | ROC AUC |", "|---|---|---|---|"]
+        for site, m in sorted(ev["per_site"].items()):
+            lines.append(f"| {site} | {m.get('n')} | {_fmt(m.get('accuracy'))} | "
+                         f"{_fmt(m.get('roc_auc'))} |")
+        lines.append("")
+    if ev.get("calibration"):
+        lines += ["Calibration (held-out predictions):", "",
+                  "| predicted probability | n | observed autism rate |", "|---|---|---|"]
+        for b in ev["calibration"]:
+            lines.append(f"| {b['low']:.1f}–{b['high']:.1f} | {b['n']} | "
+                         f"{_fmt(b['observed_rate'])} |")
+        lines.append("")
+    lines += ["## Intended use", card["intended_use"], "", "## Limitations"]
+    lines += [f"- {x}" for x in card["limitations"]]
+    lines += ["", "## Citation", card["citation"], ""]
+    return "\n".join(lines)
+
+
+def write_model_card(out_dir, card: dict) -> tuple[Path, Path]:
+    """Write ``model_card.json`` and ``model_card.md`` atomically."""
+    out = Path(out_dir)
+    atomic_write_json(out / "model_card.json", card)
+    atomic_write_text(out / "model_card.md", card_markdown(card))
+    return out / "model_card.json", out / "model_card.md"

@@ -1,0 +1,120 @@
+"""A small torch MLP on connectivity vectors, with a scikit-learn API.
+
+Used as ``model: mlp`` in the biomarker pipeline.  It runs on CUDA when a
+GPU is present (``device="auto"``) and on CPU otherwise; weights are kept
+as NumPy arrays after fitting so the estimator saves with skops.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import unique_labels
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ..errors import ConfigError
+
+__all__ = ["TorchMLPClassifier"]
+
+
+def _device(name):
+    import torch
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
+    """One-hidden-layer MLP with dropout and weight decay (binary or multiclass).
+
+    Parameters
+    ----------
+    hidden : int
+        Hidden units.
+    dropout : float
+        Dropout on the input and hidden layers (connectomes have ~6000
+        features for a few hundred subjects: strong regularisation is needed).
+    weight_decay : float
+        AdamW weight decay.
+    lr : float
+    epochs : int
+    batch_size : int
+    device : str
+        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+    random_state : int or None
+
+    Attributes
+    ----------
+    classes_ : ndarray
+    weights_ : list of ndarray
+        ``[W1, b1, W2, b2]`` as NumPy arrays (for skops-safe saving).
+    device_ : str
+        The device used for training.
+    """
+
+    def __init__(self, hidden=64, dropout=0.5, weight_decay=1e-2, lr=1e-3, epochs=40,
+                 batch_size=64, device="auto", random_state=0):
+        self.hidden = hidden
+        self.dropout = dropout
+        self.weight_decay = weight_decay
+        self.lr = lr
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.device = device
+        self.random_state = random_state
+
+    def _net(self, n_in, n_out):
+        import torch.nn as nn
+        return nn.Sequential(nn.Dropout(self.dropout), nn.Linear(n_in, self.hidden), nn.ReLU(),
+                             nn.Dropout(self.dropout), nn.Linear(self.hidden, n_out))
+
+    def fit(self, X, y):
+        import torch
+        if self.hidden < 1 or self.epochs < 1:
+            raise ConfigError("mlp hidden and epochs must be positive",
+                              "set model_params.hidden / epochs to positive integers")
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        self.classes_ = unique_labels(y)
+        yi = np.searchsorted(self.classes_, y)
+        dev = _device(self.device)
+        self.device_ = str(dev)
+        gen = torch.Generator().manual_seed(int(self.random_state or 0))
+        torch.manual_seed(int(self.random_state or 0))
+        net = self._net(X.shape[1], len(self.classes_)).to(dev)
+        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        Xt = torch.from_numpy(X).to(dev)
+        yt = torch.from_numpy(yi.astype(np.int64)).to(dev)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        net.train()
+        for _ in range(self.epochs):
+            order = torch.randperm(len(Xt), generator=gen).to(dev)
+            for start in range(0, len(Xt), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                opt.zero_grad()
+                loss = loss_fn(net(Xt[idx]), yt[idx])
+                loss.backward()
+                opt.step()
+        lin = [m for m in net if isinstance(m, torch.nn.Linear)]
+        self.weights_ = [p.detach().cpu().numpy().astype(np.float64)
+                         for m in lin for p in (m.weight, m.bias)]
+        return self
+
+    def decision_function(self, X):
+        check_is_fitted(self, "weights_")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        w1, b1, w2, b2 = self.weights_
+        logits = np.maximum(X @ w1.T + b1, 0) @ w2.T + b2
+        if len(self.classes_) == 2:
+            return logits[:, 1] - logits[:, 0]
+        return logits
+
+    def predict_proba(self, X):
+        d = self.decision_function(X)
+        if d.ndim == 1:
+            p = 1 / (1 + np.exp(-d))
+            return np.column_stack([1 - p, p])
+        e = np.exp(d - d.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]

@@ -1,0 +1,518 @@
+"""Connectome biomarkers: leakage-free, site-aware classification of subjects.
+
+``decoder run configs/abide.yaml --data <ABIDE root>`` reads the ABIDE PCP
+time series (or extracts them from fMRIPrep-style images), evaluates a
+:class:`~decoder.models.biomarker_models.ConnectomeClassifier` with
+leave-site-out (default), stratified (group) k-fold or repeated k-fold
+cross-validation, and writes ``metrics.json`` (with ``per_site``),
+``predictions.tsv``, the model refitted on every subject (``model.skops``)
+and its model card.
+
+Every step that learns across subjects — the tangent reference, ComBat,
+scaling, the model and its hyper-parameter search — is fitted inside each
+training fold.  The only step computed once for all subjects is each
+subject's own covariance, which uses that subject's data alone.
+
+Functions for the app: :func:`load_model`, :func:`predict_subject`,
+:func:`connectivity_matrix`, :func:`example_subjects`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from decoder._utils import atomic_write_bytes, atomic_write_json
+from decoder.errors import ConfigError, DataError
+from decoder.evaluation.cv import make_cv
+from decoder.evaluation.metrics import chance_level, classification_metrics
+from decoder.results import build_provenance, file_records, write_run
+
+log = logging.getLogger(__name__)
+
+POSITIVE = "autism"
+CLASSES = ["control", "autism"]
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "decoder" / "models" / "_shipped"
+SHIPPED_MODEL = SHIPPED_DIR / "abide_model.skops"
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "decoder" / "data" / "_sample" / "abide_examples"
+
+DEFAULTS = {
+    "task": "biomarker",
+    "name": "abide",
+    "dataset": {
+        "kind": "abide",            # abide | fmriprep
+        "root": None,               # or --data
+        "pipeline": "cpac",
+        "strategy": "filt_noglobal",
+        "derivative": "rois_ho",
+        "sites": None,              # list of SITE_ID to keep
+        "max_subjects": None,
+        "exclude": None,            # FILE_IDs / participant ids left out (e.g. shipped examples)
+        # fmriprep kind: participants.tsv columns and BOLD pattern
+        "participants": "participants.tsv",
+        "label_column": "diagnosis",
+        "positive_label": "autism",
+        "site_column": "site",
+        "bold_pattern": "*_desc-preproc_bold.nii.gz",
+        "atlas": None,
+        "atlas_type": None,
+        "confounds_strategy": "simple",
+        "cache_dir": None,
+    },
+    "connectivity": {
+        "kinds": ["tangent", "correlation"],
+        "reference": "log-euclidean",
+        "shrinkage": "ledoit-wolf",
+    },
+    "harmonize": {
+        "method": "none",           # none | combat
+        "unseen_site": "self",      # self | pooled
+    },
+    "model": "ridge",               # ridge | logistic | svm | mlp
+    "model_params": {"*": None},
+    "inner_splits": 5,
+    "cv": "leave-site-out",
+    "n_splits": 10,
+    "n_repeats": 10,
+    "random_state": 0,
+    "n_permutations": 0,
+    "save_model": True,
+}
+
+_CV_ALIASES = {"stratified-10fold": "stratified-kfold", "kfold": "stratified-kfold",
+               "leave-one-site-out": "leave-site-out"}
+
+
+# ------------------------------------------------------------------------- data
+class _Subjects:
+    """Time series + labels + sites + covariates + provenance of the input files."""
+
+    def __init__(self, time_series, diagnosis, sites, covariates, ids, files, regions, root,
+                 notes=(), dataset_info=None):
+        self.time_series = time_series
+        self.diagnosis = np.asarray(diagnosis, dtype=object)
+        self.sites = np.asarray(sites).astype(str)
+        self.covariates = covariates.reset_index(drop=True)
+        self.ids = np.asarray(ids, dtype=object)
+        self.files = list(files)
+        self.regions = list(regions)
+        self.root = root
+        self.notes = list(notes)
+        self.dataset_info = dataset_info or {}
+
+
+def _data_root(config, data):
+    root = data or config["dataset"].get("root")
+    if root is None:
+        raise ConfigError("no data root for the biomarker pipeline",
+                          "pass --data <ABIDE root> (the folder with "
+                          "Phenotypic_V1_0b_preprocessed1.csv and Outputs/)")
+    return Path(root)
+
+
+def _load_abide(config, root) -> _Subjects:
+    from decoder.data.abide import load_abide
+    ds = config["dataset"]
+    d = load_abide(root, ds["pipeline"], ds["strategy"], ds["derivative"], sites=ds["sites"],
+                   max_subjects=ds["max_subjects"])
+    if ds["exclude"]:
+        excluded = {ds["exclude"]} if isinstance(ds["exclude"], str) else set(ds["exclude"])
+        d = d.subset(np.flatnonzero([i not in excluded for i in d.file_ids]))
+    return _Subjects(d.time_series, d.diagnosis, d.sites, d.covariates, d.file_ids, d.files,
+                     d.regions, root, d.notes)
+
+
+def _load_fmriprep(config, root) -> _Subjects:
+    from decoder.features.timeseries import TimeSeriesExtractor
+    ds = config["dataset"]
+    if not ds["atlas"]:
+        raise ConfigError("dataset.atlas is required for dataset.kind: fmriprep",
+                          "set dataset.atlas to a NIfTI/coordinates file or e.g. 'power'")
+    table_path = root / ds["participants"]
+    if not table_path.is_file():
+        raise DataError(f"participants table not found: {table_path}",
+                        "add a participants.tsv with participant_id, diagnosis and site columns")
+    table = pd.read_csv(table_path, sep="\t", dtype={"participant_id": str})
+    for col in ("participant_id", ds["label_column"], ds["site_column"]):
+        if col not in table.columns:
+            raise DataError(f"{table_path}: no column '{col}'",
+                            "add it or set dataset.label_column / dataset.site_column")
+    bolds, rows = [], []
+    for _, row in table.iterrows():
+        pid = row["participant_id"]
+        pid = pid if str(pid).startswith("sub-") else f"sub-{pid}"
+        found = sorted((root / pid).rglob(ds["bold_pattern"]))
+        if not found:
+            log.warning("%s: no BOLD image matching %s; subject skipped", pid, ds["bold_pattern"])
+            continue
+        bolds.append(found[0])
+        rows.append(row)
+    if not rows:
+        raise DataError(f"no BOLD image matching {ds['bold_pattern']} under {root}",
+                        "check dataset.bold_pattern")
+    table = pd.DataFrame(rows)
+    cache = Path(ds["cache_dir"]) if ds["cache_dir"] else root / ".decoder_cache" / "timeseries"
+    extractor = TimeSeriesExtractor(ds["atlas"], ds["atlas_type"], ds["confounds_strategy"],
+                                    cache_dir=cache)
+    ts = extractor(bolds)
+    diag = np.where(table[ds["label_column"]].astype(str) == str(ds["positive_label"]),
+                    POSITIVE, "control")
+    cov = pd.DataFrame({c: pd.to_numeric(table[c], errors="coerce") for c in ("age", "sex")
+                        if c in table.columns})
+    return _Subjects(ts, diag, table[ds["site_column"]].astype(str), cov,
+                     table["participant_id"], bolds, [str(i) for i in range(ts[0].shape[1])],
+                     root)
+
+
+def load_subjects(config, data=None) -> _Subjects:
+    """Read the subjects declared by ``config['dataset']`` (root from ``data`` or the config)."""
+    root = _data_root(config, data)
+    kind = config["dataset"]["kind"]
+    if kind == "abide":
+        return _load_abide(config, root)
+    if kind == "fmriprep":
+        return _load_fmriprep(config, root)
+    raise ConfigError(f"dataset.kind '{kind}' is not supported", "use abide or fmriprep")
+
+
+# ------------------------------------------------------------------------- model
+def make_classifier(config):
+    """The :class:`ConnectomeClassifier` a config describes."""
+    from decoder.models.biomarker_models import ConnectomeClassifier
+    c, h = config["connectivity"], config["harmonize"]
+    kinds = c["kinds"]
+    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+    params = {k: v for k, v in (config.get("model_params") or {}).items() if k != "*"}
+    return ConnectomeClassifier(kinds=tuple(kinds), reference=c["reference"],
+                                shrinkage=c["shrinkage"], harmonize=h["method"],
+                                unseen_site=h["unseen_site"], model=config["model"],
+                                model_params=params or None,
+                                inner_splits=config["inner_splits"],
+                                random_state=config["random_state"])
+
+
+def _positive_column(est):
+    return list(est.classes_).index(POSITIVE)
+
+
+def cross_validate(config, covs, diagnosis, sites, covariates, labels=None):
+    """Out-of-fold autism probabilities and the fold assignment.
+
+    Parameters
+    ----------
+    covs : ndarray (n, R, R)
+        Per-subject covariances (subject-wise, hence computed once).
+    labels : ndarray, optional
+        Labels to fit on (a permutation for the null); defaults to ``diagnosis``.
+
+    Returns
+    -------
+    proba : ndarray (n_repeats_total, n)  — one row per repetition
+    folds : list of (train, test) index arrays
+    """
+    from sklearn.base import clone
+    scheme = _CV_ALIASES.get(config["cv"], config["cv"])
+    y = np.asarray(diagnosis if labels is None else labels)
+    splitter, uses_groups = make_cv(scheme, groups=sites, n_splits=config["n_splits"],
+                                    n_repeats=config["n_repeats"],
+                                    random_state=config["random_state"])
+    if not uses_groups:
+        counts = pd.Series(y).value_counts()
+        if counts.min() < config["n_splits"]:
+            raise DataError(f"cv '{scheme}' with {config['n_splits']} folds needs at least "
+                            f"{config['n_splits']} subjects per class, the smallest class has "
+                            f"{counts.min()}", "lower n_splits or add subjects")
+    folds = list(splitter.split(covs, y, sites if uses_groups else None))
+    n_rep = config["n_repeats"] if scheme == "repeated-stratified-kfold" else 1
+    proba = np.full((n_rep, len(y)), np.nan)
+    base = make_classifier(config)
+    per_rep = len(folds) // n_rep
+    for i, (tr, te) in enumerate(folds):
+        if len(np.unique(y[tr])) < 2:
+            raise DataError(f"a training fold has a single class (fold {i})",
+                            "use cv: stratified-group-kfold or add subjects of both classes")
+        est = clone(base).fit(covs[tr], y[tr], sites=sites[tr], covariates=covariates.iloc[tr])
+        p = est.predict_proba(covs[te], sites=sites[te], covariates=covariates.iloc[te])
+        proba[i // per_rep, te] = p[:, _positive_column(est)]
+    return proba, folds
+
+
+def _metrics_from_proba(diagnosis, proba):
+    yp = np.where(proba > 0.5, POSITIVE, "control")
+    return classification_metrics(diagnosis, yp, scores=proba, classes=CLASSES)
+
+
+def per_site_metrics(diagnosis, proba, sites) -> dict:
+    """Accuracy / ROC AUC per site from pooled held-out predictions (AUC null for one class)."""
+    out = {}
+    for site in sorted(np.unique(sites)):
+        m = sites == site
+        mm = _metrics_from_proba(diagnosis[m], proba[m])
+        out[str(site)] = {"n": int(m.sum()), "n_autism": int(np.sum(diagnosis[m] == POSITIVE)),
+                          "accuracy": mm["accuracy"],
+                          "balanced_accuracy": mm["balanced_accuracy"],
+                          "roc_auc": mm["roc_auc"]}
+    return out
+
+
+def calibration_table(diagnosis, proba, n_bins=5) -> list:
+    """Observed autism rate per bin of held-out predicted probability."""
+    edges = np.linspace(0, 1, n_bins + 1)
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (proba >= lo) & ((proba < hi) | (hi == 1.0))
+        out.append({"low": float(lo), "high": float(hi), "n": int(m.sum()),
+                    "observed_rate": float(np.mean(diagnosis[m] == POSITIVE)) if m.any() else None})
+    return out
+
+
+def permutation_test(config, covs, diagnosis, sites, covariates, observed, n_permutations):
+    """p-value of the pooled accuracy against labels permuted within site.
+
+    Permuting within sites keeps each site's class balance, so the null
+    includes whatever a model could learn from site alone.
+    """
+    rng = np.random.default_rng(config["random_state"])
+    null = []
+    for _ in range(int(n_permutations)):
+        perm = diagnosis.copy()
+        for s in np.unique(sites):
+            m = np.flatnonzero(sites == s)
+            perm[m] = rng.permutation(perm[m])
+        proba, _ = cross_validate(config, covs, diagnosis, sites, covariates, labels=perm)
+        null.append(np.mean((np.nanmean(proba, axis=0) > 0.5) == (perm == POSITIVE)))
+    null = np.asarray(null)
+    p = (1 + np.sum(null >= observed)) / (1 + len(null))
+    return float(p), null
+
+
+# ------------------------------------------------------------------------- run
+def run(config, data=None, out=None, config_path=None) -> dict:
+    """Evaluate, save the model and write ``metrics.json`` (see module docstring)."""
+    from decoder.features.connectome import subject_covariances
+    t0 = time.perf_counter()
+    scheme = _CV_ALIASES.get(config["cv"], config["cv"])
+    subjects = load_subjects(config, data)
+    covs = subject_covariances(subjects.time_series, shrinkage=config["connectivity"]["shrinkage"])
+    diag = subjects.diagnosis.astype(str)
+    sites = subjects.sites
+    small = [s for s, n in pd.Series(sites).value_counts().items() if n < 2]
+    if small:
+        log.warning("site(s) %s have a single subject: under leave-site-out they form their own "
+                    "fold (per-site ROC AUC undefined) and ComBat cannot estimate their "
+                    "variance", ", ".join(small))
+    proba_reps, folds = cross_validate(config, covs, diag, sites, subjects.covariates)
+    proba = np.nanmean(proba_reps, axis=0)
+    m = _metrics_from_proba(diag, proba)
+    fold_scores = []
+    for tr, te in folds:
+        fold_scores.append(float(np.mean((proba[te] > 0.5) == (diag[te] == POSITIVE))))
+    perm_p, null = None, None
+    if config["n_permutations"] and config["n_permutations"] > 0:
+        perm_p, null = permutation_test(config, covs, diag, sites, subjects.covariates,
+                                        m["accuracy"], config["n_permutations"])
+    inputs = file_records(subjects.files, root=subjects.root)
+    ds = config["dataset"]
+    metrics = {
+        "task": "biomarker",
+        "dataset": {"kind": ds["kind"], "root": str(subjects.root), "pipeline": ds["pipeline"],
+                    "strategy": ds["strategy"], "derivative": ds["derivative"],
+                    "n_sites": int(len(np.unique(sites))), "notes": subjects.notes},
+        "cv": scheme,
+        "n_samples": int(len(diag)),
+        "n_classes": 2,
+        "classes": CLASSES,
+        "accuracy": m["accuracy"],
+        "balanced_accuracy": m["balanced_accuracy"],
+        "roc_auc": m["roc_auc"],
+        "chance": chance_level(diag),
+        "fold_scores": fold_scores,
+        "permutation_p": perm_p,
+        "confusion_matrix": m["confusion_matrix"],
+        "per_class": m["per_class"],
+        "per_site": per_site_metrics(diag, proba, sites),
+        "calibration": calibration_table(diag, proba),
+        "model": {"connectivity": config["connectivity"], "harmonize": config["harmonize"],
+                  "estimator": config["model"]},
+    }
+    out = Path(out) if out is not None else Path("results") / config.get("name", "abide")
+    out.mkdir(parents=True, exist_ok=True)
+    if config["save_model"]:
+        est = make_classifier(config).fit(covs, diag, sites=sites, covariates=subjects.covariates)
+        metrics["runtime_s"] = time.perf_counter() - t0
+        metrics["provenance"] = build_provenance(config, inputs, None, config_path)
+        save_model(out / "model.skops", est, metrics, config, subjects)
+    predictions = pd.DataFrame({"subject": subjects.ids, "site": sites, "diagnosis": diag,
+                                "p_autism": proba,
+                                "predicted": np.where(proba > 0.5, POSITIVE, "control")})
+    metrics["runtime_s"] = time.perf_counter() - t0
+    metrics["provenance"] = build_provenance(config, inputs, None, config_path)
+    arrays = {"permutation_null": null} if null is not None else None
+    write_run(out, metrics, tables={"predictions": predictions.set_index("subject")},
+              arrays=arrays, report=False)
+    return metrics
+
+
+# ------------------------------------------------------------------------- model files
+_ALLOWED_TYPES = {
+    "decoder.models.biomarker_models.ConnectomeClassifier",
+    "decoder.features.connectome.Connectivity",
+    "decoder.features.harmonize.ComBat",
+    "decoder.models.torch_connectome.TorchMLPClassifier",
+}
+
+
+def save_model(path, est, metrics, config, subjects) -> Path:
+    """Save ``est`` with skops plus its model card (never pickle)."""
+    import skops.io as sio
+    from decoder.models.model_card import build_model_card, write_model_card
+    card = build_model_card(metrics, config, len(subjects.diagnosis), subjects.sites,
+                            subjects.regions, calibration=metrics.get("calibration"))
+    bundle = {"estimator": est, "regions": list(subjects.regions),
+              "positive_class": POSITIVE, "classes": CLASSES,
+              "dataset": {k: config["dataset"].get(k) for k in ("kind", "pipeline", "strategy",
+                                                                  "derivative")},
+              "cv": {"scheme": metrics.get("cv"), "accuracy": metrics.get("accuracy"),
+                     "roc_auc": metrics.get("roc_auc"),
+                     "calibration": metrics.get("calibration")}}
+    path = Path(path)
+    atomic_write_bytes(path, sio.dumps(bundle))
+    write_model_card(path.parent, card)
+    return path
+
+
+def load_model(path=None) -> dict:
+    """Load a model bundle saved by :func:`save_model` (default: the shipped ABIDE model).
+
+    Only the project's own estimator types (and skops' default-trusted
+    scikit-learn/NumPy types) are accepted; anything else in the file is an error.
+    """
+    import skops.io as sio
+    path = Path(path) if path is not None else SHIPPED_MODEL
+    if not path.is_file():
+        raise DataError(f"model file not found: {path}",
+                        "pass a model.skops written by 'decoder run configs/abide.yaml'")
+    try:
+        untrusted = sio.get_untrusted_types(file=str(path))
+    except Exception as exc:
+        raise DataError(f"{path}: not a skops model file ({type(exc).__name__})",
+                        "pass a model.skops written by 'decoder run'") from None
+    bad = [t for t in untrusted if t not in _ALLOWED_TYPES]
+    if bad:
+        raise DataError(f"{path}: refuses to load untrusted type {bad[0]}",
+                        "only load models written by this package")
+    bundle = sio.load(str(path), trusted=list(untrusted))
+    if not isinstance(bundle, dict) or "estimator" not in bundle:
+        raise DataError(f"{path}: not a biomarker model bundle",
+                        "pass a model.skops written by 'decoder run configs/abide.yaml'")
+    return bundle
+
+
+def read_subject_input(path, atlas=None, model_regions=None):
+    """A subject's time series from a .1D/.tsv/.csv file or a BOLD NIfTI + atlas."""
+    from decoder.data.timeseries_io import read_timeseries
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        if atlas is None:
+            raise DataError(f"{path}: a NIfTI input needs --atlas",
+                            "pass the labels atlas the model was trained with, e.g. "
+                            "--atlas HarvardOxford_labels.nii.gz")
+        from decoder.features.timeseries import extract_timeseries
+        ts = extract_timeseries(path, atlas, confounds_strategy=None)
+    else:
+        ts, _ = read_timeseries(path)
+    if model_regions is not None and ts.shape[1] != len(model_regions):
+        raise DataError(f"{path}: {ts.shape[1]} regions, the model expects {len(model_regions)}",
+                        "extract the time series with the atlas the model was trained on")
+    return ts
+
+
+def _bin_rate(calibration, p):
+    for b in calibration or []:
+        if b["low"] <= p < b["high"] or (b["high"] == 1.0 and p == 1.0):
+            return b
+    return None
+
+
+def predict_subject(time_series, model=None, site=None, age=None, sex=None) -> dict:
+    """Probability of autism for one subject, with the model's cross-validated reliability.
+
+    Parameters
+    ----------
+    time_series : ndarray (n_timepoints, n_regions) or path
+    model : dict, path or None
+        A bundle from :func:`load_model`, a path, or None for the shipped model.
+    site, age, sex : optional
+        Only used by a model with ComBat harmonisation (an unknown site gets
+        no site adjustment).
+
+    Returns
+    -------
+    dict with ``probability`` (of autism), ``predicted``, ``cv`` (held-out accuracy,
+    ROC AUC and scheme of the model's evaluation) and ``calibration_bin`` (observed
+    autism rate among held-out subjects with a similar predicted probability).
+    """
+    bundle = model if isinstance(model, dict) else load_model(model)
+    est = bundle["estimator"]
+    if not isinstance(time_series, np.ndarray):
+        time_series = read_subject_input(time_series, model_regions=bundle.get("regions"))
+    sites = None if site is None else np.asarray([str(site)])
+    covariates = None
+    if getattr(est, "harmonize", "none") == "combat":
+        covariates = pd.DataFrame({"age": [float(age) if age is not None else np.nan],
+                                   "sex": [float(sex) if sex is not None else 1.0]})
+        if covariates["age"].isna().any():
+            raise DataError("this model harmonises with ComBat and needs the subject's age",
+                            "pass age (and sex) to predict_subject")
+    p = float(est.predict_proba([time_series], sites=sites, covariates=covariates)
+              [0, _positive_column(est)])
+    return {"probability": p, "predicted": POSITIVE if p > 0.5 else "control",
+            "positive_class": POSITIVE, "cv": bundle.get("cv"),
+            "calibration_bin": _bin_rate((bundle.get("cv") or {}).get("calibration"), p)}
+
+
+def connectivity_matrix(time_series, model=None, kind="correlation") -> np.ndarray:
+    """A subject's connectivity matrix (R × R) as the model sees it.
+
+    ``kind="correlation"`` gives the shrunk correlation matrix; a kind the
+    model was fitted with (e.g. ``"tangent"``) gives its in-model matrix.
+    """
+    from decoder.features.connectome import Connectivity, subject_covariances
+    if not isinstance(time_series, np.ndarray):
+        time_series = read_subject_input(time_series)
+    covs = subject_covariances([time_series])
+    if model is not None or kind == "tangent":
+        bundle = model if isinstance(model, dict) else load_model(model)
+        est = bundle["estimator"]
+        if kind in est.connectivity_:
+            return est.connectivity_[kind].transform_matrices(covs)[0]
+    return Connectivity(kind=kind).fit(covs).transform_matrices(covs)[0]
+
+
+def example_subjects() -> pd.DataFrame:
+    """The shipped example subjects (FILE_ID, site, diagnosis, path of the .1D file)."""
+    table = EXAMPLES_DIR / "subjects.tsv"
+    if not table.is_file():
+        raise DataError(f"example table not found: {table}", "reinstall the package")
+    df = pd.read_csv(table, sep="\t")
+    df["path"] = [str(EXAMPLES_DIR / f) for f in df["file"]]
+    return df
+
+
+def predict_cli(args) -> int:
+    """``decoder predict MODEL INPUT [--atlas A] [--out JSON]``."""
+    bundle = load_model(args.model)
+    ts = read_subject_input(args.input, atlas=getattr(args, "atlas", None),
+                            model_regions=bundle.get("regions"))
+    result = predict_subject(ts, bundle)
+    result = {"input": str(args.input), "model": str(args.model), **result}
+    print(f"p({POSITIVE}) = {result['probability']:.3f} → {result['predicted']}")
+    out = getattr(args, "out", None) or str(Path(args.input).name).split(".")[0] + "_prediction.json"
+    atomic_write_json(out, result)
+    print(f"prediction written to {out}")
+    return 0

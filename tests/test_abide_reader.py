@@ -1,0 +1,151 @@
+"""The ABIDE PCP reader and the .1D/.tsv/.csv time-series reader."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from decoder.data.abide import DERIVATIVES, PIPELINES, STRATEGIES, load_abide
+from decoder.data.timeseries_io import read_timeseries
+from decoder.errors import ConfigError, DataError
+
+SHARED = os.environ.get("DECODER_SHARED_DATA")
+
+
+def make_layout(root, n_sites=3, per_site=8, n_regions=6, n_time=60, signal=0.8, seed=0,
+                pipeline="cpac", strategy="filt_noglobal", derivative="rois_ho"):
+    """A small ABIDE-PCP-shaped folder whose autism subjects couple regions 0 and 1."""
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    folder = root / "Outputs" / pipeline / strategy / derivative
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for s in range(n_sites):
+        site = f"SITE{s}"
+        for k in range(per_site):
+            fid = f"{site}_{s * 100 + k:07d}"
+            dx = 1 if k % 2 == 0 else 2
+            ts = rng.normal(size=(n_time + 5 * s, n_regions))
+            shared = rng.normal(size=n_time + 5 * s)
+            coupling = signal if dx == 1 else -signal
+            ts[:, 0] += shared
+            ts[:, 1] += coupling * shared
+            ts += s * 2.0  # site offset
+            header = "\t".join(f"#{10 + r}" for r in range(n_regions))
+            body = "\n".join("\t".join(f"{v:.6f}" for v in row) for row in ts)
+            (folder / f"{fid}_{derivative}.1D").write_text(header + "\n" + body + "\n")
+            rows.append({"SUB_ID": s * 100 + k, "SITE_ID": site, "FILE_ID": fid, "DX_GROUP": dx,
+                         "AGE_AT_SCAN": 10 + k + s, "SEX": 1 + (k % 3 == 0)})
+    rows.append({"SUB_ID": 9, "SITE_ID": "X", "FILE_ID": "no_filename", "DX_GROUP": 1,
+                 "AGE_AT_SCAN": 20, "SEX": 1})
+    pd.DataFrame(rows).to_csv(root / "Phenotypic_V1_0b_preprocessed1.csv")
+    return root
+
+
+def test_reads_every_subject_with_labels_sites_and_covariates(tmp_path):
+    root = make_layout(tmp_path)
+    d = load_abide(root)
+    assert len(d) == 24
+    assert set(d.diagnosis) == {"autism", "control"}
+    assert sorted(set(d.sites)) == ["SITE0", "SITE1", "SITE2"]
+    assert d.regions[:2] == ["10", "11"]
+    # different lengths per site are kept as they are
+    assert {len(t) for t in d.time_series} == {60, 65, 70}
+    assert list(d.covariates.columns) == ["age", "sex"]
+    assert (d.missing_regions == 0).all()
+
+
+def test_site_filter_and_max_subjects(tmp_path):
+    root = make_layout(tmp_path)
+    d = load_abide(root, sites=["SITE1"], max_subjects=3)
+    assert len(d) == 3 and set(d.sites) == {"SITE1"}
+    with pytest.raises(ConfigError, match="SITE9"):
+        load_abide(root, sites=["SITE9"])
+
+
+@pytest.mark.parametrize("key,value", [("pipeline", "fsl"), ("strategy", "filt"),
+                                       ("derivative", "rois_xyz")])
+def test_unknown_pipeline_strategy_derivative_is_a_config_error(tmp_path, key, value):
+    root = make_layout(tmp_path)
+    with pytest.raises(ConfigError, match=value):
+        load_abide(root, **{key: value})
+
+
+def test_every_pcp_combination_maps_to_its_folder(tmp_path):
+    assert len(PIPELINES) * len(STRATEGIES) * len(DERIVATIVES) == 4 * 4 * 7
+    root = make_layout(tmp_path, pipeline="dparsf", strategy="nofilt_global",
+                       derivative="rois_cc200", n_sites=2, per_site=2)
+    d = load_abide(root, "dparsf", "nofilt_global", "rois_cc200")
+    assert len(d) == 4
+    with pytest.raises(DataError, match="present here: dparsf/nofilt_global/rois_cc200"):
+        load_abide(root, "cpac", "nofilt_global", "rois_cc200")
+
+
+def test_file_missing_from_phenotypic_table_is_named(tmp_path):
+    root = make_layout(tmp_path)
+    folder = root / "Outputs/cpac/filt_noglobal/rois_ho"
+    (folder / "GHOST_0000001_rois_ho.1D").write_text("#1\t#2\n1\t2\n3\t4\n")
+    with pytest.raises(DataError, match="GHOST_0000001.*not in Phenotypic"):
+        load_abide(root)
+
+
+def test_all_zero_region_is_kept_and_counted(tmp_path):
+    root = make_layout(tmp_path)
+    f = sorted((root / "Outputs/cpac/filt_noglobal/rois_ho").iterdir())[0]
+    data, regions = read_timeseries(f)
+    data[:, 3] = 0.0
+    f.write_text("\t".join("#" + r for r in regions) + "\n" +
+                 "\n".join("\t".join(f"{v:.4f}" for v in row) for row in data) + "\n")
+    d = load_abide(root)
+    assert d.missing_regions[0] == 1 and d.missing_regions[1:].sum() == 0
+    assert any("no signal" in n for n in d.notes)
+
+
+def test_truncated_1d_is_a_one_line_error(tmp_path):
+    f = tmp_path / "s_rois_ho.1D"
+    f.write_text("#1\t#2\t#3\n1\t2\t3\n4\t5\t6\n7\t8")
+    with pytest.raises(DataError, match="truncated.*last line has 2 values, expected 3") as exc:
+        read_timeseries(f)
+    assert "\n" not in str(exc.value)
+
+
+def test_all_nan_file_is_a_one_line_error(tmp_path):
+    f = tmp_path / "s_rois_ho.1D"
+    f.write_text("#1\t#2\nnan\tnan\nnan\tnan\n")
+    with pytest.raises(DataError, match="every value is NaN"):
+        read_timeseries(f)
+
+
+def test_tsv_and_csv_with_headers(tmp_path):
+    data = np.arange(12, dtype=float).reshape(4, 3)
+    pd.DataFrame(data, columns=["a", "b", "c"]).to_csv(tmp_path / "x.tsv", sep="\t", index=False)
+    pd.DataFrame(data).to_csv(tmp_path / "x.csv", index=False, header=False)
+    t, names = read_timeseries(tmp_path / "x.tsv")
+    assert names == ["a", "b", "c"] and np.array_equal(t, data)
+    t, names = read_timeseries(tmp_path / "x.csv")
+    assert names == ["0", "1", "2"] and np.array_equal(t, data)
+
+
+def test_non_numeric_cells_are_an_error(tmp_path):
+    f = tmp_path / "x.tsv"
+    f.write_text("a\tb\n1\t2\n3\tfoo\n")
+    with pytest.raises(DataError, match="non-numeric"):
+        read_timeseries(f)
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(not SHARED, reason="DECODER_SHARED_DATA not set: real ABIDE data absent")
+def test_real_abide_subset_reads_with_irregular_files():
+    root = Path(SHARED) / "abide_pcp"
+    if not root.is_dir():
+        pytest.skip(f"{root} absent")
+    d = load_abide(root, sites=["CMU", "CALTECH"])
+    assert len(d) == 26
+    assert all(t.shape[1] == 111 for t in d.time_series)
+    assert d.regions[0] == "10"
+    assert set(d.diagnosis) == {"autism", "control"}
+    assert np.all(np.isfinite(d.age))
