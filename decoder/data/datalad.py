@@ -364,22 +364,28 @@ class DataladInputs:
         dl = _import_datalad()
         errors = []
         done = 0
+        # the first file alone: when the source is unreachable, fail after one
+        # attempt instead of one timeout per file
+        batches = [todo[:1], todo[1:]] if len(todo) > 1 else [todo]
         with _quiet_datalad():
-            results = dl.get(path=[str(p) for p in todo], dataset=str(self.top),
-                             jobs=self.jobs, on_failure="ignore",
-                             result_renderer="disabled", return_type="generator")
-            for res in results:
-                if res.get("action") != "get" or res.get("type") not in (None, "file"):
-                    continue
-                status = res.get("status")
-                if status in ("ok", "notneeded"):
-                    if status == "ok" and res.get("path"):
-                        self.fetched.append(Path(res["path"]))
-                    if progress is not None:
-                        done += 1
-                        progress(done, len(todo), Path(res.get("path") or ""))
-                else:
-                    errors.append(res)
+            for batch in batches:
+                if errors or not batch:
+                    break
+                results = dl.get(path=[str(p) for p in batch], dataset=str(self.top),
+                                 jobs=self.jobs, on_failure="ignore",
+                                 result_renderer="disabled", return_type="generator")
+                for res in results:
+                    if res.get("action") != "get" or res.get("type") not in (None, "file"):
+                        continue
+                    status = res.get("status")
+                    if status in ("ok", "notneeded"):
+                        if status == "ok" and res.get("path"):
+                            self.fetched.append(Path(res["path"]))
+                        if progress is not None:
+                            done += 1
+                            progress(done, len(todo), Path(res.get("path") or ""))
+                    else:
+                        errors.append(res)
         still = [p for p in todo if not _has_content(p)]
         if errors or still:
             order = {os.path.abspath(p): i for i, p in enumerate(todo)}
@@ -389,10 +395,10 @@ class DataladInputs:
             reason = _short_reason((errors[0].get("error_message") or errors[0].get("message"))
                                    if errors else None)
             url = self._urls_tried(bad)
-            n = len(set(still) | {bad})
-            more = f" (and {n - 1} more files)" if n > 1 else ""
+            n = len(set(map(os.path.abspath, still)) | {os.path.abspath(bad)})
+            more = f" ({n - 1} more files not fetched)" if n > 1 else ""
             raise DataError(
-                f"cannot fetch {self._rel_root(bad)}{more} from {url}: {reason}",
+                f"cannot fetch {self._rel_root(bad)} from {url}: {reason}{more}",
                 "check the network connection or the dataset's sibling, or fetch the files "
                 f"first with 'datalad get' in {self.top}")
         return files

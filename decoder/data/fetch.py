@@ -371,7 +371,8 @@ def _fetch_embedded(entry: dict, target: Path, echo) -> dict:
                             "choose another folder with --to, or remove it")
         dl = _dl._import_datalad()
         with _dl._quiet_datalad():
-            dl.create(path=str(target), result_renderer="disabled")
+            # text files in git, images annexed (as in OpenNeuro datasets)
+            dl.create(path=str(target), cfg_proc="text2git", result_renderer="disabled")
             shutil.copytree(src, target, dirs_exist_ok=True)
             dl.save(dataset=str(target), message=f"Import {entry['name']}: {entry['title']}"
                     f"\n\nLicence: {entry['license']}\nCitation: {entry['citation']}",

@@ -1,0 +1,277 @@
+"""DataLad inputs: get only what a pipeline reads, record provenance, fail cleanly offline.
+
+Real data only: the OpenNeuro ds000105 DataLad dataset (a git bundle whose
+annexed content lives on S3, unreachable from CI) and a DataLad dataset built
+here from the shared Haxby slice.  Needs DECODER_SHARED_DATA.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from decoder.data.datalad import DataladInputs, dataset_root, ensure_local, is_datalad_dataset
+from decoder.errors import DataError
+
+pytest.importorskip("datalad.api", reason="DataLad is not installed")
+if shutil.which("git-annex", path=os.pathsep.join([str(Path(sys.executable).parent),
+                                                     os.environ.get("PATH", "")])) is None:
+    pytest.skip("git-annex is not installed", allow_module_level=True)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = os.environ.get("DECODER_SHARED_DATA")
+needs_shared = pytest.mark.skipif(not SHARED or not Path(SHARED).is_dir(),
+                                  reason="DECODER_SHARED_DATA is not set (real data absent)")
+DS105_ID = "c01c2348-8708-11e8-930d-0242ac12000d"
+DS105_COMMIT = "b2677616e86113ec230e6189ad2341ffcc065c83"
+BOLD1 = "sub-1/func/sub-1_task-objectviewing_run-01_bold.nii.gz"
+EVENTS1 = "sub-1/func/sub-1_task-objectviewing_run-01_events.tsv"
+# a quick category run: two classes, fixed delay and window
+FAST = ["--set", "classes=face,house", "--set", "delay=5.0", "--set", "window=1"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def git_identity():
+    """CI has no global git config: every commit needs an identity from the environment."""
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in {"GIT_AUTHOR_NAME": "Decoder Test", "GIT_AUTHOR_EMAIL": "test@example.org",
+                     "GIT_COMMITTER_NAME": "Decoder Test",
+                     "GIT_COMMITTER_EMAIL": "test@example.org"}.items():
+            mp.setenv(k, v)
+        mp.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+        yield
+
+
+def git(*args, cwd) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                          check=True).stdout
+
+
+def decoder_cli(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "decoder.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, env=os.environ.copy())
+
+
+def annex_tmp_files(ds: Path) -> list[Path]:
+    tmp = ds / ".git" / "annex" / "tmp"
+    return [p for p in tmp.rglob("*") if p.is_file()] if tmp.is_dir() else []
+
+
+@pytest.fixture(scope="module")
+def ds105(tmp_path_factory):
+    """A fresh clone of the real OpenNeuro ds000105 DataLad dataset (content on S3)."""
+    if not SHARED:
+        pytest.skip("DECODER_SHARED_DATA is not set (real data absent)")
+    bundle = Path(SHARED) / "openneuro" / "ds000105.bundle"
+    if not bundle.is_file():
+        pytest.skip(f"{bundle} is absent")
+    dest = tmp_path_factory.mktemp("ds105") / "ds000105"
+    subprocess.run(["git", "clone", "-q", str(bundle), str(dest)], check=True)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def haxby_ds(tmp_path_factory):
+    """A DataLad dataset made from the shared Haxby slice, published to a RIA store."""
+    import datalad.api as dl
+    if not SHARED:
+        pytest.skip("DECODER_SHARED_DATA is not set (real data absent)")
+    base = tmp_path_factory.mktemp("haxby")
+    src = base / "origin"
+    # text files (events, JSON sidecars) in git, images annexed: the OpenNeuro layout
+    ds = dl.create(path=str(src), cfg_proc="text2git", result_renderer="disabled")
+    shutil.copytree(Path(SHARED) / "haxby2001_sub1_slice", src, dirs_exist_ok=True)
+    dl.save(dataset=str(src), message="Haxby 2001 subject 1 slice", result_renderer="disabled")
+    store = base / "store"
+    dl.create_sibling_ria(url=f"ria+file://{store}", name="ria", dataset=str(src),
+                          new_store_ok=True, result_renderer="disabled")
+    dl.push(dataset=str(src), to="ria", result_renderer="disabled")
+    return {"path": src, "id": ds.id, "commit": git("rev-parse", "HEAD", cwd=src).strip(),
+            "url": f"ria+file://{store}#{ds.id}", "base": base}
+
+
+def clone(url: str, dest: Path) -> Path:
+    import datalad.api as dl
+    dl.clone(source=url, path=str(dest), result_renderer="disabled")
+    return dest
+
+
+# ---------------------------------------------------------------------------
+# plain folders: a no-op
+# ---------------------------------------------------------------------------
+
+def test_plain_folder_is_not_a_dataset_and_get_is_a_no_op():
+    sample = REPO / "decoder" / "data" / "_sample" / "haxby2001_sub1_slice"
+    assert not is_datalad_dataset(sample)  # inside the project's git repo, but no annex
+    prov = ensure_local(sample, [EVENTS1])
+    assert prov == {"is_datalad": False, "dataset_id": None, "commit": None, "files": {}}
+
+
+def test_missing_file_in_a_plain_folder_names_the_file(tmp_path):
+    with pytest.raises(DataError, match=r"sub-9/func/x_bold.nii.gz not found"):
+        ensure_local(tmp_path, ["sub-9/func/x_bold.nii.gz"])
+
+
+# ---------------------------------------------------------------------------
+# the real OpenNeuro dataset, offline
+# ---------------------------------------------------------------------------
+
+@needs_shared
+def test_ds000105_clone_is_detected_with_its_id_and_commit(ds105):
+    assert dataset_root(ds105 / "sub-1" / "func") == ds105
+    with DataladInputs(ds105 / "sub-1") as dl:  # a folder inside the dataset
+        assert dl.is_datalad and dl.top == ds105
+    prov = ensure_local(ds105, [EVENTS1])  # in git: nothing to fetch
+    assert prov["is_datalad"] is True
+    assert prov["dataset_id"] == DS105_ID
+    assert prov["commit"] == DS105_COMMIT
+    assert prov["files"][EVENTS1]["git_blob"] == git("rev-parse", f"HEAD:{EVENTS1}",
+                                                     cwd=ds105).strip()
+
+
+@needs_shared
+def test_events_are_read_through_the_project_from_a_fresh_clone(ds105):
+    bids = pytest.importorskip("decoder.data.bids", reason="BIDS reader not available yet")
+    import pandas as pd
+    ensure_local(ds105, [EVENTS1])
+    reader = getattr(bids, "read_events", None)
+    events = reader(ds105 / EVENTS1) if reader else pd.read_csv(ds105 / EVENTS1, sep="\t")
+    assert {"onset", "duration", "trial_type"} <= set(events.columns)
+    assert {"face", "house", "scrambledpix"} <= set(events["trial_type"])
+
+
+@needs_shared
+def test_provenance_records_the_annex_key_of_an_annexed_file(ds105):
+    with DataladInputs(ds105) as dl:
+        prov = dl.provenance([BOLD1, EVENTS1])
+    key = prov["files"][BOLD1]["annex_key"]
+    assert key == Path(os.readlink(ds105 / BOLD1)).name  # the key the symlink points to
+    assert key.startswith("MD5E-s25669537--")
+    assert prov["files"][BOLD1]["git_blob"] is None
+    assert prov["files"][EVENTS1]["annex_key"] is None
+
+
+@needs_shared
+def test_unreachable_content_gives_one_error_naming_file_and_url(ds105):
+    with pytest.raises(DataError) as info:
+        with DataladInputs(ds105) as dl:
+            dl.get([EVENTS1, BOLD1])
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert f"cannot fetch {BOLD1}" in msg
+    assert "https://s3.amazonaws.com/openneuro.org/ds000105/" + BOLD1 in msg
+    assert git("status", "--porcelain", cwd=ds105) == ""
+    assert not (ds105 / BOLD1).exists()  # still a dangling link, no partial file
+    assert annex_tmp_files(ds105) == []
+
+
+@needs_shared
+def test_decoder_run_on_the_offline_clone_fails_in_one_line_and_leaves_it_clean(ds105,
+                                                                               tmp_path):
+    pytest.importorskip("pipelines.category", reason="category pipeline not available yet")
+    res = decoder_cli("run", "configs/haxby.yaml", "--data", str(ds105),
+                      "--out", str(tmp_path / "out"), *FAST)
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("decoder: error: cannot fetch sub-1/func/")
+    assert "https://s3.amazonaws.com/openneuro.org/ds000105/" in lines[0]
+    assert "more files not fetched" in lines[0]  # fails fast: one attempt, not one per file
+    assert git("status", "--porcelain", cwd=ds105) == ""
+    assert annex_tmp_files(ds105) == []
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+# ---------------------------------------------------------------------------
+# a local DataLad dataset with a RIA sibling
+# ---------------------------------------------------------------------------
+
+@needs_shared
+def test_get_fetches_only_the_listed_files_and_drops_them_on_request(haxby_ds, tmp_path):
+    ds = clone(haxby_ds["url"], tmp_path / "clone")
+    run2 = "sub-1/func/sub-1_task-objectviewing_run-02_bold.nii.gz"
+    assert not (ds / BOLD1).exists() and not (ds / run2).exists()
+    with DataladInputs(ds, drop_fetched=True) as dl:
+        files = dl.get([BOLD1])
+        assert files == [ds / BOLD1]
+        assert (ds / BOLD1).read_bytes() == (haxby_ds["path"] / BOLD1).read_bytes()
+        assert not (ds / run2).exists()  # not asked for, not fetched
+        assert dl.fetched == [ds / BOLD1]
+        assert dl.get([BOLD1]) == [ds / BOLD1] and dl.fetched == [ds / BOLD1]  # no refetch
+    assert not (ds / BOLD1).exists()  # dropped again on exit
+    assert git("status", "--porcelain", cwd=ds) == ""
+
+
+@needs_shared
+def test_content_present_before_is_never_dropped(haxby_ds, tmp_path):
+    ds = clone(haxby_ds["url"], tmp_path / "clone")
+    ensure_local(ds, [BOLD1])
+    with DataladInputs(ds, drop_fetched=True) as dl:
+        dl.get([BOLD1])
+        assert dl.fetched == []
+    assert (ds / BOLD1).exists()
+
+
+@needs_shared
+def test_ensure_local_returns_id_commit_and_keys_of_a_clone(haxby_ds, tmp_path):
+    ds = clone(haxby_ds["url"], tmp_path / "clone")
+    prov = ensure_local(ds, [BOLD1, EVENTS1])
+    assert (ds / BOLD1).exists() and (ds / EVENTS1).exists()
+    assert prov["dataset_id"] == haxby_ds["id"]
+    assert prov["commit"] == haxby_ds["commit"]
+    assert prov["files"][BOLD1]["annex_key"] == Path(os.readlink(ds / BOLD1)).name
+
+
+@needs_shared
+def test_decoder_run_on_a_plain_clone_gets_inputs_and_records_provenance(haxby_ds, tmp_path):
+    pytest.importorskip("pipelines.category", reason="category pipeline not available yet")
+    ds = clone(haxby_ds["url"], tmp_path / "clone")  # no fetch: content is in the store
+    out = tmp_path / "out"
+    res = decoder_cli("run", "configs/haxby.yaml", "--data", str(ds), "--out", str(out), *FAST)
+    assert res.returncode == 0, res.stderr
+    prov = json.loads((out / "metrics.json").read_text())["provenance"]
+    assert prov["dataset"]["dataset_id"] == haxby_ds["id"]
+    assert prov["dataset"]["commit"] == haxby_ds["commit"]
+    assert prov["dataset"]["files"][BOLD1]["annex_key"] == Path(os.readlink(ds / BOLD1)).name
+    assert prov["dataset"]["files"][EVENTS1]["git_blob"] is not None  # text2git: in git
+    assert git("status", "--porcelain", cwd=ds) == ""
+
+
+# ---------------------------------------------------------------------------
+# decoder run --datalad, then datalad rerun
+# ---------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_datalad_rerun_reproduces_metrics_except_timing(tmp_path):
+    pytest.importorskip("pipelines.category", reason="category pipeline not available yet")
+    import datalad.api as dl
+    from decoder.results import strip_timing
+    ds = tmp_path / "analysis"
+    dl.create(path=str(ds), result_renderer="disabled")
+    out = ds / "results" / "haxby"
+    res = decoder_cli("run", str(REPO / "configs" / "haxby.yaml"), "--out", str(out),
+                      "--datalad", *FAST)
+    assert res.returncode == 0, res.stderr
+    first = json.loads((out / "metrics.json").read_text())
+    log = git("log", "-1", "--format=%B", cwd=ds)
+    assert "DATALAD RUNCMD" in log and "results/haxby" in log
+    assert git("status", "--porcelain", cwd=ds) == ""
+    dl.rerun(dataset=str(ds), result_renderer="disabled")
+    second = json.loads((out / "metrics.json").read_text())
+    assert strip_timing(first) == strip_timing(second)
+    assert git("status", "--porcelain", cwd=ds) == ""
+
+
+def test_datalad_flag_outside_a_dataset_is_a_one_line_error(tmp_path):
+    pytest.importorskip("pipelines.category", reason="category pipeline not available yet")
+    res = decoder_cli("run", "configs/haxby.yaml", "--out", str(tmp_path / "out"), "--datalad")
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not inside a DataLad dataset" in lines[0]
+    assert "datalad create" in lines[0]
