@@ -427,8 +427,8 @@ def extract_subjects(subjects: Mapping, atlas, *, confounds: Mapping | None = No
                 keys[sub] = cache.key(list(runs) + [("confounds", i, cache.input_digest(c))
                                                     for i, c in enumerate(conf) if c is not None],
                                       settings)
-            except OSError:
-                continue  # unreadable input: the job reports it
+            except (OSError, TypeError):
+                continue  # unreadable or in-memory input: not cached, the job reports errors
             hit = cache.get(keys[sub])
             if hit is not None:
                 arrays, _ = hit
