@@ -42,9 +42,9 @@ DEFAULTS = {
     "classes": "all",
     "samples": "volumes",      # volumes | blocks | betas
     "delay": "auto",           # seconds after onset, or auto (chosen in training folds)
-    "delay_candidates": [0.0, 2.5, 5.0],
+    "delay_candidates": [0.0, 1.25, 2.5, 3.75, 5.0],
     "window": "auto",          # moving average over volumes, or auto
-    "window_candidates": [1, 3],
+    "window_candidates": [1, 3, 5],
     "blocks": {"aggregate": "scores", "max_gap": None},
     "betas": {"method": "lsa", "unit": "block", "hrf_model": "glover"},
     "cleaning": {"detrend": True, "standardize": True, "high_pass": None},
@@ -196,7 +196,7 @@ def run(config: dict, data=None, out=None, config_path=None) -> dict:
 
     images = {}
     if config["save_weights"]:
-        final = select_candidate(sets, unit_codes, n_classes)
+        final = select_candidate(sets, unit_codes, n_classes, score_unit=score_unit)
         est = make_model(config["model"], config["random_state"], config["screening_percentile"])
         codes = np.array([unit_codes[u] for u in final.unit])
         from decoder.evaluation.nested import _fit

@@ -82,7 +82,7 @@ def permuted_unit_codes(unit_codes: dict, unit_run: dict, n_permutations: int, r
     return units, out
 
 
-def _choose_candidate(candidates, g, codes_all, upos, n_classes, alphas):
+def _choose_candidate(candidates, g, codes_all, upos, n_classes, alphas, score_unit=False):
     """Index of the candidate with the best inner accuracy on the training part of fold ``g``."""
     best = None
     for ci, c in enumerate(candidates):
@@ -95,7 +95,9 @@ def _choose_candidate(candidates, g, codes_all, upos, n_classes, alphas):
         codes_tr = codes_all[[upos[u] for u in c.unit[tr]], 0]
         te1 = np.flatnonzero(te)[:1]
         _, _, inner = solve_fold(codes_tr=codes_tr, inner_groups=c.run[tr],
-                                 n_classes=n_classes, alphas=alphas, **c.fold(tr, te1))
+                                 n_classes=n_classes, alphas=alphas,
+                                 inner_units=c.unit[tr] if score_unit else None,
+                                 **c.fold(tr, te1))
         if best is None or inner[0] > best[0] + 1e-12:
             best = (inner[0], ci)
     return None if best is None else best[1]
@@ -145,7 +147,7 @@ def nested_dual_ridge(candidates: list[SampleSet], unit_codes: dict, unit_run: d
     correct = np.zeros(1 + n_permutations)
     total = 0
     for g in groups:
-        ci = _choose_candidate(candidates, g, codes_all, upos, n_classes, alphas)
+        ci = _choose_candidate(candidates, g, codes_all, upos, n_classes, alphas, score_unit)
         if ci is None:
             continue
         c = candidates[ci]
@@ -153,7 +155,9 @@ def nested_dual_ridge(candidates: list[SampleSet], unit_codes: dict, unit_run: d
         te = ~tr
         rows = np.array([upos[u] for u in c.unit])
         scores, a, _ = solve_fold(codes_tr=codes_all[rows[tr]], inner_groups=c.run[tr],
-                                  n_classes=n_classes, alphas=alphas, **c.fold(tr, te))
+                                  n_classes=n_classes, alphas=alphas,
+                                  inner_units=c.unit[tr] if score_unit else None,
+                                  **c.fold(tr, te))
         test_units = c.unit[te]
         if score_unit:
             ids, scores = _aggregate(scores, test_units)
@@ -185,7 +189,7 @@ def nested_dual_ridge(candidates: list[SampleSet], unit_codes: dict, unit_run: d
 
 
 def select_candidate(candidates: list[SampleSet], unit_codes: dict, n_classes: int,
-                     alphas=None):
+                     alphas=None, score_unit=False):
     """Best candidate on *all* data by inner leave-one-run-out (for the final model)."""
     from ..models.dual_ridge import DEFAULT_ALPHAS
     alphas = DEFAULT_ALPHAS if alphas is None else alphas
@@ -196,7 +200,8 @@ def select_candidate(candidates: list[SampleSet], unit_codes: dict, n_classes: i
         codes = np.array([unit_codes[u] for u in c.unit])
         allx = np.ones(len(codes), bool)
         _, _, inner = solve_fold(codes_tr=codes, inner_groups=c.run, n_classes=n_classes,
-                                 alphas=alphas, **c.fold(allx, np.flatnonzero(allx)[:1]))
+                                 alphas=alphas, inner_units=c.unit if score_unit else None,
+                                 **c.fold(allx, np.flatnonzero(allx)[:1]))
         if best is None or inner[0] > best[0] + 1e-12:
             best = (inner[0], c)
     return best[1]
@@ -230,14 +235,13 @@ def nested_estimator(candidates: list[SampleSet], unit_codes: dict, unit_run: di
     correct = np.zeros(1 + n_permutations)
     total = 0
     for g in groups:
-        ci = _choose_candidate(candidates, g, codes_all, upos, n_classes, alphas)
+        ci = _choose_candidate(candidates, g, codes_all, upos, n_classes, alphas, score_unit)
         if ci is None:
             continue
         c = candidates[ci]
         tr = c.group != g
         te = ~tr
         rows = np.array([upos[u] for u in c.unit])
-        fold_scores_p = []
         for p in range(1 + n_permutations):
             est = make_estimator()
             ytr = codes_all[rows[tr], p]

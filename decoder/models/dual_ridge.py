@@ -134,7 +134,7 @@ def _loo_operator(s, V, a, members, dtype):
 
 
 def solve_fold(K_trtr, K_tetr, codes_tr, inner_groups, n_classes, alphas=None,
-               chunk: int = 256, F_tr=None, F_te=None):
+               chunk: int = 256, F_tr=None, F_te=None, inner_units=None):
     """Nested-CV dual ridge on one fold, for one or many label vectors.
 
     Parameters
@@ -150,6 +150,10 @@ def solve_fold(K_trtr, K_tetr, codes_tr, inner_groups, n_classes, alphas=None,
         Relative penalties (see :data:`DEFAULT_ALPHAS`).
     F_tr, F_te : ndarray, optional
         Features instead of kernels.
+    inner_units : ndarray (n_train,), optional
+        When given, the inner accuracy is that of units (e.g. blocks) scored
+        by the mean decision value of their samples, matching how the test
+        units are scored.
 
     Returns
     -------
@@ -173,6 +177,12 @@ def solve_fold(K_trtr, K_tetr, codes_tr, inner_groups, n_classes, alphas=None,
     dtype = np.float32 if batched else np.float64
     ops = [_loo_operator(s, V, a, members, dtype) for a in abs_alphas] if batched else None
     VT = V.T.astype(dtype)
+    unit_inv = None
+    if inner_units is not None:
+        _, unit_first, unit_inv = np.unique(inner_units, return_index=True, return_inverse=True)
+        n_units = len(unit_first)
+        unit_sum = np.zeros((n_units, n_tr), dtype=dtype)
+        unit_sum[unit_inv, np.arange(n_tr)] = 1.0
     scores = np.empty((n_te, n_classes, n_sets), dtype=np.float32)
     best_alpha = np.empty(n_sets)
     inner = np.empty(n_sets)
@@ -193,7 +203,11 @@ def solve_fold(K_trtr, K_tetr, codes_tr, inner_groups, n_classes, alphas=None,
             else:
                 P = _loo_direct(s, V, Yc, a, members)
             P = P.reshape(n_tr, n_classes, m) + ym
-            acc = (P.argmax(axis=1) == cols).mean(axis=0)
+            if unit_inv is None:
+                acc = (P.argmax(axis=1) == cols).mean(axis=0)
+            else:
+                agg = (unit_sum @ P.reshape(n_tr, -1)).reshape(n_units, n_classes, m)
+                acc = (agg.argmax(axis=1) == cols[unit_first]).mean(axis=0)
             mse = ((P - Y) ** 2).mean(axis=(0, 1))
             crit = acc - 1e-6 * mse  # accuracy first, squared error breaks ties
             better = crit > best

@@ -1,0 +1,43 @@
+"""Configs: YAML + --set overrides, validated once with helpful one-line errors."""
+
+import pytest
+
+from decoder.config import apply_overrides, merge_with_defaults, parse_override
+from decoder.errors import ConfigError
+from pipelines import resolve_config
+
+
+def test_set_parses_lists_numbers_and_nested_keys():
+    assert parse_override("classes=face,house") == (["classes"], ["face", "house"])
+    assert parse_override("n_permutations=100") == (["n_permutations"], 100)
+    assert parse_override("blocks.aggregate=average") == (["blocks", "aggregate"], "average")
+    cfg = apply_overrides({"task": "category"}, ["dataset.task=x", "delay=2.5"])
+    assert cfg["dataset"]["task"] == "x" and cfg["delay"] == 2.5
+
+
+def test_typo_in_config_key_is_rejected_with_a_suggestion():
+    with pytest.raises(ConfigError, match="unknown config key 'clases'.*did you mean 'classes'"):
+        resolve_config({"task": "category", "clases": ["face"]})
+
+
+def test_typo_in_nested_key_names_the_full_path():
+    with pytest.raises(ConfigError, match="dataset.tsk"):
+        resolve_config({"task": "category", "dataset": {"tsk": "x"}})
+
+
+def test_values_are_coerced_to_the_default_type_or_rejected():
+    cfg = merge_with_defaults({"n": 3.0, "flag": "false"}, {"n": 1, "flag": True})
+    assert cfg == {"n": 3, "flag": False}
+    with pytest.raises(ConfigError, match="must be an integer"):
+        merge_with_defaults({"n": "many"}, {"n": 1})
+
+
+def test_required_keys_exist_in_the_category_schema():
+    cfg = resolve_config({"task": "category"})
+    for key in ("classes", "samples", "n_permutations", "cv", "model", "delay"):
+        assert key in cfg
+
+
+def test_unknown_task_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown task"):
+        resolve_config({"task": "astrology"})
