@@ -40,6 +40,10 @@ __all__ = ["fetch", "fetch_cli", "check_timeseries_1d", "human_size"]
 LARGE = 1 << 30  # 1 GiB: above this, the size is announced prominently
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def human_size(n: int | None) -> str:
     """``1536`` -> ``'1.5 kB'`` (decimal units, like the sizes in the manifest)."""
     if n is None:
@@ -322,7 +326,8 @@ def _files_summary(dlin: "_dl.DataladInputs", files: list[str]) -> tuple[list[st
 
 def _announce(n_todo: int, need: int, have_n: int, have: int, echo) -> None:
     size = human_size(need) if need >= 0 else "size unknown"
-    msg = f"{n_todo} files to download ({size}); {have_n} already present ({human_size(have)})"
+    msg = (f"{_n(n_todo, 'file')} to download ({size}); {have_n} already present "
+           f"({human_size(have)})")
     if need >= LARGE:
         msg = f"LARGE DOWNLOAD: {msg} -- press Ctrl-C now to stop; rerun later to resume"
     echo(msg)
@@ -644,6 +649,6 @@ def fetch_cli(args) -> int:
     info = fetch(args.name, subjects=args.subjects, to=args.to, jobs=args.jobs,
                  base_url=args.base_url, manifest=args.manifest)
     commit = (info["commit"] or "")[:8]
-    print(f"{len(info['files'])} files ({human_size(info['bytes'])}) ready in {info['path']} "
+    print(f"{_n(len(info['files']), 'file')} ({human_size(info['bytes'])}) ready in {info['path']} "
           f"(DataLad dataset {info['dataset_id']}, commit {commit})")
     return 0
