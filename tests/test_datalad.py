@@ -275,3 +275,22 @@ def test_datalad_flag_outside_a_dataset_is_a_one_line_error(tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "not inside a DataLad dataset" in lines[0]
     assert "datalad create" in lines[0]
+
+
+@needs_shared
+def test_failed_recorded_run_reports_the_command_error_once_and_records_nothing(ds105,
+                                                                                tmp_path):
+    pytest.importorskip("pipelines.category", reason="category pipeline not available yet")
+    import datalad.api as dl
+    ds = tmp_path / "analysis"
+    dl.create(path=str(ds), result_renderer="disabled")
+    head = git("rev-parse", "HEAD", cwd=ds)
+    res = decoder_cli("run", "configs/haxby.yaml", "--data", str(ds105),
+                      "--out", str(ds / "results"), "--datalad", *FAST)
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("decoder: error: cannot fetch sub-1/func/")
+    assert git("rev-parse", "HEAD", cwd=ds) == head  # no run record for a failed run
+    assert git("status", "--porcelain", cwd=ds) == ""
+    assert git("status", "--porcelain", cwd=ds105) == ""

@@ -175,36 +175,36 @@ def _has_content(path: Path) -> bool:
 
 
 class _Captured:
-    def __init__(self, path):
-        self.path = path
+    """Text written to file descriptor 2 while :func:`_capture_stderr` was active."""
+
+    def __init__(self):
+        self.value = ""
 
     def text(self) -> str:
-        try:
-            return Path(self.path).read_text(errors="replace")
-        except OSError:
-            return ""
+        return self.value
 
 
 @contextlib.contextmanager
 def _capture_stderr():
-    """Redirect file descriptor 2 (this process and its children) to a temporary file."""
+    """Redirect file descriptor 2 (this process and its children) to a temporary file.
+
+    ``datalad run`` lets the recorded command write to the terminal; capturing
+    it lets the CLI report the command's own one-line error, once.
+    """
     import tempfile
     sys.stderr.flush()
-    fd, name = tempfile.mkstemp(prefix="decoder-stderr-", suffix=".txt")
-    saved = os.dup(2)
-    os.dup2(fd, 2)
-    cap = _Captured(name)
-    try:
-        yield cap
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(fd)
-        cap.cached = cap.text()
-        with contextlib.suppress(OSError):
-            os.unlink(name)
-        cap.text = lambda: cap.cached  # type: ignore[method-assign]
+    cap = _Captured()
+    with tempfile.TemporaryFile() as tmp:
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield cap
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            cap.value = tmp.read().decode("utf-8", errors="replace")
 
 
 @contextlib.contextmanager
