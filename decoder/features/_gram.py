@@ -23,9 +23,26 @@ from ..errors import DataError
 __all__ = ["blockwise_gram"]
 
 
+_MAPPED_BYTES = 64 << 20  # rows of a memmap read between two unmappings
+
+
 def _block(X, start, stop, dtype):
-    """Feature columns ``start:stop`` as a C-contiguous array of ``dtype``."""
-    return np.ascontiguousarray(X[:, start:stop], dtype=dtype)
+    """Feature columns ``start:stop`` as a C-contiguous array of ``dtype``.
+
+    From a ``np.memmap`` the columns are copied a band of rows at a time and
+    the band is unmapped after each copy: reading a few columns faults in
+    whole neighbourhoods of every row (fault-around, large page-cache
+    folios), so copying all rows at once would map the entire file.
+    """
+    if getattr(X, "_mmap", None) is None:
+        return np.ascontiguousarray(X[:, start:stop], dtype=dtype)
+    n, p = X.shape
+    out = np.empty((n, min(stop, p) - start), dtype=dtype)
+    rows = max(1, _MAPPED_BYTES // max(1, p * X.dtype.itemsize))
+    for r in range(0, n, rows):
+        out[r:r + rows] = X[r:r + rows, start:stop]
+        _release_pages(X)
+    return out
 
 
 def blockwise_gram(X, block_size: int = 4096, Y=None, *, dtype=np.float32, progress=False):
@@ -95,9 +112,6 @@ def blockwise_gram(X, block_size: int = 4096, Y=None, *, dtype=np.float32, progr
         else:
             np.matmul(A, _block(Y, start, start + block_size, dtype).T, out=product)
         K += product  # float64 accumulator
-        _release_pages(X)
-        if Y is not None:
-            _release_pages(Y)
     del product
     if Y is None:
         _symmetrize_upper(K)
@@ -107,10 +121,10 @@ def blockwise_gram(X, block_size: int = 4096, Y=None, *, dtype=np.float32, progr
 def _release_pages(arr) -> None:
     """Unmap the pages of a ``np.memmap`` read so far (they stay in the page cache).
 
-    Each block touches a different part of every row, so without this the
-    process's resident set grows to the whole file (4 GB at 10,000 x
-    100,000) although the kernel could reclaim it; dropping the mappings
-    keeps RSS at the working set, and a later read is a cheap page-cache hit.
+    Without this the process's resident set grows to the whole file (4 GB at
+    10,000 x 100,000) although the kernel could reclaim it; dropping the
+    mappings keeps RSS at the working set, and a later read of the same
+    pages is a cheap page-cache hit.
     """
     handle = getattr(arr, "_mmap", None)  # numpy keeps the mmap object here
     if handle is None or not hasattr(handle, "madvise"):
