@@ -52,6 +52,25 @@ def find_blocks(events: pd.DataFrame, max_gap: float) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["trial_type", "onset", "offset", "n_events"])
 
 
+def _compute_mask(imgs):
+    """An EPI mask from the runs (nilearn); thin slabs skip the 3D morphological opening."""
+    import warnings
+
+    from nilearn.masking import compute_multi_epi_mask
+    thin = min(imgs[0].shape[:3]) < 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            mask = compute_multi_epi_mask(imgs, opening=0 if thin else 2,
+                                          connected=not thin)
+        except ValueError:
+            mask = None
+    if mask is None or not np.asarray(mask.dataobj).any():
+        raise DataError("could not compute a brain mask from the runs (empty mask)",
+                        "give a mask file with dataset.mask")
+    return mask, "computed (nilearn compute_multi_epi_mask)"
+
+
 def load_task_data(runs: list[Run], mask_img, mask_path=None, detrend=True,
                    standardize=True, high_pass=None, confounds=None,
                    block_max_gap=None) -> TaskData:
@@ -76,9 +95,7 @@ def load_task_data(runs: list[Run], mask_img, mask_path=None, detrend=True,
 
     imgs = [load_bold(r.bold) for r in runs]
     if mask_img is None:
-        from nilearn.masking import compute_multi_epi_mask
-        mask_img = compute_multi_epi_mask(imgs)
-        mask_path = "computed (nilearn compute_multi_epi_mask)"
+        mask_img, mask_path = _compute_mask(imgs)
     for r, img in zip(runs, imgs):
         check_same_grid(img, mask_img, r.bold, mask_path)
     masker = NiftiMasker(mask_img=mask_img, standardize=None, detrend=False).fit()
