@@ -254,6 +254,9 @@ def test_fetch_openneuro_clone_pins_version_and_fails_offline_in_one_line(tmp_pa
     assert git("rev-parse", "HEAD", cwd=to).strip() == \
         "b2677616e86113ec230e6189ad2341ffcc065c83"
     assert git("status", "--porcelain", cwd=to) == ""
+    # a subject the dataset does not have: said before any download
+    with pytest.raises(DataError, match=r"no file in .* matches 'sub-9/func/"):
+        fetch("ds000105", subjects=["9"], to=to, base_url=str(bundle), echo=lambda m: None)
 
 
 def test_embedded_sample_becomes_a_datalad_dataset_idempotently(tmp_path):

@@ -355,9 +355,14 @@ def _fetch_datalad(entry: dict, source: str, custom: bool, target: Path, subject
         _pin(top, entry, custom, echo)
     patterns = file_patterns(entry, subjects=subjects) if entry.get("files") else ["**"]
     files, unmatched = _expand(top, patterns, jobs)
-    if unmatched and (subjects or not files):
-        raise DataError(f"no file in {top} matches '{unmatched[0]}'",
+    labels = [str(s).removeprefix("sub-") for s in subjects or []]
+    per_subject = [p for p in unmatched
+                   if any(re.search(rf"(^|[/_-]){re.escape(lab)}([/_.]|$)", p) for lab in labels)]
+    if per_subject or not files:
+        raise DataError(f"no file in {top} matches '{(per_subject or unmatched)[0]}'",
                         "check the --subjects labels (e.g. 1 or sub-1) against the dataset")
+    for pat in unmatched:
+        echo(f"note: no file matches '{pat}' in this version; skipped")
     dlin = _dl.DataladInputs(top, jobs=jobs)
     todo, need, have = _files_summary(dlin, files)
     _announce(len(todo), need, len(files) - len(todo), have, echo)
