@@ -363,6 +363,7 @@ _ALLOWED_TYPES = {
     "decoder.features.connectome.Connectivity",
     "decoder.features.harmonize.ComBat",
     "decoder.models.torch_connectome.TorchMLPClassifier",
+    "decoder.models.biomarker_models.LooRidgeClassifier",
 }
 
 
@@ -464,11 +465,14 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None) -> d
     sites = None if site is None else np.asarray([str(site)])
     covariates = None
     if getattr(est, "harmonize", "none") == "combat":
-        covariates = pd.DataFrame({"age": [float(age) if age is not None else np.nan],
+        known = {str(s) for cb in est.combat_.values() for s in cb.sites_}
+        if age is None and site is not None and str(site) in known:
+            raise DataError(f"this model harmonises site '{site}' with ComBat and needs the "
+                            "subject's age", "pass age (and sex) to predict_subject")
+        # An unknown or unseen site gets no site adjustment ('pooled'), for which
+        # ComBat's covariate terms cancel exactly: any placeholder age/sex works.
+        covariates = pd.DataFrame({"age": [float(age) if age is not None else 0.0],
                                    "sex": [float(sex) if sex is not None else 1.0]})
-        if covariates["age"].isna().any():
-            raise DataError("this model harmonises with ComBat and needs the subject's age",
-                            "pass age (and sex) to predict_subject")
     p = float(est.predict_proba([time_series], sites=sites, covariates=covariates)
               [0, _positive_column(est)])
     return {"probability": p, "predicted": POSITIVE if p > 0.5 else "control",

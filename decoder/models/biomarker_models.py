@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, RidgeClassifierCV
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
@@ -29,7 +29,7 @@ from ..errors import ConfigError, DataError
 from ..features.connectome import KINDS, Connectivity, as_covariance_stack
 from ..features.harmonize import ComBat
 
-__all__ = ["MODELS", "HARMONIZE", "make_model", "ConnectomeClassifier"]
+__all__ = ["MODELS", "HARMONIZE", "make_model", "ConnectomeClassifier", "LooRidgeClassifier"]
 
 MODELS = ("ridge", "logistic", "svm", "mlp")
 HARMONIZE = ("none", "combat")
@@ -43,8 +43,7 @@ def make_model(name, random_state=0, inner_splits=5, params=None):
     Parameters
     ----------
     name : {"ridge", "logistic", "svm", "mlp"}
-        ``ridge``: :class:`~sklearn.linear_model.RidgeClassifierCV`, penalty by
-        efficient leave-one-out; ``logistic``: L2
+        ``ridge``: :class:`LooRidgeClassifier`, penalty by exact leave-one-out; ``logistic``: L2
         :class:`~sklearn.linear_model.LogisticRegressionCV`; ``svm``: linear SVM
         in :class:`~sklearn.model_selection.GridSearchCV` over C; ``mlp``:
         :class:`~decoder.models.torch_connectome.TorchMLPClassifier`.
@@ -57,8 +56,7 @@ def make_model(name, random_state=0, inner_splits=5, params=None):
     params = dict(params or {})
     inner = StratifiedKFold(inner_splits, shuffle=True, random_state=random_state)
     if name == "ridge":
-        alphas = params.pop("alphas", DEFAULT_ALPHAS)
-        return RidgeClassifierCV(alphas=alphas, store_cv_results=True, **params)
+        return LooRidgeClassifier(**params)
     if name == "logistic":
         cs = params.pop("Cs", DEFAULT_CS)
         return LogisticRegressionCV(Cs=list(cs), cv=inner, scoring="roc_auc", max_iter=2000,
@@ -72,6 +70,69 @@ def make_model(name, random_state=0, inner_splits=5, params=None):
         from .torch_connectome import TorchMLPClassifier
         return TorchMLPClassifier(random_state=random_state, **params)
     raise ConfigError(f"model '{name}' is not supported", f"use one of: {', '.join(MODELS)}")
+
+
+class LooRidgeClassifier(ClassifierMixin, BaseEstimator):
+    """Binary ridge classifier, penalty chosen by exact leave-one-out, LOO decisions kept.
+
+    Hand-written (rather than :class:`~sklearn.linear_model.RidgeClassifierCV`)
+    because one eigendecomposition of the n × n Gram matrix gives, for every
+    alpha, the exact leave-one-out predictions — used both to choose alpha
+    (lowest LOO squared error, RidgeClassifierCV's criterion) and, with their
+    sign, to calibrate probabilities; RidgeClassifierCV only keeps squared
+    errors and would need a second decomposition.  Targets are ±1 as in
+    :class:`~sklearn.linear_model.RidgeClassifier`, with an intercept.
+
+    Parameters
+    ----------
+    alphas : sequence of float
+
+    Attributes
+    ----------
+    classes_, coef_ (n_features,), intercept_ : float, alpha_ : float
+    loo_decision_ : ndarray (n_samples,)
+        Leave-one-out decision values of the training samples at ``alpha_``.
+    """
+
+    def __init__(self, alphas=DEFAULT_ALPHAS):
+        self.alphas = alphas
+
+    def fit(self, X, y):
+        X = np.asarray(X, dtype=float)
+        y = np.asarray(y)
+        self.classes_ = unique_labels(y)
+        if len(self.classes_) != 2:
+            raise DataError("LooRidgeClassifier needs exactly 2 classes",
+                            "check the labels")
+        y_pm = np.where(y == self.classes_[1], 1.0, -1.0)
+        mean_x = X.mean(axis=0)
+        Xc = X - mean_x
+        vals, vecs = np.linalg.eigh(Xc @ Xc.T)
+        vals = np.clip(vals, 0, None)
+        ym = y_pm.mean()
+        qty = vecs.T @ (y_pm - ym)
+        best = None
+        for alpha in self.alphas:
+            shrink = vals / (vals + alpha)
+            fitted = vecs @ (shrink * qty) + ym
+            leverage = np.einsum("ij,j,ij->i", vecs, shrink, vecs) + 1.0 / len(X)
+            loo = y_pm - (y_pm - fitted) / np.clip(1.0 - leverage, 1e-9, None)
+            err = np.mean((loo - y_pm) ** 2)
+            if best is None or err < best[0]:
+                best = (err, float(alpha), loo)
+        _, self.alpha_, self.loo_decision_ = best
+        dual = vecs @ (qty / (vals + self.alpha_))
+        self.coef_ = Xc.T @ dual
+        self.intercept_ = float(ym - mean_x @ self.coef_)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def decision_function(self, X):
+        check_is_fitted(self, "coef_")
+        return np.asarray(X, dtype=float) @ self.coef_ + self.intercept_
+
+    def predict(self, X):
+        return self.classes_[(self.decision_function(X) > 0).astype(int)]
 
 
 def _decision(model, X):
@@ -190,9 +251,8 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
             model = make_model(self.model, self.random_state, self.inner_splits,
                                self.model_params).fit(Xk, y)
             self.models_[kind] = model
-            if isinstance(model, RidgeClassifierCV):
-                best = int(np.argmin(np.abs(np.asarray(model.alphas) - model.alpha_)))
-                loo.append(model.cv_results_[:, 0, best])
+            if isinstance(model, LooRidgeClassifier):
+                loo.append(model.loo_decision_)
         if len(loo) == len(kinds):
             d = np.mean(loo, axis=0)
         else:  # no free leave-one-out values: the training decisions (optimistic scale)

@@ -1,0 +1,168 @@
+"""The biomarker pipeline end to end: metrics contract, leakage, saved model, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from decoder.cli import main
+from decoder.config import merge_with_defaults
+from decoder.features.connectome import Connectivity, subject_covariances
+from decoder.features.harmonize import ComBat
+from pipelines import biomarker
+
+from test_abide_reader import make_layout
+
+SHARED = os.environ.get("DECODER_SHARED_DATA")
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "abide.yaml"
+CONTRACT = ("task", "dataset", "cv", "n_samples", "n_classes", "classes", "accuracy",
+            "balanced_accuracy", "roc_auc", "chance", "fold_scores", "permutation_p",
+            "runtime_s", "provenance", "confusion_matrix", "per_class", "per_site")
+
+
+def _config(**over):
+    cfg = merge_with_defaults({"task": "biomarker"}, biomarker.DEFAULTS)
+    for key, value in over.items():
+        node = cfg
+        *head, last = key.split(".")
+        for k in head:
+            node = node[k]
+        node[last] = value
+    return cfg
+
+
+def test_cli_run_on_abide_layout_writes_contract_model_and_card(tmp_path):
+    root = make_layout(tmp_path / "abide", n_sites=4, per_site=10, signal=0.9)
+    out = tmp_path / "run"
+    rc = main(["run", str(CONFIG), "--data", str(root), "--out", str(out),
+               "--set", "harmonize.method=combat"])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in CONTRACT:
+        assert key in metrics, key
+    assert metrics["cv"] == "leave-site-out" and len(metrics["fold_scores"]) == 4
+    assert set(metrics["per_site"]) == {"SITE0", "SITE1", "SITE2", "SITE3"}
+    # the planted coupling is learnable across sites
+    assert metrics["roc_auc"] > 0.8
+    inputs = metrics["provenance"]["inputs"]
+    assert len(inputs) == 40 and all(len(r["sha256"]) == 64 for r in inputs)
+    assert (out / "model.skops").is_file() and (out / "predictions.tsv").is_file()
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["evaluation"]["cv"] == "leave-site-out" and "intended_use" in card
+    assert "NOT a diagnostic device" in (out / "model_card.md").read_text()
+    # the saved model predicts a subject's file through the CLI
+    f = next((root / "Outputs/cpac/filt_noglobal/rois_ho").glob("*.1D"))
+    pred = tmp_path / "pred.json"
+    assert main(["predict", str(out / "model.skops"), str(f), "--out", str(pred)]) == 0
+    p = json.loads(pred.read_text())["probability"]
+    assert 0.0 <= p <= 1.0
+
+
+def test_stratified_kfold_and_dataset_keys_via_set(tmp_path):
+    root = make_layout(tmp_path / "abide", n_sites=2, per_site=10, derivative="rois_cc200",
+                       strategy="filt_global", pipeline="ccs")
+    out = tmp_path / "run"
+    rc = main(["run", str(CONFIG), "--data", str(root), "--out", str(out),
+               "--set", "cv=stratified-kfold", "--set", "n_splits=5",
+               "--set", "dataset.pipeline=ccs", "--set", "dataset.strategy=filt_global",
+               "--set", "dataset.derivative=rois_cc200", "--set", "save_model=false"])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["cv"] == "stratified-kfold" and len(metrics["fold_scores"]) == 5
+    assert metrics["dataset"]["derivative"] == "rois_cc200"
+
+
+def test_bad_dataset_key_is_one_line_error(tmp_path, capsys):
+    root = make_layout(tmp_path / "abide", n_sites=2, per_site=4)
+    rc = main(["run", str(CONFIG), "--data", str(root), "--out", str(tmp_path / "o"),
+               "--set", "dataset.derivative=rois_hoo"])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and "rois_hoo" in err and "\n" not in err and "Traceback" not in err
+
+
+def test_tangent_reference_and_combat_see_only_training_subjects(tmp_path, monkeypatch):
+    root = make_layout(tmp_path / "abide", n_sites=3, per_site=8)
+    cfg = _config(**{"harmonize.method": "combat"})
+    subjects = biomarker.load_subjects(cfg, root)
+    covs = subject_covariances(subjects.time_series)
+    seen = {"connectivity": [], "combat": []}
+    real_conn_fit, real_combat_fit = Connectivity.fit, ComBat.fit
+
+    def spy_conn(self, X, y=None):
+        seen["connectivity"].append(np.asarray(X).copy())
+        return real_conn_fit(self, X, y)
+
+    def spy_combat(self, X, y=None, sites=None, covariates=None):
+        seen["combat"].append(np.asarray(sites).copy())
+        return real_combat_fit(self, X, y, sites=sites, covariates=covariates)
+
+    monkeypatch.setattr(Connectivity, "fit", spy_conn)
+    monkeypatch.setattr(ComBat, "fit", spy_combat)
+    _, folds = biomarker.cross_validate(cfg, covs, subjects.diagnosis.astype(str),
+                                        subjects.sites, subjects.covariates)
+    n_kinds = len(cfg["connectivity"]["kinds"])
+    assert len(seen["connectivity"]) == len(folds) * n_kinds
+    for i, (train, test) in enumerate(folds):
+        for k in range(n_kinds):
+            fitted_on = seen["connectivity"][i * n_kinds + k]
+            assert np.array_equal(fitted_on, covs[train])  # exactly the training subjects
+            held_out_site = set(subjects.sites[test])
+            assert held_out_site.isdisjoint(seen["combat"][i * n_kinds + k])
+
+
+def test_shuffled_labels_give_chance_auc(tmp_path):
+    root = make_layout(tmp_path / "abide", n_sites=4, per_site=16, signal=0.9)
+    cfg = _config()
+    subjects = biomarker.load_subjects(cfg, root)
+    covs = subject_covariances(subjects.time_series)
+    y = subjects.diagnosis.astype(str)
+    proba, _ = biomarker.cross_validate(cfg, covs, y, subjects.sites, subjects.covariates)
+    from sklearn.metrics import roc_auc_score
+    real = roc_auc_score(y == "autism", proba[0])
+    rng = np.random.default_rng(0)
+    null = []
+    for _ in range(4):
+        perm = rng.permutation(y)
+        p, _ = biomarker.cross_validate(cfg, covs, y, subjects.sites, subjects.covariates,
+                                        labels=perm)
+        null.append(roc_auc_score(perm == "autism", p[0]))
+    assert real > 0.85
+    assert abs(np.mean(null) - 0.5) < 0.15
+
+
+def test_permutation_p_is_reported_when_asked(tmp_path):
+    root = make_layout(tmp_path / "abide", n_sites=3, per_site=8, signal=0.9)
+    metrics = biomarker.run(_config(n_permutations=3, save_model=False), data=root,
+                            out=tmp_path / "o")
+    assert 0 < metrics["permutation_p"] <= 1
+    assert np.load(tmp_path / "o" / "arrays.npz")["permutation_null"].shape == (3,)
+
+
+def test_single_subject_site_is_logged_not_fatal(tmp_path, caplog):
+    root = make_layout(tmp_path / "abide", n_sites=3, per_site=8)
+    import pandas as pd
+    pheno = pd.read_csv(root / "Phenotypic_V1_0b_preprocessed1.csv", index_col=0)
+    pheno.loc[pheno["FILE_ID"] == "SITE2_0000200", "SITE_ID"] = "SOLO"
+    pheno.to_csv(root / "Phenotypic_V1_0b_preprocessed1.csv")
+    with caplog.at_level("WARNING"):
+        metrics = biomarker.run(_config(**{"harmonize.method": "combat", "save_model": False}),
+                                data=root, out=tmp_path / "o")
+    assert "SOLO" in caplog.text
+    assert metrics["per_site"]["SOLO"]["n"] == 1 and metrics["per_site"]["SOLO"]["roc_auc"] is None
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(not SHARED, reason="DECODER_SHARED_DATA not set: real ABIDE data absent")
+def test_real_abide_three_sites_leave_site_out(tmp_path):
+    root = Path(SHARED) / "abide_pcp"
+    if not root.is_dir():
+        pytest.skip(f"{root} absent")
+    cfg = _config(**{"dataset.sites": ["NYU", "UM_1", "USM"], "save_model": False})
+    metrics = biomarker.run(cfg, data=root, out=tmp_path / "o")
+    assert metrics["n_samples"] == 172 + 86 + 67
+    assert set(metrics["per_site"]) == {"NYU", "UM_1", "USM"}
+    assert metrics["roc_auc"] > 0.6  # real signal generalises to an unseen site
