@@ -1,0 +1,202 @@
+"""``report.html``: a self-contained summary of a run directory.
+
+``decoder run`` writes ``OUT/report.html`` after ``metrics.json``, and
+``decoder report RUN_DIR`` rewrites it.  The report shows the same figures
+as the app (:mod:`decoder.report.figures`): the scores, confusion matrix,
+per-class and per-fold scores, permutation histogram, weight map (category
+decoding) or per-site table, held-out probabilities and model card
+(biomarker), and the provenance of the result.  Images are inlined as
+base64 PNG, so the file opens offline and can be mailed or attached to a
+paper.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .._utils import atomic_write_text
+from ._run import RunData, load_run
+
+__all__ = ["write_report", "render_report", "load_run", "RunData", "summary",
+           "provenance_summary", "RESEARCH_NOTICE"]
+
+RESEARCH_NOTICE = ("Research use only. Not a medical device: a prediction for one person is "
+                   "uncertain, depends on the scanner site and preprocessing, and must not "
+                   "inform clinical decisions.")
+
+_SUMMARY_KEYS = ("task", "cv", "samples", "model", "n_samples", "n_classes", "accuracy",
+                 "balanced_accuracy", "roc_auc", "chance", "permutation_p", "n_permutations",
+                 "runtime_s")
+
+
+def summary(metrics: dict) -> dict:
+    """The headline values of ``metrics.json`` (absent keys left out)."""
+    out = {}
+    ds = metrics.get("dataset")
+    if isinstance(ds, dict):
+        out["dataset"] = ds.get("name") or ds.get("kind") or ds.get("root")
+    for key in _SUMMARY_KEYS:
+        if key in metrics and metrics[key] is not None:
+            v = metrics[key]
+            out[key] = v if not isinstance(v, dict) else v.get("estimator", json.dumps(v))
+    return out
+
+
+def provenance_summary(metrics: dict) -> dict:
+    """Version, creation time, command, config hash and dataset identity."""
+    prov = metrics.get("provenance") or {}
+    out = {k: prov.get(k) for k in ("package", "version", "python", "created", "command",
+                                    "config_path", "config_sha256") if prov.get(k) is not None}
+    for lib, ver in (prov.get("libraries") or {}).items():
+        out[lib] = ver
+    for key, val in (prov.get("dataset") or {}).items():
+        if isinstance(val, (str, int, float)):
+            out[f"dataset.{key}"] = val
+    return out
+
+
+def _inputs_table(metrics):
+    import pandas as pd
+    inputs = (metrics.get("provenance") or {}).get("inputs") or []
+    return pd.DataFrame([{"path": r.get("path"), "sha256": r.get("sha256"),
+                          "bytes": r.get("bytes")} for r in inputs],
+                        columns=["path", "sha256", "bytes"])
+
+
+def _fig(fig_fn, alt, *args, **kwargs) -> str:
+    from . import _html
+    from .figures import figure_png
+    fig = fig_fn(*args, **kwargs)
+    return _html.img(figure_png(fig), alt)
+
+
+def _category_sections(run: RunData) -> list[str]:
+    import pandas as pd
+
+    from . import _html, figures
+    m = run.metrics
+    out = []
+    classes = m.get("classes") or []
+    if m.get("confusion_matrix") and classes:
+        out.append(_html.section("Confusion matrix", _fig(
+            figures.confusion_matrix, "confusion matrix", m["confusion_matrix"], classes),
+            anchor="confusion"))
+    if m.get("per_class"):
+        df = pd.DataFrame(m["per_class"]).T.rename_axis("class").reset_index()
+        if "support" in df:
+            df["support"] = df["support"].astype(int)
+        out.append(_html.section("Per-class scores", _fig(
+            figures.per_class_scores, "per-class scores", m["per_class"]),
+            _html.table(df), anchor="per-class"))
+    if m.get("fold_scores"):
+        out.append(_html.section("Cross-validation folds", _fig(
+            figures.fold_scores, "fold scores", m["fold_scores"], m.get("fold_groups"),
+            m.get("chance")), anchor="folds"))
+    return out
+
+
+def _permutation_section(run: RunData) -> list[str]:
+    from . import _html, figures
+    null = run.permutation_null
+    if null is None or run.metrics.get("accuracy") is None:
+        return []
+    return [_html.section("Permutation test", _fig(
+        figures.permutation_histogram, "permutation histogram", null,
+        run.metrics["accuracy"], run.metrics.get("permutation_p")), anchor="permutation")]
+
+
+def _weights_section(run: RunData) -> list[str]:
+    from . import _html, figures
+    if run.weights is None:
+        return []
+    return [_html.section("Weight maps", _fig(
+        figures.weight_map, "decoder weight maps", run.weights, run.metrics.get("classes")),
+        _html.notice("Weights of a linear decoder show which voxels the model uses, not "
+                     "which voxels encode a category (Haufe et al. 2014)."), anchor="weights")]
+
+
+def _biomarker_sections(run: RunData) -> list[str]:
+    from decoder.models.model_card import card_markdown
+
+    from . import _html, figures
+    m = run.metrics
+    out = [_html.notice(RESEARCH_NOTICE)]
+    if m.get("per_site"):
+        out.append(_html.section(
+            "Per-site scores",
+            _fig(figures.per_site_scores, "per-site scores", m["per_site"], m.get("chance")),
+            _html.table(figures.per_site_table(m["per_site"])),
+            _html.notice("Accuracy varies between scanner sites; a site absent from training "
+                         "may score lower than the pooled estimate."), anchor="per-site"))
+    pred = run.predictions
+    if pred is not None and "p_autism" in pred:
+        out.append(_html.section("Held-out probabilities", _fig(
+            figures.probability_vs_training, "held-out probabilities", None,
+            m.get("calibration"), pred["p_autism"].to_numpy(),
+            pred["diagnosis"].to_numpy() if "diagnosis" in pred else None),
+            anchor="probabilities"))
+    if m.get("calibration"):
+        import pandas as pd
+        out.append(_html.section("Calibration (held-out)", _html.table(
+            pd.DataFrame(m["calibration"])), anchor="calibration"))
+    out += _category_sections(run)
+    if run.model_card:
+        try:
+            md = card_markdown(run.model_card)
+        except (KeyError, TypeError):
+            md = "```\n" + json.dumps(run.model_card, indent=2) + "\n```"
+        out.append(_html.section("Model card", _html.markdown(md), anchor="model-card"))
+    return out
+
+
+def render_report(run: RunData) -> str:
+    """The report of a loaded run as one HTML string."""
+    from . import _html
+    m = run.metrics
+    task = run.task
+    title = {"category": "Category decoding report",
+             "biomarker": "Connectome biomarker report"}.get(task, f"Report ({task})")
+    prov = m.get("provenance") or {}
+    body = [_html.section("Summary", _html.key_values(summary(m)), anchor="summary")]
+    if task == "biomarker":
+        body += _biomarker_sections(run)
+    else:
+        body += _category_sections(run)
+        body += _weights_section(run)
+    body += _permutation_section(run)
+    if m.get("selected"):
+        body.append(_html.section("Selected hyper-parameters",
+                                  _html.pre(json.dumps(m["selected"], indent=1)),
+                                  anchor="selected"))
+    body.append(_html.section(
+        "Provenance", _html.key_values(provenance_summary(m)),
+        "<h3>Inputs</h3>", _html.table(_inputs_table(m)),
+        "<h3>Configuration</h3>", _html.pre(json.dumps(prov.get("config"), indent=2)),
+        anchor="provenance"))
+    subtitle = f"{run.path.name} · decoder {prov.get('version', '?')} · {prov.get('created', '')}"
+    return _html.page(title, subtitle, "".join(body))
+
+
+def write_report(run_dir) -> Path:
+    """Write ``RUN_DIR/report.html`` (atomically) and return its path.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A run directory written by ``decoder run``.
+
+    Returns
+    -------
+    Path
+        The written ``report.html``.
+
+    Raises
+    ------
+    DataError
+        If the run directory or its ``metrics.json`` is missing or unreadable.
+    """
+    run = load_run(run_dir)
+    path = run.path / "report.html"
+    atomic_write_text(path, render_report(run))
+    return path

@@ -1,0 +1,116 @@
+"""Read a run directory written by ``decoder run`` into one object."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+
+__all__ = ["RunData", "load_run"]
+
+
+@dataclass
+class RunData:
+    """Everything the report and the app show about one run.
+
+    Attributes
+    ----------
+    path : Path
+    metrics : dict
+        ``metrics.json``.
+    arrays : dict of str → ndarray
+        ``arrays.npz`` (e.g. ``permutation_null``), read without pickle.
+    weights : nibabel image or None
+        ``weights.nii.gz`` (category decoding).
+    predictions : DataFrame or None
+        ``predictions.tsv``.
+    model_card : dict or None
+        ``model_card.json`` (biomarker runs that saved a model).
+    """
+
+    path: Path
+    metrics: dict
+    arrays: dict = field(default_factory=dict)
+    weights: object = None
+    predictions: pd.DataFrame | None = None
+    model_card: dict | None = None
+
+    @property
+    def task(self) -> str:
+        return str(self.metrics.get("task", "unknown"))
+
+    @property
+    def permutation_null(self):
+        null = self.arrays.get("permutation_null")
+        return None if null is None or np.size(null) == 0 else np.asarray(null, dtype=float)
+
+
+def load_run(run_dir) -> RunData:
+    """Load a run directory; a missing or broken ``metrics.json`` is a one-line error.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A folder written by ``decoder run`` (``metrics.json`` is written last,
+        so its presence means the run completed).
+
+    Raises
+    ------
+    DataError
+        If the folder or ``metrics.json`` is missing or unreadable, or an
+        optional file is corrupt.
+    """
+    path = Path(run_dir).expanduser()
+    if not path.is_dir():
+        raise DataError(f"run directory not found: {path}",
+                        "pass a folder written by 'decoder run CONFIG --out DIR'")
+    mfile = path / "metrics.json"
+    if not mfile.is_file():
+        raise DataError(f"{path}: no metrics.json (not a run directory, or the run did not "
+                        "finish)", "pass a folder written by 'decoder run', or rerun it")
+    try:
+        metrics = json.loads(mfile.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{mfile}: unreadable JSON ({type(exc).__name__})",
+                        "rerun 'decoder run' to rewrite the run directory") from None
+    if not isinstance(metrics, dict):
+        raise DataError(f"{mfile}: not a metrics object", "rerun 'decoder run'")
+    run = RunData(path=path, metrics=metrics)
+    npz = path / "arrays.npz"
+    if npz.is_file():
+        try:
+            with np.load(npz, allow_pickle=False) as z:
+                run.arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise DataError(f"{npz}: unreadable ({type(exc).__name__})",
+                            "rerun 'decoder run' or delete arrays.npz") from None
+    wfile = path / "weights.nii.gz"
+    if wfile.is_file():
+        import nibabel as nib
+        try:
+            img = nib.load(str(wfile))
+            img = nib.Nifti1Image(np.asarray(img.dataobj), img.affine)
+        except Exception as exc:  # nibabel raises many types for a corrupt file
+            raise DataError(f"{wfile}: unreadable NIfTI ({type(exc).__name__})",
+                            "rerun 'decoder run' to rewrite the weights") from None
+        run.weights = img
+    pfile = path / "predictions.tsv"
+    if pfile.is_file():
+        try:
+            run.predictions = pd.read_csv(pfile, sep="\t")
+        except Exception as exc:  # pandas parser errors
+            raise DataError(f"{pfile}: unreadable table ({type(exc).__name__})",
+                            "rerun 'decoder run'") from None
+    cfile = path / "model_card.json"
+    if cfile.is_file():
+        try:
+            run.model_card = json.loads(cfile.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            run.model_card = None
+    return run

@@ -1,0 +1,361 @@
+"""Figures shared by ``report.html`` and the app.
+
+Every function takes plain data (lists, arrays, dicts read from a run
+directory or returned by the biomarker pipeline) and returns a
+:class:`matplotlib.figure.Figure` built without pyplot's global state, so
+the same code draws in a web server thread, in a test and in the static
+report.  :func:`figure_png` turns a figure into PNG bytes.
+"""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+__all__ = [
+    "figure_png", "confusion_matrix", "per_class_scores", "fold_scores",
+    "permutation_histogram", "weight_map", "connectivity_matrix", "strongest_edges",
+    "connectome_glass_brain", "probability_vs_training", "per_site_table", "per_site_scores",
+]
+
+_DPI = 100
+
+
+def figure_png(fig: Figure, dpi: int = _DPI) -> bytes:
+    """PNG bytes of a figure (tight bounding box)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _fmt(v, digits=3):
+    return "—" if v is None or (isinstance(v, float) and not np.isfinite(v)) else (
+        f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+
+
+# ------------------------------------------------------------------ classification
+def confusion_matrix(matrix, classes, normalize: bool = True) -> Figure:
+    """Confusion matrix, rows = true class, columns = predicted class.
+
+    Parameters
+    ----------
+    matrix : array-like (n_classes, n_classes)
+        Counts, as in ``metrics.json["confusion_matrix"]``.
+    classes : list of str
+    normalize : bool
+        Colour by the fraction of each true class (the row); cells show counts.
+    """
+    cm = np.asarray(matrix, dtype=float)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(classes):
+        raise ValueError(f"confusion matrix of shape {cm.shape} does not match "
+                         f"{len(classes)} classes")
+    rows = cm.sum(axis=1, keepdims=True)
+    frac = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0) if normalize else cm
+    n = len(classes)
+    size = max(3.5, 0.55 * n + 1.8)
+    fig = Figure(figsize=(size + 0.8, size))
+    ax = fig.add_subplot()
+    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=8,
+                    color="white" if frac[i, j] > 0.6 * (frac.max() or 1) else "black")
+    ax.set_xticks(range(n), classes, rotation=45, ha="right")
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Confusion matrix" + (" (colour: fraction of true class)" if normalize else ""),
+                 fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return fig
+
+
+def per_class_scores(per_class: dict) -> Figure:
+    """Precision, recall and F1 per class (``metrics.json["per_class"]``)."""
+    classes = list(per_class)
+    keys = ("precision", "recall", "f1")
+    x = np.arange(len(classes))
+    fig = Figure(figsize=(max(4.5, 0.7 * len(classes) + 2), 3.2))
+    ax = fig.add_subplot()
+    width = 0.26
+    for k, key in enumerate(keys):
+        vals = [per_class[c].get(key) or 0.0 for c in classes]
+        ax.bar(x + (k - 1) * width, vals, width, label=key)
+    ax.set_xticks(x, classes, rotation=30, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("score")
+    ax.legend(loc="lower right", fontsize=8, ncols=3)
+    ax.set_title("Per-class scores", fontsize=10)
+    return fig
+
+
+def fold_scores(scores, groups=None, chance=None) -> Figure:
+    """Accuracy of each cross-validation fold, with the chance level."""
+    scores = np.asarray(scores, dtype=float)
+    labels = list(groups) if groups is not None and len(groups) == len(scores) else \
+        [str(i + 1) for i in range(len(scores))]
+    fig = Figure(figsize=(max(4.5, 0.35 * len(scores) + 2), 3.0))
+    ax = fig.add_subplot()
+    ax.bar(range(len(scores)), scores, color="#4c72b0")
+    if chance is not None:
+        ax.axhline(chance, color="crimson", ls="--", lw=1, label=f"chance {chance:.3f}")
+        ax.legend(fontsize=8, loc="lower right")
+    if len(scores):
+        ax.axhline(float(np.nanmean(scores)), color="black", lw=1, alpha=0.6)
+    ax.set_xticks(range(len(scores)), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Held-out accuracy per fold (mean {np.nanmean(scores):.3f})"
+                 if len(scores) else "Held-out accuracy per fold", fontsize=10)
+    return fig
+
+
+def permutation_histogram(null, observed: float, p_value=None) -> Figure:
+    """Histogram of the permutation null with the observed score."""
+    null = np.asarray(null, dtype=float).ravel()
+    fig = Figure(figsize=(5, 3.0))
+    ax = fig.add_subplot()
+    ax.hist(null, bins=min(40, max(5, len(null) // 5)), color="#999999", edgecolor="white",
+            label=f"permuted labels (n={len(null)})")
+    ax.axvline(observed, color="crimson", lw=2, label=f"observed {observed:.3f}")
+    ax.set_xlabel("accuracy")
+    ax.set_ylabel("permutations")
+    title = "Permutation test"
+    if p_value is not None:
+        title += f": p = {p_value:.4g}"
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
+
+
+# ------------------------------------------------------------------ weight maps
+def _is_thin(shape) -> bool:
+    return min(shape[:3]) <= 2
+
+
+def weight_map(img, classes=None, max_classes: int = 8) -> Figure:
+    """Decoder weights, one panel per class.
+
+    A thin volume (e.g. a single slice, as in the embedded Haxby sample) is
+    drawn as a 2D image per class; a whole-brain volume is drawn with nilearn
+    on axial slices.
+
+    Parameters
+    ----------
+    img : nibabel image (3D or 4D, last axis = class)
+    classes : list of str, optional
+        Panel titles, in the order of the 4th axis.
+    max_classes : int
+        At most this many panels.
+    """
+    data = np.asarray(img.dataobj, dtype=float)
+    if data.ndim == 3:
+        data = data[..., None]
+    if data.ndim != 4:
+        raise ValueError(f"weight image must be 3D or 4D, got {data.ndim}D")
+    n = min(data.shape[3], max_classes)
+    names = list(classes or [])[:n] + [f"map {i}" for i in range(len(classes or []), n)]
+    if _is_thin(data.shape):
+        axis = int(np.argmin(data.shape[:3]))
+        planes = [np.take(data[..., k], data.shape[axis] // 2, axis=axis) for k in range(n)]
+        lim = max(float(np.nanmax(np.abs(np.stack(planes)))) if planes else 0.0, 1e-12)
+        ncols = min(4, n)
+        nrows = int(np.ceil(n / ncols))
+        fig = Figure(figsize=(2.6 * ncols + 0.8, 2.4 * nrows + 0.4))
+        axes = fig.subplots(nrows, ncols, squeeze=False)
+        im = None
+        for k, ax in enumerate(axes.ravel()):
+            ax.axis("off")
+            if k >= n:
+                continue
+            plane = np.where(planes[k] == 0, np.nan, planes[k])
+            im = ax.imshow(np.rot90(plane), cmap="RdBu_r", vmin=-lim, vmax=lim,
+                           interpolation="nearest")
+            ax.set_title(names[k], fontsize=9)
+        if im is not None:
+            fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.025, pad=0.02,
+                         label="weight")
+        fig.suptitle("Decoder weights (one map per class)", fontsize=10)
+        return fig
+    import nibabel as nib
+    from nilearn import plotting
+    fig = Figure(figsize=(9, 1.9 * n))
+    lim = float(np.nanmax(np.abs(data[..., :n]))) or 1e-12
+    for k in range(n):
+        sub = nib.Nifti1Image(data[..., k], img.affine)
+        ax = fig.add_subplot(n, 1, k + 1)
+        ax.axis("off")
+        plotting.plot_stat_map(sub, display_mode="z", cut_coords=5, axes=ax, figure=fig,
+                               title=names[k], colorbar=k == 0, vmax=lim,
+                               draw_cross=False, annotate=False, bg_img=None)
+    return fig
+
+
+# ------------------------------------------------------------------ connectomes
+def connectivity_matrix(matrix, labels=None, title: str = "Connectivity matrix") -> Figure:
+    """A subject's connectivity matrix (diagonal blanked)."""
+    m = np.array(matrix, dtype=float)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"connectivity matrix must be square, got shape {m.shape}")
+    np.fill_diagonal(m, np.nan)
+    lim = float(np.nanmax(np.abs(m))) if np.isfinite(m).any() else 1.0
+    fig = Figure(figsize=(5.2, 4.6))
+    ax = fig.add_subplot()
+    im = ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    n = m.shape[0]
+    if labels is not None and n <= 40:
+        ax.set_xticks(range(n), labels, rotation=90, fontsize=6)
+        ax.set_yticks(range(n), labels, fontsize=6)
+    else:
+        ax.set_xlabel(f"{n} regions")
+        ax.set_ylabel(f"{n} regions")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return fig
+
+
+def strongest_edges(matrix, labels=None, k: int = 20) -> pd.DataFrame:
+    """The ``k`` off-diagonal edges of largest absolute value.
+
+    Returns
+    -------
+    DataFrame with columns ``region_a``, ``region_b``, ``value`` (sorted by
+    decreasing absolute value).
+    """
+    m = np.asarray(matrix, dtype=float)
+    n = m.shape[0]
+    labels = [str(x) for x in labels] if labels is not None else [str(i) for i in range(n)]
+    iu = np.triu_indices(n, k=1)
+    vals = m[iu]
+    finite = np.isfinite(vals)
+    order = np.argsort(-np.abs(np.where(finite, vals, 0)), kind="stable")[:k]
+    order = [o for o in order if finite[o]]
+    return pd.DataFrame({"region_a": [labels[iu[0][o]] for o in order],
+                         "region_b": [labels[iu[1][o]] for o in order],
+                         "value": [float(vals[o]) for o in order]})
+
+
+def connectome_glass_brain(matrix, coords, k: int = 20,
+                           title: str = "Strongest connections") -> Figure:
+    """The ``k`` strongest edges on a glass brain (nilearn ``plot_connectome``).
+
+    Parameters
+    ----------
+    matrix : ndarray (R, R)
+    coords : ndarray (R, 3)
+        MNI coordinates of the regions (e.g. atlas centroids).
+    k : int
+        Number of edges drawn.
+    """
+    from nilearn import plotting
+    m = np.array(matrix, dtype=float)
+    coords = np.asarray(coords, dtype=float)
+    if coords.shape != (m.shape[0], 3):
+        raise ValueError(f"{m.shape[0]} regions but coordinates of shape {coords.shape}")
+    np.fill_diagonal(m, 0.0)
+    m = np.nan_to_num(m)
+    iu = np.triu_indices(m.shape[0], k=1)
+    vals = np.sort(np.abs(m[iu]))[::-1]
+    thr = vals[min(k, len(vals)) - 1] if len(vals) else 0.0
+    keep = np.abs(m) >= thr
+    m = np.where(keep, m, 0.0)
+    fig = Figure(figsize=(8, 3.2))
+    plotting.plot_connectome(m, coords, figure=fig, title=title, node_size=8,
+                             edge_cmap="RdBu_r", colorbar=True, display_mode="ortho")
+    return fig
+
+
+# ------------------------------------------------------------------ biomarker
+def probability_vs_training(probability=None, calibration=None,
+                            training_probabilities=None, training_labels=None,
+                            positive: str = "autism") -> Figure:
+    """Where a subject's predicted probability lies among the training subjects.
+
+    ``probability`` is None draws the training distribution alone.  Uses
+    the training subjects' held-out probabilities when given (one
+    histogram per diagnosis); otherwise the model's calibration table
+    (``[{low, high, n, observed_rate}]``): bars show how many held-out
+    subjects fell in each probability bin, the line their observed rate of
+    the positive class.
+    """
+    fig = Figure(figsize=(5.6, 3.0))
+    ax = fig.add_subplot()
+    if training_probabilities is not None and len(training_probabilities):
+        tp = np.asarray(training_probabilities, dtype=float)
+        bins = np.linspace(0, 1, 21)
+        if training_labels is not None:
+            tl = np.asarray(training_labels).astype(str)
+            for lab in sorted(set(tl)):
+                ax.hist(tp[tl == lab], bins=bins, alpha=0.55, label=f"{lab} (n={(tl == lab).sum()})")
+        else:
+            ax.hist(tp, bins=bins, color="#999999", label=f"training (n={len(tp)})")
+        ax.set_ylabel("training subjects")
+        ax.legend(fontsize=8, loc="upper left")
+    elif calibration:
+        lows = np.array([b["low"] for b in calibration], dtype=float)
+        highs = np.array([b["high"] for b in calibration], dtype=float)
+        ns = np.array([b["n"] for b in calibration], dtype=float)
+        ax.bar(lows, ns, width=highs - lows, align="edge", color="#cccccc", edgecolor="white",
+               label="held-out subjects per bin")
+        ax.set_ylabel("held-out training subjects")
+        ax2 = ax.twinx()
+        rates = [b.get("observed_rate") for b in calibration]
+        mids = (lows + highs) / 2
+        ax2.plot([m for m, r in zip(mids, rates) if r is not None],
+                 [r for r in rates if r is not None], "o-", color="#4c72b0",
+                 label=f"observed {positive} rate")
+        ax2.set_ylim(0, 1.05)
+        ax2.set_ylabel(f"observed {positive} rate")
+        ax2.legend(fontsize=8, loc="upper left")
+    else:
+        ax.set_yticks([])
+    if probability is not None:
+        p = float(probability)
+        ax.axvline(p, color="crimson", lw=2)
+        ax.text(p, ax.get_ylim()[1] * 0.95, f" this subject\n p={p:.2f}", color="crimson",
+                fontsize=8, va="top", ha="left" if p < 0.75 else "right")
+    ax.axvline(0.5, color="black", lw=0.8, ls=":")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"predicted probability of {positive}")
+    ax.set_title("This subject against the training distribution" if probability is not None
+                 else "Held-out predicted probabilities", fontsize=10)
+    return fig
+
+
+def per_site_table(per_site: dict) -> pd.DataFrame:
+    """``metrics.json["per_site"]`` as a table, one row per site."""
+    rows = []
+    for site, m in sorted((per_site or {}).items()):
+        rows.append({"site": site, "n": m.get("n"), "n_autism": m.get("n_autism"),
+                     "accuracy": m.get("accuracy"),
+                     "balanced_accuracy": m.get("balanced_accuracy"),
+                     "roc_auc": m.get("roc_auc")})
+    return pd.DataFrame(rows, columns=["site", "n", "n_autism", "accuracy",
+                                       "balanced_accuracy", "roc_auc"])
+
+
+def per_site_scores(per_site: dict, chance=None) -> Figure:
+    """Held-out accuracy and ROC AUC per site (bars; n under each site)."""
+    df = per_site_table(per_site)
+    x = np.arange(len(df))
+    fig = Figure(figsize=(max(4.5, 0.45 * len(df) + 2), 3.2))
+    ax = fig.add_subplot()
+    acc = df["accuracy"].astype(float).fillna(0).to_numpy()
+    auc = df["roc_auc"].astype(float).to_numpy()
+    ax.bar(x - 0.2, acc, 0.4, label="accuracy")
+    ax.bar(x + 0.2, np.nan_to_num(auc), 0.4, label="ROC AUC (blank: one class)")
+    if chance is not None:
+        ax.axhline(chance, color="crimson", ls="--", lw=1, label=f"chance {chance:.2f}")
+    ax.set_xticks(x, [f"{s}\nn={n}" for s, n in zip(df["site"], df["n"])], fontsize=7,
+                  rotation=45, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title("Held-out scores per site", fontsize=10)
+    return fig
