@@ -153,8 +153,24 @@ def _keys_from_blobs(top: Path, entries: dict) -> dict:
         parts = line.split()
         if len(parts) == 3 and int(parts[2]) < 1024:
             small.append((rel, sha))
-    for rel, sha in small:
-        blob = _git(["cat-file", "blob", sha], top, check=False).strip()
+    if not small:
+        return keys
+    # one `git cat-file --batch` for all small blobs: "<sha> <type> <size>\n<content>\n"
+    proc = subprocess.run(["git", "cat-file", "--batch"], cwd=str(top),
+                          input=("\n".join(sha for _, sha in small) + "\n").encode(),
+                          capture_output=True, check=False)
+    out, pos = proc.stdout, 0
+    for rel, _sha in small:
+        end = out.find(b"\n", pos)
+        if end < 0:
+            break
+        header = out[pos:end].split()
+        if len(header) != 3:  # "<sha> missing"
+            pos = end + 1
+            continue
+        size = int(header[2])
+        blob = out[end + 1:end + 1 + size].decode("utf-8", errors="replace").strip()
+        pos = end + 1 + size + 1
         if "annex/objects/" in blob and "\n" not in blob:
             keys[rel] = blob.rsplit("/", 1)[-1]
     return keys
