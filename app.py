@@ -1,0 +1,243 @@
+"""The decoder app: ``streamlit run app.py --server.address 127.0.0.1`` (or ``make app``).
+
+Two pages, chosen in the sidebar:
+
+* **Biomarker** — one subject (an embedded ABIDE example, an uploaded
+  parcellated time series or a BOLD image + atlas) through the shipped
+  connectome model: probability with its cross-validated reliability, the
+  subject against the training distribution, connectivity matrix, strongest
+  connections, site caveat and model card.  Research use only.
+* **Decoding** — a run directory written by ``decoder run`` (or a fresh run
+  of the embedded Haxby sample): scores, confusion matrix, folds,
+  permutation test, weight maps, provenance and the HTML report.
+
+This file only lays out widgets: every computation and every check lives in
+:mod:`decoder.report.app_helpers`, :mod:`decoder.report.figures` and the
+pipelines.  Errors appear as one line on the page, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from decoder.errors import DecoderError
+from decoder.report import (RESEARCH_NOTICE, load_run, provenance_summary, render_report,
+                            summary)
+from decoder.report import app_helpers as helpers
+from decoder.report import figures
+
+st.set_page_config(page_title="decoder", page_icon=":brain:", layout="wide")
+
+
+def one_line_error(err: BaseException) -> str:
+    """The text shown for an error: the DecoderError line, or type + message."""
+    if isinstance(err, DecoderError):
+        return str(err)
+    msg = " ".join(str(err).split()) or type(err).__name__
+    return f"{type(err).__name__}: {msg} — fix: check the input; if it looks right, report this"
+
+
+def show(fig, caption=None):
+    st.image(figures.figure_png(fig), caption=caption)
+
+
+# ------------------------------------------------------------------ cached library calls
+@st.cache_resource(show_spinner="Loading the model…")
+def cached_model(path: str, mtime: float):
+    bundle = helpers.load_biomarker_model(path)
+    return bundle, helpers.model_card(path, bundle)
+
+
+@st.cache_resource(show_spinner=False)
+def cached_example(path: str, mtime: float, file_id: str):
+    bundle, card = cached_model(path, mtime)
+    return helpers.analyse_example(file_id, bundle, card)
+
+
+@st.cache_data(show_spinner=False)
+def cached_examples():
+    return helpers.example_subjects().drop(columns=["path"])
+
+
+# ------------------------------------------------------------------ biomarker page
+def show_subject(result, card):
+    pos = result.positive_class
+    st.subheader(f"Subject {result.name}")
+    c1, c2, c3 = st.columns(3)
+    c1.metric(f"Predicted probability of {pos}", f"{result.probability:.2f}")
+    c2.metric("Model's held-out accuracy", f"{(result.cv or {}).get('accuracy') or float('nan'):.2f}")
+    c3.metric("Model's held-out ROC AUC", f"{(result.cv or {}).get('roc_auc') or float('nan'):.2f}")
+    st.markdown(f"**Predicted probability of {pos}: {result.probability:.2f}** "
+                f"(classified as *{result.predicted}*; {result.n_timepoints} time points)")
+    b = result.calibration_bin
+    if b and b.get("n"):
+        ci = (f" (95% interval {result.interval[0]:.2f}–{result.interval[1]:.2f})"
+              if result.interval else "")
+        st.markdown(f"Uncertainty: among the **{b['n']}** held-out training subjects whose "
+                    f"predicted probability was between {b['low']:.1f} and {b['high']:.1f}, "
+                    f"the observed rate of {pos} was **{b['observed_rate']:.2f}**{ci}.")
+    else:
+        st.markdown("Uncertainty: no held-out training subject had a similar predicted "
+                    "probability; treat this prediction as unreliable.")
+    st.info(result.caveat)
+    left, right = st.columns(2)
+    with left:
+        show(figures.probability_vs_training(result.probability,
+                                             (result.cv or {}).get("calibration"),
+                                             positive=pos))
+    with right:
+        show(figures.connectivity_matrix(result.matrix, result.labels,
+                                         title="Connectivity (correlation)"))
+    st.markdown("**Strongest connections**")
+    if result.coords is not None:
+        show(figures.connectome_glass_brain(result.matrix, result.coords, k=20))
+    else:
+        st.caption("Region coordinates are not known for this atlas, so the strongest "
+                   "connections are listed instead of drawn on a glass brain.")
+    st.dataframe(result.edges, hide_index=True, height=220)
+    with st.expander("Model card"):
+        if card and "model" in card:
+            from decoder.models.model_card import card_markdown
+            st.markdown(card_markdown(card))
+        elif card:
+            st.json(card)
+        else:
+            st.write("No model card ships with this model.")
+
+
+def biomarker_page():
+    st.title("Connectome biomarker")
+    st.warning(RESEARCH_NOTICE)
+    path = helpers.model_path()
+    mtime = path.stat().st_mtime if path.is_file() else 0.0
+    bundle, card = cached_model(str(path), mtime)
+    source = st.radio("Subject", ["Example subject", "Upload a time series",
+                                  "Upload a BOLD image"], horizontal=True, key="source")
+    result = None
+    if source == "Example subject":
+        table = cached_examples()
+        ids = table["file_id"].astype(str).tolist()
+        rows = {str(r.file_id): r for r in table.itertuples()}
+        choice = st.selectbox("Example subject (ABIDE, held out of training)", ids, key="example",
+                              format_func=lambda i: f"{i} — site {rows[i].site}, "
+                                                    f"{rows[i].diagnosis}, age {rows[i].age:g}")
+        result = cached_example(str(path), mtime, choice)
+        st.caption(f"Recorded diagnosis: {rows[choice].diagnosis} (not shown to the model).")
+    elif source == "Upload a time series":
+        st.caption(f"A parcellated time series: one row per time point, one column per region "
+                   f"({len(bundle.get('regions') or [])} regions, in the model's order). "
+                   f"{', '.join(helpers.TIMESERIES_EXTENSIONS)}, at most "
+                   f"{helpers.MAX_TIMESERIES_BYTES // 2**20} MB.")
+        up = st.file_uploader("Time series", type=["1D", "tsv", "csv"], key="ts_upload")
+        site = st.text_input("Scanner site (optional)", key="ts_site")
+        if up is not None:
+            result = helpers.analyse_upload(up.getvalue(), up.name, bundle, card,
+                                            site=site or None)
+    else:
+        st.caption("A preprocessed 4D BOLD image in the atlas space, at most "
+                   f"{helpers.MAX_NIFTI_BYTES // 2**20} MB, and the atlas the model was "
+                   "trained with.")
+        up = st.file_uploader("BOLD image", type=["nii", "gz"], key="bold_upload")
+        atlas_choice = st.selectbox("Atlas", ["Upload a labels atlas", *helpers.BUNDLED_ATLASES],
+                                    key="atlas")
+        atlas_up = None
+        if atlas_choice == "Upload a labels atlas":
+            atlas_up = st.file_uploader("Labels atlas (NIfTI)", type=["nii", "gz"],
+                                        key="atlas_upload")
+        if up is not None and (atlas_up is not None or atlas_choice != "Upload a labels atlas"):
+            with st.spinner("Extracting region time series…"):
+                result = helpers.analyse_upload(
+                    up.getvalue(), up.name, bundle, card,
+                    atlas=None if atlas_up is not None else atlas_choice,
+                    atlas_data=atlas_up.getvalue() if atlas_up is not None else None,
+                    atlas_name=atlas_up.name if atlas_up is not None else None)
+    if result is not None:
+        show_subject(result, card)
+
+
+# ------------------------------------------------------------------ decoding page
+def show_run(run):
+    m = run.metrics
+    cols = st.columns(5)
+    for col, key in zip(cols, ("accuracy", "balanced_accuracy", "roc_auc", "chance",
+                               "permutation_p")):
+        v = m.get(key)
+        col.metric(key.replace("_", " "), "—" if v is None else f"{v:.3f}")
+    with st.expander("Summary", expanded=False):
+        st.table({k: [str(v)] for k, v in summary(m).items()})
+    classes = m.get("classes") or []
+    left, right = st.columns(2)
+    if m.get("confusion_matrix") and classes:
+        with left:
+            show(figures.confusion_matrix(m["confusion_matrix"], classes))
+    if m.get("per_class"):
+        with right:
+            show(figures.per_class_scores(m["per_class"]))
+    if m.get("fold_scores"):
+        with left:
+            show(figures.fold_scores(m["fold_scores"], m.get("fold_groups"), m.get("chance")))
+    if run.permutation_null is not None and m.get("accuracy") is not None:
+        with right:
+            show(figures.permutation_histogram(run.permutation_null, m["accuracy"],
+                                               m.get("permutation_p")))
+    if run.weights is not None:
+        st.markdown("**Weight maps**")
+        show(figures.weight_map(run.weights, classes))
+    if m.get("per_site"):
+        st.markdown("**Per-site scores**")
+        show(figures.per_site_scores(m["per_site"], m.get("chance")))
+        st.dataframe(figures.per_site_table(m["per_site"]), hide_index=True)
+    with st.expander("Provenance"):
+        st.table({k: [str(v)] for k, v in provenance_summary(m).items()})
+        inputs = (m.get("provenance") or {}).get("inputs") or []
+        if inputs:
+            st.dataframe(inputs, hide_index=True)
+        st.code(json.dumps((m.get("provenance") or {}).get("config"), indent=2), language="json")
+    st.download_button("Download report.html", render_report(run), file_name="report.html",
+                       mime="text/html")
+
+
+def decoding_page():
+    st.title("Decoding results")
+    source = st.radio("Results", ["Open a run directory", "Run the embedded Haxby sample"],
+                      horizontal=True, key="results_source")
+    run_dir = None
+    if source == "Open a run directory":
+        found = helpers.find_run_dirs(Path(os.environ.get("DECODER_RESULTS", "results")))
+        default = str(found[0]) if found else ""
+        run_dir = st.text_input("Run directory (written by 'decoder run')", value=default,
+                                key="run_dir")
+        if not run_dir:
+            st.caption("No run directory yet: run 'decoder run configs/haxby.yaml', or the "
+                       "embedded sample from here.")
+            return
+    else:
+        st.caption("Category decoding of 8 object categories, Haxby et al. (2001), subject 1, "
+                   "one axial slice; leave-one-run-out with a 200-permutation test.")
+        if st.button("Run", type="primary", key="run_haxby"):
+            out = Path(tempfile.mkdtemp(prefix="decoder-haxby-"))
+            with st.spinner("Decoding the embedded sample…"):
+                helpers.run_embedded_haxby(out)
+            st.session_state["haxby_run"] = str(out)
+        run_dir = st.session_state.get("haxby_run")
+        if run_dir is None:
+            return
+    show_run(load_run(run_dir))
+
+
+# ------------------------------------------------------------------ main
+PAGES = {"Biomarker": biomarker_page, "Decoding": decoding_page}
+
+page = st.sidebar.radio("Page", list(PAGES), key="page")
+st.sidebar.caption("decoder — leakage-free brain decoding from fMRI. Runs offline.")
+try:
+    PAGES[page]()
+except DecoderError as err:
+    st.error(one_line_error(err))
+except Exception as err:  # any other failure: one line, never a traceback
+    st.error(one_line_error(err))
