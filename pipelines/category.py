@@ -151,13 +151,18 @@ def run(config: dict, data=None, out=None, config_path=None) -> dict:
     _validate(config)
     ds = config["dataset"]
     root = resolve_root(config, data)
+    # on a DataLad dataset, sidecars may be annexed: get them before reading the TR
+    sidecars = sorted(set(root.glob(f"*task-{ds['task']}*_bold.json")) |
+                      set(root.glob(f"sub-*/**/*task-{ds['task']}*_bold.json")))
+    if sidecars:
+        _datalad_inputs(root, sidecars)
     runs = find_runs(root, ds["task"], subjects=ds["subjects"], space=ds["space"], tr=ds["tr"])
     mask_path = find_mask(root, runs[0].subject, ds["mask"])
     if ds["mask"] not in ("auto", "compute", None) and mask_path and not mask_path.is_file() \
             and not mask_path.is_symlink():
         raise DataError(f"mask file not found: {mask_path}",
                         "set dataset.mask to an existing file, 'auto' or 'compute'")
-    needed = [r.bold for r in runs] + [r.events for r in runs if r.events] + \
+    needed = sidecars + [r.bold for r in runs] + [r.events for r in runs if r.events] + \
              [r.confounds for r in runs if r.confounds and ds["confounds"]] + \
              ([mask_path] if mask_path else [])
     dataset_prov = _datalad_inputs(root, needed)
