@@ -35,6 +35,7 @@ def make_category_run(out, classes=CLASSES, shape=(12, 10, 1), n_null=60, report
     cm = rng.integers(0, 5, size=(k, k)) + np.eye(k, dtype=int) * 20
     per_class = {c: {"precision": 0.8, "recall": 0.7 + 0.05 * i, "f1": 0.75, "support": 24}
                  for i, c in enumerate(classes)}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     src = Path(out).parent / "input.txt"
     src.write_text("bold bytes")
     from decoder.results import file_records

@@ -384,22 +384,38 @@ def analyse_upload(data: bytes, name: str, bundle: dict, card: dict | None = Non
                                 "upload the labels atlas the model was trained with, or pick "
                                 "a bundled atlas")
             _check_bold(path, name)
+            regions = bundle.get("regions")
+            if (regions is not None and atlas_spec.get("coords") is not None
+                    and len(atlas_spec["coords"]) != len(regions)):
+                raise DataError(f"atlas '{atlas}' has {len(atlas_spec['coords'])} regions, the "
+                                f"model expects {len(regions)}",
+                                "use the atlas the model was trained on")
         try:
             ts = read_subject_input(path, atlas=atlas_spec, model_regions=bundle.get("regions"))
         except DataError as err:
             raise DataError(str(err.message).replace(str(path), f"'{name}'"), err.fix) from None
+        except ValueError as err:  # nilearn: image and atlas that do not overlap, etc.
+            msg = " ".join(str(err).split())[:160]
+            raise DataError(f"'{name}': region signals could not be extracted ({msg})",
+                            "check that the image and the atlas are in the same space") from None
         if atlas_spec is not None:
             coords = _coords_for(atlas_spec, bundle.get("regions") or range(ts.shape[1]))
         return analyse_subject(ts, bundle, Path(name).name, card=card, site=site, coords=coords)
 
 
 def _check_bold(path: Path, name: str) -> None:
+    import gzip
+
     import nibabel as nib
     try:
+        if path.name.endswith(".gz"):  # a truncated or corrupt stream fails here, in bounded memory
+            with gzip.open(path, "rb") as fh:
+                while fh.read(1 << 22):
+                    pass
         img = nib.load(str(path))
         shape = img.shape
         if len(shape) == 4:
-            np.asarray(img.dataobj[..., :1])  # reads (and decompresses) the first volume
+            np.asarray(img.dataobj[..., -1])  # the last volume is really there
     except Exception as exc:  # nibabel raises many types on a corrupt or truncated file
         raise DataError(f"'{name}' is not a readable NIfTI image ({type(exc).__name__})",
                         "upload a complete .nii or .nii.gz file") from None

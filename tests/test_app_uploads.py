@@ -1,0 +1,215 @@
+"""Uploads and one-subject analysis behind the app: limits, whitelist, content checks,
+temporary files only, never unpickling."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from decoder.errors import DataError
+from decoder.report import app_helpers as helpers
+from test_report import N_REGIONS, biomarker_run
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "decoder" / "data" / "_sample" / "abide_examples"
+
+
+@pytest.fixture(scope="module")
+def model():
+    path = biomarker_run() / "model.skops"
+    bundle = helpers.load_biomarker_model(path)
+    return bundle, helpers.model_card(path, bundle)
+
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    """Route every temporary folder into one place we can inspect afterwards."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    return tmp
+
+
+class _Boom:
+    """Unpickling this object would create a file."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.target),))
+
+
+@pytest.mark.parametrize("name", ["model.pkl", "x.npy", "x.joblib", "notes", "x.exe",
+                                  "x.nii.gz.pkl", "x.json"])
+def test_extensions_outside_the_whitelist_are_refused(name):
+    with pytest.raises(DataError, match="not accepted"):
+        helpers.check_upload(name, 10, "timeseries")
+
+
+@pytest.mark.parametrize("name,kind", [("s.1D", "timeseries"), ("s.TSV", "timeseries"),
+                                       ("s.csv", "timeseries"), ("b.nii", "nifti"),
+                                       ("b.NII.GZ", "nifti")])
+def test_whitelisted_extensions_pass(name, kind):
+    assert helpers.check_upload(name, 10, kind) in (".1d", ".tsv", ".csv", ".nii", ".nii.gz")
+
+
+def test_size_limits_and_empty_files():
+    with pytest.raises(DataError, match="over the 10 MB limit"):
+        helpers.check_upload("s.csv", helpers.MAX_TIMESERIES_BYTES + 1, "timeseries")
+    with pytest.raises(DataError, match="over the 200 MB limit"):
+        helpers.check_upload("b.nii.gz", helpers.MAX_NIFTI_BYTES + 1, "nifti")
+    with pytest.raises(DataError, match="empty"):
+        helpers.check_upload("s.csv", 0, "timeseries")
+
+
+def test_saved_upload_stays_inside_the_folder_under_a_safe_name(tmp_path):
+    path = helpers.save_upload(b"1,2\n3,4\n", "../../etc/pass wd.csv", tmp_path, "timeseries")
+    assert path.parent == tmp_path and path.name == "pass_wd.csv"
+    assert path.read_bytes() == b"1,2\n3,4\n"
+
+
+@pytest.mark.parametrize("name,data,match", [
+    ("b.nii.gz", b"plain text, not gzip" * 30, "not gzip"),
+    ("b.nii", b"\x00" * 400, "no NIfTI header"),
+    ("s.csv", b"1,2\n\x00\x00\x00", "binary file"),
+    ("s.tsv", b"\xff\xfe\xfa\xfb not utf8 at all" * 10, "not UTF-8"),
+])
+def test_content_that_does_not_match_the_extension_is_refused(tmp_path, name, data, match):
+    kind = "nifti" if ".nii" in name else "timeseries"
+    with pytest.raises(DataError, match=match):
+        helpers.save_upload(data, name, tmp_path, kind)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_pickle_disguised_as_a_table_is_never_unpickled(tmp_path, private_tmp, model):
+    target = tmp_path / "unpickled"
+    payload = pickle.dumps(_Boom(target))
+    for name in ("subject.tsv", "subject.csv", "subject.1D"):
+        with pytest.raises(DataError):
+            helpers.analyse_upload(payload, name, *model)
+    assert not target.exists()
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_valid_time_series_upload_gives_a_prediction_and_leaves_no_file(private_tmp, model):
+    data = (EXAMPLES / "USM_0050433_rois_ho.1D").read_bytes()
+    res = helpers.analyse_upload(data, "USM_0050433_rois_ho.1D", *model, site="USM")
+    assert 0.0 <= res.probability <= 1.0
+    assert res.predicted in ("autism", "control")
+    assert res.matrix.shape == (N_REGIONS, N_REGIONS) and len(res.edges) == 20
+    assert "USM was not in training" in res.caveat
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_wrong_region_count_and_too_short_series_are_one_line_errors(private_tmp, model):
+    with pytest.raises(DataError, match="'s.csv': 3 regions, the model expects 111"):
+        helpers.analyse_upload(b"1,2,3\n4,5,6\n7,8,9\n", "s.csv", *model)
+    short = "\n".join("\t".join("1.0" for _ in range(N_REGIONS)) for _ in range(4)).encode()
+    with pytest.raises(DataError, match="4 time points"):
+        helpers.analyse_upload(short, "s.tsv", *model)
+    assert list(private_tmp.iterdir()) == []
+
+
+def _bold_and_atlas(n_vols=40):
+    """A 4D image and a labels atlas with the model's 111 region labels (10 … 120)."""
+    rng = np.random.default_rng(0)
+    shape = (8, 6, 5)
+    labels = np.zeros(shape, dtype=np.int16)
+    flat = labels.reshape(-1)
+    flat[: N_REGIONS] = np.arange(10, 10 + N_REGIONS)
+    flat[N_REGIONS: 2 * N_REGIONS] = np.arange(10, 10 + N_REGIONS)
+    affine = np.diag([4.0, 4.0, 4.0, 1.0])
+    affine[:3, 3] = [-16, -12, -8]
+    bold = rng.normal(100, 1, size=(*shape, n_vols)).astype(np.float32)
+    bimg = nib.Nifti1Image(bold, affine)
+    bimg.header.set_zooms((4.0, 4.0, 4.0, 2.0))
+    return bimg, nib.Nifti1Image(labels, affine)
+
+
+def _nifti_bytes(img, compress=True) -> bytes:
+    bio = io.BytesIO()
+    fm = nib.Nifti1Image.make_file_map({"image": bio, "header": bio})
+    img.to_file_map(fm)
+    return gzip.compress(bio.getvalue()) if compress else bio.getvalue()
+
+
+def test_bold_upload_with_an_uploaded_atlas_gives_a_prediction_and_glass_brain_coords(
+        private_tmp, model):
+    bold, atlas = _bold_and_atlas()
+    res = helpers.analyse_upload(_nifti_bytes(bold), "sub-01_bold.nii.gz", *model,
+                                 atlas_data=_nifti_bytes(atlas, compress=False),
+                                 atlas_name="ho.nii")
+    assert 0.0 <= res.probability <= 1.0 and res.n_timepoints == 40
+    assert res.coords is not None and res.coords.shape == (N_REGIONS, 3)
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_bad_bold_uploads_are_one_line_errors(private_tmp, model):
+    bold, atlas = _bold_and_atlas()
+    good = _nifti_bytes(bold)
+    atlas_bytes = _nifti_bytes(atlas)
+    with pytest.raises(DataError, match="needs an atlas"):
+        helpers.analyse_upload(good, "b.nii.gz", *model)
+    with pytest.raises(DataError, match="not a readable NIfTI"):
+        helpers.analyse_upload(good[: len(good) // 3], "b.nii.gz", *model,
+                               atlas_data=atlas_bytes, atlas_name="a.nii.gz")
+    three_d = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4))
+    with pytest.raises(DataError, match="4D BOLD run"):
+        helpers.analyse_upload(_nifti_bytes(three_d), "b.nii.gz", *model,
+                               atlas_data=atlas_bytes, atlas_name="a.nii.gz")
+    with pytest.raises(DataError, match="the model expects 111"):
+        helpers.analyse_upload(good, "b.nii.gz", *model, atlas="power")
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_examples_predict_with_their_site_caveat(model):
+    table = helpers.example_subjects()
+    res = helpers.analyse_example(table["file_id"].iloc[0], *model)
+    assert 0.0 <= res.probability <= 1.0 and res.site == str(table["site"].iloc[0])
+    with pytest.raises(DataError, match="unknown example subject"):
+        helpers.analyse_example("nobody", *model)
+
+
+def test_uncertainty_interval_and_site_caveat():
+    lo, hi = helpers.wilson_interval(0, 3)
+    assert lo == 0.0 and hi == pytest.approx(0.5615, abs=1e-3)
+    lo, hi = helpers.wilson_interval(5, 10)
+    assert lo == pytest.approx(1 - hi) and lo == pytest.approx(0.2366, abs=1e-3)
+    assert helpers.wilson_interval(0, 0) is None
+    card = {"data": {"sites": ["NYU", "UM_1"]},
+            "evaluation": {"per_site": {"NYU": {"n": 40, "accuracy": 0.7}}}}
+    assert "accuracy there was 0.70 (n=40)" in helpers.site_caveat("NYU", card)
+    assert "was part of training" in helpers.site_caveat("UM_1", card)
+    assert "not in training" in helpers.site_caveat("OTHER", card)
+    assert "Site unknown" in helpers.site_caveat(None, card)
+
+
+def test_missing_model_is_a_one_line_error_with_a_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv(helpers.MODEL_ENV, str(tmp_path / "none.skops"))
+    with pytest.raises(DataError, match="biomarker model not found") as info:
+        helpers.load_biomarker_model()
+    assert "fix:" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_pickle_renamed_to_skops_is_refused(tmp_path):
+    bad = tmp_path / "model.skops"
+    bad.write_bytes(pickle.dumps({"estimator": None}))
+    with pytest.raises(DataError, match="not a skops model file"):
+        helpers.load_biomarker_model(bad)
+
+
+def test_find_run_dirs_lists_complete_runs_only(tmp_path):
+    from test_report import make_category_run
+    make_category_run(tmp_path / "results" / "a", report=False)
+    (tmp_path / "results" / "unfinished").mkdir()
+    assert helpers.find_run_dirs(tmp_path / "results") == [tmp_path / "results" / "a"]
+    assert helpers.find_run_dirs(tmp_path / "none") == []
+    assert os.path.isdir(tmp_path / "results" / "unfinished")
