@@ -1,0 +1,173 @@
+"""The Streamlit app through ``streamlit.testing.v1.AppTest``: both pages and the error paths.
+
+Every error must appear as one line in an ``st.error`` box, never as a
+traceback (``at.exception`` stays empty).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from test_report import biomarker_run, category_run  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+EXAMPLES = ROOT / "decoder" / "data" / "_sample" / "abide_examples"
+
+
+@pytest.fixture
+def app(monkeypatch, tmp_path):
+    monkeypatch.setenv("DECODER_MODEL", str(biomarker_run() / "model.skops"))
+    monkeypatch.setenv("DECODER_RESULTS", str(tmp_path / "results"))
+    at = AppTest.from_file(APP, default_timeout=120)
+    return at.run()
+
+
+def _errors(at):
+    return [e.value for e in at.error]
+
+
+def _no_traceback(at):
+    assert len(at.exception) == 0, [e.value for e in at.exception]
+
+
+def _metric(at, label):
+    return next(m.value for m in at.metric if m.label == label)
+
+
+# ------------------------------------------------------------------ biomarker page
+def test_biomarker_page_opens_on_an_example_prediction(app):
+    _no_traceback(app)
+    assert _errors(app) == []
+    assert any("Research use only" in w.value for w in app.warning)
+    p = float(_metric(app, "Predicted probability of autism"))
+    assert 0.0 <= p <= 1.0
+    text = " ".join(m.value for m in app.markdown)
+    assert f"Predicted probability of autism: {p:.2f}" in text
+    assert "Uncertainty:" in text and "held-out training subject" in text
+    assert any("Site NYU" in i.value for i in app.info)        # the site caveat
+    assert any("Model card" in m.value for m in app.markdown)  # in its expander
+    assert len(app.dataframe) == 1                             # strongest connections
+
+
+def test_each_example_subject_gets_its_own_prediction(app):
+    options = app.selectbox(key="example").options
+    assert len(options) == 4
+    seen = {}
+    for file_id in ("NYU_0050952", "USM_0050433"):
+        app.selectbox(key="example").set_value(file_id).run()
+        _no_traceback(app)
+        assert any(h.value == f"Subject {file_id}" for h in app.subheader)
+        seen[file_id] = _metric(app, "Predicted probability of autism")
+    assert any("Site USM was not in training" in i.value for i in app.info)
+
+
+def test_valid_time_series_upload_is_predicted(app):
+    app.radio(key="source").set_value("Upload a time series").run()
+    data = (EXAMPLES / "UM_1_0050272_rois_ho.1D").read_bytes()
+    app.file_uploader(key="ts_upload").upload("UM_1_0050272_rois_ho.1D", data, "text/plain")
+    app.text_input(key="ts_site").set_value("UM_1")
+    app.run()
+    _no_traceback(app)
+    assert _errors(app) == []
+    assert any(h.value == "Subject UM_1_0050272_rois_ho.1D" for h in app.subheader)
+    assert 0.0 <= float(_metric(app, "Predicted probability of autism")) <= 1.0
+
+
+@pytest.mark.parametrize("name,data,message", [
+    ("s.csv", b"1,2,3\n4,5,6\n7,8,9\n", "3 regions, the model expects 111"),
+    ("s.csv", b"\x80\x04\x95\x00\x00pickle", "binary file, not a text table"),
+    ("s.tsv", b"1\t2\nx\ty\n", "s.tsv"),
+])
+def test_invalid_time_series_uploads_show_one_line_errors(app, name, data, message):
+    app.radio(key="source").set_value("Upload a time series").run()
+    app.file_uploader(key="ts_upload").upload(name, data, "text/plain").run()
+    _no_traceback(app)
+    errors = _errors(app)
+    assert len(errors) == 1 and message in errors[0] and "\n" not in errors[0]
+    assert not any(m.label.startswith("Predicted") for m in app.metric)
+
+
+def test_bold_upload_without_an_atlas_waits_and_a_bad_image_is_an_error(app):
+    app.radio(key="source").set_value("Upload a BOLD image").run()
+    app.file_uploader(key="bold_upload").upload("b.nii.gz", b"not gzip" * 100,
+                                                 "application/gzip").run()
+    assert _errors(app) == []  # nothing happens before an atlas is chosen
+    app.selectbox(key="atlas").set_value("power").run()
+    _no_traceback(app)
+    assert len(_errors(app)) == 1 and "not gzip-compressed NIfTI" in _errors(app)[0]
+
+
+def test_a_missing_model_is_a_one_line_error_on_the_page(monkeypatch, tmp_path):
+    monkeypatch.setenv("DECODER_MODEL", str(tmp_path / "absent.skops"))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    _no_traceback(at)
+    errors = _errors(at)
+    assert len(errors) == 1 and "biomarker model not found" in errors[0] and "fix:" in errors[0]
+
+
+# ------------------------------------------------------------------ decoding page
+def test_decoding_page_shows_a_run_directory(app):
+    app.radio(key="page").set_value("Decoding").run()
+    app.text_input(key="run_dir").set_value(str(category_run())).run()
+    _no_traceback(app)
+    assert _errors(app) == []
+    assert _metric(app, "accuracy") == "0.812"
+    assert _metric(app, "permutation p") == f"{1 / 61:.3f}"
+    # confusion matrix, per-class, folds, permutation histogram, weight maps
+    assert len(app.get("image")) == 5
+    assert len(app.get("download_button")) == 1
+    assert any(c in " ".join(str(e.value) for e in app.code) for c in ("dual-ridge",))
+
+
+def test_decoding_page_lists_runs_under_results(monkeypatch, tmp_path):
+    from test_report import make_category_run
+    monkeypatch.setenv("DECODER_MODEL", str(biomarker_run() / "model.skops"))
+    monkeypatch.setenv("DECODER_RESULTS", str(tmp_path / "results"))
+    make_category_run(tmp_path / "results" / "haxby", report=False)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.radio(key="page").set_value("Decoding").run()
+    assert at.text_input(key="run_dir").value == str(tmp_path / "results" / "haxby")
+    assert _metric(at, "accuracy") == "0.812"
+
+
+def test_decoding_page_shows_a_biomarker_run_with_its_site_table(app):
+    app.radio(key="page").set_value("Decoding").run()
+    app.text_input(key="run_dir").set_value(str(biomarker_run())).run()
+    _no_traceback(app)
+    sites = app.dataframe[0].value["site"].tolist()
+    assert sites == ["SITE0", "SITE1", "SITE2"]
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p / "nowhere", "run directory not found"),
+    (lambda p: p, "no metrics.json"),
+])
+def test_bad_run_directories_are_one_line_errors(app, tmp_path, make, message):
+    app.radio(key="page").set_value("Decoding").run()
+    app.text_input(key="run_dir").set_value(str(make(tmp_path))).run()
+    _no_traceback(app)
+    errors = _errors(app)
+    assert len(errors) == 1 and message in errors[0]
+
+
+def test_running_the_embedded_haxby_sample_from_the_page(app):
+    app.radio(key="page").set_value("Decoding").run()
+    app.radio(key="results_source").set_value("Run the embedded Haxby sample").run()
+    assert len(app.get("image")) == 0
+    app.button(key="run_haxby").click().run(timeout=300)
+    _no_traceback(app)
+    assert _errors(app) == []
+    assert float(_metric(app, "accuracy")) > 0.5  # 8 categories, chance 0.125
+    out = Path(app.session_state["haxby_run"])
+    assert (out / "metrics.json").is_file() and (out / "report.html").is_file()
+    assert len(app.get("image")) == 5
+    import json
+    classes = json.loads((out / "metrics.json").read_text())["classes"]
+    assert classes == ["bottle", "cat", "chair", "face", "house", "scissors", "scrambledpix",
+                       "shoe"]
