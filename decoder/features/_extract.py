@@ -53,8 +53,13 @@ def _pick_codec():
 
 CODEC, _ZMOD = _pick_codec()
 
-_IN_CHUNK = 1 << 20      # compressed bytes handed to the inflater at a time
-_OUT_CHUNK = 16 << 20    # most decompressed bytes produced per call (bounds memory)
+# Small pieces on purpose: each decompressed piece is a new bytes object, and
+# below glibc's 128 KiB mmap threshold it is recycled from the heap instead of
+# being a fresh zero-filled mapping.  That matters where MALLOC_TRIM_THRESHOLD_
+# is set (Dask's nanny sets it), which pins the threshold: with 16 MiB pieces
+# extraction ran ~1.8x slower there.  The pieces also stay in L2 until copied.
+_IN_CHUNK = 32 << 10     # compressed bytes handed to the inflater at a time
+_OUT_CHUNK = 96 << 10    # most decompressed bytes produced per call
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -299,17 +304,31 @@ def build_plan(label_data, affine, background_label=0) -> LabelPlan:
                      shape=tuple(label_data.shape[:3]), affine=np.asarray(affine, float))
 
 
-def _reduce_block(block, plan: LabelPlan, out) -> None:
+class _Workspace:
+    """Buffers reused by every block of a file (no allocation in the loop)."""
+
+    def __init__(self, per_block: int, plan: LabelPlan, dtype):
+        n_in = len(plan.order)
+        self.gathered = np.empty((per_block, n_in), dtype=dtype)
+        self.work = np.empty((per_block, n_in), dtype=np.float32)
+
+
+def _reduce_block(block, plan: LabelPlan, out, ws: _Workspace | None = None) -> None:
     """Per-label sums of a ``(n_block_volumes, n_voxels)`` block into ``out``."""
-    sub = np.take(block, plan.order, axis=1).astype(np.float32, copy=False)
-    # float32 working data (exact for int16/float32 images), float64
-    # accumulator: float32 sums over large parcels lose ~1e-6 relative, which
-    # confound regression and z-scoring then amplify; the wider accumulator
-    # costs ~40 ms per 2 mm run and keeps results within 1e-7 of nilearn.
+    nb = block.shape[0]
+    if ws is None:
+        ws = _Workspace(nb, plan, block.dtype)
+    gathered, sub = ws.gathered[:nb], ws.work[:nb]
+    np.take(block, plan.order, axis=1, out=gathered)
+    np.copyto(sub, gathered, casting="unsafe")  # float32 working copy, exact for int16
+    # float64 accumulator: float32 sums over large parcels lose ~1e-6
+    # relative, which confound regression and z-scoring then amplify; the
+    # wider accumulator costs ~40 ms per 2 mm run and keeps results within
+    # 1e-7 of nilearn.
     np.add.reduceat(sub, plan.starts, axis=1, dtype=np.float64, out=out)
     if block.dtype.kind == "f" and not np.isfinite(out).all():
         # nilearn (ensure_finite) counts NaN/inf voxels as 0; redo only this block.
-        sub = np.where(np.isfinite(sub), sub, np.float32(0))
+        sub[~np.isfinite(sub)] = 0
         np.add.reduceat(sub, plan.starts, axis=1, dtype=np.float64, out=out)
 
 
@@ -348,6 +367,7 @@ def reduce_file(path, layout: NiftiLayout, plan: LabelPlan, block_bytes: int = 3
     per_block = min(n_vol, _block_volumes(vol_bytes, block_bytes))
     sums = np.empty((n_vol, len(plan.labels)), dtype=np.float64)
     buf = np.empty(per_block * vol_bytes, dtype=np.uint8)
+    ws = _Workspace(per_block, plan, dtype)
     try:
         with open(path, "rb") as fh:
             stream = _open_stream(path, fh)
@@ -364,7 +384,7 @@ def reduce_file(path, layout: NiftiLayout, plan: LabelPlan, block_bytes: int = 3
                         f"{path}: truncated, ends after {start + got // vol_bytes} of "
                         f"{n_vol} volumes", "re-download or re-export the image")
                 block = buf[:nb * vol_bytes].view(dtype).reshape(nb, n_vox)
-                _reduce_block(block, plan, sums[start:start + nb])
+                _reduce_block(block, plan, sums[start:start + nb], ws)
     except _codec_errors() as exc:
         raise DataError(f"{path}: corrupt compressed data ({exc})",
                         "re-download or re-export the image") from None
