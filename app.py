@@ -59,13 +59,32 @@ def cached_example(path: str, mtime: float, file_id: str):
     return helpers.analyse_example(file_id, bundle, card)
 
 
+def subject_pngs(result) -> dict:
+    """The subject's figures as PNG bytes (drawn once per example subject)."""
+    pos = result.positive_class
+    out = {"probability": figures.figure_png(figures.probability_vs_training(
+               result.probability, (result.cv or {}).get("calibration"), positive=pos)),
+           "matrix": figures.figure_png(figures.connectivity_matrix(
+               result.matrix, result.labels, title="Connectivity (correlation)")),
+           "glass": None}
+    if result.coords is not None:
+        out["glass"] = figures.figure_png(figures.connectome_glass_brain(
+            result.matrix, result.coords, k=20))
+    return out
+
+
+@st.cache_resource(show_spinner=False)
+def cached_example_pngs(path: str, mtime: float, file_id: str):
+    return subject_pngs(cached_example(path, mtime, file_id))
+
+
 @st.cache_data(show_spinner=False)
 def cached_examples():
     return helpers.example_subjects().drop(columns=["path"])
 
 
 # ------------------------------------------------------------------ biomarker page
-def show_subject(result, card):
+def show_subject(result, card, pngs=None):
     pos = result.positive_class
     st.subheader(f"Subject {result.name}")
     c1, c2, c3 = st.columns(3)
@@ -85,17 +104,13 @@ def show_subject(result, card):
         st.markdown("Uncertainty: no held-out training subject had a similar predicted "
                     "probability; treat this prediction as unreliable.")
     st.info(result.caveat)
+    pngs = pngs or subject_pngs(result)
     left, right = st.columns(2)
-    with left:
-        show(figures.probability_vs_training(result.probability,
-                                             (result.cv or {}).get("calibration"),
-                                             positive=pos))
-    with right:
-        show(figures.connectivity_matrix(result.matrix, result.labels,
-                                         title="Connectivity (correlation)"))
+    left.image(pngs["probability"])
+    right.image(pngs["matrix"])
     st.markdown("**Strongest connections**")
-    if result.coords is not None:
-        show(figures.connectome_glass_brain(result.matrix, result.coords, k=20))
+    if pngs["glass"] is not None:
+        st.image(pngs["glass"])
     else:
         st.caption("Region coordinates are not known for this atlas, so the strongest "
                    "connections are listed instead of drawn on a glass brain.")
@@ -118,7 +133,7 @@ def biomarker_page():
     bundle, card = cached_model(str(path), mtime)
     source = st.radio("Subject", ["Example subject", "Upload a time series",
                                   "Upload a BOLD image"], horizontal=True, key="source")
-    result = None
+    result, pngs = None, None
     if source == "Example subject":
         table = cached_examples()
         ids = table["file_id"].astype(str).tolist()
@@ -127,6 +142,7 @@ def biomarker_page():
                               format_func=lambda i: f"{i} — site {rows[i].site}, "
                                                     f"{rows[i].diagnosis}, age {rows[i].age:g}")
         result = cached_example(str(path), mtime, choice)
+        pngs = cached_example_pngs(str(path), mtime, choice)
         st.caption(f"Recorded diagnosis: {rows[choice].diagnosis} (not shown to the model).")
     elif source == "Upload a time series":
         st.caption(f"A parcellated time series: one row per time point, one column per region "
@@ -157,7 +173,7 @@ def biomarker_page():
                     atlas_data=atlas_up.getvalue() if atlas_up is not None else None,
                     atlas_name=atlas_up.name if atlas_up is not None else None)
     if result is not None:
-        show_subject(result, card)
+        show_subject(result, card, pngs)
 
 
 # ------------------------------------------------------------------ decoding page
@@ -218,11 +234,13 @@ def decoding_page():
             return
     else:
         st.caption("Category decoding of 8 object categories, Haxby et al. (2001), subject 1, "
-                   "one axial slice; leave-one-run-out with a 200-permutation test.")
+                   "one axial slice; leave-one-run-out, with a permutation test.")
+        n_perm = st.number_input("Permutations", min_value=0, max_value=1000, value=100,
+                                 step=50, key="n_permutations")
         if st.button("Run", type="primary", key="run_haxby"):
             out = Path(tempfile.mkdtemp(prefix="decoder-haxby-"))
             with st.spinner("Decoding the embedded sample…"):
-                helpers.run_embedded_haxby(out)
+                helpers.run_embedded_haxby(out, n_permutations=int(n_perm))
             st.session_state["haxby_run"] = str(out)
         run_dir = st.session_state.get("haxby_run")
         if run_dir is None:

@@ -6,6 +6,7 @@ traceback (``at.exception`` stays empty).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -160,14 +161,15 @@ def test_running_the_embedded_haxby_sample_from_the_page(app):
     app.radio(key="page").set_value("Decoding").run()
     app.radio(key="results_source").set_value("Run the embedded Haxby sample").run()
     assert len(app.get("image")) == 0
+    app.number_input(key="n_permutations").set_value(10)
     app.button(key="run_haxby").click().run(timeout=300)
     _no_traceback(app)
     assert _errors(app) == []
     assert float(_metric(app, "accuracy")) > 0.5  # 8 categories, chance 0.125
     out = Path(app.session_state["haxby_run"])
     assert (out / "metrics.json").is_file() and (out / "report.html").is_file()
+    assert json.loads((out / "metrics.json").read_text())["n_permutations"] == 10
     assert len(app.get("image")) == 5
-    import json
     classes = json.loads((out / "metrics.json").read_text())["classes"]
     assert classes == ["bottle", "cat", "chair", "face", "house", "scissors", "scrambledpix",
                        "shoe"]

@@ -234,3 +234,12 @@ def test_per_site_table_has_one_row_per_site_sorted():
     table = figures.per_site_table({"B": {"n": 3, "accuracy": 0.5, "roc_auc": None},
                                     "A": {"n": 5, "accuracy": 1.0, "roc_auc": 1.0}})
     assert table["site"].tolist() == ["A", "B"] and table["n"].tolist() == [5, 3]
+
+
+def test_glass_brain_draws_the_strongest_edges_and_checks_coordinates():
+    rng = np.random.default_rng(0)
+    m = np.corrcoef(rng.normal(size=(10, 50)))
+    coords = rng.uniform(-50, 50, size=(10, 3))
+    assert figures.figure_png(figures.connectome_glass_brain(m, coords, k=5)).startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match="10 regions"):
+        figures.connectome_glass_brain(m, coords[:4])

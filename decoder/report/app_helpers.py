@@ -436,7 +436,7 @@ def find_run_dirs(root="results") -> list[Path]:
                   reverse=True)
 
 
-def run_embedded_haxby(out_dir, n_permutations: int = 200, fast: bool = True) -> Path:
+def run_embedded_haxby(out_dir, n_permutations: int = 100, fast: bool = True) -> Path:
     """Run the category-decoding config on the embedded Haxby sample into ``out_dir``.
 
     ``fast`` fixes the labelling delay and window (``delay=0``, ``window=3``,
