@@ -27,7 +27,7 @@ import streamlit as st
 
 from decoder.errors import DecoderError
 from decoder.report import (RESEARCH_NOTICE, load_run, provenance_summary, render_report,
-                            summary)
+                            render_subject_report, summary)
 from decoder.report import app_helpers as helpers
 from decoder.report import figures
 
@@ -93,16 +93,7 @@ def show_subject(result, card, pngs=None):
     c3.metric("Model's held-out ROC AUC", f"{(result.cv or {}).get('roc_auc') or float('nan'):.2f}")
     st.markdown(f"**Predicted probability of {pos}: {result.probability:.2f}** "
                 f"(classified as *{result.predicted}*; {result.n_timepoints} time points)")
-    b = result.calibration_bin
-    if b and b.get("n"):
-        ci = (f" (95% interval {result.interval[0]:.2f}–{result.interval[1]:.2f})"
-              if result.interval else "")
-        st.markdown(f"Uncertainty: among the **{b['n']}** held-out training subjects whose "
-                    f"predicted probability was between {b['low']:.1f} and {b['high']:.1f}, "
-                    f"the observed rate of {pos} was **{b['observed_rate']:.2f}**{ci}.")
-    else:
-        st.markdown("Uncertainty: no held-out training subject had a similar predicted "
-                    "probability; treat this prediction as unreliable.")
+    st.markdown(helpers.uncertainty_text(result))
     st.info(result.caveat)
     pngs = pngs or subject_pngs(result)
     left, right = st.columns(2)
@@ -115,6 +106,10 @@ def show_subject(result, card, pngs=None):
         st.caption("Region coordinates are not known for this atlas, so the strongest "
                    "connections are listed instead of drawn on a glass brain.")
     st.dataframe(result.edges, hide_index=True, height=220)
+    st.download_button("Download this subject's report (HTML)",
+                       render_subject_report(result, card, pngs),
+                       file_name=f"{result.name.split('.')[0]}_report.html", mime="text/html",
+                       key="subject_report")
     with st.expander("Model card"):
         if card and "model" in card:
             from decoder.models.model_card import card_markdown

@@ -54,6 +54,8 @@ def test_biomarker_page_opens_on_an_example_prediction(app):
     assert any("Site NYU" in i.value for i in app.info)        # the site caveat
     assert any("Model card" in m.value for m in app.markdown)  # in its expander
     assert len(app.dataframe) == 1                             # strongest connections
+    assert [b.label for b in app.get("download_button")] == [
+        "Download this subject's report (HTML)"]
 
 
 def test_each_example_subject_gets_its_own_prediction(app):

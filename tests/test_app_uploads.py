@@ -213,3 +213,22 @@ def test_find_run_dirs_lists_complete_runs_only(tmp_path):
     assert helpers.find_run_dirs(tmp_path / "results") == [tmp_path / "results" / "a"]
     assert helpers.find_run_dirs(tmp_path / "none") == []
     assert os.path.isdir(tmp_path / "results" / "unfinished")
+
+
+def test_subject_report_is_self_contained_with_connectome_and_notice(model, private_tmp):
+    import base64
+    import re
+
+    from decoder.report import render_subject_report
+    bold, atlas = _bold_and_atlas()
+    res = helpers.analyse_upload(_nifti_bytes(bold), "sub-01_bold.nii.gz", *model,
+                                 atlas_data=_nifti_bytes(atlas), atlas_name="ho.nii.gz")
+    html = render_subject_report(res, model[1])
+    pngs = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    # probability vs training, connectivity matrix, glass brain
+    assert len(pngs) == 3 and all(base64.b64decode(p)[:4] == b"\x89PNG" for p in pngs)
+    assert "<script" not in html and not re.search(r'(src|href)="(?!data:)', html)
+    for text in ("Research use only", f"{res.probability:.3f}", "Strongest connections",
+                 "Model card", "sub-01_bold.nii.gz", "Uncertainty:"):
+        assert text in html, text
+    assert "**" not in html

@@ -18,7 +18,7 @@ from pathlib import Path
 from .._utils import atomic_write_text
 from ._run import RunData, load_run
 
-__all__ = ["write_report", "render_report", "load_run", "RunData", "summary",
+__all__ = ["write_report", "render_report", "render_subject_report", "load_run", "RunData", "summary",
            "provenance_summary", "RESEARCH_NOTICE"]
 
 RESEARCH_NOTICE = ("Research use only. Not a medical device: a prediction for one person is "
@@ -176,6 +176,55 @@ def render_report(run: RunData) -> str:
         anchor="provenance"))
     subtitle = f"{run.path.name} · decoder {prov.get('version', '?')} · {prov.get('created', '')}"
     return _html.page(title, subtitle, "".join(body))
+
+
+def render_subject_report(result, card: dict | None = None, pngs: dict | None = None) -> str:
+    """A self-contained HTML report of one subject's biomarker prediction.
+
+    Parameters
+    ----------
+    result : decoder.report.app_helpers.SubjectResult
+    card : dict, optional
+        The model card.
+    pngs : dict, optional
+        Already drawn figures (``probability``, ``matrix``, ``glass``) as PNG bytes.
+    """
+    from decoder.models.model_card import card_markdown
+
+    from . import _html, figures
+    from .app_helpers import uncertainty_text
+    pos = result.positive_class
+    if pngs is None:
+        pngs = {"probability": figures.figure_png(figures.probability_vs_training(
+                    result.probability, (result.cv or {}).get("calibration"), positive=pos)),
+                "matrix": figures.figure_png(figures.connectivity_matrix(
+                    result.matrix, result.labels, title="Connectivity (correlation)")),
+                "glass": None if result.coords is None else figures.figure_png(
+                    figures.connectome_glass_brain(result.matrix, result.coords))}
+    cv = result.cv or {}
+    body = [_html.notice(RESEARCH_NOTICE), _html.section("Prediction", _html.key_values({
+        f"predicted probability of {pos}": result.probability,
+        "classified as": result.predicted,
+        "time points": result.n_timepoints,
+        "site": result.site,
+        "model: cross-validation": cv.get("scheme"),
+        "model: held-out accuracy": cv.get("accuracy"),
+        "model: held-out ROC AUC": cv.get("roc_auc")}),
+        f"<p>{_html.esc(uncertainty_text(result).replace('**', ''))}</p>",
+        _html.notice(result.caveat), anchor="prediction")]
+    body.append(_html.section("Against the training distribution",
+                              _html.img(pngs["probability"], "probability against training"),
+                              anchor="distribution"))
+    conn = [_html.img(pngs["matrix"], "connectivity matrix")]
+    if pngs.get("glass") is not None:
+        conn.append(_html.img(pngs["glass"], "strongest connections on a glass brain"))
+    conn += ["<h3>Strongest connections</h3>", _html.table(result.edges)]
+    body.append(_html.section("Connectome", *conn, anchor="connectome"))
+    if card and "model" in card:
+        body.append(_html.section("Model card", _html.markdown(card_markdown(card)),
+                                  anchor="model-card"))
+    return _html.page(f"Connectome biomarker: subject {result.name}",
+                      "decoder — research use only", "".join(body))
 
 
 def write_report(run_dir) -> Path:

@@ -29,7 +29,7 @@ __all__ = [
     "MAX_TIMESERIES_BYTES", "MAX_NIFTI_BYTES", "TIMESERIES_EXTENSIONS", "NIFTI_EXTENSIONS",
     "BUNDLED_ATLASES", "SubjectResult", "model_path", "load_biomarker_model", "model_card",
     "example_subjects", "check_upload", "save_upload", "analyse_subject", "analyse_example",
-    "analyse_upload", "wilson_interval", "site_caveat", "find_run_dirs", "run_embedded_haxby",
+    "analyse_upload", "wilson_interval", "uncertainty_text", "site_caveat", "find_run_dirs", "run_embedded_haxby",
 ]
 
 MAX_TIMESERIES_BYTES = 10 * 1024 * 1024     # a 1,000 × 400 float table is ~4 MB
@@ -231,6 +231,19 @@ def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, f
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def uncertainty_text(result: "SubjectResult") -> str:
+    """One sentence on how far to trust this subject's probability (Markdown bold)."""
+    b, pos = result.calibration_bin, result.positive_class
+    if not (b and b.get("n")) or b.get("observed_rate") is None:
+        return ("Uncertainty: no held-out training subject had a similar predicted "
+                "probability; treat this prediction as unreliable.")
+    ci = (f" (95% interval {result.interval[0]:.2f}–{result.interval[1]:.2f})"
+          if result.interval else "")
+    return (f"Uncertainty: among the **{b['n']}** held-out training subjects whose predicted "
+            f"probability was between {b['low']:.1f} and {b['high']:.1f}, the observed rate of "
+            f"{pos} was **{b['observed_rate']:.2f}**{ci}.")
 
 
 def site_caveat(site, card: dict | None) -> str:
