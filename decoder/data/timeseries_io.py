@@ -55,7 +55,9 @@ def read_timeseries(path) -> tuple[np.ndarray, list[str]]:
     path : str or Path
         A ``.1D``, ``.tsv``, ``.csv`` or ``.txt`` file: one row per time point,
         one column per region.  A first line starting with ``#`` (``.1D``) or a
-        non-numeric first row (``.tsv`` / ``.csv``) names the regions.
+        non-numeric first row (``.tsv`` / ``.csv``) names the regions; a header
+        of bare numbers cannot be told from data, so write such labels as
+        ``#10 #11 ...`` (the ABIDE convention) or as names.
 
     Returns
     -------

@@ -24,6 +24,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
 
 from ..errors import ConfigError, DataError
 from ..features.connectome import KINDS, Connectivity, as_covariance_stack
@@ -231,6 +232,14 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
             Covariates whose effect ComBat preserves (e.g. age, sex).
         """
         kinds = self._check_params()
+        # One BLAS thread: a fold's work is many small matrix functions and two
+        # n × n eigendecompositions; threads contend more than they help (on 2
+        # busy cores a fit took 44 s multi-threaded vs 16 s single-threaded).
+        # Parallelism, when wanted, belongs at the level of folds.
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._fit(kinds, X, y, sites, covariates)
+
+    def _fit(self, kinds, X, y, sites, covariates):
         covs = as_covariance_stack(X, self.shrinkage)
         y = np.asarray(y)
         if len(y) != len(covs):
@@ -268,12 +277,14 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
     def decision_function(self, X, sites=None, covariates=None):
         """Mean of the per-kind decision values (positive → ``classes_[1]``)."""
         check_is_fitted(self, "models_")
-        covs = as_covariance_stack(X, self.shrinkage)
+        with threadpool_limits(limits=1, user_api="blas"):
+            covs = as_covariance_stack(X, self.shrinkage)
         if covs.shape[-1] != self.n_regions_:
             raise DataError(f"input has {covs.shape[-1]} regions, the model expects "
                             f"{self.n_regions_}", "extract the time series with the atlas "
                             "the model was trained on")
-        return self._ensemble_decision(covs, sites, covariates)
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._ensemble_decision(covs, sites, covariates)
 
     def predict_proba(self, X, sites=None, covariates=None):
         """Calibrated probabilities, columns ordered as ``classes_``."""

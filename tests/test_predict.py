@@ -1,0 +1,130 @@
+"""`decoder predict` and the app-facing functions: shipped model, example subjects, images."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from decoder.cli import main
+from decoder.errors import DataError
+from decoder.features.timeseries import check_alignment, extract_timeseries, load_atlas
+from pipelines import biomarker
+
+
+def test_shipped_model_and_examples_are_small_and_present():
+    assert biomarker.SHIPPED_MODEL.is_file()
+    assert biomarker.SHIPPED_MODEL.stat().st_size < 5 * 1024 ** 2
+    card = json.loads((biomarker.SHIPPED_DIR / "model_card.json").read_text())
+    assert card["evaluation"]["cv"] == "leave-site-out"
+    ex = biomarker.example_subjects()
+    assert len(ex) >= 4 and set(ex["diagnosis"]) == {"autism", "control"}
+    # the shipped model never saw the example subjects
+    assert card["data"]["n_subjects"] == 871 - len(ex)
+
+
+def test_predict_cli_on_example_1d_prints_probability_and_writes_json(tmp_path, capsys):
+    ex = biomarker.example_subjects().iloc[0]
+    out = tmp_path / "p.json"
+    assert main(["predict", str(biomarker.SHIPPED_MODEL), ex["path"], "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert f"{result['probability']:.3f}" in printed
+    assert result["predicted"] in {"autism", "control"}
+    assert result["cv"]["scheme"] == "leave-site-out"
+
+
+def test_same_subject_as_tsv_and_csv_gives_same_probability(tmp_path):
+    ex = biomarker.example_subjects().iloc[1]
+    from decoder.data.timeseries_io import read_timeseries
+    ts, names = read_timeseries(ex["path"])
+    named = [f"roi_{n}" for n in names]  # a header of bare numbers would read as data
+    pd.DataFrame(ts, columns=named).to_csv(tmp_path / "s.tsv", sep="\t", index=False)
+    pd.DataFrame(ts).to_csv(tmp_path / "s.csv", index=False, header=False)
+    bundle = biomarker.load_model()
+    p1 = biomarker.predict_subject(ts, bundle)["probability"]
+    p2 = biomarker.predict_subject(tmp_path / "s.tsv", bundle)["probability"]
+    p3 = biomarker.predict_subject(tmp_path / "s.csv", bundle)["probability"]
+    assert p1 == pytest.approx(p2, abs=1e-6) and p1 == pytest.approx(p3, abs=1e-6)
+
+
+def test_connectivity_matrix_for_the_app():
+    ex = biomarker.example_subjects().iloc[0]
+    mat = biomarker.connectivity_matrix(ex["path"])
+    assert mat.shape == (111, 111)
+    assert np.allclose(np.diag(mat), 1.0) and np.allclose(mat, mat.T)
+    tangent = biomarker.connectivity_matrix(ex["path"], kind="tangent")
+    assert tangent.shape == (111, 111) and not np.allclose(tangent, mat)
+
+
+def test_wrong_number_of_regions_is_a_one_line_error(tmp_path, capsys):
+    f = tmp_path / "s.tsv"
+    pd.DataFrame(np.random.default_rng(0).normal(size=(50, 20))).to_csv(f, sep="\t", index=False)
+    rc = main(["predict", str(biomarker.SHIPPED_MODEL), str(f)])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and "20 regions, the model expects 111" in err and "\n" not in err
+
+
+def test_non_skops_model_file_is_refused(tmp_path, capsys):
+    bad = tmp_path / "model.skops"
+    bad.write_bytes(b"not a zip")
+    ex = biomarker.example_subjects().iloc[0]
+    rc = main(["predict", str(bad), ex["path"]])
+    assert rc != 0 and "not a skops model file" in capsys.readouterr().err
+
+
+def _image_and_atlas(tmp_path, shift=0.0):
+    rng = np.random.default_rng(0)
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    labels = np.zeros((8, 8, 8), dtype=np.int16)
+    labels[:4, :4] = 1
+    labels[4:, :4] = 2
+    labels[:, 4:] = 3
+    bold = rng.normal(size=(8, 8, 8, 40)).astype(np.float32) + 100
+    bold_img = nib.Nifti1Image(bold, affine)
+    bold_img.header.set_zooms((3.0, 3.0, 3.0, 2.0))
+    atlas_aff = affine.copy()
+    atlas_aff[:3, 3] += shift
+    nib.save(bold_img, tmp_path / "sub-01_bold.nii.gz")
+    nib.save(nib.Nifti1Image(labels, atlas_aff), tmp_path / "atlas.nii.gz")
+    return tmp_path / "sub-01_bold.nii.gz", tmp_path / "atlas.nii.gz"
+
+
+def test_nifti_extraction_with_labels_atlas_is_cached(tmp_path):
+    bold, atlas = _image_and_atlas(tmp_path)
+    cache = tmp_path / "cache"
+    ts = extract_timeseries(bold, atlas, confounds_strategy=None, cache_dir=cache)
+    assert ts.shape == (40, 3)
+    assert len(list(cache.glob("*.npy"))) == 1
+    again = extract_timeseries(bold, atlas, confounds_strategy=None, cache_dir=cache)
+    assert np.array_equal(ts, again)
+
+
+def test_nifti_whose_affine_does_not_match_atlas_is_a_one_line_error(tmp_path, capsys):
+    bold, atlas = _image_and_atlas(tmp_path, shift=500.0)
+    with pytest.raises(DataError, match="affine does not match the atlas"):
+        extract_timeseries(bold, atlas, confounds_strategy=None)
+    rc = main(["predict", str(biomarker.SHIPPED_MODEL), str(bold), "--atlas", str(atlas)])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and "affine does not match the atlas" in err and "\n" not in err
+
+
+def test_small_affine_difference_in_same_space_is_accepted(tmp_path):
+    bold, atlas = _image_and_atlas(tmp_path, shift=1.5)
+    check_alignment(nib.load(bold), nib.load(atlas))  # no error: nilearn resamples
+
+
+def test_nifti_without_atlas_is_a_clear_error(tmp_path, capsys):
+    bold, _ = _image_and_atlas(tmp_path)
+    rc = main(["predict", str(biomarker.SHIPPED_MODEL), str(bold)])
+    assert rc != 0 and "--atlas" in capsys.readouterr().err
+
+
+def test_coordinate_atlases_shipped_with_nilearn_become_spheres():
+    power = load_atlas("power")
+    assert power["type"] == "spheres" and power["coords"].shape == (264, 3)
+    dosenbach = load_atlas("dosenbach")
+    assert dosenbach["coords"].shape == (160, 3)
