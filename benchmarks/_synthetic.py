@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def haxby_size(n_voxels=60_000, n_volumes=726, n_runs=12, n_classes=8, snr=0.12,
+def haxby_size(n_voxels=60_000, n_volumes=726, n_runs=12, n_classes=8, snr=0.04,
                block_len=7, seed=0):
     """Return ``X`` (float32, n_volumes × n_voxels), ``y`` (int), ``run``, ``block``."""
     rng = np.random.default_rng(seed)
