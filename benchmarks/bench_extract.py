@@ -11,7 +11,9 @@ every method alike):
 * ``anchor_s``: ``NiftiLabelsMasker(atlas).fit()`` then ``.transform(run)``.
 
 It then runs the same extraction on a Dask ``LocalCluster`` with 1 and 2
-worker processes (each one thread) and reports the scaling.
+worker processes (each one thread) and reports the scaling, with the load
+average at start and end: on a 2-core machine shared with other work, a
+second worker has no free core to use.
 
 Every line printed is JSON; the last one is the summary::
 
@@ -156,6 +158,7 @@ def main(argv=None) -> int:
 
     from decoder.features.extract import CODEC, extract_labels
 
+    load_start = os.getloadavg()[0]
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_extract_"))
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -204,6 +207,8 @@ def main(argv=None) -> int:
             "dtype": args.dtype, "regions": args.regions,
             "compressed_mb": round(size_mb, 1),
             "cpu_count": os.cpu_count(),
+            # other processes competing for the cores make scaling unmeasurable
+            "loadavg_1min_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         }
         if scaling:
             summary.update({"dask_1_worker_s": round(scaling[1], 3),
