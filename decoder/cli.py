@@ -21,7 +21,10 @@ def _cmd_run(args) -> int:
     from .config import apply_overrides, load_yaml
     from pipelines import run_config
 
-    raw = apply_overrides(load_yaml(args.config), args.set)
+    sets = list(args.set)
+    if getattr(args, "scheduler", None):
+        sets.append(f"compute.scheduler={args.scheduler}")
+    raw = apply_overrides(load_yaml(args.config), sets)
     out = Path(args.out) if args.out else Path("results") / Path(args.config).stem
     if getattr(args, "datalad", False):  # record with `datalad run`, replay with `datalad rerun`
         import json
@@ -78,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output folder (default: results/<config name>)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set classes=face,house (repeatable)")
+    r.add_argument("--scheduler", metavar="ADDRESS",
+                   help="Dask scheduler address (tcp://host:8786); same as "
+                        "--set compute.scheduler=ADDRESS")
     r.add_argument("--datalad", action="store_true",
                    help="record the run with 'datalad run' in the dataset holding --out")
     r.set_defaults(func=_cmd_run)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from decoder.compute import COMPUTE_DEFAULTS, backend_from_config
 from decoder.data.bids import find_mask, find_runs, load_mask
 from decoder.errors import ConfigError, DataError
 from decoder.evaluation.metrics import chance_level, classification_metrics
@@ -54,6 +55,7 @@ DEFAULTS = {
     "n_permutations": 0,
     "random_state": 0,
     "save_weights": True,
+    "compute": dict(COMPUTE_DEFAULTS),
 }
 
 CV_CHOICES = ("leave-one-run-out", "leave-one-subject-out")
@@ -168,9 +170,11 @@ def run(config: dict, data=None, out=None, config_path=None) -> dict:
     dataset_prov = _datalad_inputs(root, needed)
     mask_img = load_mask(mask_path) if mask_path else None
     cl = config["cleaning"]
-    data_ = load_task_data(runs, mask_img, mask_path, detrend=cl["detrend"],
-                           standardize=cl["standardize"], high_pass=cl["high_pass"],
-                           confounds=ds["confounds"], block_max_gap=config["blocks"]["max_gap"])
+    with backend_from_config(config) as backend:
+        data_ = load_task_data(runs, mask_img, mask_path, detrend=cl["detrend"],
+                               standardize=cl["standardize"], high_pass=cl["high_pass"],
+                               confounds=ds["confounds"],
+                               block_max_gap=config["blocks"]["max_gap"], backend=backend)
     classes = select_classes(data_.blocks, config["classes"])
     if config["cv"] == "leave-one-subject-out":
         group_of_run = [r.subject for r in runs]

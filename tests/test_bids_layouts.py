@@ -109,3 +109,15 @@ def test_fmriprep_derivatives_with_confounds(sample_copy, tmp_path):
     assert m["dataset"]["n_runs"] == 4
     assert any("confounds_timeseries" in r["path"] for r in m["provenance"]["inputs"])
     assert m["accuracy"] > 0.65  # 4 runs and ~30 regressed confounds; chance 0.5
+
+
+def test_runs_load_identically_on_a_dask_cluster(tmp_path):
+    """compute.scheduler sends per-run loading to Dask; results do not change."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        a = run_config({**FAST, "compute": {"scheduler": cluster.scheduler_address}},
+                       out=tmp_path / "dask")
+    b = run_config(FAST, out=tmp_path / "local")
+    assert a["accuracy"] == b["accuracy"]
+    assert a["fold_scores"] == b["fold_scores"]

@@ -71,9 +71,37 @@ def _compute_mask(imgs):
     return mask, "computed (nilearn compute_multi_epi_mask)"
 
 
+def _load_run(job):
+    """Mask, check and clean one run; read its events. Returns ``(X, events)``."""
+    from nilearn import signal
+
+    r, masker, mask_path, p = job
+    img = load_bold(r.bold)
+    check_same_grid(img, masker.mask_img_, r.bold, mask_path)
+    n_vol = img.shape[3]
+    X = masker.transform(img).astype(np.float64)
+    if not np.all(np.isfinite(X)):
+        raise DataError(f"{r.bold} contains NaN or inf inside the mask",
+                        "fix the image or use a mask that excludes those voxels")
+    conf = load_confounds(r, p["confounds"]) if p["confounds"] else None
+    conf_arr, sample_mask = (conf if conf is not None else (None, None))
+    if sample_mask is not None:
+        log.warning("%s: confound strategy censors volumes; censored volumes are kept "
+                    "for labelling but their confounds are regressed", r.bold.name)
+    X = signal.clean(X, detrend=p["detrend"],
+                     standardize="zscore_sample" if p["standardize"] else None,
+                     confounds=conf_arr.to_numpy() if conf_arr is not None else None,
+                     high_pass=p["high_pass"], t_r=r.tr if p["high_pass"] else None)
+    if r.events is None:
+        raise DataError(f"no events.tsv for {r.bold}",
+                        "add <bold name>_events.tsv with onset, duration, trial_type")
+    ev = read_events(r.events, n_volumes=n_vol, tr=r.tr)
+    return np.nan_to_num(X).astype(np.float32), ev
+
+
 def load_task_data(runs: list[Run], mask_img, mask_path=None, detrend=True,
                    standardize=True, high_pass=None, confounds=None,
-                   block_max_gap=None) -> TaskData:
+                   block_max_gap=None, backend=None) -> TaskData:
     """Mask and clean every run; read and validate events; find blocks.
 
     Parameters
@@ -89,36 +117,36 @@ def load_task_data(runs: list[Run], mask_img, mask_path=None, detrend=True,
         fMRIPrep denoising strategy for ``load_confounds_strategy``.
     block_max_gap : float or None
         Largest gap (s) between same-type events of one block; default one TR.
+    backend : LocalBackend or DaskBackend, optional
+        Where runs are loaded (see :mod:`decoder.compute`); default: here, in turn.
     """
-    from nilearn import signal
     from nilearn.maskers import NiftiMasker
 
-    imgs = [load_bold(r.bold) for r in runs]
     if mask_img is None:
-        mask_img, mask_path = _compute_mask(imgs)
-    for r, img in zip(runs, imgs):
-        check_same_grid(img, mask_img, r.bold, mask_path)
+        mask_img, mask_path = _compute_mask([load_bold(r.bold) for r in runs])
     masker = NiftiMasker(mask_img=mask_img, standardize=None, detrend=False).fit()
+    params = dict(detrend=detrend, standardize=standardize, high_pass=high_pass,
+                  confounds=confounds)
+    jobs = [(r, masker, mask_path, params) for r in runs]
+    if backend is None or getattr(backend, "n_jobs", None) == 1:
+        loaded = [_load_run(job) for job in jobs]
+    else:  # one run per task on the configured backend (joblib or Dask)
+        from ..compute import map_subjects
+        clog = logging.getLogger("decoder.compute")
+        level = clog.level
+        clog.setLevel(logging.ERROR)  # a failed run is reported once, below, as the error
+        try:
+            res = map_subjects(_load_run, jobs, keys=[r.key for r in runs], backend=backend,
+                               desc="runs", progress=False)
+        finally:
+            clog.setLevel(level)
+        if res.failures:
+            key, reason = next(iter(res.failures.items()))
+            raise DataError(reason)
+        loaded = [res.results[r.key] for r in runs]
     Xs, evs, blocks = [], [], []
-    for i, (r, img) in enumerate(zip(runs, imgs)):
-        n_vol = img.shape[3]
-        X = masker.transform(img).astype(np.float64)
-        if not np.all(np.isfinite(X)):
-            raise DataError(f"{r.bold} contains NaN or inf inside the mask",
-                            "fix the image or use a mask that excludes those voxels")
-        conf = load_confounds(r, confounds) if confounds else None
-        conf_arr, sample_mask = (conf if conf is not None else (None, None))
-        if sample_mask is not None:
-            log.warning("%s: confound strategy censors volumes; censored volumes are kept "
-                        "for labelling but their confounds are regressed", r.bold.name)
-        X = signal.clean(X, detrend=detrend, standardize="zscore_sample" if standardize else None,
-                         confounds=conf_arr.to_numpy() if conf_arr is not None else None,
-                         high_pass=high_pass, t_r=r.tr if high_pass else None)
-        Xs.append(np.nan_to_num(X).astype(np.float32))
-        if r.events is None:
-            raise DataError(f"no events.tsv for {r.bold}",
-                            "add <bold name>_events.tsv with onset, duration, trial_type")
-        ev = read_events(r.events, n_volumes=n_vol, tr=r.tr)
+    for i, (r, (X, ev)) in enumerate(zip(runs, loaded)):
+        Xs.append(X)
         evs.append(ev)
         b = find_blocks(ev, block_max_gap if block_max_gap is not None else r.tr)
         b.insert(0, "run", i)

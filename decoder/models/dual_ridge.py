@@ -31,16 +31,15 @@ DEFAULT_ALPHAS = tuple(np.logspace(-3, 2, 11))
 
 
 def gram(X, block_size: int = 4096) -> np.ndarray:
-    """``X @ X.T`` in float64, computed in row blocks of ``X``'s columns.
+    """``X @ X.T`` in float64, computed over blocks of ``X``'s columns.
 
-    Works on memory-mapped float32 arrays without loading them whole.
+    float32 inputs (e.g. memory-mapped voxel data) are multiplied in float32
+    and accumulated in float64 (:func:`decoder.features._gram.blockwise_gram`):
+    half the time and memory of a float64 copy, without loading ``X`` whole.
     """
-    n, p = X.shape
-    K = np.zeros((n, n), dtype=np.float64)
-    for start in range(0, p, block_size):
-        B = np.asarray(X[:, start:start + block_size], dtype=np.float64)
-        K += B @ B.T
-    return K
+    from ..features._gram import blockwise_gram
+    dtype = np.float32 if np.asarray(X[:1]).dtype == np.float32 else np.float64
+    return np.asarray(blockwise_gram(X, block_size, dtype=dtype), dtype=np.float64)
 
 
 def one_hot(codes, n_classes: int) -> np.ndarray:
