@@ -69,7 +69,7 @@ DEFAULTS = {
         "shrinkage": "ledoit-wolf",
     },
     "harmonize": {
-        "method": "none",           # none | combat
+        "method": "combat",         # combat | none
         "unseen_site": "self",      # self | pooled
     },
     "model": "ridge",               # ridge | logistic | svm | mlp
