@@ -38,7 +38,7 @@ def build_model_card(metrics: dict, config: dict, n_subjects: int, sites, region
             "connectivity": config.get("connectivity"),
             "harmonize": config.get("harmonize"),
             "estimator": config.get("model"),
-            "format": "skops (load with decoder.pipelines biomarker.load_model; never pickle)",
+            "format": "skops (load with pipelines.biomarker.load_model; never pickle)",
         },
         "data": {
             "source": "ABIDE Preprocessed Connectomes Project" if ds.get("kind") == "abide"
