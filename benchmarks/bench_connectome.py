@@ -4,9 +4,10 @@ Same folds for both (held-out ABIDE sites), both fitted in-fold:
 
 * anchor: ``nilearn.connectome.ConnectivityMeasure(kind="tangent")`` on the
   time series + ``StandardScaler`` + ``LogisticRegression``;
-* ours: :class:`decoder.models.biomarker_models.ConnectomeClassifier` with the
-  default config (tangent at the in-fold log-Euclidean mean via batched
-  eigendecompositions + correlation, ridge with leave-one-out penalty, ensemble).
+* ours: :class:`decoder.models.biomarker_models.ConnectomeClassifier` with its
+  defaults (tangent at the in-fold log-Euclidean mean via batched
+  eigendecompositions + correlation, ridge with leave-one-out penalty, ensemble;
+  no ComBat, since the anchor gets no site information either).
 
 The anchor needs minutes per fold on 2 cores, so by default both are timed on
 the same 3 held-out sites (``--sites``); ``--full`` runs every site.  Per-fold
