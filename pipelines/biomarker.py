@@ -114,16 +114,30 @@ def _data_root(config, data):
     return Path(root)
 
 
+def _datalad_get(root, paths) -> dict:
+    """Get annexed inputs of a DataLad dataset; returns its provenance ({} otherwise)."""
+    try:
+        from decoder.data.datalad import ensure_local
+    except ImportError:  # DataLad not installed: plain folders only
+        return {}
+    return ensure_local(root, paths) or {}
+
+
 def _load_abide(config, root) -> _Subjects:
-    from decoder.data.abide import load_abide
+    from decoder.data.abide import PHENOTYPIC_FILE, load_abide
     ds = config["dataset"]
+    folder = Path(root) / "Outputs" / ds["pipeline"] / ds["strategy"] / ds["derivative"]
+    wanted = [Path(root) / PHENOTYPIC_FILE]
+    if folder.is_dir():  # annexed files are symlinks until their content is fetched
+        wanted += sorted(p for p in folder.iterdir() if p.name.endswith(f"_{ds['derivative']}.1D"))
+    dataset_info = _datalad_get(root, wanted)
     d = load_abide(root, ds["pipeline"], ds["strategy"], ds["derivative"], sites=ds["sites"],
                    max_subjects=ds["max_subjects"])
     if ds["exclude"]:
         excluded = {ds["exclude"]} if isinstance(ds["exclude"], str) else set(ds["exclude"])
         d = d.subset(np.flatnonzero([i not in excluded for i in d.file_ids]))
     return _Subjects(d.time_series, d.diagnosis, d.sites, d.covariates, d.file_ids, d.files,
-                     d.regions, root, d.notes)
+                     d.regions, root, d.notes, dataset_info)
 
 
 def _load_fmriprep(config, root) -> _Subjects:
@@ -146,6 +160,8 @@ def _load_fmriprep(config, root) -> _Subjects:
         pid = row["participant_id"]
         pid = pid if str(pid).startswith("sub-") else f"sub-{pid}"
         found = sorted((root / pid).rglob(ds["bold_pattern"]))
+        if found:
+            _datalad_get(root, found[:1])
         if not found:
             log.warning("%s: no BOLD image matching %s; subject skipped", pid, ds["bold_pattern"])
             continue
@@ -344,16 +360,17 @@ def run(config, data=None, out=None, config_path=None) -> dict:
     if config["save_model"]:
         est = make_classifier(config).fit(covs, diag, sites=sites, covariates=subjects.covariates)
         metrics["runtime_s"] = time.perf_counter() - t0
-        metrics["provenance"] = build_provenance(config, inputs, None, config_path)
+        metrics["provenance"] = build_provenance(config, inputs, subjects.dataset_info,
+                                                 config_path)
         save_model(out / "model.skops", est, metrics, config, subjects)
     predictions = pd.DataFrame({"subject": subjects.ids, "site": sites, "diagnosis": diag,
                                 "p_autism": proba,
                                 "predicted": np.where(proba > 0.5, POSITIVE, "control")})
     metrics["runtime_s"] = time.perf_counter() - t0
-    metrics["provenance"] = build_provenance(config, inputs, None, config_path)
+    metrics["provenance"] = build_provenance(config, inputs, subjects.dataset_info, config_path)
     arrays = {"permutation_null": null} if null is not None else None
     write_run(out, metrics, tables={"predictions": predictions.set_index("subject")},
-              arrays=arrays, report=False)
+              arrays=arrays)
     return metrics
 
 

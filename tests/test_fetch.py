@@ -332,3 +332,25 @@ def test_human_size():
     assert human_size(512) == "512 B"
     assert human_size(1_830_000_000) == "1.8 GB"
     assert human_size(None) == "unknown size"
+
+
+@needs_shared
+def test_biomarker_pipeline_gets_dropped_abide_files_and_records_the_dataset(bucket, tmp_path):
+    """`decoder run configs/abide.yaml --data <DataLad clone>` needs no fetch step first."""
+    import datalad.api as dl
+    from pipelines import resolve_config
+    from pipelines.biomarker import load_subjects
+    to = tmp_path / "abide"
+    fetch("abide-pcp", subjects=["50003", "50004", "50005"], to=to, base_url=bucket["url"],
+          echo=lambda m: None)
+    rel = f"{ROIS}/Pitt_0050004_rois_ho.1D"
+    dl.drop(path=str(to / rel), dataset=str(to), result_renderer="disabled")
+    assert not (to / rel).exists()
+    subjects = load_subjects(resolve_config({"task": "biomarker"}), data=to)
+    assert sorted(subjects.ids) == SUBJECTS
+    assert (to / rel).exists()
+    info = subjects.dataset_info
+    dataset_id = git("config", "-f", ".datalad/config", "--get", "datalad.dataset.id", cwd=to)
+    assert info["dataset_id"] == dataset_id.strip()
+    assert info["commit"] == git("rev-parse", "HEAD", cwd=to).strip()
+    assert git("status", "--porcelain", cwd=to) == ""
