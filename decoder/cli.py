@@ -31,8 +31,10 @@ def _cmd_run(args) -> int:
         from pipelines import resolve_config
         from .data.datalad import datalad_run
         resolve_config(raw)  # a config error fails here, before anything is recorded
-        path = datalad_run(args.config, out, data=args.data, overrides=args.set)
-        metrics = json.loads(path.read_text())
+        path = datalad_run(args.config, out, data=args.data, overrides=sets)
+        json.loads(path.read_text())  # the recorded command printed its own summary
+        print("run recorded with 'datalad run'; replay it with 'datalad rerun'")
+        return 0
     else:
         metrics = run_config(raw, data=args.data, out=out, config_path=args.config)
     summary = {k: metrics.get(k) for k in ("task", "n_samples", "accuracy",
