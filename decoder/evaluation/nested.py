@@ -82,24 +82,28 @@ def permuted_unit_codes(unit_codes: dict, unit_run: dict, n_permutations: int, r
     return units, out
 
 
+def _inner_score(c, tr, codes_tr, n_classes, alphas, score_unit):
+    """Inner leave-one-run-out accuracy of candidate ``c`` on its samples ``tr``."""
+    te1 = np.flatnonzero(tr)[:1]  # test rows are not used for the inner score
+    _, _, inner = solve_fold(codes_tr=codes_tr, inner_groups=c.run[tr], n_classes=n_classes,
+                             alphas=alphas, inner_units=c.unit[tr] if score_unit else None,
+                             **c.fold(tr, te1))
+    return inner[0]
+
+
 def _choose_candidate(candidates, g, codes_all, upos, n_classes, alphas, score_unit=False):
     """Index of the candidate with the best inner accuracy on the training part of fold ``g``."""
     best = None
     for ci, c in enumerate(candidates):
         tr = c.group != g
-        te = ~tr
-        if not te.any() or len(np.unique(c.unit[tr])) < 2:
+        if tr.all() or len(np.unique(c.unit[tr])) < 2:
             continue
         if len(candidates) == 1:
             return ci
         codes_tr = codes_all[[upos[u] for u in c.unit[tr]], 0]
-        te1 = np.flatnonzero(te)[:1]
-        _, _, inner = solve_fold(codes_tr=codes_tr, inner_groups=c.run[tr],
-                                 n_classes=n_classes, alphas=alphas,
-                                 inner_units=c.unit[tr] if score_unit else None,
-                                 **c.fold(tr, te1))
-        if best is None or inner[0] > best[0] + 1e-12:
-            best = (inner[0], ci)
+        inner = _inner_score(c, tr, codes_tr, n_classes, alphas, score_unit)
+        if best is None or inner > best[0] + 1e-12:
+            best = (inner, ci)
     return None if best is None else best[1]
 
 
@@ -110,6 +114,64 @@ def _aggregate(scores, units):
     np.add.at(agg, inv, scores)
     counts = np.bincount(inv, minlength=len(ids)).astype(float)
     return ids, agg / counts.reshape((-1,) + (1,) * (scores.ndim - 1))
+
+
+def _nested(candidates, unit_codes, unit_run, n_classes, fold_scores_fn, score_unit,
+            n_permutations, random_state, alphas):
+    """Outer leave-one-group-out loop shared by every fold solver.
+
+    ``fold_scores_fn(c, tr, te, codes_tr)`` returns the test decision values
+    ``(n_test, n_classes, 1 + n_permutations)`` and the penalty used (or None)
+    for the training labels ``codes_tr`` (column 0 true, others permuted).
+    """
+    rng = np.random.default_rng(random_state)
+    units, codes_all = permuted_unit_codes(unit_codes, unit_run, n_permutations, rng)
+    upos = {u: i for i, u in enumerate(units)}
+    groups = np.unique(np.concatenate([c.group for c in candidates]))
+    if len(groups) < 2:
+        raise DataError("cross-validation needs at least 2 runs or subjects, found 1",
+                        "add runs, or choose another cv scheme")
+    y_true, all_scores, folds, chosen, alphas_used, fold_scores = [], [], [], [], [], []
+    correct = np.zeros(1 + n_permutations)
+    total = 0
+    for g in groups:
+        ci = _choose_candidate(candidates, g, codes_all, upos, n_classes, alphas, score_unit)
+        if ci is None:
+            continue
+        c = candidates[ci]
+        tr = c.group != g
+        te = ~tr
+        rows = np.array([upos[u] for u in c.unit])
+        scores, alpha = fold_scores_fn(c, tr, te, codes_all[rows[tr]])
+        if score_unit:
+            ids, scores = _aggregate(scores, c.unit[te])
+            labels = codes_all[[upos[u] for u in ids]]
+        else:
+            labels = codes_all[rows[te]]
+        pred = scores.argmax(axis=1)
+        correct += (pred == labels).sum(axis=0)
+        total += len(labels)
+        y_true.append(labels[:, 0])
+        all_scores.append(scores[:, :, 0])
+        folds.append(np.full(len(labels), g))
+        fold_scores.append(float((pred[:, 0] == labels[:, 0]).mean()))
+        chosen.append(c.name)
+        if alpha is not None:
+            alphas_used.append(float(alpha))
+        log.info("fold %s: %s, alpha %s, accuracy %.3f", g, c.name,
+                 "-" if alpha is None else f"{alpha:.3g}", fold_scores[-1])
+    acc = correct / max(total, 1)
+    return {
+        "y_true": np.concatenate(y_true),
+        "scores": np.concatenate(all_scores),
+        "fold": np.concatenate(folds),
+        "fold_groups": [str(g) for g in groups],
+        "fold_scores": fold_scores,
+        "chosen": chosen,
+        "alphas": alphas_used,
+        "null": acc[1:] if n_permutations else None,
+        "observed": float(acc[0]),
+    }
 
 
 def nested_dual_ridge(candidates: list[SampleSet], unit_codes: dict, unit_run: dict,
@@ -136,56 +198,17 @@ def nested_dual_ridge(candidates: list[SampleSet], unit_codes: dict, unit_run: d
     """
     from ..models.dual_ridge import DEFAULT_ALPHAS
     alphas = DEFAULT_ALPHAS if alphas is None else alphas
-    rng = np.random.default_rng(random_state)
-    units, codes_all = permuted_unit_codes(unit_codes, unit_run, n_permutations, rng)
-    upos = {u: i for i, u in enumerate(units)}
-    groups = np.unique(np.concatenate([c.group for c in candidates]))
-    if len(groups) < 2:
-        raise DataError("cross-validation needs at least 2 runs or subjects, found 1",
-                        "add runs, or choose another cv scheme")
-    y_true, all_scores, folds, chosen, alphas_used, fold_scores = [], [], [], [], [], []
-    correct = np.zeros(1 + n_permutations)
-    total = 0
-    for g in groups:
-        ci = _choose_candidate(candidates, g, codes_all, upos, n_classes, alphas, score_unit)
-        if ci is None:
-            continue
-        c = candidates[ci]
-        tr = c.group != g
-        te = ~tr
-        rows = np.array([upos[u] for u in c.unit])
-        scores, a, _ = solve_fold(codes_tr=codes_all[rows[tr]], inner_groups=c.run[tr],
+
+    def fold_scores_fn(c, tr, te, codes_tr):
+        # every label set (true and permuted) in one batched solve
+        scores, a, _ = solve_fold(codes_tr=codes_tr, inner_groups=c.run[tr],
                                   n_classes=n_classes, alphas=alphas,
                                   inner_units=c.unit[tr] if score_unit else None,
                                   **c.fold(tr, te))
-        test_units = c.unit[te]
-        if score_unit:
-            ids, scores = _aggregate(scores, test_units)
-            labels = codes_all[[upos[u] for u in ids]]
-        else:
-            labels = codes_all[rows[te]]
-        pred = scores.argmax(axis=1)
-        correct += (pred == labels).sum(axis=0)
-        total += len(labels)
-        y_true.append(labels[:, 0])
-        all_scores.append(scores[:, :, 0])
-        folds.append(np.full(len(labels), g))
-        fold_scores.append(float((pred[:, 0] == labels[:, 0]).mean()))
-        chosen.append(c.name)
-        alphas_used.append(float(a[0]))
-        log.info("fold %s: %s, alpha %.3g, accuracy %.3f", g, c.name, a[0], fold_scores[-1])
-    acc = correct / max(total, 1)
-    return {
-        "y_true": np.concatenate(y_true),
-        "scores": np.concatenate(all_scores),
-        "fold": np.concatenate(folds),
-        "fold_groups": [str(g) for g in groups],
-        "fold_scores": fold_scores,
-        "chosen": chosen,
-        "alphas": alphas_used,
-        "null": acc[1:] if n_permutations else None,
-        "observed": float(acc[0]),
-    }
+        return scores, a[0]
+
+    return _nested(candidates, unit_codes, unit_run, n_classes, fold_scores_fn, score_unit,
+                   n_permutations, random_state, alphas)
 
 
 def select_candidate(candidates: list[SampleSet], unit_codes: dict, n_classes: int,
@@ -198,12 +221,9 @@ def select_candidate(candidates: list[SampleSet], unit_codes: dict, n_classes: i
     best = None
     for c in candidates:
         codes = np.array([unit_codes[u] for u in c.unit])
-        allx = np.ones(len(codes), bool)
-        _, _, inner = solve_fold(codes_tr=codes, inner_groups=c.run, n_classes=n_classes,
-                                 alphas=alphas, inner_units=c.unit if score_unit else None,
-                                 **c.fold(allx, np.flatnonzero(allx)[:1]))
-        if best is None or inner[0] > best[0] + 1e-12:
-            best = (inner[0], c)
+        inner = _inner_score(c, np.ones(len(codes), bool), codes, n_classes, alphas, score_unit)
+        if best is None or inner > best[0] + 1e-12:
+            best = (inner, c)
     return best[1]
 
 
@@ -224,50 +244,17 @@ def nested_estimator(candidates: list[SampleSet], unit_codes: dict, unit_run: di
     """
     from ..models.dual_ridge import DEFAULT_ALPHAS
     alphas = DEFAULT_ALPHAS if alphas is None else alphas
-    rng = np.random.default_rng(random_state)
-    units, codes_all = permuted_unit_codes(unit_codes, unit_run, n_permutations, rng)
-    upos = {u: i for i, u in enumerate(units)}
-    groups = np.unique(np.concatenate([c.group for c in candidates]))
-    if len(groups) < 2:
-        raise DataError("cross-validation needs at least 2 runs or subjects, found 1",
-                        "add runs, or choose another cv scheme")
-    y_true, all_scores, folds, chosen, fold_scores = [], [], [], [], []
-    correct = np.zeros(1 + n_permutations)
-    total = 0
-    for g in groups:
-        ci = _choose_candidate(candidates, g, codes_all, upos, n_classes, alphas, score_unit)
-        if ci is None:
-            continue
-        c = candidates[ci]
-        tr = c.group != g
-        te = ~tr
-        rows = np.array([upos[u] for u in c.unit])
-        for p in range(1 + n_permutations):
+
+    def fold_scores_fn(c, tr, te, codes_tr):
+        out = []
+        for p in range(codes_tr.shape[1]):
             est = make_estimator()
-            ytr = codes_all[rows[tr], p]
-            _fit(est, c.X[tr], ytr, c.run[tr])
-            s = _scores(est, c.X[te], n_classes)
-            if score_unit:
-                ids, s = _aggregate(s, c.unit[te])
-                labels = codes_all[[upos[u] for u in ids], p]
-            else:
-                labels = codes_all[rows[te], p]
-            pred = s.argmax(axis=1)
-            correct[p] += (pred == labels).sum()
-            if p == 0:
-                total += len(labels)
-                y_true.append(labels)
-                all_scores.append(s)
-                folds.append(np.full(len(labels), g))
-                fold_scores.append(float((pred == labels).mean()))
-        chosen.append(c.name)
-    acc = correct / max(total, 1)
-    return {
-        "y_true": np.concatenate(y_true), "scores": np.concatenate(all_scores),
-        "fold": np.concatenate(folds), "fold_groups": [str(g) for g in groups],
-        "fold_scores": fold_scores, "chosen": chosen, "alphas": [],
-        "null": acc[1:] if n_permutations else None, "observed": float(acc[0]),
-    }
+            _fit(est, c.X[tr], codes_tr[:, p], c.run[tr])
+            out.append(_scores(est, c.X[te], n_classes))
+        return np.stack(out, axis=2), None
+
+    return _nested(candidates, unit_codes, unit_run, n_classes, fold_scores_fn, score_unit,
+                   n_permutations, random_state, alphas)
 
 
 def _fit(est, X, y, groups):
@@ -292,7 +279,8 @@ def _scores(est, X, n_classes):
         raw = est.decision_function(X)
         if raw.ndim == 1:
             raw = np.stack([-raw, raw], axis=1)
-    out = np.full((X.shape[0], n_classes), -np.inf if not hasattr(est, "predict_proba") else 0.0)
-    out = np.where(np.isinf(out), np.nanmin(raw) - 1.0, out)
+    # a class absent from the training fold scores below every present one
+    absent = 0.0 if hasattr(est, "predict_proba") else np.nanmin(raw) - 1.0
+    out = np.full((X.shape[0], n_classes), absent)
     out[:, classes.astype(int)] = raw
     return out
