@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from decoder._utils import atomic_write_bytes, atomic_write_json
+from decoder.data.datalad import ensure_local
 from decoder.errors import ConfigError, DataError
 from decoder.evaluation.cv import make_cv
 from decoder.evaluation.metrics import chance_level, classification_metrics
@@ -114,15 +115,6 @@ def _data_root(config, data):
     return Path(root)
 
 
-def _datalad_get(root, paths) -> dict:
-    """Get annexed inputs of a DataLad dataset; returns its provenance ({} otherwise)."""
-    try:
-        from decoder.data.datalad import ensure_local
-    except ImportError:  # DataLad not installed: plain folders only
-        return {}
-    return ensure_local(root, paths) or {}
-
-
 def _load_abide(config, root) -> _Subjects:
     from decoder.data.abide import PHENOTYPIC_FILE, load_abide
     ds = config["dataset"]
@@ -130,7 +122,7 @@ def _load_abide(config, root) -> _Subjects:
     wanted = [Path(root) / PHENOTYPIC_FILE]
     if folder.is_dir():  # annexed files are symlinks until their content is fetched
         wanted += sorted(p for p in folder.iterdir() if p.name.endswith(f"_{ds['derivative']}.1D"))
-    dataset_info = _datalad_get(root, wanted)
+    dataset_info = ensure_local(root, wanted)
     d = load_abide(root, ds["pipeline"], ds["strategy"], ds["derivative"], sites=ds["sites"],
                    max_subjects=ds["max_subjects"])
     if ds["exclude"]:
@@ -161,7 +153,7 @@ def _load_fmriprep(config, root) -> _Subjects:
         pid = pid if str(pid).startswith("sub-") else f"sub-{pid}"
         found = sorted((root / pid).rglob(ds["bold_pattern"]))
         if found:
-            _datalad_get(root, found[:1])
+            ensure_local(root, found[:1])
         if not found:
             log.warning("%s: no BOLD image matching %s; subject skipped", pid, ds["bold_pattern"])
             continue

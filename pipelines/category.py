@@ -16,6 +16,7 @@ import pandas as pd
 
 from decoder.compute import COMPUTE_DEFAULTS, backend_from_config
 from decoder.data.bids import find_mask, find_runs, load_mask
+from decoder.data.datalad import ensure_local
 from decoder.errors import ConfigError, DataError
 from decoder.evaluation.metrics import chance_level, classification_metrics
 from decoder.evaluation.nested import (SampleSet, nested_dual_ridge, nested_estimator,
@@ -93,15 +94,6 @@ def resolve_root(config: dict, data=None) -> Path:
     return sample_path(config["dataset"]["name"])
 
 
-def _datalad_inputs(root: Path, paths: list[Path]) -> dict:
-    """Get annexed inputs and their provenance when ``root`` is a DataLad dataset."""
-    try:
-        from decoder.data.datalad import ensure_local
-    except ImportError:
-        return {}
-    return ensure_local(root, paths) or {}
-
-
 def _candidates(config):
     samples = config["samples"]
     if samples == "betas":
@@ -157,7 +149,7 @@ def run(config: dict, data=None, out=None, config_path=None) -> dict:
     sidecars = sorted(set(root.glob(f"*task-{ds['task']}*_bold.json")) |
                       set(root.glob(f"sub-*/**/*task-{ds['task']}*_bold.json")))
     if sidecars:
-        _datalad_inputs(root, sidecars)
+        ensure_local(root, sidecars)
     runs = find_runs(root, ds["task"], subjects=ds["subjects"], space=ds["space"], tr=ds["tr"])
     mask_path = find_mask(root, runs[0].subject, ds["mask"])
     if ds["mask"] not in ("auto", "compute", None) and mask_path and not mask_path.is_file() \
@@ -167,7 +159,7 @@ def run(config: dict, data=None, out=None, config_path=None) -> dict:
     needed = sidecars + [r.bold for r in runs] + [r.events for r in runs if r.events] + \
              [r.confounds for r in runs if r.confounds and ds["confounds"]] + \
              ([mask_path] if mask_path else [])
-    dataset_prov = _datalad_inputs(root, needed)
+    dataset_prov = ensure_local(root, needed)
     mask_img = load_mask(mask_path) if mask_path else None
     cl = config["cleaning"]
     with backend_from_config(config) as backend:

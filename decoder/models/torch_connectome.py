@@ -13,15 +13,9 @@ from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..errors import ConfigError
+from .torch_models import _device
 
 __all__ = ["TorchMLPClassifier"]
-
-
-def _device(name):
-    import torch
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
