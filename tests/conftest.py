@@ -36,10 +36,32 @@ def sample_copy(tmp_path):
     return dst
 
 
+@pytest.fixture(scope="module")
+def git_identity():
+    """CI has no global git config: every commit needs an identity from the environment.
+
+    Also puts this interpreter's bin folder (git-annex, datalad) first on PATH.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in {"GIT_AUTHOR_NAME": "Decoder Test", "GIT_AUTHOR_EMAIL": "test@example.org",
+                     "GIT_COMMITTER_NAME": "Decoder Test",
+                     "GIT_COMMITTER_EMAIL": "test@example.org"}.items():
+            mp.setenv(k, v)
+        mp.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+        yield
+
+
+def git(*args, cwd) -> str:
+    """Run git in ``cwd`` and return its standard output (raises on failure)."""
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                          check=True).stdout
+
+
 def run_cli(*args, cwd=None, timeout=600):
     """Run the ``decoder`` command in a subprocess; returns CompletedProcess."""
     return subprocess.run([sys.executable, "-m", "decoder.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd or ROOT, timeout=timeout)
+                          capture_output=True, text=True, cwd=cwd or ROOT, timeout=timeout,
+                          check=False)
 
 
 @pytest.fixture

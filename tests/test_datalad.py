@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import git
+from conftest import run_cli as decoder_cli
 
 from decoder.data.datalad import DataladInputs, dataset_root, ensure_local, is_datalad_dataset
 from decoder.errors import DataError
@@ -36,26 +38,7 @@ EVENTS1 = "sub-1/func/sub-1_task-objectviewing_run-01_events.tsv"
 FAST = ["--set", "classes=face,house", "--set", "delay=5.0", "--set", "window=1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def git_identity():
-    """CI has no global git config: every commit needs an identity from the environment."""
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in {"GIT_AUTHOR_NAME": "Decoder Test", "GIT_AUTHOR_EMAIL": "test@example.org",
-                     "GIT_COMMITTER_NAME": "Decoder Test",
-                     "GIT_COMMITTER_EMAIL": "test@example.org"}.items():
-            mp.setenv(k, v)
-        mp.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
-        yield
-
-
-def git(*args, cwd) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                          check=True).stdout
-
-
-def decoder_cli(*args, cwd=REPO):
-    return subprocess.run([sys.executable, "-m", "decoder.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, env=os.environ.copy())
+pytestmark = pytest.mark.usefixtures("git_identity")
 
 
 def annex_tmp_files(ds: Path) -> list[Path]:

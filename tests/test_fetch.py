@@ -11,12 +11,13 @@ import http.server
 import json
 import os
 import shutil
-import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
+from conftest import git
+from conftest import run_cli as decoder_cli
 
 from decoder.data.fetch import _glob_regex, check_timeseries_1d, fetch, human_size
 from decoder.errors import DataError
@@ -35,26 +36,7 @@ PHENO = "Phenotypic_V1_0b_preprocessed1.csv"
 SUBJECTS = ["Pitt_0050003", "Pitt_0050004", "Pitt_0050005"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def git_identity():
-    """CI has no global git config: every commit needs an identity from the environment."""
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in {"GIT_AUTHOR_NAME": "Decoder Test", "GIT_AUTHOR_EMAIL": "test@example.org",
-                     "GIT_COMMITTER_NAME": "Decoder Test",
-                     "GIT_COMMITTER_EMAIL": "test@example.org"}.items():
-            mp.setenv(k, v)
-        mp.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
-        yield
-
-
-def git(*args, cwd) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                          check=True).stdout
-
-
-def decoder_cli(*args, cwd=REPO):
-    return subprocess.run([sys.executable, "-m", "decoder.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, env=os.environ.copy())
+pytestmark = pytest.mark.usefixtures("git_identity")
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
