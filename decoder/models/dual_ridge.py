@@ -268,7 +268,8 @@ class DualRidgeClassifier(ClassifierMixin, BaseEstimator):
         if X.shape[1] < n:
             s, V, _ = spectral(F_tr=Xc, F_te=Xc[:1])
         else:
-            s, V, _ = spectral(gram(Xc), gram(Xc)[:1])
+            K = gram(Xc)
+            s, V, _ = spectral(K, K[:1])
         members = _group_members(groups, n)
         Y = one_hot(codes, n_classes)
         ym = Y.mean(axis=0) if self.fit_intercept else np.zeros(n_classes)
