@@ -29,6 +29,7 @@ from threadpoolctl import threadpool_limits
 from ..errors import ConfigError, DataError
 from ..features.connectome import KINDS, Connectivity, as_covariance_stack
 from ..features.harmonize import ComBat
+from ._sklearn_compat import logistic_cv_kwargs
 
 __all__ = ["MODELS", "HARMONIZE", "make_model", "ConnectomeClassifier", "LooRidgeClassifier"]
 
@@ -61,7 +62,7 @@ def make_model(name, random_state=0, inner_splits=5, params=None):
     if name == "logistic":
         cs = params.pop("Cs", DEFAULT_CS)
         return LogisticRegressionCV(Cs=list(cs), cv=inner, scoring="roc_auc", max_iter=2000,
-                                    **params)
+                                    **{**logistic_cv_kwargs(0.0), **params})
     if name == "svm":
         cs = params.pop("Cs", DEFAULT_CS)
         return GridSearchCV(LinearSVC(dual="auto", max_iter=5000, random_state=random_state,

@@ -14,6 +14,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
 from ..errors import ConfigError
+from ._sklearn_compat import logistic_cv_kwargs
 from .dual_ridge import DualRidgeClassifier
 
 MODELS = {
@@ -41,9 +42,10 @@ def make_model(name: str, random_state=0, screening_percentile=None):
         est = LinearSVC(C=1.0, max_iter=10000, random_state=random_state)
     elif name in ("logistic-l2", "logistic-l1"):
         pen = name.split("-")[1]
-        est = LogisticRegressionCV(Cs=8, l1_ratios=(0.0 if pen == "l2" else 1.0,),
+        est = LogisticRegressionCV(Cs=8, **logistic_cv_kwargs(0.0 if pen == "l2" else 1.0),
                                    solver="saga" if pen == "l1" else "lbfgs",
-                                   max_iter=2000, cv=3, random_state=random_state)
+                                   max_iter=2000, cv=3, scoring="accuracy",
+                                   random_state=random_state)
     elif name == "lda":
         est = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
     else:
