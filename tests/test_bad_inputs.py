@@ -2,11 +2,9 @@
 
 import gzip
 import json
-import shutil
 
 import nibabel as nib
 import numpy as np
-import pytest
 
 BOLD = "sub-1/func/sub-1_task-objectviewing_run-01_bold.nii.gz"
 EVENTS = "sub-1/func/sub-1_task-objectviewing_run-01_events.tsv"

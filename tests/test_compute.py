@@ -8,7 +8,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from decoder import compute
 from decoder.compute import (COMPUTE_DEFAULTS, DaskBackend, LocalBackend, backend_from_config,
                              get_backend, map_subjects)
 from decoder.errors import ConfigError, DataError

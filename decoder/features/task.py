@@ -141,7 +141,7 @@ def load_task_data(runs: list[Run], mask_img, mask_path=None, detrend=True,
         finally:
             clog.setLevel(level)
         if res.failures:
-            key, reason = next(iter(res.failures.items()))
+            reason = next(iter(res.failures.values()))
             raise DataError(reason)
         loaded = [res.results[r.key] for r in runs]
     Xs, evs, blocks = [], [], []
