@@ -112,7 +112,8 @@ def _data_root(config, data):
         raise ConfigError("no data root for the biomarker pipeline",
                           "pass --data <ABIDE root> (the folder with "
                           "Phenotypic_V1_0b_preprocessed1.csv and Outputs/)")
-    return Path(root)
+    # absolute, so the input paths built from it are not read as relative to the root
+    return Path(root).expanduser().absolute()
 
 
 def _load_abide(config, root) -> _Subjects:

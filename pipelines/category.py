@@ -86,10 +86,12 @@ def _validate(config: dict) -> None:
 
 def resolve_root(config: dict, data=None) -> Path:
     """Data root: ``--data``, then ``dataset.root``, then the embedded sample."""
+    # absolute, so file paths built from it mean the same to DataLad (which takes paths
+    # relative to the root) whatever the working directory
     if data:
-        return Path(data)
+        return Path(data).expanduser().absolute()
     if config["dataset"]["root"]:
-        return Path(config["dataset"]["root"])
+        return Path(config["dataset"]["root"]).expanduser().absolute()
     from decoder.data.samples import sample_path
     return sample_path(config["dataset"]["name"])
 

@@ -166,3 +166,14 @@ def test_real_abide_three_sites_leave_site_out(tmp_path):
     assert metrics["n_samples"] == 172 + 86 + 67
     assert set(metrics["per_site"]) == {"NYU", "UM_1", "USM"}
     assert metrics["roc_auc"] > 0.6  # real signal generalises to an unseen site
+
+
+def test_relative_data_path_is_read_from_the_working_directory(tmp_path, monkeypatch):
+    make_layout(tmp_path / "data" / "abide", n_sites=3, per_site=8, signal=0.9)
+    monkeypatch.chdir(tmp_path)
+    rc = main(["run", str(CONFIG), "--data", "data/abide", "--out", "run",
+               "--set", "save_model=false"])
+    assert rc == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["n_samples"] == 24
+    assert Path(metrics["dataset"]["root"]) == tmp_path / "data" / "abide"

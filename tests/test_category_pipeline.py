@@ -101,3 +101,11 @@ def test_real_data_copy_gives_the_same_result_as_the_embedded_sample(shared, tmp
     assert a["accuracy"] == b["accuracy"] >= 0.9
     assert [r["sha256"] for r in a["provenance"]["inputs"]] == \
         [r["sha256"] for r in b["provenance"]["inputs"]]
+
+
+def test_relative_data_path_is_read_from_the_working_directory(sample_copy, tmp_path,
+                                                                monkeypatch):
+    monkeypatch.chdir(sample_copy.parent)
+    raw = {"task": "category", **FAST, "classes": ["face", "house"], "samples": "blocks"}
+    m = run_config(raw, data=sample_copy.name, out=tmp_path / "out")
+    assert m["n_samples"] == 24 and m["accuracy"] >= 0.9

@@ -295,7 +295,7 @@ class DataladInputs:
     """
 
     def __init__(self, root, drop_fetched: bool = False, jobs: int = 1):
-        self.root = Path(root).expanduser()
+        self.root = Path(root).expanduser().absolute()
         self.drop_fetched = bool(drop_fetched)
         self.jobs = max(1, int(jobs or 1))
         self.top = dataset_root(self.root)
