@@ -68,6 +68,7 @@ DEFAULTS = {
         "kinds": ["tangent", "correlation"],
         "reference": "log-euclidean",
         "shrinkage": "ledoit-wolf",
+        "reliability": "split-half",  # split-half | none: edges weighted by reliability
     },
     "harmonize": {
         "method": "combat",         # combat | none
@@ -198,7 +199,8 @@ def make_classifier(config):
     params = {k: v for k, v in (config.get("model_params") or {}).items() if k != "*"}
     return ConnectomeClassifier(kinds=tuple(kinds), reference=c["reference"],
                                 shrinkage=c["shrinkage"], harmonize=h["method"],
-                                unseen_site=h["unseen_site"], model=config["model"],
+                                unseen_site=h["unseen_site"], reliability=c["reliability"],
+                                model=config["model"],
                                 model_params=params or None,
                                 inner_splits=config["inner_splits"],
                                 random_state=config["random_state"])
@@ -208,7 +210,7 @@ def _positive_column(est):
     return list(est.classes_).index(POSITIVE)
 
 
-def cross_validate(config, covs, diagnosis, sites, covariates, labels=None):
+def cross_validate(config, covs, diagnosis, sites, covariates, labels=None, halves=None):
     """Out-of-fold autism probabilities and the fold assignment.
 
     Parameters
@@ -217,6 +219,8 @@ def cross_validate(config, covs, diagnosis, sites, covariates, labels=None):
         Per-subject covariances (subject-wise, hence computed once).
     labels : ndarray, optional
         Labels to fit on (a permutation for the null); defaults to ``diagnosis``.
+    halves : ndarray (n, 2, R, R), optional
+        Split-half covariances (needed with ``connectivity.reliability: split-half``).
 
     Returns
     -------
@@ -244,7 +248,8 @@ def cross_validate(config, covs, diagnosis, sites, covariates, labels=None):
         if len(np.unique(y[tr])) < 2:
             raise DataError(f"a training fold has a single class (fold {i})",
                             "use cv: stratified-group-kfold or add subjects of both classes")
-        est = clone(base).fit(covs[tr], y[tr], sites=sites[tr], covariates=covariates.iloc[tr])
+        est = clone(base).fit(covs[tr], y[tr], sites=sites[tr], covariates=covariates.iloc[tr],
+                              halves=None if halves is None else halves[tr])
         p = est.predict_proba(covs[te], sites=sites[te], covariates=covariates.iloc[te])
         proba[i // per_rep, te] = p[:, _positive_column(est)]
     return proba, folds
@@ -279,7 +284,8 @@ def calibration_table(diagnosis, proba, n_bins=5) -> list:
     return out
 
 
-def permutation_test(config, covs, diagnosis, sites, covariates, observed, n_permutations):
+def permutation_test(config, covs, diagnosis, sites, covariates, observed, n_permutations,
+                     halves=None):
     """p-value of the pooled accuracy against labels permuted within site.
 
     Permuting within sites keeps each site's class balance, so the null
@@ -292,7 +298,8 @@ def permutation_test(config, covs, diagnosis, sites, covariates, observed, n_per
         for s in np.unique(sites):
             m = np.flatnonzero(sites == s)
             perm[m] = rng.permutation(perm[m])
-        proba, _ = cross_validate(config, covs, diagnosis, sites, covariates, labels=perm)
+        proba, _ = cross_validate(config, covs, diagnosis, sites, covariates, labels=perm,
+                                  halves=halves)
         null.append(np.mean((np.nanmean(proba, axis=0) > 0.5) == (perm == POSITIVE)))
     null = np.asarray(null)
     p = (1 + np.sum(null >= observed)) / (1 + len(null))
@@ -302,11 +309,14 @@ def permutation_test(config, covs, diagnosis, sites, covariates, observed, n_per
 # ------------------------------------------------------------------------- run
 def run(config, data=None, out=None, config_path=None) -> dict:
     """Evaluate, save the model and write ``metrics.json`` (see module docstring)."""
-    from decoder.features.connectome import subject_covariances
+    from decoder.features.connectome import split_half_covariances, subject_covariances
     t0 = time.perf_counter()
     scheme = _CV_ALIASES.get(config["cv"], config["cv"])
     subjects = load_subjects(config, data)
-    covs = subject_covariances(subjects.time_series, shrinkage=config["connectivity"]["shrinkage"])
+    shrinkage = config["connectivity"]["shrinkage"]
+    covs = subject_covariances(subjects.time_series, shrinkage=shrinkage)
+    halves = (split_half_covariances(subjects.time_series, shrinkage=shrinkage)
+              if config["connectivity"]["reliability"] == "split-half" else None)
     diag = subjects.diagnosis.astype(str)
     sites = subjects.sites
     small = [s for s, n in pd.Series(sites).value_counts().items() if n < 2]
@@ -314,7 +324,8 @@ def run(config, data=None, out=None, config_path=None) -> dict:
         log.warning("site(s) %s have a single subject: under leave-site-out they form their own "
                     "fold (per-site ROC AUC undefined) and ComBat cannot estimate their "
                     "variance", ", ".join(small))
-    proba_reps, folds = cross_validate(config, covs, diag, sites, subjects.covariates)
+    proba_reps, folds = cross_validate(config, covs, diag, sites, subjects.covariates,
+                                       halves=halves)
     proba = np.nanmean(proba_reps, axis=0)
     m = _metrics_from_proba(diag, proba)
     fold_scores = []
@@ -323,7 +334,7 @@ def run(config, data=None, out=None, config_path=None) -> dict:
     perm_p, null = None, None
     if config["n_permutations"] and config["n_permutations"] > 0:
         perm_p, null = permutation_test(config, covs, diag, sites, subjects.covariates,
-                                        m["accuracy"], config["n_permutations"])
+                                        m["accuracy"], config["n_permutations"], halves=halves)
     inputs = file_records(subjects.files, root=subjects.root)
     ds = config["dataset"]
     metrics = {
@@ -351,7 +362,8 @@ def run(config, data=None, out=None, config_path=None) -> dict:
     out = Path(out) if out is not None else Path("results") / config.get("name", "abide")
     out.mkdir(parents=True, exist_ok=True)
     if config["save_model"]:
-        est = make_classifier(config).fit(covs, diag, sites=sites, covariates=subjects.covariates)
+        est = make_classifier(config).fit(covs, diag, sites=sites, covariates=subjects.covariates,
+                                          halves=halves)
         metrics["runtime_s"] = time.perf_counter() - t0
         metrics["provenance"] = build_provenance(config, inputs, subjects.dataset_info,
                                                  config_path)

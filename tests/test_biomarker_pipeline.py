@@ -11,7 +11,9 @@ import pytest
 
 from decoder.cli import main
 from decoder.config import merge_with_defaults
-from decoder.features.connectome import Connectivity, subject_covariances
+from decoder.features.connectome import (Connectivity, split_half_covariances,
+                                         subject_covariances)
+from decoder.models import biomarker_models
 from decoder.features.harmonize import ComBat
 from pipelines import biomarker
 
@@ -84,13 +86,20 @@ def test_bad_dataset_key_is_one_line_error(tmp_path, capsys):
     assert rc != 0 and "rois_hoo" in err and "\n" not in err and "Traceback" not in err
 
 
-def test_tangent_reference_and_combat_see_only_training_subjects(tmp_path, monkeypatch):
+def test_tangent_reference_combat_and_reliability_see_only_training_subjects(tmp_path,
+                                                                             monkeypatch):
     root = make_layout(tmp_path / "abide", n_sites=3, per_site=8)
     cfg = _config(**{"harmonize.method": "combat"})
     subjects = biomarker.load_subjects(cfg, root)
     covs = subject_covariances(subjects.time_series)
-    seen = {"connectivity": [], "combat": []}
+    halves = split_half_covariances(subjects.time_series)
+    seen = {"connectivity": [], "combat": [], "reliability": []}
     real_conn_fit, real_combat_fit = Connectivity.fit, ComBat.fit
+    real_rel = biomarker_models.split_half_reliability
+
+    def spy_rel(full, h1, h2):
+        seen["reliability"].append(len(full))
+        return real_rel(full, h1, h2)
 
     def spy_conn(self, X, y=None):
         seen["connectivity"].append(np.asarray(X).copy())
@@ -102,8 +111,9 @@ def test_tangent_reference_and_combat_see_only_training_subjects(tmp_path, monke
 
     monkeypatch.setattr(Connectivity, "fit", spy_conn)
     monkeypatch.setattr(ComBat, "fit", spy_combat)
+    monkeypatch.setattr(biomarker_models, "split_half_reliability", spy_rel)
     _, folds = biomarker.cross_validate(cfg, covs, subjects.diagnosis.astype(str),
-                                        subjects.sites, subjects.covariates)
+                                        subjects.sites, subjects.covariates, halves=halves)
     n_kinds = len(cfg["connectivity"]["kinds"])
     assert len(seen["connectivity"]) == len(folds) * n_kinds
     for i, (train, test) in enumerate(folds):
@@ -112,6 +122,8 @@ def test_tangent_reference_and_combat_see_only_training_subjects(tmp_path, monke
             assert np.array_equal(fitted_on, covs[train])  # exactly the training subjects
             held_out_site = set(subjects.sites[test])
             assert held_out_site.isdisjoint(seen["combat"][i * n_kinds + k])
+            # edge reliabilities come from the training subjects' scan halves only
+            assert seen["reliability"][i * n_kinds + k] == len(train)
 
 
 def test_shuffled_labels_give_chance_auc(tmp_path):
@@ -119,8 +131,10 @@ def test_shuffled_labels_give_chance_auc(tmp_path):
     cfg = _config()
     subjects = biomarker.load_subjects(cfg, root)
     covs = subject_covariances(subjects.time_series)
+    halves = split_half_covariances(subjects.time_series)
     y = subjects.diagnosis.astype(str)
-    proba, _ = biomarker.cross_validate(cfg, covs, y, subjects.sites, subjects.covariates)
+    proba, _ = biomarker.cross_validate(cfg, covs, y, subjects.sites, subjects.covariates,
+                                        halves=halves)
     from sklearn.metrics import roc_auc_score
     real = roc_auc_score(y == "autism", proba[0])
     rng = np.random.default_rng(0)
@@ -128,7 +142,7 @@ def test_shuffled_labels_give_chance_auc(tmp_path):
     for _ in range(4):
         perm = rng.permutation(y)
         p, _ = biomarker.cross_validate(cfg, covs, y, subjects.sites, subjects.covariates,
-                                        labels=perm)
+                                        labels=perm, halves=halves)
         null.append(roc_auc_score(perm == "autism", p[0]))
     assert real > 0.85
     assert abs(np.mean(null) - 0.5) < 0.15

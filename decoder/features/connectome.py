@@ -35,7 +35,7 @@ from ..errors import ConfigError, DataError
 
 __all__ = ["KINDS", "subject_covariances", "SubjectCovariance", "Connectivity",
            "sym_matrix_to_vec", "vec_to_sym_matrix", "geometric_mean", "log_euclidean_mean",
-           "as_covariance_stack"]
+           "as_covariance_stack", "split_half_covariances"]
 
 KINDS = ("correlation", "partial correlation", "tangent", "precision")
 REFERENCES = ("geometric", "log-euclidean", "arithmetic")
@@ -156,6 +156,16 @@ def _one_covariance(ts, shrinkage):
     return cov
 
 
+def _n_regions(time_series) -> int:
+    if not time_series:
+        raise DataError("no subject time series given", "pass at least one subject")
+    n_regions = {np.shape(ts)[1] if np.ndim(ts) == 2 else -1 for ts in time_series}
+    if len(n_regions) != 1:
+        raise DataError(f"subjects have different numbers of regions: {sorted(n_regions)}",
+                        "extract every subject with the same atlas")
+    return n_regions.pop()
+
+
 @_single_threaded_blas
 def subject_covariances(time_series, shrinkage="ledoit-wolf") -> np.ndarray:
     """Per-subject covariance of z-scored time series (correlation-scaled).
@@ -174,13 +184,43 @@ def subject_covariances(time_series, shrinkage="ledoit-wolf") -> np.ndarray:
         non-constant signal get unit variance and zero covariance.
     """
     time_series = list(time_series)
-    if not time_series:
-        raise DataError("no subject time series given", "pass at least one subject")
-    n_regions = {np.shape(ts)[1] if np.ndim(ts) == 2 else -1 for ts in time_series}
-    if len(n_regions) != 1:
-        raise DataError(f"subjects have different numbers of regions: {sorted(n_regions)}",
-                        "extract every subject with the same atlas")
+    _n_regions(time_series)
     return np.stack([_one_covariance(ts, shrinkage) for ts in time_series])
+
+
+@_single_threaded_blas
+def split_half_covariances(time_series, shrinkage="ledoit-wolf") -> np.ndarray:
+    """Covariances of each subject's first and second half of the scan.
+
+    They measure how much a connectivity value changes within one subject
+    and one session — its measurement noise — which the biomarker
+    classifier uses to weight edges by their reliability.  Like
+    :func:`subject_covariances` this looks at one subject at a time, so it
+    can be computed once before cross-validation without leakage.
+
+    Parameters
+    ----------
+    time_series : list of ndarray (n_timepoints_i, n_regions)
+    shrinkage : "ledoit-wolf", float in [0, 1] or None
+
+    Returns
+    -------
+    ndarray of shape (n_subjects, 2, n_regions, n_regions)
+        NaN for a subject with fewer than 6 time points (halves too short).
+    """
+    time_series = list(time_series)
+    r = _n_regions(time_series)
+    out = np.full((len(time_series), 2, r, r), np.nan)
+    for i, ts in enumerate(time_series):
+        ts = np.asarray(ts, dtype=float)
+        if len(ts) < 6:
+            continue
+        half = len(ts) // 2
+        try:
+            out[i] = [_one_covariance(ts[:half], shrinkage), _one_covariance(ts[half:], shrinkage)]
+        except DataError:  # a half without signal: this subject gives no noise estimate
+            continue
+    return out
 
 
 def as_covariance_stack(X, shrinkage="ledoit-wolf") -> np.ndarray:

@@ -9,7 +9,9 @@ given, so cross-validating it is leakage-free by construction.
 The default is an ensemble over connectivity kinds (tangent space at the
 in-fold log-Euclidean mean, and correlation), each with a ridge classifier
 whose penalty is chosen by efficient leave-one-out inside the training
-fold; the ensemble averages their decision values.  Probabilities come
+fold; the ensemble averages their decision values.  Before the ridge, each
+standardised edge is multiplied by its split-half reliability, estimated on
+the training subjects (:func:`split_half_reliability`).  Probabilities come
 from a Platt sigmoid fitted on the training subjects' leave-one-out
 decision values (so they are calibrated without touching test data).
 """
@@ -27,14 +29,17 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from ..errors import ConfigError, DataError
-from ..features.connectome import KINDS, Connectivity, as_covariance_stack
+from ..features.connectome import (KINDS, Connectivity, as_covariance_stack,
+                                   split_half_covariances)
 from ..features.harmonize import ComBat
 from ._sklearn_compat import logistic_cv_kwargs
 
-__all__ = ["MODELS", "HARMONIZE", "make_model", "ConnectomeClassifier", "LooRidgeClassifier"]
+__all__ = ["MODELS", "HARMONIZE", "RELIABILITY", "make_model", "ConnectomeClassifier",
+           "LooRidgeClassifier", "split_half_reliability"]
 
 MODELS = ("ridge", "logistic", "svm", "mlp")
 HARMONIZE = ("none", "combat")
+RELIABILITY = ("split-half", "none")
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 13))
 DEFAULT_CS = tuple(float(c) for c in np.logspace(-4, 1, 11))
 
@@ -137,6 +142,49 @@ class LooRidgeClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[(self.decision_function(X) > 0).astype(int)]
 
 
+def split_half_reliability(full, half1, half2) -> np.ndarray:
+    """Per-feature reliability of connectivity features from split-half scans.
+
+    A subject's edge value ``x = t + e`` is its true value plus measurement
+    noise.  Features from the two halves of the same scan differ by noise
+    only, and the full scan averages them, so the noise variance of the full
+    feature is about ``var(f1 - f2) / 4`` (first order; exact for features
+    linear in the data).  The reliability ``r = 1 - noise / total variance``
+    is the fraction of the between-subject variance that is not noise —
+    and ``r * x`` is the best linear estimate of the true value ``t`` of a
+    centred feature (errors-in-variables shrinkage).  Unreliable edges are
+    thus damped before the classifier instead of competing on equal terms.
+
+    Parameters
+    ----------
+    full, half1, half2 : ndarray (n_subjects, n_features)
+        The same features (same fitted transforms) from the whole scan and
+        from its two halves.  Rows with NaN halves are ignored.
+
+    Returns
+    -------
+    ndarray (n_features,) in [0, 1]
+    """
+    ok = np.isfinite(half1).all(axis=1) & np.isfinite(half2).all(axis=1)
+    if ok.sum() < 2:
+        raise DataError("split-half reliability needs at least 2 subjects whose scans can be "
+                        "split (6 or more time points)",
+                        "set connectivity.reliability: none, or use longer scans")
+    noise = np.var(half1[ok] - half2[ok], axis=0) / 4.0
+    total = np.var(full, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(total > 0, 1.0 - noise / total, 0.0)
+    return np.clip(r, 0.0, 1.0)
+
+
+def _rows(table, mask):
+    if table is None:
+        return None
+    if hasattr(table, "iloc"):
+        return table.iloc[np.flatnonzero(mask)]
+    return np.asarray(table)[mask]
+
+
 def _decision(model, X):
     d = model.decision_function(X)
     return d if d.ndim == 1 else d[:, -1]
@@ -158,6 +206,10 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
         In-fold ComBat on the connectivity vectors (needs ``sites``).
     unseen_site : {"self", "pooled"}
         ComBat's handling of a site absent from training.
+    reliability : {"split-half", "none"}
+        Multiply each standardised edge by its split-half reliability
+        (:func:`split_half_reliability`), estimated on the training subjects.
+        Needs the time series, or ``halves`` in :meth:`fit`.
     model : {"ridge", "logistic", "svm", "mlp"}
     model_params : dict or None
     inner_splits : int
@@ -169,6 +221,8 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
     connectivity_ : dict kind → fitted :class:`Connectivity`
     combat_ : dict kind → fitted :class:`ComBat` (empty without harmonisation)
     scalers_ : dict kind → fitted StandardScaler
+    reliability_ : dict kind → ndarray (n_features,)
+        Edge weights in [0, 1] (empty with ``reliability="none"``).
     models_ : dict kind → fitted classifier
     calibration_ : tuple (a, b)
         Platt sigmoid ``p = 1 / (1 + exp(-(a d + b)))`` on the ensemble decision ``d``.
@@ -176,13 +230,15 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, kinds=("tangent", "correlation"), reference="log-euclidean",
-                 shrinkage="ledoit-wolf", harmonize="none", unseen_site="self", model="ridge",
-                 model_params=None, inner_splits=5, random_state=0):
+                 shrinkage="ledoit-wolf", harmonize="none", unseen_site="self",
+                 reliability="split-half", model="ridge", model_params=None, inner_splits=5,
+                 random_state=0):
         self.kinds = kinds
         self.reference = reference
         self.shrinkage = shrinkage
         self.harmonize = harmonize
         self.unseen_site = unseen_site
+        self.reliability = reliability
         self.model = model
         self.model_params = model_params
         self.inner_splits = inner_splits
@@ -202,9 +258,17 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
         if self.model not in MODELS:
             raise ConfigError(f"model '{self.model}' is not supported",
                               f"use one of: {', '.join(MODELS)}")
+        if self.reliability not in RELIABILITY:
+            raise ConfigError(f"connectivity.reliability '{self.reliability}' is not supported",
+                              f"use one of: {', '.join(RELIABILITY)}")
         return kinds
 
     def _features(self, kind, covs, sites, covariates, fit=False):
+        X = self._standardised(kind, covs, sites, covariates, fit)
+        w = getattr(self, "reliability_", {}).get(kind)  # absent in models saved before it
+        return X if w is None else X * w
+
+    def _standardised(self, kind, covs, sites, covariates, fit=False):
         if fit:
             self.connectivity_[kind] = Connectivity(kind=kind, reference=self.reference).fit(covs)
         X = self.connectivity_[kind].transform(covs)
@@ -217,7 +281,7 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
             self.scalers_[kind] = StandardScaler().fit(X)
         return self.scalers_[kind].transform(X)
 
-    def fit(self, X, y, sites=None, covariates=None):
+    def fit(self, X, y, sites=None, covariates=None, halves=None):
         """Fit on training subjects only.
 
         Parameters
@@ -231,16 +295,29 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
             Needed with ``harmonize="combat"``.
         covariates : DataFrame or ndarray (n, c), optional
             Covariates whose effect ComBat preserves (e.g. age, sex).
+        halves : ndarray (n, 2, R, R), optional
+            Split-half covariances from
+            :func:`~decoder.features.connectome.split_half_covariances`, for
+            ``reliability="split-half"`` when ``X`` holds covariances
+            (computed here when ``X`` holds time series).
         """
         kinds = self._check_params()
+        if self.reliability == "split-half" and halves is None:
+            if isinstance(X, np.ndarray) and X.ndim == 3:
+                raise DataError("reliability: split-half needs the subjects' split-half "
+                                "covariances", "pass the time series, or halves="
+                                "split_half_covariances(time_series), or set "
+                                "connectivity.reliability: none")
+            with threadpool_limits(limits=1, user_api="blas"):
+                halves = split_half_covariances(X, self.shrinkage)
         # One BLAS thread: a fold's work is many small matrix functions and two
         # n × n eigendecompositions; threads contend more than they help (on 2
         # busy cores a fit took 44 s multi-threaded vs 16 s single-threaded).
         # Parallelism, when wanted, belongs at the level of folds.
         with threadpool_limits(limits=1, user_api="blas"):
-            return self._fit(kinds, X, y, sites, covariates)
+            return self._fit(kinds, X, y, sites, covariates, halves)
 
-    def _fit(self, kinds, X, y, sites, covariates):
+    def _fit(self, kinds, X, y, sites, covariates, halves):
         covs = as_covariance_stack(X, self.shrinkage)
         y = np.asarray(y)
         if len(y) != len(covs):
@@ -253,11 +330,26 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
         if self.harmonize == "combat" and sites is None:
             raise DataError("harmonize: combat needs the site of every training subject",
                             "pass sites, or set harmonize.method: none")
+        if halves is not None and np.shape(halves) != (len(covs), 2) + covs.shape[1:]:
+            raise DataError(f"halves has shape {np.shape(halves)}, expected "
+                            f"{(len(covs), 2) + covs.shape[1:]}",
+                            "pass split_half_covariances of the same subjects")
         self.n_regions_ = covs.shape[-1]
         self.connectivity_, self.combat_, self.scalers_, self.models_ = {}, {}, {}, {}
+        self.reliability_ = {}
         loo = []
         for kind in kinds:
-            Xk = self._features(kind, covs, sites, covariates, fit=True)
+            Xk = self._standardised(kind, covs, sites, covariates, fit=True)
+            if self.reliability == "split-half":
+                ok = np.isfinite(halves).all(axis=(1, 2, 3))
+                f1, f2 = (np.full_like(Xk, np.nan) for _ in range(2))
+                if ok.any():
+                    sub = None if sites is None else np.asarray(sites)[ok]
+                    cov_ok = _rows(covariates, ok)
+                    f1[ok] = self._standardised(kind, halves[ok, 0], sub, cov_ok)
+                    f2[ok] = self._standardised(kind, halves[ok, 1], sub, cov_ok)
+                self.reliability_[kind] = split_half_reliability(Xk, f1, f2)
+                Xk = Xk * self.reliability_[kind]
             model = make_model(self.model, self.random_state, self.inner_splits,
                                self.model_params).fit(Xk, y)
             self.models_[kind] = model

@@ -1,0 +1,94 @@
+"""The connectome classifier's edge reliability: what it estimates and when it is applied."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from decoder.errors import ConfigError, DataError
+from decoder.features.connectome import split_half_covariances, subject_covariances
+from decoder.models.biomarker_models import ConnectomeClassifier, split_half_reliability
+
+
+def test_reliability_is_one_for_stable_features_and_zero_for_pure_noise():
+    rng = np.random.default_rng(0)
+    n = 4000
+    true = rng.normal(size=(n, 1))
+    noise_sd = np.array([0.0, 1.0])  # feature 0 noise-free, feature 1 as noisy as its signal
+    h1 = true + rng.normal(size=(n, 2)) * noise_sd
+    h2 = true + rng.normal(size=(n, 2)) * noise_sd
+    full = (h1 + h2) / 2
+    pure_noise = rng.normal(size=(n, 2))
+    h1 = np.column_stack([h1, pure_noise[:, 0]])
+    h2 = np.column_stack([h2, pure_noise[:, 1]])
+    full = np.column_stack([full, (pure_noise[:, 0] + pure_noise[:, 1]) / 2])
+    r = split_half_reliability(full, h1, h2)
+    assert r[0] == pytest.approx(1.0)
+    # signal variance 1, noise of the full-scan mean 1/2: reliability 1 / 1.5
+    assert r[1] == pytest.approx(1 / 1.5, abs=0.03)
+    assert r[2] == pytest.approx(0.0, abs=0.05)
+    assert ((r >= 0) & (r <= 1)).all()
+
+
+def test_rows_without_halves_are_ignored_and_too_few_rows_is_an_error():
+    rng = np.random.default_rng(1)
+    full, h1, h2 = (rng.normal(size=(10, 3)) for _ in range(3))
+    h1[:8] = np.nan
+    split_half_reliability(full, h1, h2)  # two usable rows are enough
+    h1[8] = np.nan
+    with pytest.raises(DataError, match="reliability: none"):
+        split_half_reliability(full, h1, h2)
+
+
+def test_split_half_covariances_are_the_covariances_of_each_half():
+    rng = np.random.default_rng(2)
+    series = [rng.normal(size=(41, 5)), rng.normal(size=(5, 5)), rng.normal(size=(60, 5))]
+    halves = split_half_covariances(series)
+    assert halves.shape == (3, 2, 5, 5)
+    first = subject_covariances([series[0][:20], series[0][20:]])
+    np.testing.assert_allclose(halves[0], first)
+    assert np.isnan(halves[1]).all()  # 5 time points cannot be split
+    assert np.isfinite(halves[2]).all()
+
+
+def _coupled_series(rng, n_subjects=40, n_time=240):
+    """Edge (0, 1) keeps each subject's coupling across halves; edge (2, 3) does not."""
+    series, labels = [], []
+    for s in range(n_subjects):
+        stable = rng.uniform(-0.8, 0.8)
+        ts = rng.normal(size=(n_time, 4))
+        ts[:, 1] = stable * ts[:, 0] + np.sqrt(1 - stable ** 2) * ts[:, 1]
+        for half in (slice(0, n_time // 2), slice(n_time // 2, n_time)):
+            flip = rng.uniform(-0.8, 0.8)
+            ts[half, 3] = flip * ts[half, 2] + np.sqrt(1 - flip ** 2) * ts[half, 3]
+        series.append(ts)
+        labels.append("autism" if stable > 0 else "control")
+    return series, np.array(labels)
+
+
+def test_classifier_damps_the_edge_that_changes_within_a_scan():
+    series, y = _coupled_series(np.random.default_rng(3))
+    clf = ConnectomeClassifier(kinds=("correlation",)).fit(series, y)
+    w = clf.reliability_["correlation"]
+    # upper triangle without diagonal: (0,1) (0,2) (0,3) (1,2) (1,3) (2,3)
+    assert w[0] > 0.8
+    assert w[5] < 0.5
+    assert clf.predict(series[:5]).shape == (5,)
+
+
+def test_covariances_without_halves_need_them_or_reliability_none():
+    series, y = _coupled_series(np.random.default_rng(4), n_subjects=20)
+    covs = subject_covariances(series)
+    with pytest.raises(DataError, match="split-half"):
+        ConnectomeClassifier().fit(covs, y)
+    halves = split_half_covariances(series)
+    with_halves = ConnectomeClassifier().fit(covs, y, halves=halves)
+    from_series = ConnectomeClassifier().fit(series, y)
+    for kind, w in from_series.reliability_.items():
+        np.testing.assert_allclose(with_halves.reliability_[kind], w)
+    plain = ConnectomeClassifier(reliability="none").fit(covs, y)
+    assert plain.reliability_ == {}
+    with pytest.raises(DataError, match="halves has shape"):
+        ConnectomeClassifier().fit(covs, y, halves=halves[:5])
+    with pytest.raises(ConfigError, match="reliability"):
+        ConnectomeClassifier(reliability="bootstrap").fit(series, y)
