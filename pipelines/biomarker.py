@@ -9,9 +9,10 @@ cross-validation, and writes ``metrics.json`` (with ``per_site``),
 and its model card.
 
 Every step that learns across subjects — the tangent reference, ComBat,
-scaling, the model and its hyper-parameter search — is fitted inside each
-training fold.  The only step computed once for all subjects is each
-subject's own covariance, which uses that subject's data alone.
+scaling, the edge reliabilities, the model and its hyper-parameter search —
+is fitted inside each training fold.  The only steps computed once for all
+subjects are each subject's own covariances (whole scan and its two
+halves), which use that subject's data alone.
 
 Functions for the app: :func:`load_model`, :func:`predict_subject`,
 :func:`connectivity_matrix`, :func:`example_subjects`.
