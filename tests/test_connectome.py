@@ -118,3 +118,13 @@ def test_bad_kind_and_region_mismatch():
     fitted = Connectivity(kind="correlation").fit(covs)
     with pytest.raises(DataError, match="regions"):
         fitted.transform(covs[:, :5, :5])
+
+
+@pytest.mark.parametrize("shape", [(200, 30), (20, 40), (50, 1), (3, 111)])
+def test_ledoit_wolf_matches_scikit_learn(shape):
+    from sklearn.covariance import ledoit_wolf
+    from decoder.features.connectome import _ledoit_wolf
+    rng = np.random.default_rng(shape[0])
+    z = rng.normal(size=shape) @ np.diag(rng.uniform(0.5, 2, shape[1]))
+    np.testing.assert_allclose(_ledoit_wolf(z), ledoit_wolf(z, assume_centered=True)[0],
+                               rtol=1e-10, atol=1e-12)
