@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix,
+from sklearn.metrics import (accuracy_score, confusion_matrix,
                              precision_recall_fscore_support, roc_auc_score)
 
 
@@ -17,6 +17,17 @@ def _softmax(scores):
     z = scores - scores.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def _balanced_accuracy(cm) -> float:
+    """Mean recall over the classes present in ``y_true`` (scikit-learn's definition).
+
+    From the confusion matrix, so that a subset with one class (a site, a fold)
+    gives its recall without scikit-learn's single-label warning.
+    """
+    support = cm.sum(axis=1)
+    present = support > 0
+    return float(np.mean(np.diag(cm)[present] / support[present]))
 
 
 def classification_metrics(y_true, y_pred, scores=None, classes=None) -> dict:
@@ -37,11 +48,12 @@ def classification_metrics(y_true, y_pred, scores=None, classes=None) -> dict:
     if classes is None:
         classes = np.unique(np.concatenate([y_true, y_pred]))
     classes = list(classes)
+    cm = confusion_matrix(y_true, y_pred, labels=classes)
     out = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": _balanced_accuracy(cm),
         "roc_auc": None,
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=classes).tolist(),
+        "confusion_matrix": cm.tolist(),
     }
     if scores is not None and len(np.unique(y_true)) > 1:
         scores = np.asarray(scores, dtype=float)

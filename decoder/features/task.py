@@ -9,6 +9,7 @@ so those choices can be made inside training folds without reloading.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,8 +55,6 @@ def find_blocks(events: pd.DataFrame, max_gap: float) -> pd.DataFrame:
 
 def _compute_mask(imgs):
     """An EPI mask from the runs (nilearn); thin slabs skip the 3D morphological opening."""
-    import warnings
-
     from nilearn.masking import compute_multi_epi_mask
     thin = min(imgs[0].shape[:3]) < 5
     with warnings.catch_warnings():
@@ -236,6 +235,12 @@ def beta_samples(data: TaskData, classes, method: str = "lsa", unit: str = "bloc
     """
     from nilearn.glm.first_level import FirstLevelModel
 
+    def glm_fit(img, events):
+        with warnings.catch_warnings():
+            # nilearn announces that the given mask (ours) is used instead of computing one
+            warnings.filterwarnings("ignore", message=r".*Given mask will be used")
+            return FirstLevelModel(**glm_kw).fit(img, events=events)
+
     keep = set(classes)
     Xo, y, runs, units = [], [], [], []
     for i, (r, Xr) in enumerate(zip(data.runs, data.X)):
@@ -252,7 +257,7 @@ def beta_samples(data: TaskData, classes, method: str = "lsa", unit: str = "bloc
                       standardize=False, signal_scaling=False, minimize_memory=True)
         if method == "lsa":
             lsa = ev.assign(trial_type=[f"u{k}" for k in range(len(ev))])[["onset", "duration", "trial_type"]]
-            glm = FirstLevelModel(**glm_kw).fit(img, events=lsa)
+            glm = glm_fit(img, lsa)
             for k, row in ev.iterrows():
                 beta = glm.compute_contrast(f"u{k}", output_type="effect_size")
                 Xo.append(data.masker.transform(beta).ravel())
@@ -261,7 +266,7 @@ def beta_samples(data: TaskData, classes, method: str = "lsa", unit: str = "bloc
             for k, row in ev.iterrows():
                 lss = ev[["onset", "duration"]].copy()
                 lss["trial_type"] = np.where(np.arange(len(ev)) == k, "target", "other")
-                glm = FirstLevelModel(**glm_kw).fit(img, events=lss)
+                glm = glm_fit(img, lss)
                 beta = glm.compute_contrast("target", output_type="effect_size")
                 Xo.append(data.masker.transform(beta).ravel())
                 y.append(row.trial_type); runs.append(i); units.append(int(row.unit))

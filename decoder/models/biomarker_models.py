@@ -19,6 +19,7 @@ decision values (so they are calibrated without touching test data).
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
@@ -383,7 +384,7 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
         """Calibrated probabilities, columns ordered as ``classes_``."""
         a, b = self.calibration_
         d = self.decision_function(X, sites, covariates)
-        p = 1.0 / (1.0 + np.exp(-(a * d + b)))
+        p = expit(a * d + b)
         return np.column_stack([1 - p, p])
 
     def predict(self, X, sites=None, covariates=None):
