@@ -19,6 +19,18 @@ def shared_data() -> Path | None:
     return Path(p) if p and Path(p).is_dir() else None
 
 
+needs_shared = pytest.mark.skipif(shared_data() is None,
+                                  reason="DECODER_SHARED_DATA is not set (real data absent)")
+
+
+def skip_without_datalad():
+    """Skip the calling test module unless DataLad and git-annex (this interpreter's) exist."""
+    pytest.importorskip("datalad.api", reason="DataLad is not installed")
+    if shutil.which("git-annex", path=os.pathsep.join([str(Path(sys.executable).parent),
+                                                         os.environ.get("PATH", "")])) is None:
+        pytest.skip("git-annex is not installed", allow_module_level=True)
+
+
 @pytest.fixture
 def shared():
     p = shared_data()

@@ -11,25 +11,19 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import git
+from conftest import ROOT, git, needs_shared, shared_data, skip_without_datalad
 from conftest import run_cli as decoder_cli
 
 from decoder.data.datalad import DataladInputs, dataset_root, ensure_local, is_datalad_dataset
 from decoder.errors import DataError
 
-pytest.importorskip("datalad.api", reason="DataLad is not installed")
-if shutil.which("git-annex", path=os.pathsep.join([str(Path(sys.executable).parent),
-                                                     os.environ.get("PATH", "")])) is None:
-    pytest.skip("git-annex is not installed", allow_module_level=True)
+skip_without_datalad()
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = os.environ.get("DECODER_SHARED_DATA")
-needs_shared = pytest.mark.skipif(not SHARED or not Path(SHARED).is_dir(),
-                                  reason="DECODER_SHARED_DATA is not set (real data absent)")
+REPO = ROOT
+SHARED = shared_data()
 DS105_ID = "c01c2348-8708-11e8-930d-0242ac12000d"
 DS105_COMMIT = "b2677616e86113ec230e6189ad2341ffcc065c83"
 BOLD1 = "sub-1/func/sub-1_task-objectviewing_run-01_bold.nii.gz"

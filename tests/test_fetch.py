@@ -11,26 +11,20 @@ import http.server
 import json
 import os
 import shutil
-import sys
 import threading
 from pathlib import Path
 
 import pytest
-from conftest import git
+from conftest import ROOT, git, needs_shared, shared_data, skip_without_datalad
 from conftest import run_cli as decoder_cli
 
 from decoder.data.fetch import _glob_regex, check_timeseries_1d, fetch, human_size
 from decoder.errors import DataError
 
-pytest.importorskip("datalad.api", reason="DataLad is not installed")
-if shutil.which("git-annex", path=os.pathsep.join([str(Path(sys.executable).parent),
-                                                     os.environ.get("PATH", "")])) is None:
-    pytest.skip("git-annex is not installed", allow_module_level=True)
+skip_without_datalad()
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = os.environ.get("DECODER_SHARED_DATA")
-needs_shared = pytest.mark.skipif(not SHARED or not Path(SHARED).is_dir(),
-                                  reason="DECODER_SHARED_DATA is not set (real data absent)")
+REPO = ROOT
+SHARED = shared_data()
 ROIS = "Outputs/cpac/filt_noglobal/rois_ho"
 PHENO = "Phenotypic_V1_0b_preprocessed1.csv"
 SUBJECTS = ["Pitt_0050003", "Pitt_0050004", "Pitt_0050005"]
