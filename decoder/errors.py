@@ -36,3 +36,14 @@ class ConfigError(DecoderError):
 
 class DataError(DecoderError):
     """Unreadable, inconsistent or missing input data."""
+
+
+def check_choice(what: str, value, options, fix_word: str = "one") -> None:
+    """Raise :class:`ConfigError` unless ``value`` is one of ``options``.
+
+    The message names the setting and the value (``"model 'x' is not
+    supported — fix: use one of: ridge, logistic"``).
+    """
+    if value not in options:
+        raise ConfigError(f"{what} '{value}' is not supported",
+                          f"use {fix_word} of: {', '.join(options)}")

@@ -30,7 +30,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from ..errors import ConfigError, DataError
+from ..errors import DataError, check_choice
 
 __all__ = ["KINDS", "subject_covariances", "SubjectCovariance", "Connectivity",
            "sym_matrix_to_vec", "vec_to_sym_matrix", "geometric_mean", "log_euclidean_mean",
@@ -361,12 +361,8 @@ class Connectivity(TransformerMixin, BaseEstimator):
         self.shrinkage = shrinkage
 
     def _check_params(self):
-        if self.kind not in KINDS:
-            raise ConfigError(f"connectivity kind '{self.kind}' is not supported",
-                              f"use one of: {', '.join(KINDS)}")
-        if self.reference not in REFERENCES:
-            raise ConfigError(f"tangent reference '{self.reference}' is not supported",
-                              f"use one of: {', '.join(REFERENCES)}")
+        check_choice("connectivity kind", self.kind, KINDS)
+        check_choice("tangent reference", self.reference, REFERENCES)
 
     @_single_threaded_blas
     def fit(self, X, y=None):

@@ -42,7 +42,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ..errors import ConfigError, DataError
+from ..errors import DataError, check_choice
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +134,7 @@ class ComBat(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None, sites=None, covariates=None):
         """Estimate site and covariate effects on training rows only."""
-        if self.unseen_site not in UNSEEN_SITE_OPTIONS:
-            raise ConfigError(f"harmonize.unseen_site '{self.unseen_site}' is not supported",
-                              f"use one of: {', '.join(UNSEEN_SITE_OPTIONS)}")
+        check_choice("harmonize.unseen_site", self.unseen_site, UNSEEN_SITE_OPTIONS)
         X = np.asarray(X, dtype=float)
         if sites is None:
             raise DataError("ComBat needs the site of every subject",

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .._utils import atomic_write_bytes, sha256_file, stable_hash
-from ..errors import ConfigError, DataError
+from ..errors import DataError, check_choice
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,8 @@ def load_atlas(atlas, atlas_type=None):
     dict with keys ``type``, ``img`` (NIfTI or None), ``coords`` (ndarray or None),
     ``labels`` (list of str) and ``source`` (str).
     """
-    if atlas_type is not None and atlas_type not in ATLAS_TYPES:
-        raise ConfigError(f"atlas type '{atlas_type}' is not supported",
-                          f"use one of: {', '.join(ATLAS_TYPES)}")
+    if atlas_type is not None:
+        check_choice("atlas type", atlas_type, ATLAS_TYPES)
     name = str(atlas)
     path = Path(name)
     if path.is_file():

@@ -29,7 +29,7 @@ from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, check_choice
 from ..features.connectome import (KINDS, Connectivity, as_covariance_stack,
                                    split_half_covariances)
 from ..features.harmonize import ComBat
@@ -250,18 +250,10 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
         if not kinds:
             raise ConfigError("connectivity.kinds is empty", f"use some of: {', '.join(KINDS)}")
         for k in kinds:
-            if k not in KINDS:
-                raise ConfigError(f"connectivity kind '{k}' is not supported",
-                                  f"use some of: {', '.join(KINDS)}")
-        if self.harmonize not in HARMONIZE:
-            raise ConfigError(f"harmonize.method '{self.harmonize}' is not supported",
-                              f"use one of: {', '.join(HARMONIZE)}")
-        if self.model not in MODELS:
-            raise ConfigError(f"model '{self.model}' is not supported",
-                              f"use one of: {', '.join(MODELS)}")
-        if self.reliability not in RELIABILITY:
-            raise ConfigError(f"connectivity.reliability '{self.reliability}' is not supported",
-                              f"use one of: {', '.join(RELIABILITY)}")
+            check_choice("connectivity kind", k, KINDS, fix_word="some")
+        check_choice("harmonize.method", self.harmonize, HARMONIZE)
+        check_choice("model", self.model, MODELS)
+        check_choice("connectivity.reliability", self.reliability, RELIABILITY)
         return kinds
 
     def _features(self, kind, covs, sites, covariates, fit=False):
