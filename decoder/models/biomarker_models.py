@@ -330,17 +330,18 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
         self.n_regions_ = covs.shape[-1]
         self.connectivity_, self.combat_, self.scalers_, self.models_ = {}, {}, {}, {}
         self.reliability_ = {}
+        if self.reliability == "split-half":  # subjects whose scans could be split
+            ok = np.isfinite(halves).all(axis=(1, 2, 3))
+            sites_ok = None if sites is None else np.asarray(sites)[ok]
+            covariates_ok = _rows(covariates, ok)
         loo = []
         for kind in kinds:
             Xk = self._standardised(kind, covs, sites, covariates, fit=True)
             if self.reliability == "split-half":
-                ok = np.isfinite(halves).all(axis=(1, 2, 3))
                 f1, f2 = (np.full_like(Xk, np.nan) for _ in range(2))
                 if ok.any():
-                    sub = None if sites is None else np.asarray(sites)[ok]
-                    cov_ok = _rows(covariates, ok)
-                    f1[ok] = self._standardised(kind, halves[ok, 0], sub, cov_ok)
-                    f2[ok] = self._standardised(kind, halves[ok, 1], sub, cov_ok)
+                    f1[ok] = self._standardised(kind, halves[ok, 0], sites_ok, covariates_ok)
+                    f2[ok] = self._standardised(kind, halves[ok, 1], sites_ok, covariates_ok)
                 self.reliability_[kind] = split_half_reliability(Xk, f1, f2)
                 Xk = Xk * self.reliability_[kind]
             model = make_model(self.model, self.random_state, self.inner_splits,
