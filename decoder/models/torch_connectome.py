@@ -8,6 +8,7 @@ as NumPy arrays after fitting so the estimator saves with skops.
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -105,7 +106,7 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X):
         d = self.decision_function(X)
         if d.ndim == 1:
-            p = 1 / (1 + np.exp(-d))
+            p = expit(d)
             return np.column_stack([1 - p, p])
         e = np.exp(d - d.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
