@@ -8,7 +8,7 @@ as NumPy arrays after fitting so the estimator saves with skops.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit
+from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -108,8 +108,7 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
         if d.ndim == 1:
             p = expit(d)
             return np.column_stack([1 - p, p])
-        e = np.exp(d - d.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+        return softmax(d, axis=1)
 
     def predict(self, X):
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]

@@ -7,6 +7,7 @@ AdamW and early stopping on a held-out slice of the training data.
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
@@ -122,10 +123,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
             return self.model_(torch.as_tensor((X - self.mean_) / self.scale_)).numpy()
 
     def predict_proba(self, X):
-        z = self.decision_function(X)
-        z = z - z.max(1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(1, keepdims=True)
+        return softmax(self.decision_function(X), axis=1)
 
     def predict(self, X):
         return self.classes_[self.decision_function(X).argmax(1)]
