@@ -41,15 +41,30 @@ def file_records(paths, root=None) -> list[dict]:
 
 def build_provenance(config: dict, inputs: list[dict], dataset: dict | None = None,
                      config_path=None) -> dict:
-    """The provenance block of ``metrics.json``."""
+    """The provenance block of ``metrics.json``.
+
+    Library versions, the command, the config and its hash, the input files
+    with their checksums and the dataset's id and commit.  When a torch model
+    ran in this process, the torch version and the device it could use
+    (``accelerator``: the CUDA device's name, or ``"cpu"``) are recorded too:
+    torch fits differ slightly between devices.
+    """
     import nilearn
     import sklearn
+    libraries = {"numpy": np.__version__, "scikit-learn": sklearn.__version__,
+                 "nilearn": nilearn.__version__}
+    extra = {}
+    torch = sys.modules.get("torch")
+    if torch is not None:  # a torch model ran: its results depend on version and device
+        libraries["torch"] = torch.__version__
+        extra["accelerator"] = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
+                                else "cpu")
     return {
         "package": "decoder",
         "version": __version__,
         "python": platform.python_version(),
-        "libraries": {"numpy": np.__version__, "scikit-learn": sklearn.__version__,
-                      "nilearn": nilearn.__version__},
+        "libraries": libraries,
+        **extra,
         "command": " ".join(sys.argv) if sys.argv else None,
         "config": config,
         "config_path": str(config_path) if config_path else None,

@@ -103,6 +103,15 @@ def test_torch_classifier_linear_model_exposes_coefficients_in_input_units():
     assert set(top) == set(range(5))
 
 
+def test_provenance_records_the_torch_version_and_device():
+    pytest.importorskip("nilearn")
+    from decoder.results import build_provenance
+    prov = build_provenance({"task": "biomarker", "model": "mlp"}, [])
+    assert prov["libraries"]["torch"] == torch.__version__
+    expected = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    assert prov["accelerator"] == expected
+
+
 @needs_cuda
 @pytest.mark.parametrize("make", [
     lambda dev: TorchMLPClassifier(device=dev, epochs=20),
