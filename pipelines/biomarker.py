@@ -4,7 +4,8 @@
 time series (or extracts them from fMRIPrep-style images), evaluates a
 :class:`~decoder.models.biomarker_models.ConnectomeClassifier` with
 leave-site-out (default), stratified (group) k-fold or repeated k-fold
-cross-validation, and writes ``metrics.json`` (with ``per_site``),
+cross-validation, and writes ``metrics.json`` (with ``per_site`` and, where the
+data give head motion, a ``confounds`` check of the held-out probabilities),
 ``predictions.tsv``, the model refitted on every subject (``model.skops``)
 and its model card.
 
@@ -30,6 +31,7 @@ import pandas as pd
 from decoder._utils import atomic_write_bytes, atomic_write_json
 from decoder.data.datalad import ensure_local
 from decoder.errors import ConfigError, DataError
+from decoder.evaluation.confounds import confound_check
 from decoder.evaluation.cv import make_cv
 from decoder.evaluation.metrics import chance_level, classification_metrics
 from decoder.results import build_provenance, file_records, write_run
@@ -95,7 +97,7 @@ class _Subjects:
     """Time series + labels + sites + covariates + provenance of the input files."""
 
     def __init__(self, time_series, diagnosis, sites, covariates, ids, files, regions, root,
-                 notes=(), dataset_info=None):
+                 notes=(), dataset_info=None, confounds=None):
         self.time_series = time_series
         self.diagnosis = np.asarray(diagnosis, dtype=object)
         self.sites = np.asarray(sites).astype(str)
@@ -106,6 +108,9 @@ class _Subjects:
         self.root = root
         self.notes = list(notes)
         self.dataset_info = dataset_info or {}
+        # nuisance variables for the confound check (e.g. mean_fd); never model inputs
+        self.confounds = (pd.DataFrame(index=range(len(self.ids))) if confounds is None
+                          else confounds.reset_index(drop=True))
 
 
 def _data_root(config, data):
@@ -132,7 +137,7 @@ def _load_abide(config, root) -> _Subjects:
         excluded = {ds["exclude"]} if isinstance(ds["exclude"], str) else set(ds["exclude"])
         d = d.subset(np.flatnonzero([i not in excluded for i in d.file_ids]))
     return _Subjects(d.time_series, d.diagnosis, d.sites, d.covariates, d.file_ids, d.files,
-                     d.regions, root, d.notes, dataset_info)
+                     d.regions, root, d.notes, dataset_info, confounds=d.confounds)
 
 
 def _load_fmriprep(config, root) -> _Subjects:
@@ -174,9 +179,11 @@ def _load_fmriprep(config, root) -> _Subjects:
                     POSITIVE, "control")
     cov = pd.DataFrame({c: pd.to_numeric(table[c], errors="coerce") for c in ("age", "sex")
                         if c in table.columns})
+    confounds = pd.DataFrame({c: pd.to_numeric(table[c], errors="coerce")
+                              for c in ("mean_fd",) if c in table.columns})
     return _Subjects(ts, diag, table[ds["site_column"]].astype(str), cov,
                      table["participant_id"], bolds, [str(i) for i in range(ts[0].shape[1])],
-                     root)
+                     root, confounds=confounds)
 
 
 def load_subjects(config, data=None) -> _Subjects:
@@ -357,6 +364,7 @@ def run(config, data=None, out=None, config_path=None) -> dict:
         "per_class": m["per_class"],
         "per_site": per_site_metrics(diag, proba, sites),
         "calibration": calibration_table(diag, proba),
+        "confounds": confound_check(diag, proba, subjects.confounds, POSITIVE),
         "model": {"connectivity": config["connectivity"], "harmonize": config["harmonize"],
                   "estimator": config["model"]},
     }

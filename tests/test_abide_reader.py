@@ -17,8 +17,12 @@ SHARED = os.environ.get("DECODER_SHARED_DATA")
 
 
 def make_layout(root, n_sites=3, per_site=8, n_regions=6, n_time=60, signal=0.8, seed=0,
-                pipeline="cpac", strategy="filt_noglobal", derivative="rois_ho"):
-    """A small ABIDE-PCP-shaped folder whose autism subjects couple regions 0 and 1."""
+                pipeline="cpac", strategy="filt_noglobal", derivative="rois_ho",
+                mean_fd=True):
+    """A small ABIDE-PCP-shaped folder whose autism subjects couple regions 0 and 1.
+
+    With ``mean_fd``, the table has ``func_mean_fd`` (autism subjects move
+    more; the second subject's value is ABIDE's missing code -9999)."""
     rng = np.random.default_rng(seed)
     root = Path(root)
     folder = root / "Outputs" / pipeline / strategy / derivative
@@ -40,6 +44,9 @@ def make_layout(root, n_sites=3, per_site=8, n_regions=6, n_time=60, signal=0.8,
             (folder / f"{fid}_{derivative}.1D").write_text(header + "\n" + body + "\n")
             rows.append({"SUB_ID": s * 100 + k, "SITE_ID": site, "FILE_ID": fid, "DX_GROUP": dx,
                          "AGE_AT_SCAN": 10 + k + s, "SEX": 1 + (k % 3 == 0)})
+            if mean_fd:
+                rows[-1]["func_mean_fd"] = (-9999 if (s, k) == (0, 1)
+                                            else 0.05 + 0.01 * k + 0.05 * (dx == 1))
     rows.append({"SUB_ID": 9, "SITE_ID": "X", "FILE_ID": "no_filename", "DX_GROUP": 1,
                  "AGE_AT_SCAN": 20, "SEX": 1})
     pd.DataFrame(rows).to_csv(root / "Phenotypic_V1_0b_preprocessed1.csv")
@@ -57,6 +64,18 @@ def test_reads_every_subject_with_labels_sites_and_covariates(tmp_path):
     assert {len(t) for t in d.time_series} == {60, 65, 70}
     assert list(d.covariates.columns) == ["age", "sex"]
     assert (d.missing_regions == 0).all()
+
+
+def test_mean_framewise_displacement_is_read_as_a_confound_with_missing_codes_as_nan(tmp_path):
+    d = load_abide(make_layout(tmp_path))
+    fd = d.confounds["mean_fd"]
+    assert list(d.confounds.columns) == ["mean_fd"]
+    assert fd.isna().sum() == 1 and np.isnan(fd.loc["SITE0_0000001"])
+    assert fd.loc["SITE1_0000100"] == pytest.approx(0.10)  # k = 0 is autism: 0.05 + 0.05
+    sub = d.subset([2, 1])
+    assert np.isnan(sub.mean_fd[1]) and sub.mean_fd[0] == pytest.approx(fd.iloc[2])
+    # a table without the column gives no confounds, not an error
+    assert load_abide(make_layout(tmp_path / "no_fd", mean_fd=False)).confounds.empty
 
 
 def test_site_filter_and_max_subjects(tmp_path):

@@ -83,6 +83,9 @@ class AbideDataset:
     missing_regions : ndarray of int
         Per subject, how many regions have no finite, non-constant signal.
     root, pipeline, strategy, derivative : str
+    mean_fd : ndarray of float or None
+        Mean framewise displacement (``func_mean_fd``, mm) per subject, NaN
+        where the table has none; a nuisance variable for the confound check.
     """
 
     time_series: list
@@ -99,6 +102,7 @@ class AbideDataset:
     strategy: str = ""
     derivative: str = ""
     notes: list = field(default_factory=list)
+    mean_fd: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.time_series)
@@ -107,6 +111,13 @@ class AbideDataset:
     def covariates(self) -> pd.DataFrame:
         """Age and sex per subject (the covariates ComBat preserves)."""
         return pd.DataFrame({"age": self.age, "sex": self.sex}, index=self.file_ids)
+
+    @property
+    def confounds(self) -> pd.DataFrame:
+        """Nuisance variables per subject (``mean_fd``; empty if the table has none)."""
+        if self.mean_fd is None:
+            return pd.DataFrame(index=self.file_ids)
+        return pd.DataFrame({"mean_fd": self.mean_fd}, index=self.file_ids)
 
     def subset(self, index) -> "AbideDataset":
         """A new dataset with the subjects at positions ``index``."""
@@ -118,7 +129,8 @@ class AbideDataset:
             regions=list(self.regions), files=[self.files[i] for i in index],
             missing_regions=self.missing_regions[index], root=self.root,
             pipeline=self.pipeline, strategy=self.strategy, derivative=self.derivative,
-            notes=list(self.notes))
+            notes=list(self.notes),
+            mean_fd=None if self.mean_fd is None else self.mean_fd[index])
 
 
 def _check_choice(value, allowed, key):
@@ -260,10 +272,14 @@ def load_abide(root, pipeline: str = "cpac", strategy: str = "filt_noglobal",
         notes.append("missing AGE_AT_SCAN replaced by the median age")
         log.info(notes[-1])
     sex = pd.to_numeric(rows["SEX"], errors="coerce").fillna(1).to_numpy(int)
+    mean_fd = None
+    if "func_mean_fd" in rows.columns:  # ABIDE codes missing values as -9999 or blank
+        mean_fd = np.array(pd.to_numeric(rows["func_mean_fd"], errors="coerce"), dtype=float)
+        mean_fd[mean_fd < 0] = np.nan
     return AbideDataset(
         time_series=series, file_ids=np.asarray(ids, dtype=object),
         sites=rows["SITE_ID"].astype(str).to_numpy(dtype=object),
         diagnosis=np.asarray([DIAGNOSIS[int(v)] for v in dx], dtype=object),
         age=age, sex=sex, regions=list(regions), files=files, missing_regions=missing,
         root=str(root), pipeline=pipeline, strategy=strategy, derivative=derivative,
-        notes=notes)
+        notes=notes, mean_fd=mean_fd)

@@ -129,6 +129,15 @@ def _biomarker_sections(run: RunData) -> list[str]:
             _html.table(figures.per_site_table(m["per_site"])),
             _html.notice("Accuracy varies between scanner sites; a site absent from training "
                          "may score lower than the pooled estimate."), anchor="per-site"))
+    if m.get("confounds"):
+        out.append(_html.section(
+            "Confound check (head motion)",
+            _html.table(figures.confound_table(m["confounds"])),
+            _html.notice("AUC alone: how well the variable by itself separates the groups. "
+                         "rho: rank correlation of the held-out probability with it within "
+                         "each group (near 0 if the model tracks only the diagnosis). "
+                         "Accuracy by thirds of the variable. A check, not a correction."),
+            anchor="confounds"))
     pred = run.predictions
     if pred is not None and "p_autism" in pred:
         out.append(_html.section("Held-out probabilities", _fig(

@@ -23,6 +23,7 @@ __all__ = [
     "figure_png", "confusion_matrix", "per_class_scores", "fold_scores",
     "permutation_histogram", "weight_map", "connectivity_matrix", "strongest_edges",
     "connectome_glass_brain", "probability_vs_training", "per_site_table", "per_site_scores",
+    "confound_table",
 ]
 
 _DPI = 100
@@ -339,6 +340,19 @@ def per_site_table(per_site: dict) -> pd.DataFrame:
                      "roc_auc": m.get("roc_auc")})
     return pd.DataFrame(rows, columns=["site", "n", "n_autism", "accuracy",
                                        "balanced_accuracy", "roc_auc"])
+
+
+def confound_table(confounds: dict) -> pd.DataFrame:
+    """``metrics.json["confounds"]`` as a table, one row per nuisance variable."""
+    rows = []
+    for name, c in (confounds or {}).items():
+        row = {"variable": name, "n": c.get("n"), "AUC alone": c.get("auc_alone")}
+        for cls, r in sorted((c.get("spearman_within_class") or {}).items()):
+            row[f"rho, {cls} group"] = None if r is None else r.get("rho")
+        for k, v in (c.get("accuracy_by_tertile") or {}).items():
+            row[f"accuracy, {k} third"] = v
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def per_site_scores(per_site: dict, chance=None) -> Figure:

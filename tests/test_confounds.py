@@ -1,0 +1,106 @@
+"""The confound check: does the held-out probability follow head motion beyond the diagnosis?"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from decoder.cli import main
+from decoder.evaluation.confounds import confound_check
+
+from test_abide_reader import make_layout
+from test_biomarker_pipeline import CONFIG
+
+
+def _cohort(n=600, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.where(rng.random(n) < 0.5, "autism", "control")
+    # autism subjects move more, as in ABIDE
+    fd = rng.gamma(2.0, 0.05, n) + np.where(y == "autism", 0.05, 0.0)
+    return rng, y, fd
+
+
+def test_a_model_that_tracks_only_the_diagnosis_shows_no_within_group_correlation():
+    rng, y, fd = _cohort()
+    proba = np.clip(np.where(y == "autism", 0.7, 0.3) + rng.normal(0, 0.1, len(y)), 0, 1)
+    out = confound_check(y, proba, pd.DataFrame({"mean_fd": fd}), "autism")["mean_fd"]
+    assert out["n"] == len(y)
+    assert out["auc_alone"] > 0.6  # motion alone separates the groups somewhat
+    for cls in ("autism", "control"):
+        assert abs(out["spearman_within_class"][cls]["rho"]) < 0.15
+
+
+def test_a_model_that_reads_motion_is_caught_within_each_group():
+    rng, y, fd = _cohort()
+    rank = pd.Series(fd).rank(pct=True).to_numpy()
+    proba = np.clip(0.2 + 0.6 * rank + rng.normal(0, 0.05, len(y)), 0, 1)
+    out = confound_check(y, proba, pd.DataFrame({"mean_fd": fd}), "autism")["mean_fd"]
+    for cls in ("autism", "control"):
+        r = out["spearman_within_class"][cls]
+        assert r["rho"] > 0.8 and r["p"] < 1e-6
+    # it calls high movers autistic: right for the autistic ones among them only
+    acc = out["accuracy_by_tertile"]
+    assert set(acc) == {"low", "middle", "high"}
+    assert all(0.0 <= v <= 1.0 for v in acc.values())
+
+
+def test_accuracy_by_tertile_counts_the_right_subjects():
+    y = np.array(["autism", "control"] * 6)
+    fd = np.arange(12, dtype=float)  # thirds: 0-3, 4-7, 8-11
+    proba = np.where(y == "autism", 0.9, 0.1)
+    proba[:4] = 1 - proba[:4]  # the lowest third all wrong
+    out = confound_check(y, proba, pd.DataFrame({"mean_fd": fd}), "autism")["mean_fd"]
+    assert out["accuracy_by_tertile"] == {"low": 0.0, "middle": 1.0, "high": 1.0}
+
+
+def test_missing_values_are_left_out_and_empty_columns_dropped():
+    rng, y, fd = _cohort(n=60)
+    fd[:10] = np.nan
+    proba = rng.random(len(y))
+    table = pd.DataFrame({"mean_fd": fd, "unknown": np.nan})
+    out = confound_check(y, proba, table, "autism")
+    assert set(out) == {"mean_fd"}
+    assert out["mean_fd"]["n"] == 50
+    json.dumps(out)  # metrics.json-ready: plain floats and None only
+
+
+def test_one_class_or_tiny_groups_give_none_instead_of_an_error():
+    y = np.array(["autism"] * 5 + ["control"] * 2)
+    out = confound_check(y, np.linspace(0, 1, 7), pd.DataFrame({"fd": np.arange(7.0)}),
+                         "autism")["fd"]
+    assert out["spearman_within_class"]["control"] is None
+    assert out["spearman_within_class"]["autism"]["rho"] == pytest.approx(1.0)
+    only = confound_check(y[:5], np.full(5, 0.6), pd.DataFrame({"fd": np.arange(5.0)}),
+                          "autism")["fd"]
+    assert only["auc_alone"] is None
+
+
+def test_mismatched_lengths_are_an_error():
+    with pytest.raises(ValueError, match="labels"):
+        confound_check(["a", "b"], [0.1], pd.DataFrame({"fd": [1.0, 2.0]}), "a")
+
+
+def test_pipeline_reports_the_motion_check_in_metrics_and_html(tmp_path):
+    root = make_layout(tmp_path / "abide", n_sites=3, per_site=10)
+    out = tmp_path / "run"
+    assert main(["run", str(CONFIG), "--data", str(root), "--out", str(out),
+                 "--set", "save_model=false"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    fd = metrics["confounds"]["mean_fd"]
+    assert fd["n"] == 29  # one -9999 left out
+    assert fd["auc_alone"] > 0.75  # the layout's autism subjects move more
+    assert "Confound check (head motion)" in (out / "report.html").read_text()
+
+
+def test_pipeline_without_motion_in_the_table_has_an_empty_check(tmp_path):
+    root = make_layout(tmp_path / "abide", n_sites=2, per_site=8, mean_fd=False)
+    out = tmp_path / "run"
+    assert main(["run", str(CONFIG), "--data", str(root), "--out", str(out),
+                 "--set", "save_model=false", "--set", "cv=stratified-kfold",
+                 "--set", "n_splits=4"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["confounds"] == {}
+    assert "Confound check" not in (out / "report.html").read_text()
