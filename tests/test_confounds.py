@@ -78,6 +78,22 @@ def test_one_class_or_tiny_groups_give_none_instead_of_an_error():
     assert only["auc_alone"] is None
 
 
+def test_the_model_card_states_the_motion_check_as_a_limitation():
+    from decoder.models.model_card import build_model_card, card_markdown
+    confounds = {"mean_fd": {"n": 10, "auc_alone": 0.6,
+                             "spearman_within_class": {"autism": {"rho": 0.2, "p": 0.01},
+                                                       "control": None},
+                             "accuracy_by_tertile": {"low": 0.7, "middle": 0.7, "high": 0.7}}}
+    card = build_model_card({"classes": ["control", "autism"], "confounds": confounds},
+                            {"dataset": {"kind": "abide"}}, 10, ["A"], ["r1", "r2"])
+    assert card["evaluation"]["confounds"] == confounds
+    md = card_markdown(card)
+    assert "Head motion differs" in md and "ROC AUC 0.600" in md and "autism 0.200" in md
+    plain = build_model_card({"classes": ["control", "autism"]}, {"dataset": {}}, 10, ["A"],
+                             ["r1"])
+    assert not any("motion" in x for x in plain["limitations"])
+
+
 def test_mismatched_lengths_are_an_error():
     with pytest.raises(ValueError, match="labels"):
         confound_check(["a", "b"], [0.1], pd.DataFrame({"fd": [1.0, 2.0]}), "a")

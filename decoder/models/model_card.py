@@ -25,6 +25,18 @@ CITATION = (
     "(non-commercial research, with citation).")
 
 
+def _motion_limitation(confounds: dict) -> list[str]:
+    fd = confounds.get("mean_fd")
+    if not fd or fd.get("auc_alone") is None:
+        return []
+    rho = {c: (r or {}).get("rho") for c, r in (fd.get("spearman_within_class") or {}).items()}
+    within = ", ".join(f"{c} {_fmt(v)}" for c, v in sorted(rho.items()) if v is not None)
+    return [f"Head motion differs between the groups (mean framewise displacement alone: "
+            f"ROC AUC {_fmt(fd['auc_alone'])}); held-out probabilities correlate with it "
+            f"within each group (Spearman rho: {within or 'n/a'}), so part of the signal may "
+            "be motion rather than brain connectivity."]
+
+
 def build_model_card(metrics: dict, config: dict, n_subjects: int, sites, regions,
                      calibration=None) -> dict:
     """The card as a dict (JSON-serialisable)."""
@@ -56,6 +68,7 @@ def build_model_card(metrics: dict, config: dict, n_subjects: int, sites, region
             "permutation_p": metrics.get("permutation_p"),
             "per_site": metrics.get("per_site"),
             "calibration": calibration,
+            "confounds": metrics.get("confounds") or {},
         },
         "intended_use": INTENDED_USE,
         "limitations": [
@@ -63,7 +76,7 @@ def build_model_card(metrics: dict, config: dict, n_subjects: int, sites, region
             "connectivity, so accuracy on new sites may be lower than reported.",
             "Input must be the same atlas/derivative (same regions, same order) as training.",
             "Sex and age distributions are those of ABIDE I (mostly male, 6–64 years).",
-        ],
+        ] + _motion_limitation(metrics.get("confounds") or {}),
         "citation": CITATION,
         "provenance": {k: metrics.get("provenance", {}).get(k)
                        for k in ("version", "config_sha256", "created")},
