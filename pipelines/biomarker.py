@@ -30,7 +30,7 @@ import pandas as pd
 
 from decoder._utils import atomic_write_bytes, atomic_write_json
 from decoder.data.datalad import ensure_local
-from decoder.errors import ConfigError, DataError
+from decoder.errors import ConfigError, DataError, check_choice
 from decoder.evaluation.confounds import confound_check
 from decoder.evaluation.cv import make_cv
 from decoder.evaluation.metrics import chance_level, classification_metrics
@@ -76,6 +76,9 @@ DEFAULTS = {
     "harmonize": {
         "method": "combat",         # combat | none
         "unseen_site": "self",      # self | pooled
+    },
+    "confounds": {
+        "remove": [],               # e.g. [mean_fd]: regressed out of every edge, in-fold
     },
     "model": "ridge",               # ridge | logistic | svm | mlp
     "model_params": {"*": None},
@@ -211,7 +214,23 @@ def make_classifier(config):
                                 model=config["model"],
                                 model_params=params or None,
                                 inner_splits=config["inner_splits"],
-                                random_state=config["random_state"])
+                                random_state=config["random_state"],
+                                remove_confounds=tuple(_confounds_to_remove(config)))
+
+
+def _confounds_to_remove(config) -> list:
+    names = (config.get("confounds") or {}).get("remove") or []
+    return [names] if isinstance(names, str) else list(names)
+
+
+def model_covariates(config, subjects):
+    """Covariates handed to the classifier: age/sex, plus the confounds it removes."""
+    names = _confounds_to_remove(config)
+    if not names:
+        return subjects.covariates
+    for name in names:
+        check_choice("confounds.remove", name, list(subjects.confounds.columns) or ["(none)"])
+    return pd.concat([subjects.covariates, subjects.confounds[names]], axis=1)
 
 
 def _positive_column(est):
@@ -332,7 +351,8 @@ def run(config, data=None, out=None, config_path=None) -> dict:
         log.warning("site(s) %s have a single subject: under leave-site-out they form their own "
                     "fold (per-site ROC AUC undefined) and ComBat cannot estimate their "
                     "variance", ", ".join(small))
-    proba_reps, folds = cross_validate(config, covs, diag, sites, subjects.covariates,
+    covariates = model_covariates(config, subjects)
+    proba_reps, folds = cross_validate(config, covs, diag, sites, covariates,
                                        halves=halves)
     proba = np.nanmean(proba_reps, axis=0)
     m = _metrics_from_proba(diag, proba)
@@ -341,7 +361,7 @@ def run(config, data=None, out=None, config_path=None) -> dict:
         fold_scores.append(float(np.mean((proba[te] > 0.5) == (diag[te] == POSITIVE))))
     perm_p, null = None, None
     if config["n_permutations"] and config["n_permutations"] > 0:
-        perm_p, null = permutation_test(config, covs, diag, sites, subjects.covariates,
+        perm_p, null = permutation_test(config, covs, diag, sites, covariates,
                                         m["accuracy"], config["n_permutations"], halves=halves)
     inputs = file_records(subjects.files, root=subjects.root)
     ds = config["dataset"]
@@ -366,12 +386,13 @@ def run(config, data=None, out=None, config_path=None) -> dict:
         "calibration": calibration_table(diag, proba),
         "confounds": confound_check(diag, proba, subjects.confounds, POSITIVE),
         "model": {"connectivity": config["connectivity"], "harmonize": config["harmonize"],
-                  "estimator": config["model"]},
+                  "estimator": config["model"],
+                  "confounds_removed": _confounds_to_remove(config)},
     }
     out = Path(out) if out is not None else Path("results") / config.get("name", "abide")
     out.mkdir(parents=True, exist_ok=True)
     if config["save_model"]:
-        est = make_classifier(config).fit(covs, diag, sites=sites, covariates=subjects.covariates,
+        est = make_classifier(config).fit(covs, diag, sites=sites, covariates=covariates,
                                           halves=halves)
         metrics["runtime_s"] = time.perf_counter() - t0
         metrics["provenance"] = build_provenance(config, inputs, subjects.dataset_info,

@@ -120,3 +120,90 @@ def test_pipeline_without_motion_in_the_table_has_an_empty_check(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["confounds"] == {}
     assert "Confound check" not in (out / "report.html").read_text()
+
+
+# --------------------------------------------------------------- removing a confound
+def _motion_cohort(n=160, seed=0):
+    """Subjects whose only label-related signal is motion-driven coupling of regions 0-1."""
+    rng = np.random.default_rng(seed)
+    y = np.array(["control", "autism"] * (n // 2))
+    fd = rng.gamma(2.0, 0.05, n) + np.where(y == "autism", 0.08, 0.0)
+    series = []
+    for f in fd:
+        ts = rng.normal(size=(100, 6))
+        rho = min(3.0 * f, 0.95)  # motion couples regions 0 and 1, linearly in fd
+        ts[:, 1] = rho * ts[:, 0] + np.sqrt(1 - rho ** 2) * ts[:, 1]
+        series.append(ts)
+    covariates = pd.DataFrame({"age": rng.uniform(8, 30, n), "sex": rng.integers(1, 3, n),
+                               "mean_fd": fd})
+    return series, y, covariates
+
+
+def _cv_auc(make, series, y, covariates):
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold
+    p = np.zeros(len(y))
+    for tr, te in StratifiedKFold(5, shuffle=True, random_state=0).split(y, y):
+        est = make().fit([series[i] for i in tr], y[tr], covariates=covariates.iloc[tr])
+        col = list(est.classes_).index("autism")
+        p[te] = est.predict_proba([series[i] for i in te], covariates=covariates.iloc[te])[:, col]
+    return roc_auc_score(y == "autism", p)
+
+
+def test_removing_motion_takes_away_a_motion_only_signal():
+    from decoder.models.biomarker_models import ConnectomeClassifier
+    series, y, cov = _motion_cohort()
+    kept = _cv_auc(lambda: ConnectomeClassifier(kinds=("correlation",)), series, y, cov)
+    removed = _cv_auc(lambda: ConnectomeClassifier(kinds=("correlation",),
+                                                   remove_confounds=("mean_fd",)),
+                      series, y, cov)
+    assert kept > 0.7  # the classifier reads motion when allowed to
+    assert removed < 0.62  # and is near chance once motion is regressed out
+
+
+def test_confound_slopes_come_from_the_training_subjects_only():
+    from decoder.models.biomarker_models import ConnectomeClassifier
+    series, y, cov = _motion_cohort(n=60)
+    tr = np.arange(40)
+    est = ConnectomeClassifier(kinds=("correlation",), reliability="none",
+                               remove_confounds=("mean_fd",)).fit(
+        [series[i] for i in tr], y[tr], covariates=cov.iloc[tr])
+    X = est.connectivity_["correlation"].transform([series[i] for i in tr])
+    c = cov["mean_fd"].to_numpy()[tr, None]
+    slopes = np.linalg.lstsq(c - c.mean(), X - X.mean(axis=0), rcond=None)[0]
+    np.testing.assert_allclose(est.deconfound_["correlation"][1], slopes, atol=1e-10)
+    # a test subject without the value gets the training median: same as passing it
+    one = [series[50]]
+    no_fd = est.predict_proba(one, covariates=cov.iloc[[50]].drop(columns="mean_fd"))
+    at_median = cov.iloc[[50]].assign(mean_fd=float(np.median(c)))
+    np.testing.assert_allclose(no_fd, est.predict_proba(one, covariates=at_median))
+
+
+def test_a_confound_missing_at_fit_is_a_one_line_error():
+    from decoder.errors import DataError
+    from decoder.models.biomarker_models import ConnectomeClassifier
+    series, y, cov = _motion_cohort(n=20)
+    with pytest.raises(DataError, match="confounds.remove"):
+        ConnectomeClassifier(remove_confounds=("mean_fd",)).fit(
+            series, y, covariates=cov.drop(columns="mean_fd"))
+
+
+def test_pipeline_removes_motion_when_asked_and_names_unknown_confounds(tmp_path, capsys):
+    root = make_layout(tmp_path / "abide", n_sites=3, per_site=10)
+    out = tmp_path / "run"
+    assert main(["run", str(CONFIG), "--data", str(root), "--out", str(out),
+                 "--set", "confounds.remove=[mean_fd]"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"]["confounds_removed"] == ["mean_fd"]
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["model"]["confounds_removed"] == ["mean_fd"]
+    # the saved model still predicts a new subject, who has no motion value
+    f = next((root / "Outputs/cpac/filt_noglobal/rois_ho").glob("*.1D"))
+    assert main(["predict", str(out / "model.skops"), str(f),
+                 "--out", str(tmp_path / "p.json")]) == 0
+    capsys.readouterr()
+    assert main(["run", str(CONFIG), "--data", str(root), "--out", str(tmp_path / "bad"),
+                 "--set", "confounds.remove=[motion]"]) != 0
+    err = capsys.readouterr().err
+    assert "confounds.remove 'motion' is not supported" in err and "mean_fd" in err
+    assert len(err.strip().splitlines()) == 1

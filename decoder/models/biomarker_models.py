@@ -18,7 +18,10 @@ decision values (so they are calibrated without touching test data).
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+import pandas as pd
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
@@ -37,6 +40,8 @@ from ._sklearn_compat import logistic_cv_kwargs
 
 __all__ = ["MODELS", "HARMONIZE", "RELIABILITY", "make_model", "ConnectomeClassifier",
            "LooRidgeClassifier", "split_half_reliability"]
+
+log = logging.getLogger(__name__)
 
 MODELS = ("ridge", "logistic", "svm", "mlp")
 HARMONIZE = ("none", "combat")
@@ -211,6 +216,13 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
         Multiply each standardised edge by its split-half reliability
         (:func:`split_half_reliability`), estimated on the training subjects.
         Needs the time series, or ``halves`` in :meth:`fit`.
+    remove_confounds : sequence of str
+        Columns of ``covariates`` (e.g. ``"mean_fd"``, head motion) whose
+        linear effect is regressed out of every connectivity feature after
+        ComBat, with slopes fitted on the training subjects; ComBat preserves
+        only the other columns.  A missing value (or column, at prediction)
+        takes the training median, so the subject gets no adjustment beyond
+        the average one.
     model : {"ridge", "logistic", "svm", "mlp"}
     model_params : dict or None
     inner_splits : int
@@ -224,6 +236,10 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
     scalers_ : dict kind → fitted StandardScaler
     reliability_ : dict kind → ndarray (n_features,)
         Edge weights in [0, 1] (empty with ``reliability="none"``).
+    deconfound_ : dict kind → (confound means, slopes (n_confounds, n_features))
+        Empty without ``remove_confounds``.
+    confound_medians_ : ndarray (n_confounds,)
+        Training medians, used for missing confound values.
     models_ : dict kind → fitted classifier
     calibration_ : tuple (a, b)
         Platt sigmoid ``p = 1 / (1 + exp(-(a d + b)))`` on the ensemble decision ``d``.
@@ -233,7 +249,7 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, kinds=("tangent", "correlation"), reference="log-euclidean",
                  shrinkage="ledoit-wolf", harmonize="none", unseen_site="self",
                  reliability="split-half", model="ridge", model_params=None, inner_splits=5,
-                 random_state=0):
+                 random_state=0, remove_confounds=()):
         self.kinds = kinds
         self.reference = reference
         self.shrinkage = shrinkage
@@ -244,6 +260,7 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
         self.model_params = model_params
         self.inner_splits = inner_splits
         self.random_state = random_state
+        self.remove_confounds = remove_confounds
 
     def _check_params(self):
         kinds = [self.kinds] if isinstance(self.kinds, str) else list(self.kinds)
@@ -261,15 +278,51 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
         w = getattr(self, "reliability_", {}).get(kind)  # absent in models saved before it
         return X if w is None else X * w
 
+    def _confounds(self, covariates, n):
+        """The confound matrix (n, c), missing values and columns at the training median."""
+        names = self._confound_names()
+        C = np.full((n, len(names)), np.nan)
+        if isinstance(covariates, pd.DataFrame):
+            for j, name in enumerate(names):
+                if name in covariates.columns:
+                    C[:, j] = pd.to_numeric(covariates[name], errors="coerce").to_numpy(float)
+        if hasattr(self, "confound_medians_"):
+            missing = ~np.isfinite(C)
+            if missing.any():
+                log.info("%d subject(s) without %s: the training median is used (no adjustment "
+                         "beyond the average one)", int(missing.any(axis=1).sum()),
+                         ", ".join(names))
+                C = np.where(missing, self.confound_medians_, C)
+        return C
+
+    def _confound_names(self):
+        names = getattr(self, "remove_confounds", ()) or ()  # absent in older saved models
+        return [names] if isinstance(names, str) else list(names)
+
+    def _kept_covariates(self, covariates):
+        names = self._confound_names()
+        if names and isinstance(covariates, pd.DataFrame):
+            return covariates.drop(columns=[c for c in names if c in covariates.columns])
+        return covariates
+
     def _standardised(self, kind, covs, sites, covariates, fit=False):
         if fit:
             self.connectivity_[kind] = Connectivity(kind=kind, reference=self.reference).fit(covs)
         X = self.connectivity_[kind].transform(covs)
         if self.harmonize == "combat":
+            kept = self._kept_covariates(covariates)
             if fit:
                 self.combat_[kind] = ComBat(unseen_site=self.unseen_site).fit(
-                    X, sites=sites, covariates=covariates)
-            X = self.combat_[kind].transform(X, sites=sites, covariates=covariates)
+                    X, sites=sites, covariates=kept)
+            X = self.combat_[kind].transform(X, sites=sites, covariates=kept)
+        if self._confound_names():
+            C = self._confounds(covariates, len(X))
+            if fit:
+                mean_c, mean_x = C.mean(axis=0), X.mean(axis=0)
+                slopes = np.linalg.lstsq(C - mean_c, X - mean_x, rcond=None)[0]
+                self.deconfound_[kind] = (mean_c, slopes)
+            mean_c, slopes = self.deconfound_[kind]
+            X = X - (C - mean_c) @ slopes
         if fit:
             self.scalers_[kind] = StandardScaler().fit(X)
         return self.scalers_[kind].transform(X)
@@ -329,7 +382,9 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
                             "pass split_half_covariances of the same subjects")
         self.n_regions_ = covs.shape[-1]
         self.connectivity_, self.combat_, self.scalers_, self.models_ = {}, {}, {}, {}
-        self.reliability_ = {}
+        self.reliability_, self.deconfound_ = {}, {}
+        if self._confound_names():
+            self._fit_confound_medians(covariates, len(covs))
         if self.reliability == "split-half":  # subjects whose scans could be split
             ok = np.isfinite(halves).all(axis=(1, 2, 3))
             sites_ok = None if sites is None else np.asarray(sites)[ok]
@@ -356,6 +411,23 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
         platt = LogisticRegression(C=1e4).fit(d[:, None], y == self.classes_[1])
         self.calibration_ = (float(platt.coef_[0, 0]), float(platt.intercept_[0]))
         return self
+
+    def _fit_confound_medians(self, covariates, n):
+        names = self._confound_names()
+        missing = [c for c in names if not isinstance(covariates, pd.DataFrame)
+                   or c not in covariates.columns]
+        if missing:
+            raise DataError(f"confound '{missing[0]}' to remove is not among the covariates",
+                            "pass it as a covariates column (e.g. mean_fd from the phenotypic "
+                            "table), or set confounds.remove: []")
+        if hasattr(self, "confound_medians_"):
+            del self.confound_medians_
+        C = self._confounds(covariates, n)
+        if not np.isfinite(C).any(axis=0).all():
+            bad = names[int(np.flatnonzero(~np.isfinite(C).any(axis=0))[0])]
+            raise DataError(f"confound '{bad}' has no value for any training subject",
+                            "remove it from confounds.remove")
+        self.confound_medians_ = np.nanmedian(C, axis=0)
 
     def _ensemble_decision(self, covs, sites, covariates):
         return np.mean([_decision(self.models_[k], self._features(k, covs, sites, covariates))
