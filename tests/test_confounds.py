@@ -207,3 +207,16 @@ def test_pipeline_removes_motion_when_asked_and_names_unknown_confounds(tmp_path
     err = capsys.readouterr().err
     assert "confounds.remove 'motion' is not supported" in err and "mean_fd" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_model_saved_before_confound_removal_existed_loads_and_predicts():
+    sio = pytest.importorskip("skops.io")
+    from decoder.models.biomarker_models import ConnectomeClassifier
+    series, y, cov = _motion_cohort(n=40)
+    est = ConnectomeClassifier(kinds=("correlation",)).fit(series, y, covariates=cov)
+    expected = est.predict_proba(series[:5])
+    del est.remove_confounds, est.deconfound_  # what an older version wrote
+    data = sio.dumps(est)
+    old = sio.loads(data, trusted=sio.get_untrusted_types(data=data))
+    assert old.get_params()["remove_confounds"] == ()
+    np.testing.assert_allclose(old.predict_proba(series[:5]), expected)

@@ -262,6 +262,12 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.remove_confounds = remove_confounds
 
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # parameters added after a model was saved take the value that reproduces it
+        for name, value in (("reliability", "none"), ("remove_confounds", ())):
+            self.__dict__.setdefault(name, value)
+
     def _check_params(self):
         kinds = [self.kinds] if isinstance(self.kinds, str) else list(self.kinds)
         if not kinds:
