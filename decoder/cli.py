@@ -98,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("model", help="model file (.skops) written by 'decoder run'")
     pr.add_argument("input", help="time series (.1D/.tsv/.csv) or preprocessed bold NIfTI")
     pr.add_argument("--atlas", help="labels atlas NIfTI (for a NIfTI input)")
+    pr.add_argument("--site", help="the subject's site, for a model with ComBat (an unknown "
+                                   "site gets no site adjustment)")
+    pr.add_argument("--age", type=float, help="age in years, for a model with ComBat")
+    pr.add_argument("--sex", type=float, help="sex as coded in training (ABIDE: 1 male, "
+                                              "2 female), for a model with ComBat")
+    pr.add_argument("--mean-fd", type=float, dest="mean_fd",
+                    help="mean framewise displacement (mm), for a model trained with "
+                         "confounds.remove: [mean_fd] (default: the training median)")
     pr.add_argument("--out", help="JSON file for the prediction")
     pr.set_defaults(func=_cmd_predict)
 

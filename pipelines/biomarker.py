@@ -492,7 +492,8 @@ def _bin_rate(calibration, p):
     return None
 
 
-def predict_subject(time_series, model=None, site=None, age=None, sex=None) -> dict:
+def predict_subject(time_series, model=None, site=None, age=None, sex=None,
+                    mean_fd=None) -> dict:
     """Probability of autism for one subject, with the model's cross-validated reliability.
 
     Parameters
@@ -503,6 +504,9 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None) -> d
     site, age, sex : optional
         Only used by a model with ComBat harmonisation (an unknown site gets
         no site adjustment).
+    mean_fd : float, optional
+        The scan's mean framewise displacement, used by a model trained with
+        ``confounds.remove: [mean_fd]``; without it the training median is used.
 
     Returns
     -------
@@ -525,11 +529,20 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None) -> d
         # ComBat's covariate terms cancel exactly: any placeholder age/sex works.
         covariates = pd.DataFrame({"age": [float(age) if age is not None else 0.0],
                                    "sex": [float(sex) if sex is not None else 1.0]})
+    removed = list(getattr(est, "remove_confounds", ()) or ())
+    extra = {}
+    if "mean_fd" in removed and mean_fd is not None:
+        extra["mean_fd"] = [float(mean_fd)]
+        covariates = pd.DataFrame(extra) if covariates is None else covariates.assign(**extra)
     p = float(est.predict_proba([time_series], sites=sites, covariates=covariates)
               [0, _positive_column(est)])
-    return {"probability": p, "predicted": POSITIVE if p > 0.5 else "control",
-            "positive_class": POSITIVE, "cv": bundle.get("cv"),
-            "calibration_bin": _bin_rate((bundle.get("cv") or {}).get("calibration"), p)}
+    result = {"probability": p, "predicted": POSITIVE if p > 0.5 else "control",
+              "positive_class": POSITIVE, "cv": bundle.get("cv"),
+              "calibration_bin": _bin_rate((bundle.get("cv") or {}).get("calibration"), p)}
+    if removed:  # which confound values the adjustment used (None: the training median)
+        result["confounds_removed"] = {name: (extra[name][0] if name in extra else None)
+                                       for name in removed}
+    return result
 
 
 def connectivity_matrix(time_series, model=None, kind="correlation") -> np.ndarray:
@@ -561,11 +574,14 @@ def example_subjects() -> pd.DataFrame:
 
 
 def predict_cli(args) -> int:
-    """``decoder predict MODEL INPUT [--atlas A] [--out JSON]``."""
+    """``decoder predict MODEL INPUT [--atlas A] [--site S --age A --sex X] [--mean-fd F]
+    [--out JSON]``."""
     bundle = load_model(args.model)
     ts = read_subject_input(args.input, atlas=getattr(args, "atlas", None),
                             model_regions=bundle.get("regions"))
-    result = predict_subject(ts, bundle)
+    result = predict_subject(ts, bundle, site=getattr(args, "site", None),
+                             age=getattr(args, "age", None), sex=getattr(args, "sex", None),
+                             mean_fd=getattr(args, "mean_fd", None))
     result = {"input": str(args.input), "model": str(args.model), **result}
     print(f"p({POSITIVE}) = {result['probability']:.3f} → {result['predicted']}")
     out = getattr(args, "out", None) or str(Path(args.input).name).split(".")[0] + "_prediction.json"

@@ -201,6 +201,15 @@ def test_pipeline_removes_motion_when_asked_and_names_unknown_confounds(tmp_path
     f = next((root / "Outputs/cpac/filt_noglobal/rois_ho").glob("*.1D"))
     assert main(["predict", str(out / "model.skops"), str(f),
                  "--out", str(tmp_path / "p.json")]) == 0
+    no_fd = json.loads((tmp_path / "p.json").read_text())
+    assert no_fd["confounds_removed"] == {"mean_fd": None}  # the training median
+    # ... or is given the scan's motion (and its site, age and sex for ComBat)
+    assert main(["predict", str(out / "model.skops"), str(f), "--mean-fd", "0.4",
+                 "--site", "SITE0", "--age", "11", "--sex", "1",
+                 "--out", str(tmp_path / "q.json")]) == 0
+    with_fd = json.loads((tmp_path / "q.json").read_text())
+    assert with_fd["confounds_removed"] == {"mean_fd": 0.4}
+    assert with_fd["probability"] != pytest.approx(no_fd["probability"], abs=1e-9)
     capsys.readouterr()
     assert main(["run", str(CONFIG), "--data", str(root), "--out", str(tmp_path / "bad"),
                  "--set", "confounds.remove=[motion]"]) != 0
