@@ -182,11 +182,35 @@ def _load_fmriprep(config, root) -> _Subjects:
                     POSITIVE, "control")
     cov = pd.DataFrame({c: pd.to_numeric(table[c], errors="coerce") for c in ("age", "sex")
                         if c in table.columns})
-    confounds = pd.DataFrame({c: pd.to_numeric(table[c], errors="coerce")
-                              for c in ("mean_fd",) if c in table.columns})
+    if "mean_fd" in table.columns:
+        mean_fd = pd.to_numeric(table["mean_fd"], errors="coerce").to_numpy(float)
+    else:  # from fMRIPrep's own confounds file beside each image
+        mean_fd = np.array([_fmriprep_mean_fd(root, b) for b in bolds])
+    confounds = (pd.DataFrame({"mean_fd": mean_fd}) if np.isfinite(mean_fd).any()
+                 else pd.DataFrame(index=range(len(bolds))))
     return _Subjects(ts, diag, table[ds["site_column"]].astype(str), cov,
                      table["participant_id"], bolds, [str(i) for i in range(ts[0].shape[1])],
                      root, confounds=confounds)
+
+
+def _fmriprep_mean_fd(root, bold) -> float:
+    """Mean framewise displacement from the fMRIPrep confounds file of ``bold`` (NaN if none)."""
+    bold = Path(bold)
+    prefix = bold.name
+    for entity in ("_space-", "_desc-"):
+        prefix = prefix.split(entity)[0]
+    for suffix in ("_desc-confounds_timeseries.tsv", "_desc-confounds_regressors.tsv"):
+        path = bold.parent / f"{prefix}{suffix}"
+        if path.is_symlink() or path.exists():
+            ensure_local(root, [path])
+            try:
+                fd = pd.read_csv(path, sep="\t", na_values=["n/a"],
+                                 usecols=["framewise_displacement"])["framewise_displacement"]
+            except (ValueError, KeyError, OSError):
+                log.info("%s: no framewise_displacement column; no motion value", path)
+                return float("nan")
+            return float(np.nanmean(fd.to_numpy(float))) if fd.notna().any() else float("nan")
+    return float("nan")
 
 
 def load_subjects(config, data=None) -> _Subjects:
