@@ -195,22 +195,18 @@ def _load_fmriprep(config, root) -> _Subjects:
 
 def _fmriprep_mean_fd(root, bold) -> float:
     """Mean framewise displacement from the fMRIPrep confounds file of ``bold`` (NaN if none)."""
-    bold = Path(bold)
-    prefix = bold.name
-    for entity in ("_space-", "_desc-"):
-        prefix = prefix.split(entity)[0]
-    for suffix in ("_desc-confounds_timeseries.tsv", "_desc-confounds_regressors.tsv"):
-        path = bold.parent / f"{prefix}{suffix}"
-        if path.is_symlink() or path.exists():
-            ensure_local(root, [path])
-            try:
-                fd = pd.read_csv(path, sep="\t", na_values=["n/a"],
-                                 usecols=["framewise_displacement"])["framewise_displacement"]
-            except (ValueError, KeyError, OSError):
-                log.info("%s: no framewise_displacement column; no motion value", path)
-                return float("nan")
-            return float(np.nanmean(fd.to_numpy(float))) if fd.notna().any() else float("nan")
-    return float("nan")
+    from decoder.data.bids import find_confounds
+    path = find_confounds(bold)
+    if path is None:
+        return float("nan")
+    ensure_local(root, [path])
+    try:
+        fd = pd.read_csv(path, sep="\t", na_values=["n/a"],
+                         usecols=["framewise_displacement"])["framewise_displacement"]
+    except (ValueError, KeyError, OSError):
+        log.info("%s: no framewise_displacement column; no motion value", path)
+        return float("nan")
+    return float(np.nanmean(fd.to_numpy(float))) if fd.notna().any() else float("nan")
 
 
 def load_subjects(config, data=None) -> _Subjects:

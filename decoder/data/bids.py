@@ -134,16 +134,23 @@ def find_runs(root, task: str, subjects=None, space: str | None = None,
     for bold in bolds:
         ents = parse_entities(bold.name)
         events = _find_events(bold, root, ents)
-        confounds = None
-        if space:
-            stem = bold.name.split("_space-")[0]
-            cands = list(bold.parent.glob(f"{stem}_desc-confounds_time*.tsv"))
-            confounds = cands[0] if cands else None
+        confounds = find_confounds(bold) if space else None
         runs.append(Run(subject=ents.get("sub", "?"), session=ents.get("ses"),
                         run=ents.get("run", str(len(runs) + 1)), bold=bold, events=events,
                         tr=float(tr) if tr else read_tr(bold, root),
                         confounds=confounds, entities=ents))
     return runs
+
+
+def find_confounds(bold) -> Path | None:
+    """fMRIPrep's ``*_desc-confounds_timeseries.tsv`` beside a preprocessed ``bold``, or None.
+
+    An annexed file that is not fetched yet (a broken symlink) counts as present.
+    """
+    bold = Path(bold)
+    stem = bold.name.split("_space-")[0].split("_desc-")[0]
+    path = bold.parent / f"{stem}_desc-confounds_timeseries.tsv"
+    return path if path.is_symlink() or path.exists() else None
 
 
 def _find_events(bold: Path, root: Path, ents: dict) -> Path | None:
