@@ -549,19 +549,18 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None,
         # ComBat's covariate terms cancel exactly: any placeholder age/sex works.
         covariates = pd.DataFrame({"age": [float(age) if age is not None else 0.0],
                                    "sex": [float(sex) if sex is not None else 1.0]})
-    removed = list(getattr(est, "remove_confounds", ()) or ())
-    extra = {}
-    if "mean_fd" in removed and mean_fd is not None:
-        extra["mean_fd"] = [float(mean_fd)]
-        covariates = pd.DataFrame(extra) if covariates is None else covariates.assign(**extra)
+    removed = est._confound_names()
+    given = {"mean_fd": float(mean_fd)} if "mean_fd" in removed and mean_fd is not None else {}
+    if given:
+        covariates = (pd.DataFrame(index=[0]) if covariates is None else covariates).assign(
+            **given)
     p = float(est.predict_proba([time_series], sites=sites, covariates=covariates)
               [0, _positive_column(est)])
     result = {"probability": p, "predicted": POSITIVE if p > 0.5 else "control",
               "positive_class": POSITIVE, "cv": bundle.get("cv"),
               "calibration_bin": _bin_rate((bundle.get("cv") or {}).get("calibration"), p)}
     if removed:  # which confound values the adjustment used (None: the training median)
-        result["confounds_removed"] = {name: (extra[name][0] if name in extra else None)
-                                       for name in removed}
+        result["confounds_removed"] = {name: given.get(name) for name in removed}
     return result
 
 

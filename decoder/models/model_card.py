@@ -49,7 +49,7 @@ def build_model_card(metrics: dict, config: dict, n_subjects: int, sites, region
             "positive_class": "autism",
             "connectivity": config.get("connectivity"),
             "harmonize": config.get("harmonize"),
-            "confounds_removed": (config.get("confounds") or {}).get("remove") or [],
+            "confounds_removed": (metrics.get("model") or {}).get("confounds_removed") or [],
             "estimator": config.get("model"),
             "format": "skops (load with pipelines.biomarker.load_model; never pickle)",
         },
