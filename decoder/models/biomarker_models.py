@@ -284,15 +284,16 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
         w = getattr(self, "reliability_", {}).get(kind)  # absent in models saved before it
         return X if w is None else X * w
 
-    def _confounds(self, covariates, n):
-        """The confound matrix (n, c), missing values and columns at the training median."""
+    def _confounds(self, covariates, n, impute=True):
+        """The confound matrix (n, c); with ``impute``, missing values and columns take the
+        training median."""
         names = self._confound_names()
         C = np.full((n, len(names)), np.nan)
         if isinstance(covariates, pd.DataFrame):
             for j, name in enumerate(names):
                 if name in covariates.columns:
                     C[:, j] = pd.to_numeric(covariates[name], errors="coerce").to_numpy(float)
-        if hasattr(self, "confound_medians_"):
+        if impute:
             missing = ~np.isfinite(C)
             if missing.any():
                 log.info("%d subject(s) without %s: the training median is used (no adjustment "
@@ -302,7 +303,7 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
         return C
 
     def _confound_names(self):
-        names = getattr(self, "remove_confounds", ()) or ()  # absent in older saved models
+        names = self.remove_confounds or ()
         return [names] if isinstance(names, str) else list(names)
 
     def _kept_covariates(self, covariates):
@@ -426,11 +427,10 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
             raise DataError(f"confound '{missing[0]}' to remove is not among the covariates",
                             "pass it as a covariates column (e.g. mean_fd from the phenotypic "
                             "table), or set confounds.remove: []")
-        if hasattr(self, "confound_medians_"):
-            del self.confound_medians_
-        C = self._confounds(covariates, n)
-        if not np.isfinite(C).any(axis=0).all():
-            bad = names[int(np.flatnonzero(~np.isfinite(C).any(axis=0))[0])]
+        C = self._confounds(covariates, n, impute=False)
+        has_value = np.isfinite(C).any(axis=0)
+        if not has_value.all():
+            bad = names[int(np.argmin(has_value))]
             raise DataError(f"confound '{bad}' has no value for any training subject",
                             "remove it from confounds.remove")
         self.confound_medians_ = np.nanmedian(C, axis=0)
