@@ -13,12 +13,6 @@ def chance_level(y) -> float:
     return float(counts.max() / counts.sum())
 
 
-def _softmax(scores):
-    z = scores - scores.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def _balanced_accuracy(cm) -> float:
     """Mean recall over the classes present in ``y_true`` (scikit-learn's definition).
 
