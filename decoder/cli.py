@@ -58,6 +58,29 @@ def _cmd_predict(args) -> int:
     return predict_cli(args)
 
 
+def _cmd_compare(args) -> int:
+    from ._utils import atomic_write_json
+    from .evaluation.compare import compare_runs
+    res = compare_runs(args.run_a, args.run_b, n_permutations=args.n_permutations,
+                       random_state=args.random_state)
+    acc = res["accuracy"]
+    unit = "subjects" if acc["unit"] == "subject" else f"samples in {acc['n_units']} folds"
+    print(f"{res['task']}: B ({args.run_b}) vs A ({args.run_a}), paired on "
+          f"{res['n_paired']} {unit}")
+    print(f"accuracy  A {res['a']['accuracy']:.3f}  B {res['b']['accuracy']:.3f}  "
+          f"B-A {acc['diff']:+.3f}  p={acc['p']:.3g} ({acc['method']}; right only with B: "
+          f"{acc['b_only']}, only with A: {acc['a_only']})")
+    auc = res["roc_auc"]
+    if auc is not None:
+        lo, hi = auc["ci95"]
+        print(f"ROC AUC   A {auc['auc_a']:.3f}  B {auc['auc_b']:.3f}  B-A {auc['diff']:+.3f} "
+              f"[95% CI {lo:+.3f}, {hi:+.3f}]  p={auc['p']:.3g} (DeLong)")
+    if args.out:
+        atomic_write_json(args.out, res)
+        print(f"comparison written to {args.out}")
+    return 0
+
+
 def _cmd_fetch(args) -> int:
     from .data.fetch import fetch_cli
     return fetch_cli(args)
@@ -108,6 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
                          "confounds.remove: [mean_fd] (default: the training median)")
     pr.add_argument("--out", help="JSON file for the prediction")
     pr.set_defaults(func=_cmd_predict)
+
+    c = sub.add_parser("compare", parents=[common],
+                       help="paired test of two runs on the same samples (B against A)")
+    c.add_argument("run_a", help="run directory of the reference (A)")
+    c.add_argument("run_b", help="run directory of the variant (B)")
+    c.add_argument("--out", help="JSON file for the comparison")
+    c.add_argument("--n-permutations", type=int, default=10000, dest="n_permutations",
+                   help="random sign flips when there are more than 20 folds (default 10000)")
+    c.add_argument("--random-state", type=int, default=0, dest="random_state")
+    c.set_defaults(func=_cmd_compare)
 
     f = sub.add_parser("fetch", parents=[common], help="fetch a dataset declared in data_manifest.yaml")
     f.add_argument("name")

@@ -1,0 +1,214 @@
+"""Paired comparison of two runs: DeLong's AUC test, the sign-flip accuracy test, `decoder compare`."""
+
+from __future__ import annotations
+
+import json
+from math import comb
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from decoder.cli import main
+from decoder.errors import DataError
+from decoder.evaluation.compare import compare_runs, delong_test, paired_sign_flip_test
+from pipelines import run_config
+
+from test_abide_reader import make_layout
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "abide.yaml"
+
+
+def _delong_by_definition(y, a, b):
+    """AUCs and the variance of their difference from the O(m × n) placement values."""
+    y = np.asarray(y, bool)
+    comps = []
+    for s in (a, b):
+        pos, neg = s[y][:, None], s[~y][None, :]
+        psi = (pos > neg) + 0.5 * (pos == neg)
+        comps.append((psi.mean(), psi.mean(axis=1), psi.mean(axis=0)))
+    m, n = y.sum(), (~y).sum()
+    s10 = np.cov(np.vstack([comps[0][1], comps[1][1]]))
+    s01 = np.cov(np.vstack([comps[0][2], comps[1][2]]))
+    s = s10 / m + s01 / n
+    return comps[0][0], comps[1][0], s[0, 0] + s[1, 1] - 2 * s[0, 1]
+
+
+def test_delong_equals_its_definition_with_ties():
+    rng = np.random.default_rng(0)
+    y = rng.random(120) < 0.4
+    a = np.round(y + rng.normal(size=120), 1)          # rounded: many tied scores
+    b = np.round(0.5 * y + rng.normal(size=120), 1)
+    res = delong_test(y, a, b)
+    auc_a, auc_b, var = _delong_by_definition(y, a, b)
+    assert res["auc_a"] == pytest.approx(auc_a) and res["auc_b"] == pytest.approx(auc_b)
+    assert res["se"] == pytest.approx(np.sqrt(var))
+    assert res["diff"] == pytest.approx(auc_b - auc_a)
+    lo, hi = res["ci95"]
+    assert lo < res["diff"] < hi and hi - lo == pytest.approx(2 * 1.959964 * res["se"])
+
+
+def test_delong_p_values_are_calibrated_when_the_models_are_equally_good():
+    # two noisy readings of the same signal: correlated scores, equal true AUC
+    rng = np.random.default_rng(1)
+    ps = []
+    for _ in range(400):
+        y = rng.random(150) < 0.5
+        signal = y + rng.normal(size=150)
+        ps.append(delong_test(y, signal + 0.7 * rng.normal(size=150),
+                              signal + 0.7 * rng.normal(size=150))["p"])
+    rejected = np.mean(np.array(ps) < 0.05)
+    assert 0.02 < rejected < 0.09   # ignoring the correlation would give about 0
+
+
+def test_delong_detects_a_better_model():
+    rng = np.random.default_rng(2)
+    y = rng.random(400) < 0.5
+    res = delong_test(y, y + 2.0 * rng.normal(size=400), y + 0.5 * rng.normal(size=400))
+    assert res["diff"] > 0.1 and res["p"] < 1e-4
+
+
+def test_delong_needs_both_classes():
+    with pytest.raises(DataError, match="2 samples of each class"):
+        delong_test([1, 1, 1, 0], [0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 0.3, 0.4])
+
+
+def test_identical_rankings_have_p_one():
+    y = np.array([0, 1, 0, 1, 1, 0])
+    s = np.array([0.1, 0.9, 0.3, 0.8, 0.4, 0.2])
+    res = delong_test(y, s, 2 * s + 1)
+    assert res["diff"] == 0 and res["p"] == 1.0
+
+
+def test_independent_samples_give_mcnemar_exact_test():
+    a = np.array([1] * 50 + [0] * 12 + [1] * 4 + [0] * 34, bool)
+    b = np.array([1] * 50 + [1] * 12 + [0] * 4 + [0] * 34, bool)
+    res = paired_sign_flip_test(a, b)
+    # two-sided exact binomial on the 16 discordant samples, 12 of them in B's favour
+    k, n = 4, 16
+    expected = min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n)
+    assert res["method"] == "mcnemar-exact" and res["p"] == pytest.approx(expected)
+    assert res["b_only"] == 12 and res["a_only"] == 4
+    assert res["diff"] == pytest.approx(8 / 100)
+
+
+def test_folds_flip_as_a_whole():
+    # 4 folds of 25 autocorrelated volumes: B is better on 3 folds, worse on 1
+    units = np.repeat(np.arange(4), 25)
+    a = np.zeros(100, bool)
+    b = np.zeros(100, bool)
+    b[:30] = True          # fold 0: +25, fold 1: +5
+    a[75:80] = True        # fold 3: -5
+    b[50:60] = True        # fold 2: +10
+    res = paired_sign_flip_test(a, b, units=units)
+    per_fold = np.array([25, 5, 10, -5])
+    signs = np.array(np.meshgrid(*[[1, -1]] * 4)).reshape(4, -1).T
+    expected = np.mean(np.abs(signs @ per_fold) >= abs(per_fold.sum()))
+    assert res["method"] == "sign-flip-exact" and res["n_units"] == 4
+    assert res["p"] == pytest.approx(expected)
+    # treating the volumes as independent would claim far more certainty
+    assert paired_sign_flip_test(a, b)["p"] < 1e-6 < res["p"]
+
+
+def test_many_units_use_a_reproducible_monte_carlo():
+    # 30 folds of 10 volumes; B is right on 1-2 more volumes in 24 folds, A on 1 more in 6
+    per_fold = np.array([2, 1, 1, 2, 1] * 4 + [1, 2, 1, 2] + [-1] * 6)
+    units = np.repeat(np.arange(30), 10)
+    a = np.zeros(300, bool)
+    b = np.zeros(300, bool)
+    for u, d in enumerate(per_fold):
+        (b if d > 0 else a)[10 * u:10 * u + abs(d)] = True
+    r1 = paired_sign_flip_test(a, b, units=units, n_permutations=2000, random_state=5)
+    r2 = paired_sign_flip_test(a, b, units=units, n_permutations=2000, random_state=5)
+    assert r1 == r2 and r1["method"] == "sign-flip-monte-carlo" and r1["n_units"] == 30
+    assert r1["diff"] == pytest.approx(per_fold.sum() / 300)
+    assert 1 / 2001 <= r1["p"] < 0.01
+
+
+def _write_biomarker_run(path, subjects, diagnosis, p_autism, accuracy=None):
+    path.mkdir(parents=True)
+    pred = pd.DataFrame({"subject": subjects, "site": "S", "diagnosis": diagnosis,
+                         "p_autism": p_autism,
+                         "predicted": np.where(np.asarray(p_autism) > 0.5, "autism", "control")})
+    pred.set_index("subject").to_csv(path / "predictions.tsv", sep="\t")
+    acc = float(np.mean(pred["predicted"] == pred["diagnosis"]))
+    (path / "metrics.json").write_text(json.dumps({"task": "biomarker", "cv": "leave-site-out",
+                                                   "accuracy": acc, "roc_auc": None}))
+
+
+def test_biomarker_runs_pair_subjects_by_id(tmp_path):
+    rng = np.random.default_rng(4)
+    ids = [f"sub{i:03d}" for i in range(200)]
+    diag = np.where(rng.random(200) < 0.5, "autism", "control")
+    truth = (diag == "autism").astype(float)
+    pa = 1 / (1 + np.exp(-(truth - 0.5 + rng.normal(size=200))))
+    pb = 1 / (1 + np.exp(-(3 * (truth - 0.5) + rng.normal(size=200))))
+    _write_biomarker_run(tmp_path / "a", ids, diag, pa)
+    order = rng.permutation(200)[:180]           # B: shuffled rows, 20 subjects missing
+    _write_biomarker_run(tmp_path / "b", [ids[i] for i in order], diag[order], pb[order])
+    res = compare_runs(tmp_path / "a", tmp_path / "b")
+    assert res["n_paired"] == 180 and res["n_only_a"] == 20 and res["n_only_b"] == 0
+    keep = np.sort(order)
+    direct = delong_test(diag[keep] == "autism", pa[keep], pb[keep])
+    assert res["roc_auc"]["diff"] == pytest.approx(direct["diff"])
+    assert res["roc_auc"]["p"] == pytest.approx(direct["p"])
+    assert res["roc_auc"]["diff"] > 0 and res["accuracy"]["diff"] > 0
+
+
+def test_mismatched_runs_are_one_line_errors(tmp_path, capsys):
+    _write_biomarker_run(tmp_path / "a", ["s1", "s2", "s3"], ["autism", "control", "autism"],
+                         [0.7, 0.2, 0.4])
+    _write_biomarker_run(tmp_path / "b", ["s1", "s2", "s3"], ["autism", "autism", "autism"],
+                         [0.7, 0.2, 0.4])
+    _write_biomarker_run(tmp_path / "c", ["x1", "x2"], ["autism", "control"], [0.7, 0.2])
+    with pytest.raises(DataError, match="subject s2 has different diagnoses"):
+        compare_runs(tmp_path / "a", tmp_path / "b")
+    with pytest.raises(DataError, match="no subject in common"):
+        compare_runs(tmp_path / "a", tmp_path / "c")
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("decoder: error:") and "not a run directory" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_cli_compares_two_biomarker_pipeline_runs(tmp_path, capsys):
+    root = make_layout(tmp_path / "abide", n_sites=3, per_site=12, signal=0.9)
+    runs = {}
+    for name, sets in (("plain", ["harmonize.method=none"]), ("combat", [])):
+        runs[name] = tmp_path / name
+        args = ["run", str(CONFIG), "--data", str(root), "--out", str(runs[name]),
+                "--set", "save_model=false"]
+        for s in sets:
+            args += ["--set", s]
+        assert main(args) == 0
+    out = tmp_path / "cmp.json"
+    assert main(["compare", str(runs["plain"]), str(runs["combat"]), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "paired on 36 subjects" in printed and "DeLong" in printed
+    res = json.loads(out.read_text())
+    metrics = {k: json.loads((v / "metrics.json").read_text()) for k, v in runs.items()}
+    assert res["n_paired"] == 36 and res["accuracy"]["unit"] == "subject"
+    assert res["accuracy"]["diff"] == pytest.approx(
+        metrics["combat"]["accuracy"] - metrics["plain"]["accuracy"])
+    assert res["roc_auc"]["auc_a"] == pytest.approx(metrics["plain"]["roc_auc"])
+    assert res["roc_auc"]["auc_b"] == pytest.approx(metrics["combat"]["roc_auc"])
+    # a run against itself: no difference, nothing to test
+    same = compare_runs(runs["combat"], runs["combat"])
+    assert same["accuracy"]["diff"] == 0 and same["accuracy"]["p"] == 1.0
+    assert same["roc_auc"]["p"] == 1.0
+
+
+def test_category_runs_use_the_folds_as_units(tmp_path):
+    common = {"task": "category", "delay": 0.0, "classes": ["face", "house"]}
+    run_config({**common, "window": 1}, out=tmp_path / "w1")
+    m3 = run_config({**common, "window": 3}, out=tmp_path / "w3")
+    res = compare_runs(tmp_path / "w1", tmp_path / "w3")
+    assert res["task"] == "category" and res["roc_auc"] is None
+    assert res["accuracy"]["unit"] == "fold" and res["accuracy"]["n_units"] == 12
+    assert res["accuracy"]["method"] in ("sign-flip-exact", "mcnemar-exact")
+    assert res["n_paired"] == m3["n_samples"]
+    # other classes decode other samples: not comparable
+    run_config({**common, "classes": ["face", "cat"], "window": 3}, out=tmp_path / "fc")
+    with pytest.raises(DataError, match="different samples or folds"):
+        compare_runs(tmp_path / "w3", tmp_path / "fc")
