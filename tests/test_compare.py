@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_abide_reader import make_layout
 
 from decoder.cli import main
 from decoder.errors import DataError
 from decoder.evaluation.compare import compare_runs, delong_test, paired_sign_flip_test
 from pipelines import run_config
-
-from test_abide_reader import make_layout
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "abide.yaml"
 

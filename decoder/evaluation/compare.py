@@ -36,7 +36,7 @@ from scipy.stats import binomtest, norm, rankdata
 
 from ..errors import DataError
 
-__all__ = ["delong_test", "paired_sign_flip_test", "load_run", "compare_runs"]
+__all__ = ["compare_runs", "delong_test", "load_run", "paired_sign_flip_test"]
 
 MAX_EXACT_UNITS = 20   # 2**20 sign patterns: exact enumeration still takes < 1 s
 
@@ -125,7 +125,7 @@ def paired_sign_flip_test(correct_a, correct_b, units=None, n_permutations=10000
         units = np.arange(len(d))
     _, inverse = np.unique(np.asarray(units), return_inverse=True)
     per_unit = np.bincount(inverse, weights=d).astype(int)
-    out = {"diff": float(d.mean()), "n_units": int(len(per_unit)),
+    out = {"diff": float(d.mean()), "n_units": len(per_unit),
            "b_only": int(np.sum(d > 0)), "a_only": int(np.sum(d < 0))}
     nz = per_unit[per_unit != 0]
     if not len(nz):
@@ -236,7 +236,7 @@ def compare_runs(run_a, run_b, n_permutations=10000, random_state=0) -> dict:
             raise DataError(f"the runs score different classes ({col_a}, {col_b})",
                             "compare runs with the same labels")
         positive = col_a[2:]
-        out["n_paired"] = int(len(common))
+        out["n_paired"] = len(common)
         out["n_only_a"], out["n_only_b"] = n_a - len(common), n_b - len(common)
         out["accuracy"] = paired_sign_flip_test(ca, cb)
         out["accuracy"]["unit"] = "subject"
@@ -251,7 +251,7 @@ def compare_runs(run_a, run_b, n_permutations=10000, random_state=0) -> dict:
         truth = pa["true"].astype(str).to_numpy()
         ca = pa["predicted"].astype(str).to_numpy() == truth
         cb = pb["predicted"].astype(str).to_numpy() == truth
-        out["n_paired"] = int(len(pa))
+        out["n_paired"] = len(pa)
         out["accuracy"] = paired_sign_flip_test(ca, cb, units=pa["fold"].to_numpy(),
                                                 n_permutations=n_permutations,
                                                 random_state=random_state)
