@@ -167,7 +167,7 @@ def test_mismatched_runs_are_one_line_errors(tmp_path, capsys):
         compare_runs(tmp_path / "a", tmp_path / "c")
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("decoder: error:") and "not a run directory" in err
+    assert err.startswith("decoder: error:") and "run directory not found" in err
     assert len(err.splitlines()) == 1
 
 

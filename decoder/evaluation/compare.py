@@ -27,16 +27,13 @@ the p-values are somewhat optimistic (Dietterich 1998; Nadeau & Bengio
 from __future__ import annotations
 
 import itertools
-import json
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from scipy.stats import binomtest, norm, rankdata
 
 from ..errors import DataError
 
-__all__ = ["compare_runs", "delong_test", "load_run", "paired_sign_flip_test"]
+__all__ = ["compare_runs", "delong_test", "paired_sign_flip_test"]
 
 MAX_EXACT_UNITS = 20   # 2**20 sign patterns: exact enumeration still takes < 1 s
 
@@ -149,29 +146,20 @@ def paired_sign_flip_test(correct_a, correct_b, units=None, n_permutations=10000
     return {**out, "p": float(p), "method": method}
 
 
-def load_run(run_dir):
-    """A run's ``metrics.json`` and ``predictions.tsv``.
-
-    Returns
-    -------
-    metrics : dict
-    predictions : DataFrame
-    """
-    run = Path(run_dir)
-    metrics_path, pred_path = run / "metrics.json", run / "predictions.tsv"
-    if not metrics_path.is_file():
-        raise DataError(f"{run} is not a run directory (no metrics.json)",
-                        "pass a folder written by 'decoder run'")
-    if not pred_path.is_file():
-        raise DataError(f"{run} has no predictions.tsv",
+def _load(run_dir):
+    """A run's metrics and held-out predictions (one-line errors from :func:`load_run`)."""
+    from ..report import load_run
+    run = load_run(run_dir)
+    if run.predictions is None:
+        raise DataError(f"{run.path} has no predictions.tsv",
                         "rerun it with this version of 'decoder run'")
-    try:
-        metrics = json.loads(metrics_path.read_text())
-        predictions = pd.read_csv(pred_path, sep="\t", index_col=0)
-    except (ValueError, pd.errors.ParserError) as err:
-        raise DataError(f"{run}: cannot read metrics.json / predictions.tsv ({err})",
-                        "rerun 'decoder run' to rewrite it") from None
-    return metrics, predictions
+    pred = run.predictions
+    if run.task == "biomarker":
+        if "subject" not in pred:
+            raise DataError(f"{run.path}/predictions.tsv has no subject column",
+                            "rerun it with this version of 'decoder run'")
+        pred = pred.set_index("subject")
+    return run.metrics, pred
 
 
 def _score_column(predictions, run):
@@ -207,7 +195,7 @@ def compare_runs(run_a, run_b, n_permutations=10000, random_state=0) -> dict:
         ROC AUC), ``task``, ``n_paired``, ``accuracy`` (the paired test),
         ``roc_auc`` (DeLong, or null), ``note``.
     """
-    (ma, pa), (mb, pb) = load_run(run_a), load_run(run_b)
+    (ma, pa), (mb, pb) = _load(run_a), _load(run_b)
     task = ma.get("task")
     if task != mb.get("task"):
         raise DataError(f"cannot compare a {task} run with a {mb.get('task')} run",
