@@ -257,7 +257,8 @@ def _positive_column(est):
     return list(est.classes_).index(POSITIVE)
 
 
-def cross_validate(config, covs, diagnosis, sites, covariates, labels=None, halves=None):
+def cross_validate(config, covs, diagnosis, sites, covariates, labels=None, halves=None,
+                   patterns=None):
     """Out-of-fold autism probabilities and the fold assignment.
 
     Parameters
@@ -268,6 +269,10 @@ def cross_validate(config, covs, diagnosis, sites, covariates, labels=None, halv
         Labels to fit on (a permutation for the null); defaults to ``diagnosis``.
     halves : ndarray (n, 2, R, R), optional
         Split-half covariances (needed with ``connectivity.reliability: split-half``).
+    patterns : list, optional
+        When given, each fold's ``edge_patterns_`` (fitted on its training
+        subjects), signed so that positive means stronger towards autism, is
+        appended to it.
 
     Returns
     -------
@@ -299,7 +304,21 @@ def cross_validate(config, covs, diagnosis, sites, covariates, labels=None, halv
                               halves=None if halves is None else halves[tr])
         p = est.predict_proba(covs[te], sites=sites[te], covariates=covariates.iloc[te])
         proba[i // per_rep, te] = p[:, _positive_column(est)]
+        if patterns is not None:  # oriented towards autism (classes_[1] may be either)
+            sign = 1.0 if est.classes_[1] == POSITIVE else -1.0
+            patterns.append({k: sign * v for k, v in est.edge_patterns_.items()})
     return proba, folds
+
+
+def _edges_summary(edges, n_folds, top=10) -> dict:
+    """metrics.json → ``edges``: the strongest activation patterns (all in ``edges.tsv``)."""
+    rows = edges.head(top)
+    return {"kind": str(edges["kind"].iloc[0]) if len(edges) else None, "n_folds": n_folds,
+            "file": "edges.tsv",
+            "top": [{"regions": [r.region_a, r.region_b], "pattern": float(r.pattern),
+                     "pattern_sd": float(r.pattern_sd),
+                     "sign_consistency": float(r.sign_consistency), "higher_in": r.higher_in}
+                    for r in rows.itertuples()]}
 
 
 def _metrics_from_proba(diagnosis, proba):
@@ -357,6 +376,7 @@ def permutation_test(config, covs, diagnosis, sites, covariates, observed, n_per
 def run(config, data=None, out=None, config_path=None) -> dict:
     """Evaluate, save the model and write ``metrics.json`` (see module docstring)."""
     from decoder.features.connectome import split_half_covariances, subject_covariances
+    from decoder.models.biomarker_models import edge_pattern_table
     t0 = time.perf_counter()
     scheme = _CV_ALIASES.get(config["cv"], config["cv"])
     subjects = load_subjects(config, data)
@@ -372,8 +392,10 @@ def run(config, data=None, out=None, config_path=None) -> dict:
                     "fold (per-site ROC AUC undefined) and ComBat cannot estimate their "
                     "variance", ", ".join(small))
     covariates = model_covariates(config, subjects)
+    fold_patterns = []
     proba_reps, folds = cross_validate(config, covs, diag, sites, covariates,
-                                       halves=halves)
+                                       halves=halves, patterns=fold_patterns)
+    edges = edge_pattern_table(fold_patterns, subjects.regions, classes=CLASSES)
     proba = np.nanmean(proba_reps, axis=0)
     m = _metrics_from_proba(diag, proba)
     fold_scores = []
@@ -405,6 +427,7 @@ def run(config, data=None, out=None, config_path=None) -> dict:
         "per_site": per_site_metrics(diag, proba, sites),
         "calibration": calibration_table(diag, proba),
         "confounds": confound_check(diag, proba, subjects.confounds, POSITIVE),
+        "edges": _edges_summary(edges, len(fold_patterns)),
         "model": {"connectivity": config["connectivity"], "harmonize": config["harmonize"],
                   "estimator": config["model"],
                   "confounds_removed": _confounds_to_remove(config)},
@@ -424,8 +447,8 @@ def run(config, data=None, out=None, config_path=None) -> dict:
     metrics["runtime_s"] = time.perf_counter() - t0
     metrics["provenance"] = build_provenance(config, inputs, subjects.dataset_info, config_path)
     arrays = {"permutation_null": null} if null is not None else None
-    write_run(out, metrics, tables={"predictions": predictions.set_index("subject")},
-              arrays=arrays)
+    write_run(out, metrics, tables={"predictions": predictions.set_index("subject"),
+                                    "edges": edges.rename_axis("rank")}, arrays=arrays)
     return metrics
 
 

@@ -7,7 +7,8 @@ import pytest
 
 from decoder.errors import ConfigError, DataError
 from decoder.features.connectome import split_half_covariances, subject_covariances
-from decoder.models.biomarker_models import ConnectomeClassifier, split_half_reliability
+from decoder.models.biomarker_models import (ConnectomeClassifier, edge_pattern_table,
+                                            edge_patterns, split_half_reliability)
 
 
 def test_reliability_is_one_for_stable_features_and_zero_for_pure_noise():
@@ -92,3 +93,37 @@ def test_covariances_without_halves_need_them_or_reliability_none():
         ConnectomeClassifier().fit(covs, y, halves=halves[:5])
     with pytest.raises(ConfigError, match="reliability"):
         ConnectomeClassifier(reliability="bootstrap").fit(series, y)
+
+
+def test_edge_patterns_are_feature_decision_correlations():
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(50, 4))
+    X[:, 3] = 1.0                                   # constant feature: no pattern
+    d = X[:, 0] - 0.5 * X[:, 1] + 0.1 * rng.normal(size=50)
+    p = edge_patterns({"k": X}, d)["k"]
+    for j in range(3):
+        assert p[j] == pytest.approx(np.corrcoef(X[:, j], d)[0, 1], abs=1e-6)
+    assert p[3] == 0.0 and p[0] > 0.8 and p[1] < -0.3
+
+
+def test_classifier_pattern_points_at_the_coupling_that_differs():
+    series, y = _coupled_series(np.random.default_rng(6), n_subjects=60)
+    clf = ConnectomeClassifier().fit(series, y)
+    assert set(clf.edge_patterns_) == {"tangent", "correlation"}
+    p = clf.edge_patterns_["correlation"]
+    # edge (0, 1) is higher in autism; positive patterns point towards classes_[1]
+    toward = 1.0 if clf.classes_[1] == "autism" else -1.0
+    assert np.argmax(np.abs(p)) == 0 and toward * p[0] > 0.8
+
+
+def test_edge_pattern_table_summarises_folds():
+    folds = [{"correlation": np.array([0.5, -0.1, 0.02]), "tangent": np.zeros(3)},
+             {"correlation": np.array([0.7, -0.3, -0.04]), "tangent": np.zeros(3)}]
+    t = edge_pattern_table(folds, ["A", "B", "C"], classes=("control", "autism"))
+    assert list(t["region_a"] + t["region_b"]) == ["AB", "AC", "BC"]   # by |mean|
+    assert t["pattern"].tolist() == pytest.approx([0.6, -0.2, -0.01])
+    assert t["sign_consistency"].tolist() == [1.0, 1.0, 0.5]
+    assert t["higher_in"].tolist() == ["autism", "control", "control"]
+    assert (edge_pattern_table(folds, ["A", "B", "C"], kind="tangent")["kind"] == "tangent").all()
+    with pytest.raises(ValueError, match="3 edges for 4 regions"):
+        edge_pattern_table(folds, ["A", "B", "C", "D"])

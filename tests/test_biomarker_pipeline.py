@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from decoder.cli import main
@@ -191,3 +192,21 @@ def test_relative_data_path_is_read_from_the_working_directory(tmp_path, monkeyp
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["n_samples"] == 24
     assert Path(metrics["dataset"]["root"]) == tmp_path / "data" / "abide"
+
+
+def test_run_reports_the_connections_that_go_with_the_output(tmp_path):
+    root = make_layout(tmp_path / "abide", n_sites=3, per_site=12, signal=0.9)
+    out = tmp_path / "run"
+    assert main(["run", str(CONFIG), "--data", str(root), "--out", str(out),
+                 "--set", "save_model=false"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    edges = metrics["edges"]
+    assert edges["kind"] == "correlation" and edges["n_folds"] == 3 and len(edges["top"]) == 10
+    table = pd.read_csv(out / "edges.tsv", sep="\t")
+    assert len(table) == 6 * 5 // 2
+    # the planted coupling: regions 10-11 are coupled positively in autism, negatively in controls
+    top = table.iloc[0]
+    assert (top.region_a, top.region_b) == (10, 11)
+    assert top.higher_in == "autism" and top.pattern > 0.8 and top.sign_consistency == 1.0
+    assert edges["top"][0]["regions"] == ["10", "11"]
+    assert "go with the classifier" in (out / "report.html").read_text()

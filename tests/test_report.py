@@ -181,10 +181,12 @@ def test_biomarker_report_shows_sites_probabilities_model_card_and_notice():
     html = write_report(run).read_text()
     for text in ("Connectome biomarker report", "Research use only", "Per-site scores",
                  "SITE0", "SITE1", "SITE2", "Held-out probabilities", "Calibration",
-                 "Model card", "NOT a diagnostic device", "leave-site-out"):
+                 "Model card", "NOT a diagnostic device", "leave-site-out",
+                 "Connections that go with the classifier"):
         assert text in html, text
-    # per-site bars, held-out probabilities, confusion matrix, per-class, folds, permutations
-    assert len(_images(html)) == 6
+    # per-site bars, edge patterns, held-out probabilities, confusion matrix, per-class,
+    # folds, permutations
+    assert len(_images(html)) == 7
     assert 'id="weights"' not in html
 
 

@@ -39,7 +39,8 @@ from ..features.harmonize import ComBat
 from ._sklearn_compat import logistic_cv_kwargs
 
 __all__ = ["MODELS", "HARMONIZE", "RELIABILITY", "make_model", "ConnectomeClassifier",
-           "LooRidgeClassifier", "split_half_reliability"]
+           "LooRidgeClassifier", "edge_pattern_table", "edge_patterns",
+           "split_half_reliability"]
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,84 @@ def split_half_reliability(full, half1, half2) -> np.ndarray:
     return np.clip(r, 0.0, 1.0)
 
 
+def edge_patterns(features, decision) -> dict:
+    """Each feature's correlation with the classifier's output (Haufe et al. 2014).
+
+    The weights of a multivariate linear model are not an account of which
+    connections differ: a weight can be large to cancel noise shared with
+    another edge.  The *activation pattern* — the covariance of each feature
+    with the model's decision — is (Haufe et al., NeuroImage 2014); on
+    standardised features its correlation form is comparable across edges
+    and kinds.  Positive: the edge is stronger in subjects the model scores
+    towards the positive class.
+
+    Parameters
+    ----------
+    features : dict kind → ndarray (n_subjects, n_features)
+    decision : ndarray (n_subjects,)
+
+    Returns
+    -------
+    dict kind → ndarray (n_features,) in [-1, 1]
+    """
+    d = np.asarray(decision, dtype=float)
+    d = d - d.mean()
+    sd_d = np.sqrt(np.sum(d * d))
+    out = {}
+    for kind, X in features.items():
+        Xc = X - X.mean(axis=0)
+        sd_x = np.sqrt(np.sum(Xc * Xc, axis=0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = (Xc.T @ d) / (sd_x * sd_d)
+        out[kind] = np.where(np.isfinite(r), r, 0.0).astype(np.float32)
+    return out
+
+
+def edge_pattern_table(fold_patterns, regions, kind=None,
+                       classes=("negative", "positive")) -> pd.DataFrame:
+    """Per-edge activation patterns summarised over cross-validation folds.
+
+    Parameters
+    ----------
+    fold_patterns : list of dict kind → ndarray (n_edges,)
+        ``edge_patterns_`` of the classifier fitted in each training fold.
+    regions : sequence of str
+        Region labels, in the order of the connectivity matrices.
+    kind : str, optional
+        Connectivity kind to summarise; default ``correlation`` when fitted
+        (its edges read as functional connections), else the first kind.
+    classes : (str, str)
+        Names of the negative and positive class, for ``higher_in``.
+
+    Returns
+    -------
+    DataFrame
+        One row per edge (upper triangle): ``region_a``, ``region_b``,
+        ``kind``, ``pattern`` (mean over folds), ``pattern_sd``,
+        ``sign_consistency`` (fraction of folds agreeing with the sign of
+        the mean), ``higher_in`` (the class in which the edge is stronger),
+        sorted by decreasing ``|pattern|``.
+    """
+    if not fold_patterns:
+        raise ValueError("no fold patterns")
+    kinds = list(fold_patterns[0])
+    kind = kind or ("correlation" if "correlation" in kinds else kinds[0])
+    P = np.vstack([np.asarray(fp[kind], dtype=float) for fp in fold_patterns])
+    n = len(regions)
+    rows, cols = np.triu_indices(n, k=1)
+    if P.shape[1] != len(rows):
+        raise ValueError(f"{P.shape[1]} edges for {n} regions")
+    mean = P.mean(axis=0)
+    agree = np.mean(np.sign(P) == np.sign(mean), axis=0)
+    names = np.asarray([str(r) for r in regions])
+    table = pd.DataFrame({"region_a": names[rows], "region_b": names[cols], "kind": kind,
+                          "pattern": mean, "pattern_sd": P.std(axis=0),
+                          "sign_consistency": agree,
+                          "higher_in": np.where(mean > 0, classes[1], classes[0])})
+    order = np.argsort(-np.abs(mean), kind="stable")
+    return table.iloc[order].reset_index(drop=True)
+
+
 def _rows(table, mask):
     if table is None:
         return None
@@ -241,6 +320,11 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
     confound_medians_ : ndarray (n_confounds,)
         Training medians, used for missing confound values.
     models_ : dict kind → fitted classifier
+    edge_patterns_ : dict kind → ndarray (n_features,)
+        Correlation of each connectivity feature with the ensemble's decision
+        on the training subjects (:func:`edge_patterns`): which edges the
+        classifier's output goes with, and in which direction (positive:
+        stronger towards ``classes_[1]``).
     calibration_ : tuple (a, b)
         Platt sigmoid ``p = 1 / (1 + exp(-(a d + b)))`` on the ensemble decision ``d``.
     n_regions_ : int
@@ -396,7 +480,7 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
             ok = np.isfinite(halves).all(axis=(1, 2, 3))
             sites_ok = None if sites is None else np.asarray(sites)[ok]
             covariates_ok = _rows(covariates, ok)
-        loo = []
+        loo, inputs = [], {}
         for kind in kinds:
             Xk = self._standardised(kind, covs, sites, covariates, fit=True)
             if self.reliability == "split-half":
@@ -409,8 +493,11 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
             model = make_model(self.model, self.random_state, self.inner_splits,
                                self.model_params).fit(Xk, y)
             self.models_[kind] = model
+            inputs[kind] = Xk
             if isinstance(model, LooRidgeClassifier):
                 loo.append(model.loo_decision_)
+        self.edge_patterns_ = edge_patterns(
+            inputs, np.mean([_decision(self.models_[k], inputs[k]) for k in kinds], axis=0))
         if len(loo) == len(kinds):
             d = np.mean(loo, axis=0)
         else:  # no free leave-one-out values: the training decisions (optimistic scale)

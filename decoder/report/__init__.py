@@ -138,6 +138,22 @@ def _biomarker_sections(run: RunData) -> list[str]:
                          "each group (near 0 if the model tracks only the diagnosis). "
                          "Accuracy by thirds of the variable. A check, not a correction."),
             anchor="confounds"))
+    if run.edges is not None and len(run.edges):
+        matrix, regions = figures.edge_pattern_matrix(run.edges)
+        n_folds = (m.get("edges") or {}).get("n_folds")
+        out.append(_html.section(
+            "Connections that go with the classifier's output",
+            _fig(figures.connectivity_matrix, "edge patterns", matrix, regions,
+                 title=f"Activation pattern ({run.edges['kind'].iloc[0]} edges)"),
+            _html.table(figures.edge_pattern_table(run.edges)),
+            _html.notice("Pattern r: correlation of the edge with the classifier's decision "
+                         "on the training subjects, averaged over the "
+                         f"{n_folds or ''} training folds (Haufe et al. 2014; unlike the "
+                         "weights, it says which connections differ). Positive: stronger "
+                         "in subjects scored towards the class shown. Same sign in folds: "
+                         "how stable the direction is. All edges are in edges.tsv. A "
+                         "description of the model, not a test of each edge."),
+            anchor="edges"))
     pred = run.predictions
     if pred is not None and "p_autism" in pred:
         out.append(_html.section("Held-out probabilities", _fig(

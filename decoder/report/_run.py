@@ -32,6 +32,8 @@ class RunData:
         ``predictions.tsv``.
     model_card : dict or None
         ``model_card.json`` (biomarker runs that saved a model).
+    edges : DataFrame or None
+        ``edges.tsv`` (biomarker runs): per-edge activation patterns.
     """
 
     path: Path
@@ -40,6 +42,7 @@ class RunData:
     weights: object = None
     predictions: pd.DataFrame | None = None
     model_card: dict | None = None
+    edges: pd.DataFrame | None = None
 
     @property
     def task(self) -> str:
@@ -100,13 +103,14 @@ def load_run(run_dir) -> RunData:
             raise DataError(f"{wfile}: unreadable NIfTI ({type(exc).__name__})",
                             "rerun 'decoder run' to rewrite the weights") from None
         run.weights = img
-    pfile = path / "predictions.tsv"
-    if pfile.is_file():
-        try:
-            run.predictions = pd.read_csv(pfile, sep="\t")
-        except Exception as exc:  # pandas parser errors
-            raise DataError(f"{pfile}: unreadable table ({type(exc).__name__})",
-                            "rerun 'decoder run'") from None
+    for name in ("predictions", "edges"):
+        tfile = path / f"{name}.tsv"
+        if tfile.is_file():
+            try:
+                setattr(run, name, pd.read_csv(tfile, sep="\t"))
+            except Exception as exc:  # pandas parser errors
+                raise DataError(f"{tfile}: unreadable table ({type(exc).__name__})",
+                                "rerun 'decoder run'") from None
     cfile = path / "model_card.json"
     if cfile.is_file():
         try:

@@ -222,6 +222,28 @@ def connectivity_matrix(matrix, labels=None, title: str = "Connectivity matrix")
     return fig
 
 
+def edge_pattern_matrix(edges: pd.DataFrame):
+    """The region × region matrix of ``edges.tsv`` patterns, and its region labels."""
+    regions = list(dict.fromkeys(list(edges["region_a"].astype(str))
+                                 + list(edges["region_b"].astype(str))))
+    index = {r: i for i, r in enumerate(regions)}
+    m = np.zeros((len(regions), len(regions)))
+    a = edges["region_a"].astype(str).map(index).to_numpy()
+    b = edges["region_b"].astype(str).map(index).to_numpy()
+    m[a, b] = m[b, a] = edges["pattern"].to_numpy(float)
+    return m, regions
+
+
+def edge_pattern_table(edges: pd.DataFrame, k: int = 15) -> pd.DataFrame:
+    """The ``k`` strongest patterns of ``edges.tsv``, as the report shows them."""
+    top = edges.head(k)
+    return pd.DataFrame({"region a": top["region_a"].astype(str),
+                         "region b": top["region_b"].astype(str),
+                         "pattern r": top["pattern"], "sd over folds": top["pattern_sd"],
+                         "same sign in folds": top["sign_consistency"],
+                         "stronger towards": top["higher_in"]})
+
+
 def strongest_edges(matrix, labels=None, k: int = 20) -> pd.DataFrame:
     """The ``k`` off-diagonal edges of largest absolute value.
 
