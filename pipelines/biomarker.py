@@ -315,7 +315,9 @@ def _edges_summary(edges, n_folds, top=10) -> dict:
     rows = edges.head(top)
     return {"kind": str(edges["kind"].iloc[0]) if len(edges) else None, "n_folds": n_folds,
             "file": "edges.tsv",
-            "top": [{"regions": [r.region_a, r.region_b], "pattern": float(r.pattern),
+            "top": [{"regions": [r.region_a, r.region_b],
+                     **({"names": [r.name_a, r.name_b]} if "name_a" in edges else {}),
+                     "pattern": float(r.pattern),
                      "pattern_sd": float(r.pattern_sd),
                      "sign_consistency": float(r.sign_consistency), "higher_in": r.higher_in}
                     for r in rows.itertuples()]}
@@ -376,6 +378,7 @@ def permutation_test(config, covs, diagnosis, sites, covariates, observed, n_per
 def run(config, data=None, out=None, config_path=None) -> dict:
     """Evaluate, save the model and write ``metrics.json`` (see module docstring)."""
     from decoder.features.connectome import split_half_covariances, subject_covariances
+    from decoder.data.abide import region_names
     from decoder.models.biomarker_models import edge_pattern_table
     t0 = time.perf_counter()
     scheme = _CV_ALIASES.get(config["cv"], config["cv"])
@@ -395,7 +398,9 @@ def run(config, data=None, out=None, config_path=None) -> dict:
     fold_patterns = []
     proba_reps, folds = cross_validate(config, covs, diag, sites, covariates,
                                        halves=halves, patterns=fold_patterns)
-    edges = edge_pattern_table(fold_patterns, subjects.regions, classes=CLASSES)
+    ds = config["dataset"]
+    names = region_names(subjects.regions, ds["derivative"]) if ds["kind"] == "abide" else None
+    edges = edge_pattern_table(fold_patterns, subjects.regions, classes=CLASSES, names=names)
     proba = np.nanmean(proba_reps, axis=0)
     m = _metrics_from_proba(diag, proba)
     fold_scores = []
@@ -406,7 +411,6 @@ def run(config, data=None, out=None, config_path=None) -> dict:
         perm_p, null = permutation_test(config, covs, diag, sites, covariates,
                                         m["accuracy"], config["n_permutations"], halves=halves)
     inputs = file_records(subjects.files, root=subjects.root)
-    ds = config["dataset"]
     metrics = {
         "task": "biomarker",
         "dataset": {"kind": ds["kind"], "root": str(subjects.root), "pipeline": ds["pipeline"],

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from decoder.data.abide import DERIVATIVES, PIPELINES, STRATEGIES, load_abide
+from decoder.data.abide import (DERIVATIVES, HO_CORTICAL, HO_SUBCORTICAL, PIPELINES,
+                                STRATEGIES, load_abide, region_names)
 from decoder.data.timeseries_io import read_timeseries
 from decoder.errors import ConfigError, DataError
 
@@ -168,3 +169,36 @@ def test_real_abide_subset_reads_with_irregular_files():
     assert d.regions[0] == "10"
     assert set(d.diagnosis) == {"autism", "control"}
     assert np.all(np.isfinite(d.age))
+
+
+def test_harvard_oxford_codes_get_names():
+    names = region_names(["#10", "58", "101", "102", "4802", "3455"], "rois_ho")
+    assert names == ["Left Thalamus", "Right Accumbens", "Right Frontal Pole", "Left Frontal Pole",
+                     "Left Occipital Pole", "region 3455"]
+    assert region_names(["1", "2"], "rois_cc200") is None
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(not SHARED, reason="DECODER_SHARED_DATA not set: real ABIDE data absent")
+def test_real_data_agree_with_the_hemisphere_of_the_region_names():
+    # within-hemisphere coupling is stronger: a "Right" cortical region, relative to its
+    # "Left" twin, must go more with the right than with the left subcortical regions
+    root = Path(SHARED) / "abide_pcp"
+    if not root.is_dir():
+        pytest.skip(f"{root} absent")
+    d = load_abide(root)
+    names = region_names(d.regions, "rois_ho")
+    with np.errstate(invalid="ignore", divide="ignore"):  # regions without signal: no coupling
+        mean = np.mean([np.nan_to_num(np.corrcoef(t, rowvar=False)) for t in d.time_series],
+                       axis=0)
+    sub = {side: [d.regions.index(c) for c, n in HO_SUBCORTICAL.items() if n.startswith(side)]
+           for side in ("Left", "Right")}
+    left, right = sub["Left"], sub["Right"]
+    assert len(left) == len(right) == 7
+    agree = 0
+    for label in HO_CORTICAL:
+        r, l_ = names.index(f"Right {label}"), names.index(f"Left {label}")
+        lateral = mean[r, right].mean() - mean[r, left].mean()
+        lateral_twin = mean[l_, right].mean() - mean[l_, left].mean()
+        agree += lateral > lateral_twin
+    assert agree >= 40

@@ -125,5 +125,8 @@ def test_edge_pattern_table_summarises_folds():
     assert t["sign_consistency"].tolist() == [1.0, 1.0, 0.5]
     assert t["higher_in"].tolist() == ["autism", "control", "control"]
     assert (edge_pattern_table(folds, ["A", "B", "C"], kind="tangent")["kind"] == "tangent").all()
+    named = edge_pattern_table(folds, ["A", "B", "C"], names=["alpha", "beta", "gamma"])
+    assert list(named["name_a"] + named["name_b"]) == ["alphabeta", "alphagamma", "betagamma"]
+    assert list(named["region_a"]) == ["A", "A", "B"]
     with pytest.raises(ValueError, match="3 edges for 4 regions"):
         edge_pattern_table(folds, ["A", "B", "C", "D"])

@@ -209,4 +209,8 @@ def test_run_reports_the_connections_that_go_with_the_output(tmp_path):
     assert (top.region_a, top.region_b) == (10, 11)
     assert top.higher_in == "autism" and top.pattern > 0.8 and top.sign_consistency == 1.0
     assert edges["top"][0]["regions"] == ["10", "11"]
-    assert "go with the classifier" in (out / "report.html").read_text()
+    # rois_ho codes carry their Harvard-Oxford names
+    assert edges["top"][0]["names"] == ["Left Thalamus", "Left Caudate"]
+    assert (top.name_a, top.name_b) == ("Left Thalamus", "Left Caudate")
+    html = (out / "report.html").read_text()
+    assert "go with the classifier" in html and "Left Thalamus" in html

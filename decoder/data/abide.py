@@ -65,6 +65,60 @@ DIAGNOSIS = {1: "autism", 2: "control"}
 CLASSES = ["control", "autism"]
 
 
+#: FSL's Harvard–Oxford cortical atlas labels 1–48, in order.
+HO_CORTICAL = (
+    "Frontal Pole", "Insular Cortex", "Superior Frontal Gyrus", "Middle Frontal Gyrus",
+    "Inferior Frontal Gyrus, pars triangularis", "Inferior Frontal Gyrus, pars opercularis",
+    "Precentral Gyrus", "Temporal Pole", "Superior Temporal Gyrus, anterior division",
+    "Superior Temporal Gyrus, posterior division", "Middle Temporal Gyrus, anterior division",
+    "Middle Temporal Gyrus, posterior division", "Middle Temporal Gyrus, temporooccipital part",
+    "Inferior Temporal Gyrus, anterior division", "Inferior Temporal Gyrus, posterior division",
+    "Inferior Temporal Gyrus, temporooccipital part", "Postcentral Gyrus",
+    "Superior Parietal Lobule", "Supramarginal Gyrus, anterior division",
+    "Supramarginal Gyrus, posterior division", "Angular Gyrus",
+    "Lateral Occipital Cortex, superior division", "Lateral Occipital Cortex, inferior division",
+    "Intracalcarine Cortex", "Frontal Medial Cortex", "Juxtapositional Lobule Cortex (SMA)",
+    "Subcallosal Cortex", "Paracingulate Gyrus", "Cingulate Gyrus, anterior division",
+    "Cingulate Gyrus, posterior division", "Precuneous Cortex", "Cuneal Cortex",
+    "Frontal Orbital Cortex", "Parahippocampal Gyrus, anterior division",
+    "Parahippocampal Gyrus, posterior division", "Lingual Gyrus",
+    "Temporal Fusiform Cortex, anterior division", "Temporal Fusiform Cortex, posterior division",
+    "Temporal Occipital Fusiform Cortex", "Occipital Fusiform Gyrus", "Frontal Operculum Cortex",
+    "Central Opercular Cortex", "Parietal Operculum Cortex", "Planum Polare", "Heschl's Gyrus",
+    "Planum Temporale", "Supracalcarine Cortex", "Occipital Pole")
+#: Subcortical codes of the PCP Harvard–Oxford atlas (FreeSurfer's colour-table numbers).
+HO_SUBCORTICAL = {
+    "10": "Left Thalamus", "11": "Left Caudate", "12": "Left Putamen", "13": "Left Pallidum",
+    "17": "Left Hippocampus", "18": "Left Amygdala", "26": "Left Accumbens",
+    "49": "Right Thalamus", "50": "Right Caudate", "51": "Right Putamen",
+    "52": "Right Pallidum", "53": "Right Hippocampus", "54": "Right Amygdala",
+    "58": "Right Accumbens"}
+
+
+def region_names(codes, derivative) -> list | None:
+    """Anatomical names of ABIDE PCP region codes (``rois_ho``); None for other atlases.
+
+    Cortical codes are ``100 × label + h``.  ``h = 1`` is the right
+    hemisphere: the atlas grid stores x from right to left (FSL's MNI152
+    orientation), and on the 871 ABIDE subjects, for 42 of the 48 labels,
+    the ``…01`` region is — relative to its ``…02`` twin — more coupled to
+    the right subcortical regions than to the left ones (coupling within a
+    hemisphere is stronger; a test checks it on the real data).  A code
+    outside the atlas (the PCP file has one, 3455) keeps its number.
+    """
+    if derivative != "rois_ho":
+        return None
+    out = []
+    for code in (str(c).lstrip("#") for c in codes):
+        name = HO_SUBCORTICAL.get(code)
+        if name is None and code.isdigit() and len(code) >= 3:
+            label, side = divmod(int(code), 100)
+            if 1 <= label <= len(HO_CORTICAL) and side in (1, 2):
+                name = f"{'Right' if side == 1 else 'Left'} {HO_CORTICAL[label - 1]}"
+        out.append(name or f"region {code}")
+    return out
+
+
 @dataclass
 class AbideDataset:
     """ABIDE subjects loaded from one pipeline/strategy/derivative folder.

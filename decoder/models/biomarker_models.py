@@ -218,7 +218,7 @@ def edge_patterns(features, decision) -> dict:
 
 
 def edge_pattern_table(fold_patterns, regions, kind=None,
-                       classes=("negative", "positive")) -> pd.DataFrame:
+                       classes=("negative", "positive"), names=None) -> pd.DataFrame:
     """Per-edge activation patterns summarised over cross-validation folds.
 
     Parameters
@@ -232,6 +232,8 @@ def edge_pattern_table(fold_patterns, regions, kind=None,
         (its edges read as functional connections), else the first kind.
     classes : (str, str)
         Names of the negative and positive class, for ``higher_in``.
+    names : sequence of str, optional
+        Anatomical region names (columns ``name_a``, ``name_b``).
 
     Returns
     -------
@@ -253,11 +255,15 @@ def edge_pattern_table(fold_patterns, regions, kind=None,
         raise ValueError(f"{P.shape[1]} edges for {n} regions")
     mean = P.mean(axis=0)
     agree = np.mean(np.sign(P) == np.sign(mean), axis=0)
-    names = np.asarray([str(r) for r in regions])
-    table = pd.DataFrame({"region_a": names[rows], "region_b": names[cols], "kind": kind,
+    codes = np.asarray([str(r) for r in regions])
+    table = pd.DataFrame({"region_a": codes[rows], "region_b": codes[cols], "kind": kind,
                           "pattern": mean, "pattern_sd": P.std(axis=0),
                           "sign_consistency": agree,
                           "higher_in": np.where(mean > 0, classes[1], classes[0])})
+    if names is not None:
+        names = np.asarray([str(x) for x in names])
+        table.insert(2, "name_a", names[rows])
+        table.insert(3, "name_b", names[cols])
     order = np.argsort(-np.abs(mean), kind="stable")
     return table.iloc[order].reset_index(drop=True)
 

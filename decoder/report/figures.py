@@ -237,8 +237,8 @@ def edge_pattern_matrix(edges: pd.DataFrame):
 def edge_pattern_table(edges: pd.DataFrame, k: int = 15) -> pd.DataFrame:
     """The ``k`` strongest patterns of ``edges.tsv``, as the report shows them."""
     top = edges.head(k)
-    return pd.DataFrame({"region a": top["region_a"].astype(str),
-                         "region b": top["region_b"].astype(str),
+    a, b = ("name_a", "name_b") if "name_a" in top else ("region_a", "region_b")
+    return pd.DataFrame({"region a": top[a].astype(str), "region b": top[b].astype(str),
                          "pattern r": top["pattern"], "sd over folds": top["pattern_sd"],
                          "same sign in folds": top["sign_consistency"],
                          "stronger towards": top["higher_in"]})
