@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,6 @@ from decoder.data.abide import (DERIVATIVES, HO_CORTICAL, HO_SUBCORTICAL, PIPELI
 from decoder.data.timeseries_io import read_timeseries
 from decoder.errors import ConfigError, DataError
 
-SHARED = os.environ.get("DECODER_SHARED_DATA")
 
 
 def make_layout(root, n_sites=3, per_site=8, n_regions=6, n_time=60, signal=0.8, seed=0,
@@ -157,13 +155,18 @@ def test_non_numeric_cells_are_an_error(tmp_path):
         read_timeseries(f)
 
 
-@pytest.mark.shared
-@pytest.mark.skipif(not SHARED, reason="DECODER_SHARED_DATA not set: real ABIDE data absent")
-def test_real_abide_subset_reads_with_irregular_files():
-    root = Path(SHARED) / "abide_pcp"
+@pytest.fixture
+def abide_root(shared):
+    """The real ABIDE PCP folder under DECODER_SHARED_DATA (the test skips without it)."""
+    root = shared / "abide_pcp"
     if not root.is_dir():
         pytest.skip(f"{root} absent")
-    d = load_abide(root, sites=["CMU", "CALTECH"])
+    return root
+
+
+@pytest.mark.shared
+def test_real_abide_subset_reads_with_irregular_files(abide_root):
+    d = load_abide(abide_root, sites=["CMU", "CALTECH"])
     assert len(d) == 26
     assert all(t.shape[1] == 111 for t in d.time_series)
     assert d.regions[0] == "10"
@@ -179,14 +182,10 @@ def test_harvard_oxford_codes_get_names():
 
 
 @pytest.mark.shared
-@pytest.mark.skipif(not SHARED, reason="DECODER_SHARED_DATA not set: real ABIDE data absent")
-def test_real_data_agree_with_the_hemisphere_of_the_region_names():
+def test_real_data_agree_with_the_hemisphere_of_the_region_names(abide_root):
     # within-hemisphere coupling is stronger: a "Right" cortical region, relative to its
     # "Left" twin, must go more with the right than with the left subcortical regions
-    root = Path(SHARED) / "abide_pcp"
-    if not root.is_dir():
-        pytest.skip(f"{root} absent")
-    d = load_abide(root)
+    d = load_abide(abide_root)
     names = region_names(d.regions, "rois_ho")
     with np.errstate(invalid="ignore", divide="ignore"):  # regions without signal: no coupling
         mean = np.mean([np.nan_to_num(np.corrcoef(t, rowvar=False)) for t in d.time_series],
