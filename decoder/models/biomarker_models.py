@@ -502,12 +502,12 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
             inputs[kind] = Xk
             if isinstance(model, LooRidgeClassifier):
                 loo.append(model.loo_decision_)
-        self.edge_patterns_ = edge_patterns(
-            inputs, np.mean([_decision(self.models_[k], inputs[k]) for k in kinds], axis=0))
+        train_decision = np.mean([_decision(self.models_[k], inputs[k]) for k in kinds], axis=0)
+        self.edge_patterns_ = edge_patterns(inputs, train_decision)
         if len(loo) == len(kinds):
             d = np.mean(loo, axis=0)
         else:  # no free leave-one-out values: the training decisions (optimistic scale)
-            d = self._ensemble_decision(covs, sites, covariates)
+            d = train_decision
         platt = LogisticRegression(C=1e4).fit(d[:, None], y == self.classes_[1])
         self.calibration_ = (float(platt.coef_[0, 0]), float(platt.intercept_[0]))
         return self
