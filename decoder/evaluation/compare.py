@@ -205,45 +205,41 @@ def compare_runs(run_a, run_b, n_permutations=10000, random_state=0) -> dict:
         out[key] = {"path": str(run), "name": m.get("name"), "cv": m.get("cv"),
                     "config_sha256": (m.get("provenance") or {}).get("config_sha256"),
                     "accuracy": m.get("accuracy"), "roc_auc": m.get("roc_auc")}
-    if task == "biomarker":
+    biomarker = task == "biomarker"
+    label = "diagnosis" if biomarker else "true"
+    other_samples = DataError(f"{run_a} and {run_b} decoded different samples or folds",
+                              "compare runs with the same data, classes, samples and cv")
+    if biomarker:  # pair subjects by ID
         n_a, n_b = len(pa), len(pb)
         common = pa.index.intersection(pb.index)
         if not len(common):
             raise DataError(f"{run_a} and {run_b} have no subject in common",
                             "compare runs on the same data set")
         pa, pb = pa.loc[common], pb.loc[common]
-        if not (pa["diagnosis"].astype(str) == pb["diagnosis"].astype(str)).all():
-            bad = common[(pa["diagnosis"].astype(str) != pb["diagnosis"].astype(str)).to_numpy()]
-            raise DataError(f"subject {bad[0]} has different diagnoses in the two runs",
-                            "compare runs on the same phenotypic table")
-        truth = pa["diagnosis"].astype(str).to_numpy()
-        ca = pa["predicted"].astype(str).to_numpy() == truth
-        cb = pb["predicted"].astype(str).to_numpy() == truth
+        out["n_only_a"], out["n_only_b"] = n_a - len(common), n_b - len(common)
+    elif len(pa) != len(pb) or ma.get("cv") != mb.get("cv"):
+        raise other_samples
+    truth, truth_b = (p[label].astype(str).to_numpy() for p in (pa, pb))
+    if not (truth == truth_b).all():
+        if biomarker:
+            raise DataError(f"subject {pa.index[np.argmax(truth != truth_b)]} has different "
+                            "diagnoses in the two runs", "compare runs on the same phenotypic table")
+        raise other_samples
+    ca, cb = (p["predicted"].astype(str).to_numpy() == truth for p in (pa, pb))
+    out["n_paired"] = len(pa)
+    if biomarker:
         col_a, col_b = _score_column(pa, run_a), _score_column(pb, run_b)
         if col_a != col_b:
             raise DataError(f"the runs score different classes ({col_a}, {col_b})",
                             "compare runs with the same labels")
-        positive = col_a[2:]
-        out["n_paired"] = len(common)
-        out["n_only_a"], out["n_only_b"] = n_a - len(common), n_b - len(common)
-        out["accuracy"] = paired_sign_flip_test(ca, cb)
-        out["accuracy"]["unit"] = "subject"
-        out["roc_auc"] = delong_test(truth == positive, pa[col_a], pb[col_b])
-        out["roc_auc"]["method"] = "delong"
+        out["accuracy"] = {**paired_sign_flip_test(ca, cb), "unit": "subject"}
+        out["roc_auc"] = {**delong_test(truth == col_a[2:], pa[col_a], pb[col_b]),
+                          "method": "delong"}
     else:
-        same = (len(pa) == len(pb)
-                and (pa["true"].astype(str).to_numpy() == pb["true"].astype(str).to_numpy()).all())
-        if not same or ma.get("cv") != mb.get("cv"):
-            raise DataError(f"{run_a} and {run_b} decoded different samples or folds",
-                            "compare runs with the same data, classes, samples and cv")
-        truth = pa["true"].astype(str).to_numpy()
-        ca = pa["predicted"].astype(str).to_numpy() == truth
-        cb = pb["predicted"].astype(str).to_numpy() == truth
-        out["n_paired"] = len(pa)
-        out["accuracy"] = paired_sign_flip_test(ca, cb, units=pa["fold"].to_numpy(),
-                                                n_permutations=n_permutations,
-                                                random_state=random_state)
-        out["accuracy"]["unit"] = "fold"
+        out["accuracy"] = {**paired_sign_flip_test(ca, cb, units=pa["fold"].to_numpy(),
+                                                   n_permutations=n_permutations,
+                                                   random_state=random_state),
+                           "unit": "fold"}
         out["roc_auc"] = None
     out["note"] = ("p-values treat the fitted models as fixed (training-set variability is not "
                    "included), so they are somewhat optimistic")
