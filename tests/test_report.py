@@ -245,3 +245,17 @@ def test_glass_brain_draws_the_strongest_edges_and_checks_coordinates():
     assert figures.figure_png(figures.connectome_glass_brain(m, coords, k=5)).startswith(b"\x89PNG")
     with pytest.raises(ValueError, match="10 regions"):
         figures.connectome_glass_brain(m, coords[:4])
+
+
+def test_edge_pattern_matrix_keeps_the_atlas_order_of_a_sorted_table():
+    regions = ["30", "10", "20", "5"]
+    rows, cols = np.triu_indices(4, k=1)
+    full = np.arange(16, dtype=float).reshape(4, 4)
+    full = full + full.T
+    edges = pd.DataFrame({"region_a": [regions[i] for i in rows],
+                          "region_b": [regions[j] for j in cols],
+                          "pattern": full[rows, cols]}).sample(frac=1, random_state=0)
+    matrix, order = figures.edge_pattern_matrix(edges)
+    assert order == regions
+    np.testing.assert_allclose(matrix[rows, cols], full[rows, cols])
+    np.testing.assert_allclose(matrix, matrix.T)

@@ -223,13 +223,18 @@ def connectivity_matrix(matrix, labels=None, title: str = "Connectivity matrix")
 
 
 def edge_pattern_matrix(edges: pd.DataFrame):
-    """The region × region matrix of ``edges.tsv`` patterns, and its region labels."""
-    regions = list(dict.fromkeys(list(edges["region_a"].astype(str))
-                                 + list(edges["region_b"].astype(str))))
+    """The region × region matrix of ``edges.tsv`` patterns, and its region labels.
+
+    Regions keep the atlas order of the connectivity matrices: the table holds
+    the upper triangle, so the region at position i is ``region_b`` of exactly
+    i edges (the table itself is sorted by pattern strength).
+    """
+    a_col, b_col = edges["region_a"].astype(str), edges["region_b"].astype(str)
+    position = b_col.value_counts().reindex(pd.unique(pd.concat([a_col, b_col])), fill_value=0)
+    regions = list(position.sort_values(kind="stable").index)
     index = {r: i for i, r in enumerate(regions)}
     m = np.zeros((len(regions), len(regions)))
-    a = edges["region_a"].astype(str).map(index).to_numpy()
-    b = edges["region_b"].astype(str).map(index).to_numpy()
+    a, b = a_col.map(index).to_numpy(), b_col.map(index).to_numpy()
     m[a, b] = m[b, a] = edges["pattern"].to_numpy(float)
     return m, regions
 
