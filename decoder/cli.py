@@ -75,6 +75,14 @@ def _cmd_compare(args) -> int:
         lo, hi = auc["ci95"]
         print(f"ROC AUC   A {auc['auc_a']:.3f}  B {auc['auc_b']:.3f}  B-A {auc['diff']:+.3f} "
               f"[95% CI {lo:+.3f}, {hi:+.3f}]  p={auc['p']:.3g} (DeLong)")
+    ct = res.get("corrected_t") or {}
+    if ct.get("available"):
+        parts = [f"{name} B-A {t['diff']:+.3f} p={t['p']:.3g}"
+                 for name, t in (("accuracy", ct["accuracy"]), ("ROC AUC", ct["roc_auc"])) if t]
+        print(f"corrected resampled t over {ct['accuracy']['n_units']} folds (includes "
+              f"training-set variability): " + ", ".join(parts))
+    elif ct:
+        print(f"corrected resampled t: not available ({ct['reason']})")
     if args.out:
         atomic_write_json(args.out, res)
         print(f"comparison written to {args.out}")

@@ -445,14 +445,24 @@ def run(config, data=None, out=None, config_path=None) -> dict:
         metrics["provenance"] = build_provenance(config, inputs, subjects.dataset_info,
                                                  config_path)
         save_model(out / "model.skops", est, metrics, config, subjects)
+    n_rep = len(proba_reps)
+    fold_of = np.full((n_rep, len(diag)), -1)
+    for i, (_, te) in enumerate(folds):
+        fold_of[i // (len(folds) // n_rep), te] = i % (len(folds) // n_rep)
     predictions = pd.DataFrame({"subject": subjects.ids, "site": sites, "diagnosis": diag,
                                 "p_autism": proba,
-                                "predicted": np.where(proba > 0.5, POSITIVE, "control")})
+                                "predicted": np.where(proba > 0.5, POSITIVE, "control"),
+                                "fold": fold_of[0]})
+    tables = {"predictions": predictions.set_index("subject"), "edges": edges.rename_axis("rank")}
+    if n_rep > 1:  # each repetition's folds and probabilities (for decoder compare)
+        tables["repeats"] = pd.DataFrame(
+            {**{f"fold_r{r}": fold_of[r] for r in range(n_rep)},
+             **{f"p_autism_r{r}": proba_reps[r] for r in range(n_rep)}},
+            index=pd.Index(subjects.ids, name="subject"))
     metrics["runtime_s"] = time.perf_counter() - t0
     metrics["provenance"] = build_provenance(config, inputs, subjects.dataset_info, config_path)
     arrays = {"permutation_null": null} if null is not None else None
-    write_run(out, metrics, tables={"predictions": predictions.set_index("subject"),
-                                    "edges": edges.rename_axis("rank")}, arrays=arrays)
+    write_run(out, metrics, tables=tables, arrays=arrays)
     return metrics
 
 

@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from test_abide_reader import make_layout
 
 from decoder.cli import main
 from decoder.errors import DataError
-from decoder.evaluation.compare import compare_runs, delong_test, paired_sign_flip_test
+from decoder.evaluation.compare import (compare_runs, corrected_resampled_ttest, delong_test,
+                                        paired_sign_flip_test)
 from pipelines import run_config
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "abide.yaml"
@@ -125,6 +127,22 @@ def test_many_units_use_a_reproducible_monte_carlo():
     assert 1 / 2001 <= r1["p"] < 0.01
 
 
+def test_corrected_t_inflates_the_variance_for_overlapping_training_sets():
+    rng = np.random.default_rng(8)
+    d = 0.02 + 0.03 * rng.standard_normal(30)       # e.g. 3 repeats x 10 folds
+    res = corrected_resampled_ttest(d, test_train_ratio=1 / 9)
+    se = np.sqrt((1 / 30 + 1 / 9) * d.var(ddof=1))
+    assert res["diff"] == pytest.approx(d.mean()) and res["se"] == pytest.approx(se)
+    assert res["t"] == pytest.approx(d.mean() / se) and res["df"] == 29
+    assert res["p"] == pytest.approx(2 * stats.t.sf(abs(d.mean() / se), 29))
+    naive = stats.ttest_1samp(d, 0.0)               # treats the folds as independent
+    assert naive.pvalue < 0.01 < res["p"]
+    assert corrected_resampled_ttest(np.zeros(10), 0.1)["p"] == 1.0
+    assert corrected_resampled_ttest(np.full(10, 0.05), 0.1)["p"] == 0.0
+    with pytest.raises(DataError, match="at least 2 folds"):
+        corrected_resampled_ttest([0.1], 0.1)
+
+
 def _write_biomarker_run(path, subjects, diagnosis, p_autism, accuracy=None):
     path.mkdir(parents=True)
     pred = pd.DataFrame({"subject": subjects, "site": "S", "diagnosis": diagnosis,
@@ -211,3 +229,76 @@ def test_category_runs_use_the_folds_as_units(tmp_path):
     run_config({**common, "classes": ["face", "cat"], "window": 3}, out=tmp_path / "fc")
     with pytest.raises(DataError, match="different samples or folds"):
         compare_runs(tmp_path / "w3", tmp_path / "fc")
+
+
+def _fold_differences(run_a, run_b, n_rep):
+    """Per-fold accuracy differences (B − A) recomputed from the runs' repeats.tsv."""
+    ra, rb = (pd.read_csv(r / "repeats.tsv", sep="\t").set_index("subject") for r in (run_a, run_b))
+    truth = pd.read_csv(run_a / "predictions.tsv", sep="\t").set_index("subject")["diagnosis"]
+    truth = truth.loc[ra.index] == "autism"
+    diffs = []
+    for r in range(n_rep):
+        for f in np.unique(ra[f"fold_r{r}"]):
+            m = (ra[f"fold_r{r}"] == f).to_numpy()
+            acc = [np.mean((t[f"p_autism_r{r}"].to_numpy()[m] > 0.5) == truth.to_numpy()[m])
+                   for t in (ra, rb)]
+            diffs.append(acc[1] - acc[0])
+    return np.asarray(diffs)
+
+
+def test_runs_on_the_same_folds_get_the_corrected_t_test(tmp_path, capsys):
+    root = make_layout(tmp_path / "abide", n_sites=3, per_site=12, signal=0.9)
+    runs = {}
+    for name, sets in (("plain", ["harmonize.method=none"]), ("combat", []),
+                       ("lso", []), ("kfold", ["cv=stratified-kfold", "n_splits=3"])):
+        runs[name] = tmp_path / name
+        args = ["run", str(CONFIG), "--data", str(root), "--out", str(runs[name]),
+                "--set", "save_model=false"]
+        if name in ("plain", "combat"):
+            args += ["--set", "cv=repeated-stratified-kfold", "--set", "n_splits=3",
+                     "--set", "n_repeats=2"]
+        for s in sets:
+            args += ["--set", s]
+        assert main(args) == 0
+    capsys.readouterr()
+    res = compare_runs(runs["plain"], runs["combat"])
+    ct = res["corrected_t"]
+    assert ct["available"] and ct["n_repeats"] == 2 and ct["accuracy"]["n_units"] == 6
+    diffs = _fold_differences(runs["plain"], runs["combat"], 2)
+    assert ct["accuracy"]["diff"] == pytest.approx(diffs.mean())
+    assert ct["accuracy"]["test_train_ratio"] == pytest.approx(0.5)   # 12 / 24 subjects
+    assert ct["roc_auc"]["n_units"] == 6 and 0 <= ct["roc_auc"]["p"] <= 1
+    # a run against itself: no difference in any fold
+    same = compare_runs(runs["combat"], runs["combat"])["corrected_t"]
+    assert same["accuracy"]["p"] == 1.0 and same["accuracy"]["diff"] == 0
+    # leave-site-out against stratified k-fold: other folds, no corrected test
+    other = compare_runs(runs["lso"], runs["kfold"])["corrected_t"]
+    assert not other["available"] and "different folds" in other["reason"]
+    # leave-site-out against itself: the sites are the folds
+    lso = compare_runs(runs["lso"], runs["lso"])["corrected_t"]
+    assert lso["available"] and lso["accuracy"]["n_units"] == 3
+    assert main(["compare", str(runs["plain"]), str(runs["combat"])]) == 0
+    assert "corrected resampled t" in capsys.readouterr().out
+
+
+def test_runs_without_folds_say_why_there_is_no_corrected_test(tmp_path):
+    ids = ["s1", "s2", "s3", "s4"]
+    diag = ["autism", "control", "autism", "control"]
+    _write_biomarker_run(tmp_path / "a", ids, diag, [0.7, 0.2, 0.4, 0.3])
+    _write_biomarker_run(tmp_path / "b", ids, diag, [0.6, 0.3, 0.6, 0.4])
+    ct = compare_runs(tmp_path / "a", tmp_path / "b")["corrected_t"]
+    assert not ct["available"] and "records no folds" in ct["reason"]
+
+
+def test_category_runs_get_the_corrected_t_test_over_runs(tmp_path):
+    common = {"task": "category", "delay": 0.0, "classes": ["face", "house"]}
+    run_config({**common, "window": 1}, out=tmp_path / "w1")
+    run_config({**common, "window": 3}, out=tmp_path / "w3")
+    res = compare_runs(tmp_path / "w1", tmp_path / "w3")
+    ct = res["corrected_t"]
+    assert ct["available"] and ct["accuracy"]["n_units"] == 12 and ct["roc_auc"] is None
+    assert ct["accuracy"]["test_train_ratio"] == pytest.approx(1 / 11, rel=0.05)
+    pa, pb = (pd.read_csv(tmp_path / w / "predictions.tsv", sep="\t") for w in ("w1", "w3"))
+    per_fold = [(pb.predicted == pb.true)[pb.fold == f].mean()
+                - (pa.predicted == pa.true)[pa.fold == f].mean() for f in np.unique(pa.fold)]
+    assert ct["accuracy"]["diff"] == pytest.approx(np.mean(per_fold))

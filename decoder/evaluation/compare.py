@@ -22,18 +22,31 @@ Both treat the fitted models as fixed: the variability that comes from the
 training sets (overlapping across folds) is not in the standard errors, so
 the p-values are somewhat optimistic (Dietterich 1998; Nadeau & Bengio
 2003).  A difference that is not significant here is not significant.
+
+* When both runs used the same folds (same ``cv``, ``n_splits``,
+  ``random_state`` and samples), the corrected resampled t-test of Nadeau &
+  Bengio (2003), in the repeated-cross-validation form of Bouckaert & Frank
+  (2004), also compares the per-fold scores: the variance of the fold
+  differences is inflated by ``n_test / n_train`` for the overlap of the
+  training sets, so training-set variability is included.  With few folds
+  it has little power; ``cv: repeated-stratified-kfold`` gives it more units.
 """
 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy.stats import binomtest, norm, rankdata
+from scipy.stats import t as student_t
+from sklearn.metrics import roc_auc_score
 
 from ..errors import DataError
 
-__all__ = ["compare_runs", "delong_test", "paired_sign_flip_test"]
+__all__ = ["compare_runs", "corrected_resampled_ttest", "delong_test",
+           "paired_sign_flip_test"]
 
 MAX_EXACT_UNITS = 20   # 2**20 sign patterns: exact enumeration still takes < 1 s
 
@@ -146,6 +159,48 @@ def paired_sign_flip_test(correct_a, correct_b, units=None, n_permutations=10000
     return {**out, "p": float(p), "method": method}
 
 
+def corrected_resampled_ttest(differences, test_train_ratio) -> dict:
+    """Nadeau & Bengio's corrected resampled t-test of per-fold score differences.
+
+    Across the folds of (repeated) cross-validation the training sets
+    overlap, so the fold scores are positively correlated and the naive
+    paired t-test, with variance ``s² / J``, is far too liberal.  Nadeau &
+    Bengio (2003) correct the variance to ``(1 / J + n_test / n_train) s²``;
+    Bouckaert & Frank (2004) showed this form is well calibrated for
+    repeated k-fold (``J`` = repeats × folds, ``J − 1`` degrees of freedom).
+    Written out (a few lines, as in julearn's ``corrected_ttest`` and R's
+    correctR) rather than adding a dependency for it.
+
+    Parameters
+    ----------
+    differences : array-like of shape (J,)
+        Score of B minus score of A in each fold (and repetition).
+    test_train_ratio : float
+        ``n_test / n_train`` of the folds (their mean when sizes differ).
+
+    Returns
+    -------
+    dict
+        ``diff`` (mean difference), ``se``, ``t``, ``df``, ``p`` (two-sided),
+        ``n_units``, ``test_train_ratio``.
+    """
+    d = np.asarray(differences, dtype=float)
+    d = d[np.isfinite(d)]
+    if len(d) < 2:
+        raise DataError(f"the corrected t-test needs at least 2 folds, got {len(d)}",
+                        "use a cross-validation with more folds or repetitions")
+    mean = float(d.mean())
+    se = float(np.sqrt((1.0 / len(d) + test_train_ratio) * d.var(ddof=1)))
+    df = len(d) - 1
+    if se == 0.0:    # every fold differs by the same amount
+        t, p = (0.0, 1.0) if mean == 0.0 else (float(np.copysign(np.inf, mean)), 0.0)
+    else:
+        t = mean / se
+        p = float(2 * student_t.sf(abs(t), df))
+    return {"diff": mean, "se": se, "t": float(t), "df": df, "p": p, "n_units": len(d),
+            "test_train_ratio": float(test_train_ratio)}
+
+
 def _load(run_dir):
     """A run's metrics and held-out predictions (one-line errors from :func:`load_run`)."""
     from ..report import load_run
@@ -159,7 +214,63 @@ def _load(run_dir):
             raise DataError(f"{run.path}/predictions.tsv has no subject column",
                             "rerun it with this version of 'decoder run'")
         pred = pred.set_index("subject")
-    return run.metrics, pred
+    return run.metrics, pred, run.path
+
+
+def _repetitions(metrics, pred, path, biomarker, label):
+    """Per repetition: (fold of each sample, whether the run got it right, its score or None).
+
+    ``None`` when the run records no folds (written before they were kept).
+    """
+    if "fold" not in pred:
+        return None
+    truth = pred[label].astype(str).to_numpy()
+    if not biomarker:
+        return [(pred["fold"].to_numpy(), pred["predicted"].astype(str).to_numpy() == truth,
+                 None)]
+    col = _score_column(pred, path)
+    repeats = Path(path) / "repeats.tsv"
+    if metrics.get("cv") == "repeated-stratified-kfold" and repeats.is_file():
+        try:  # read as predictions.tsv is, so that the subject IDs match
+            table = pd.read_csv(repeats, sep="\t").set_index("subject").reindex(pred.index)
+        except Exception as exc:  # pandas parser errors, no subject column
+            raise DataError(f"{repeats}: unreadable table ({type(exc).__name__})",
+                            "rerun 'decoder run'") from None
+        n_rep = sum(c.startswith("fold_r") for c in table.columns)
+        out = []
+        for r in range(n_rep):
+            p = table[f"{col}_r{r}"].to_numpy(float)
+            out.append((table[f"fold_r{r}"].to_numpy(), (p > 0.5) == (truth == col[2:]), p))
+        return out
+    p = pred[col].to_numpy(float)
+    return [(pred["fold"].to_numpy(), pred["predicted"].astype(str).to_numpy() == truth, p)]
+
+
+def _corrected_t(reps_a, reps_b, positive):
+    """The corrected resampled t-test over folds shared by both runs, or why it does not apply."""
+    if reps_a is None or reps_b is None:
+        return {"available": False, "reason": "a run records no folds (rerun it with this "
+                                              "version of 'decoder run')"}
+    if len(reps_a) != len(reps_b) or any(
+            not np.array_equal(fa, fb) for (fa, _, _), (fb, _, _) in zip(reps_a, reps_b)):
+        return {"available": False, "reason": "the runs used different folds (the test needs "
+                                              "the same cv, n_splits, random_state and samples)"}
+    acc, auc, ratios = [], [], []
+    n = len(reps_a[0][0])
+    for (folds, ca, sa), (_, cb, sb) in zip(reps_a, reps_b):
+        for f in np.unique(folds):
+            m = folds == f
+            acc.append(cb[m].mean() - ca[m].mean())
+            ratios.append(m.sum() / (n - m.sum()))
+            if sa is not None and 0 < positive[m].sum() < m.sum():
+                auc.append(roc_auc_score(positive[m], sb[m]) - roc_auc_score(positive[m], sa[m]))
+    if len(acc) < 2:
+        return {"available": False, "reason": "fewer than 2 folds"}
+    ratio = float(np.mean(ratios))
+    return {"available": True, "unit": "fold", "n_repeats": len(reps_a),
+            "accuracy": corrected_resampled_ttest(acc, ratio),
+            "roc_auc": corrected_resampled_ttest(auc, ratio) if len(auc) >= 2 else None,
+            "method": "nadeau-bengio"}
 
 
 def _score_column(predictions, run):
@@ -195,7 +306,7 @@ def compare_runs(run_a, run_b, n_permutations=10000, random_state=0) -> dict:
         ROC AUC), ``task``, ``n_paired``, ``accuracy`` (the paired test),
         ``roc_auc`` (DeLong, or null), ``note``.
     """
-    (ma, pa), (mb, pb) = _load(run_a), _load(run_b)
+    (ma, pa, path_a), (mb, pb, path_b) = _load(run_a), _load(run_b)
     task = ma.get("task")
     if task != mb.get("task"):
         raise DataError(f"cannot compare a {task} run with a {mb.get('task')} run",
@@ -241,6 +352,11 @@ def compare_runs(run_a, run_b, n_permutations=10000, random_state=0) -> dict:
                                                    random_state=random_state),
                            "unit": "fold"}
         out["roc_auc"] = None
-    out["note"] = ("p-values treat the fitted models as fixed (training-set variability is not "
-                   "included), so they are somewhat optimistic")
+    reps = [_repetitions(m, p, path, biomarker, label)
+            for m, p, path in ((ma, pa, path_a), (mb, pb, path_b))]
+    positive = truth == _score_column(pa, run_a)[2:] if biomarker else None
+    out["corrected_t"] = _corrected_t(*reps, positive)
+    out["note"] = ("the accuracy and roc_auc p-values treat the fitted models as fixed "
+                   "(training-set variability is not included), so they are somewhat "
+                   "optimistic; corrected_t, when available, includes it")
     return out
