@@ -586,7 +586,7 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None,
         # ComBat's covariate terms cancel exactly: any placeholder age/sex works.
         covariates = pd.DataFrame({"age": [float(age) if age is not None else 0.0],
                                    "sex": [float(sex) if sex is not None else 1.0]})
-    removed = est._confound_names()
+    removed = est.confound_names()
     given = {"mean_fd": float(mean_fd)} if "mean_fd" in removed and mean_fd is not None else {}
     if given:
         covariates = (pd.DataFrame(index=[0]) if covariates is None else covariates).assign(

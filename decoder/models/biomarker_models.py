@@ -377,7 +377,7 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
     def _confounds(self, covariates, n, impute=True):
         """The confound matrix (n, c); with ``impute``, missing values and columns take the
         training median."""
-        names = self._confound_names()
+        names = self.confound_names()
         C = np.full((n, len(names)), np.nan)
         if isinstance(covariates, pd.DataFrame):
             for j, name in enumerate(names):
@@ -392,12 +392,17 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
                 C = np.where(missing, self.confound_medians_, C)
         return C
 
-    def _confound_names(self):
+    def confound_names(self):
+        """The covariate names in ``remove_confounds`` as a list (a single string allowed).
+
+        Needs no fitting; :func:`pipelines.biomarker.predict_subject` asks it which
+        values (e.g. ``mean_fd``) a new subject's prediction can use.
+        """
         names = self.remove_confounds or ()
         return [names] if isinstance(names, str) else list(names)
 
     def _kept_covariates(self, covariates):
-        names = self._confound_names()
+        names = self.confound_names()
         if names and isinstance(covariates, pd.DataFrame):
             return covariates.drop(columns=[c for c in names if c in covariates.columns])
         return covariates
@@ -412,7 +417,7 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
                 self.combat_[kind] = ComBat(unseen_site=self.unseen_site).fit(
                     X, sites=sites, covariates=kept)
             X = self.combat_[kind].transform(X, sites=sites, covariates=kept)
-        if self._confound_names():
+        if self.confound_names():
             C = self._confounds(covariates, len(X))
             if fit:
                 mean_c, mean_x = C.mean(axis=0), X.mean(axis=0)
@@ -480,7 +485,7 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
         self.n_regions_ = covs.shape[-1]
         self.connectivity_, self.combat_, self.scalers_, self.models_ = {}, {}, {}, {}
         self.reliability_, self.deconfound_ = {}, {}
-        if self._confound_names():
+        if self.confound_names():
             self._fit_confound_medians(covariates, len(covs))
         if self.reliability == "split-half":  # subjects whose scans could be split
             ok = np.isfinite(halves).all(axis=(1, 2, 3))
@@ -513,7 +518,7 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _fit_confound_medians(self, covariates, n):
-        names = self._confound_names()
+        names = self.confound_names()
         missing = [c for c in names if not isinstance(covariates, pd.DataFrame)
                    or c not in covariates.columns]
         if missing:
