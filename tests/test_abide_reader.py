@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from decoder.data.abide import (DERIVATIVES, HO_CORTICAL, HO_SUBCORTICAL, PIPELINES,
-                                STRATEGIES, load_abide, region_names)
+                                STRATEGIES, load_abide, region_coordinates, region_names)
 from decoder.data.timeseries_io import read_timeseries
 from decoder.errors import ConfigError, DataError
 
@@ -201,3 +201,36 @@ def test_real_data_agree_with_the_hemisphere_of_the_region_names(abide_root):
         lateral_twin = mean[l_, right].mean() - mean[l_, left].mean()
         agree += lateral > lateral_twin
     assert agree >= 40
+
+
+def test_region_coordinates_lie_on_the_side_their_names_say():
+    codes = list(HO_SUBCORTICAL) + [f"#{100 * k + h}" for k in range(1, 49) for h in (1, 2)]
+    xyz = region_coordinates(codes, "rois_ho")
+    assert xyz.shape == (110, 3) and np.isfinite(xyz).all()
+    names = region_names(codes, "rois_ho")
+    x = xyz[:, 0]
+    assert all(xi < 0 for xi, n in zip(x, names) if n.startswith("Left"))
+    assert all(xi > 0 for xi, n in zip(x, names) if n.startswith("Right"))
+    assert (np.abs(xyz) < 120).all()                      # inside an MNI brain box
+    unknown = region_coordinates(["3455", "10"], "rois_ho")
+    assert np.isnan(unknown[0]).all() and np.isfinite(unknown[1]).all()
+    assert region_coordinates(codes, "rois_cc200") is None
+
+
+def test_coupling_falls_with_the_distance_between_region_coordinates():
+    # nearby regions are more coupled; coordinates attached to the wrong regions would
+    # show no such trend (permuted coordinates: |rho| < 0.1 on these subjects)
+    from scipy.stats import spearmanr
+
+    from decoder.report.app_helpers import example_subjects
+    mats, regions = [], None
+    for path in example_subjects()["path"]:
+        ts, regions = read_timeseries(path)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mats.append(np.nan_to_num(np.corrcoef(ts, rowvar=False)))
+    xyz = region_coordinates(regions, "rois_ho")
+    iu = np.triu_indices(len(xyz), k=1)
+    dist = np.linalg.norm(xyz[:, None] - xyz[None], axis=-1)[iu]
+    known = np.isfinite(dist)
+    rho = spearmanr(dist[known], np.mean(mats, axis=0)[iu][known])[0]
+    assert rho < -0.2

@@ -184,9 +184,10 @@ def test_biomarker_report_shows_sites_probabilities_model_card_and_notice():
                  "Model card", "NOT a diagnostic device", "leave-site-out",
                  "Connections that go with the classifier"):
         assert text in html, text
-    # per-site bars, edge patterns, held-out probabilities, confusion matrix, per-class,
-    # folds, permutations
-    assert len(_images(html)) == 7
+    # per-site bars, edge patterns (matrix and, the ABIDE codes having coordinates, glass
+    # brain), held-out probabilities, confusion matrix, per-class, folds, permutations
+    assert len(_images(html)) == 8
+    assert 'alt="edge patterns on a glass brain"' in html
     assert 'id="weights"' not in html
 
 
@@ -245,6 +246,10 @@ def test_glass_brain_draws_the_strongest_edges_and_checks_coordinates():
     assert figures.figure_png(figures.connectome_glass_brain(m, coords, k=5)).startswith(b"\x89PNG")
     with pytest.raises(ValueError, match="10 regions"):
         figures.connectome_glass_brain(m, coords[:4])
+    # regions without coordinates (NaN) are left out, not drawn at the origin
+    coords[3] = np.nan
+    fig = figures.connectome_glass_brain(m, coords, k=5)
+    assert figures.figure_png(fig).startswith(b"\x89PNG")
 
 
 def test_edge_pattern_matrix_keeps_the_atlas_order_of_a_sorted_table():

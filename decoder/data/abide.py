@@ -52,7 +52,8 @@ from .timeseries_io import read_timeseries
 log = logging.getLogger(__name__)
 
 __all__ = ["PIPELINES", "STRATEGIES", "DERIVATIVES", "PHENOTYPIC_FILE", "AbideDataset",
-           "abide_folder", "load_phenotypes", "load_abide", "DIAGNOSIS"]
+           "abide_folder", "load_phenotypes", "load_abide", "DIAGNOSIS", "region_names",
+           "region_coordinates"]
 
 PIPELINES = ("cpac", "ccs", "dparsf", "niak")
 STRATEGIES = ("filt_global", "filt_noglobal", "nofilt_global", "nofilt_noglobal")
@@ -117,6 +118,25 @@ def region_names(codes, derivative) -> list | None:
                 name = f"{'Right' if side == 1 else 'Left'} {HO_CORTICAL[label - 1]}"
         out.append(name or f"region {code}")
     return out
+
+
+HO_COORDINATES = Path(__file__).resolve().parent / "_atlas" / "ho_coordinates.tsv"
+
+
+def region_coordinates(codes, derivative) -> np.ndarray | None:
+    """MNI coordinates (R, 3) of ABIDE PCP region codes (``rois_ho``); None for other atlases.
+
+    From the lateralised Harvard–Oxford probabilistic atlas (FSL), one
+    point of high probability inside each region (nilearn's
+    ``find_probabilistic_atlas_cut_coords``; ``_make_ho_coordinates.py``
+    regenerates the table).  A code outside the atlas (3455) gets NaN: a
+    glass brain leaves it out.
+    """
+    if derivative != "rois_ho":
+        return None
+    table = pd.read_csv(HO_COORDINATES, sep="\t", dtype={"code": str}).set_index("code")
+    keys = [str(c).lstrip("#") for c in codes]
+    return table.reindex(keys)[["x", "y", "z"]].to_numpy(dtype=float)
 
 
 @dataclass

@@ -141,10 +141,20 @@ def _biomarker_sections(run: RunData) -> list[str]:
     if run.edges is not None and len(run.edges):
         matrix, regions = figures.edge_pattern_matrix(run.edges)
         n_folds = (m.get("edges") or {}).get("n_folds")
+        glass = ""
+        dataset = m.get("dataset") or {}
+        if dataset.get("kind") == "abide":  # atlas known by its name: coordinates shipped
+            from decoder.data.abide import region_coordinates
+            coords = region_coordinates(regions, dataset.get("derivative"))
+            if coords is not None:
+                glass = _fig(figures.connectome_glass_brain, "edge patterns on a glass brain",
+                             matrix, coords, k=20,
+                             title="20 strongest patterns (red: stronger towards autism)")
         out.append(_html.section(
             "Connections that go with the classifier's output",
             _fig(figures.connectivity_matrix, "edge patterns", matrix, regions,
                  title=f"Activation pattern ({run.edges['kind'].iloc[0]} edges)"),
+            glass,
             _html.table(figures.edge_pattern_table(run.edges)),
             _html.notice("Pattern r: correlation of the edge with the classifier's decision "
                          "on the training subjects, averaged over the "

@@ -327,6 +327,13 @@ def analyse_subject(time_series, bundle: dict, name: str, card: dict | None = No
     labels = [str(r) for r in (regions or range(ts.shape[1]))]
     if coords is None and bundle.get("coords") is not None:
         coords = np.asarray(bundle["coords"], dtype=float)
+    names = None
+    dataset = bundle.get("dataset") or {}
+    if regions is not None and dataset.get("kind") == "abide":  # atlas known by its name
+        from decoder.data.abide import region_coordinates, region_names
+        names = region_names(regions, dataset.get("derivative"))
+        if coords is None:
+            coords = region_coordinates(regions, dataset.get("derivative"))
     b = pred.get("calibration_bin")
     interval = None
     if b and b.get("n") and b.get("observed_rate") is not None:
@@ -335,7 +342,7 @@ def analyse_subject(time_series, bundle: dict, name: str, card: dict | None = No
                          predicted=str(pred["predicted"]), interval=interval,
                          calibration_bin=b, cv=pred.get("cv") or {}, matrix=matrix,
                          labels=labels, coords=coords,
-                         edges=strongest_edges(matrix, labels, n_edges),
+                         edges=strongest_edges(matrix, labels, n_edges, names=names),
                          n_timepoints=int(ts.shape[0]), site=None if site is None else str(site),
                          caveat=site_caveat(site, card),
                          positive_class=str(pred.get("positive_class", "autism")))

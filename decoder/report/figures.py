@@ -249,13 +249,22 @@ def edge_pattern_table(edges: pd.DataFrame, k: int = 15) -> pd.DataFrame:
                          "stronger towards": top["higher_in"]})
 
 
-def strongest_edges(matrix, labels=None, k: int = 20) -> pd.DataFrame:
+def strongest_edges(matrix, labels=None, k: int = 20, names=None) -> pd.DataFrame:
     """The ``k`` off-diagonal edges of largest absolute value.
+
+    Parameters
+    ----------
+    matrix : ndarray (R, R)
+    labels : sequence of str, optional
+        Region labels (default: their index).
+    k : int
+    names : sequence of str, optional
+        Anatomical region names, added as ``name_a`` / ``name_b``.
 
     Returns
     -------
-    DataFrame with columns ``region_a``, ``region_b``, ``value`` (sorted by
-    decreasing absolute value).
+    DataFrame with columns ``region_a``, ``region_b`` (``name_a``,
+    ``name_b``), ``value`` (sorted by decreasing absolute value).
     """
     m = np.asarray(matrix, dtype=float)
     n = m.shape[0]
@@ -265,9 +274,12 @@ def strongest_edges(matrix, labels=None, k: int = 20) -> pd.DataFrame:
     finite = np.isfinite(vals)
     order = np.argsort(-np.abs(np.where(finite, vals, 0)), kind="stable")[:k]
     order = [o for o in order if finite[o]]
-    return pd.DataFrame({"region_a": [labels[iu[0][o]] for o in order],
-                         "region_b": [labels[iu[1][o]] for o in order],
-                         "value": [float(vals[o]) for o in order]})
+    table = {"region_a": [labels[iu[0][o]] for o in order],
+             "region_b": [labels[iu[1][o]] for o in order]}
+    if names is not None:
+        table["name_a"] = [str(names[iu[0][o]]) for o in order]
+        table["name_b"] = [str(names[iu[1][o]]) for o in order]
+    return pd.DataFrame({**table, "value": [float(vals[o]) for o in order]})
 
 
 def connectome_glass_brain(matrix, coords, k: int = 20,
@@ -278,7 +290,8 @@ def connectome_glass_brain(matrix, coords, k: int = 20,
     ----------
     matrix : ndarray (R, R)
     coords : ndarray (R, 3)
-        MNI coordinates of the regions (e.g. atlas centroids).
+        MNI coordinates of the regions (e.g. atlas centroids); regions whose
+        coordinates are NaN (unknown) are left out.
     k : int
         Number of edges drawn.
     """
@@ -287,6 +300,8 @@ def connectome_glass_brain(matrix, coords, k: int = 20,
     coords = np.asarray(coords, dtype=float)
     if coords.shape != (m.shape[0], 3):
         raise ValueError(f"{m.shape[0]} regions but coordinates of shape {coords.shape}")
+    known = np.isfinite(coords).all(axis=1)
+    m, coords = m[np.ix_(known, known)], coords[known]
     np.fill_diagonal(m, 0.0)
     m = np.nan_to_num(m)
     iu = np.triu_indices(m.shape[0], k=1)
