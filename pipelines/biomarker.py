@@ -323,6 +323,23 @@ def _edges_summary(edges, n_folds, top=10) -> dict:
                     for r in rows.itertuples()]}
 
 
+def _repeats_summary(diagnosis, proba_reps):
+    """metrics.json → ``repeats``: each repetition's own scores (null for a single one).
+
+    The pooled ``accuracy`` of repeated k-fold averages each subject's probabilities over
+    the repetitions (a small ensemble); these are the scores of one repetition at a time,
+    and their spread is how much the estimate depends on the split.
+    """
+    if len(proba_reps) < 2:
+        return None
+    scores = [_metrics_from_proba(diagnosis, p) for p in proba_reps]
+    acc = [m["accuracy"] for m in scores]
+    auc = [m["roc_auc"] for m in scores]
+    return {"n_repeats": len(proba_reps), "accuracy": acc, "roc_auc": auc,
+            "accuracy_mean": float(np.mean(acc)), "accuracy_sd": float(np.std(acc, ddof=1)),
+            "roc_auc_mean": float(np.mean(auc)), "roc_auc_sd": float(np.std(auc, ddof=1))}
+
+
 def _metrics_from_proba(diagnosis, proba):
     yp = np.where(proba > 0.5, POSITIVE, "control")
     return classification_metrics(diagnosis, yp, scores=proba, classes=CLASSES)
@@ -432,6 +449,7 @@ def run(config, data=None, out=None, config_path=None) -> dict:
         "calibration": calibration_table(diag, proba),
         "confounds": confound_check(diag, proba, subjects.confounds, POSITIVE),
         "edges": _edges_summary(edges, len(fold_patterns)),
+        "repeats": _repeats_summary(diag, proba_reps),
         "model": {"connectivity": config["connectivity"], "harmonize": config["harmonize"],
                   "estimator": config["model"],
                   "confounds_removed": _confounds_to_remove(config)},
@@ -463,6 +481,8 @@ def run(config, data=None, out=None, config_path=None) -> dict:
     metrics["provenance"] = build_provenance(config, inputs, subjects.dataset_info, config_path)
     arrays = {"permutation_null": null} if null is not None else None
     write_run(out, metrics, tables=tables, arrays=arrays)
+    if n_rep == 1:  # an earlier repeated run's file in this folder no longer describes it
+        (out / "repeats.tsv").unlink(missing_ok=True)
     return metrics
 
 

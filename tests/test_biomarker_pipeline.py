@@ -65,6 +65,48 @@ def test_cli_run_on_abide_layout_writes_contract_model_and_card(tmp_path):
     assert 0.0 <= p <= 1.0
 
 
+def test_repeated_kfold_records_every_repetition(tmp_path):
+    root = make_layout(tmp_path / "abide", n_sites=3, per_site=12, signal=0.9)
+    out = tmp_path / "run"
+    rc = main(["run", str(CONFIG), "--data", str(root), "--out", str(out),
+               "--set", "cv=repeated-stratified-kfold", "--set", "n_splits=3",
+               "--set", "n_repeats=3", "--set", "save_model=false"])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    pred = pd.read_csv(out / "predictions.tsv", sep="\t").set_index("subject")
+    reps = pd.read_csv(out / "repeats.tsv", sep="\t").set_index("subject").loc[pred.index]
+    autism = (pred["diagnosis"] == "autism").to_numpy()
+    rep = metrics["repeats"]
+    assert rep["n_repeats"] == 3 and len(rep["accuracy"]) == 3
+    for r in range(3):
+        folds = reps[f"fold_r{r}"]
+        assert sorted(folds.unique()) == [0, 1, 2]                  # every subject held out once
+        for f in range(3):                                          # stratified
+            assert 4 <= autism[(folds == f).to_numpy()].sum() <= 8
+        p = reps[f"p_autism_r{r}"].to_numpy()
+        assert rep["accuracy"][r] == pytest.approx(np.mean((p > 0.5) == autism))
+    assert rep["accuracy_mean"] == pytest.approx(np.mean(rep["accuracy"]))
+    # the pooled probability is the mean over repetitions; fold is the first repetition's
+    p_cols = reps[[f"p_autism_r{r}" for r in range(3)]].to_numpy()
+    assert np.allclose(pred["p_autism"], p_cols.mean(axis=1))
+    assert (pred["fold"] == reps["fold_r0"]).all()
+    assert not (reps["fold_r0"] == reps["fold_r1"]).all()          # a new split each time
+
+
+def test_leave_site_out_folds_are_the_sites(tmp_path):
+    root = make_layout(tmp_path / "abide", n_sites=3, per_site=8, signal=0.9)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "repeats.tsv").write_text("subject\tfold_r0\n")       # from an earlier repeated run
+    assert main(["run", str(CONFIG), "--data", str(root), "--out", str(out),
+                 "--set", "save_model=false"]) == 0
+    pred = pd.read_csv(out / "predictions.tsv", sep="\t")
+    assert (pred.groupby("site")["fold"].nunique() == 1).all()
+    assert pred["fold"].nunique() == 3
+    assert json.loads((out / "metrics.json").read_text())["repeats"] is None
+    assert not (out / "repeats.tsv").exists()
+
+
 def test_stratified_kfold_and_dataset_keys_via_set(tmp_path):
     root = make_layout(tmp_path / "abide", n_sites=2, per_site=10, derivative="rois_cc200",
                        strategy="filt_global", pipeline="ccs")
