@@ -143,11 +143,13 @@ def test_corrected_t_inflates_the_variance_for_overlapping_training_sets():
         corrected_resampled_ttest([0.1], 0.1)
 
 
-def _write_biomarker_run(path, subjects, diagnosis, p_autism, accuracy=None):
+def _write_biomarker_run(path, subjects, diagnosis, p_autism, accuracy=None, folds=None):
     path.mkdir(parents=True)
     pred = pd.DataFrame({"subject": subjects, "site": "S", "diagnosis": diagnosis,
                          "p_autism": p_autism,
                          "predicted": np.where(np.asarray(p_autism) > 0.5, "autism", "control")})
+    if folds is not None:
+        pred["fold"] = folds
     pred.set_index("subject").to_csv(path / "predictions.tsv", sep="\t")
     acc = float(np.mean(pred["predicted"] == pred["diagnosis"]))
     (path / "metrics.json").write_text(json.dumps({"task": "biomarker", "cv": "leave-site-out",
@@ -171,6 +173,8 @@ def test_biomarker_runs_pair_subjects_by_id(tmp_path):
     assert res["roc_auc"]["diff"] == pytest.approx(direct["diff"])
     assert res["roc_auc"]["p"] == pytest.approx(direct["p"])
     assert res["roc_auc"]["diff"] > 0 and res["accuracy"]["diff"] > 0
+    # folds were not recorded here, and the subjects differ: no corrected t-test
+    assert not res["corrected_t"]["available"]
 
 
 def test_mismatched_runs_are_one_line_errors(tmp_path, capsys):
@@ -288,6 +292,12 @@ def test_runs_without_folds_say_why_there_is_no_corrected_test(tmp_path):
     _write_biomarker_run(tmp_path / "b", ids, diag, [0.6, 0.3, 0.6, 0.4])
     ct = compare_runs(tmp_path / "a", tmp_path / "b")["corrected_t"]
     assert not ct["available"] and "records no folds" in ct["reason"]
+    # with folds, but B lacks a subject: the training sets were not the same
+    _write_biomarker_run(tmp_path / "c", ids + ["s5"], diag + ["control"],
+                         [0.7, 0.2, 0.4, 0.3, 0.1], folds=[0, 0, 1, 1, 1])
+    _write_biomarker_run(tmp_path / "d", ids, diag, [0.6, 0.3, 0.6, 0.4], folds=[0, 0, 1, 1])
+    ct = compare_runs(tmp_path / "c", tmp_path / "d")["corrected_t"]
+    assert not ct["available"] and "different subjects" in ct["reason"]
 
 
 def test_category_runs_get_the_corrected_t_test_over_runs(tmp_path):

@@ -237,6 +237,11 @@ def _repetitions(metrics, pred, path, biomarker, label):
             raise DataError(f"{repeats}: unreadable table ({type(exc).__name__})",
                             "rerun 'decoder run'") from None
         n_rep = sum(c.startswith("fold_r") for c in table.columns)
+        missing = [c for r in range(n_rep) for c in (f"fold_r{r}", f"{col}_r{r}")
+                   if c not in table.columns]
+        if missing or not n_rep:
+            raise DataError(f"{repeats}: no column {missing[0] if missing else 'fold_r0'}",
+                            "rerun 'decoder run'")
         out = []
         for r in range(n_rep):
             p = table[f"{col}_r{r}"].to_numpy(float)
@@ -246,11 +251,14 @@ def _repetitions(metrics, pred, path, biomarker, label):
     return [(pred["fold"].to_numpy(), pred["predicted"].astype(str).to_numpy() == truth, p)]
 
 
-def _corrected_t(reps_a, reps_b, positive):
+def _corrected_t(reps_a, reps_b, positive, same_samples=True):
     """The corrected resampled t-test over folds shared by both runs, or why it does not apply."""
     if reps_a is None or reps_b is None:
         return {"available": False, "reason": "a run records no folds (rerun it with this "
                                               "version of 'decoder run')"}
+    if not same_samples:
+        return {"available": False, "reason": "the runs decoded different subjects, so their "
+                                              "training sets differ"}
     if len(reps_a) != len(reps_b) or any(
             not np.array_equal(fa, fb) for (fa, _, _), (fb, _, _) in zip(reps_a, reps_b)):
         return {"available": False, "reason": "the runs used different folds (the test needs "
@@ -355,7 +363,8 @@ def compare_runs(run_a, run_b, n_permutations=10000, random_state=0) -> dict:
     reps = [_repetitions(m, p, path, biomarker, label)
             for m, p, path in ((ma, pa, path_a), (mb, pb, path_b))]
     positive = truth == _score_column(pa, run_a)[2:] if biomarker else None
-    out["corrected_t"] = _corrected_t(*reps, positive)
+    out["corrected_t"] = _corrected_t(*reps, positive, same_samples=not (
+        out.get("n_only_a") or out.get("n_only_b")))
     out["note"] = ("the accuracy and roc_auc p-values treat the fitted models as fixed "
                    "(training-set variability is not included), so they are somewhat "
                    "optimistic; corrected_t, when available, includes it")
