@@ -30,6 +30,9 @@ the p-values are somewhat optimistic (Dietterich 1998; Nadeau & Bengio
   differences is inflated by ``n_test / n_train`` for the overlap of the
   training sets, so training-set variability is included.  With few folds
   it has little power; ``cv: repeated-stratified-kfold`` gives it more units.
+  Each fold counts once whatever its size, and a fold's AUC ranks only its
+  own subjects — under leave-site-out, a within-site AUC, blind to how well
+  the sites' scores line up with each other (what harmonisation improves).
 """
 
 from __future__ import annotations
