@@ -42,6 +42,11 @@ def _cmd_run(args) -> int:
     parts = [f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()
              if v is not None]
     print(" ".join(parts))
+    reps = metrics.get("repeats")
+    if reps:  # the pooled scores above average the probabilities over the repetitions
+        print(f"per repetition ({reps['n_repeats']}): accuracy {reps['accuracy_mean']:.3f} ± "
+              f"{reps['accuracy_sd']:.3f}, roc_auc {reps['roc_auc_mean']:.3f} ± "
+              f"{reps['roc_auc_sd']:.3f} (mean ± sd)")
     print(f"results written to {out}/metrics.json")
     return 0
 

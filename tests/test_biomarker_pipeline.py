@@ -65,13 +65,14 @@ def test_cli_run_on_abide_layout_writes_contract_model_and_card(tmp_path):
     assert 0.0 <= p <= 1.0
 
 
-def test_repeated_kfold_records_every_repetition(tmp_path):
+def test_repeated_kfold_records_every_repetition(tmp_path, capsys):
     root = make_layout(tmp_path / "abide", n_sites=3, per_site=12, signal=0.9)
     out = tmp_path / "run"
     rc = main(["run", str(CONFIG), "--data", str(root), "--out", str(out),
                "--set", "cv=repeated-stratified-kfold", "--set", "n_splits=3",
                "--set", "n_repeats=3", "--set", "save_model=false"])
     assert rc == 0
+    assert "per repetition (3): accuracy" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     pred = pd.read_csv(out / "predictions.tsv", sep="\t").set_index("subject")
     reps = pd.read_csv(out / "repeats.tsv", sep="\t").set_index("subject").loc[pred.index]
