@@ -168,6 +168,17 @@ def test_corrupt_optional_files_are_one_line_errors_and_arrays_never_unpickle(tm
         load_run(out)
 
 
+def test_summary_gives_the_spread_over_repetitions_of_repeated_kfold():
+    from decoder.report import summary
+    reps = {"n_repeats": 10, "accuracy": [0.7] * 10, "roc_auc": [0.77] * 10,
+            "accuracy_mean": 0.703, "accuracy_sd": 0.012, "roc_auc_mean": 0.767,
+            "roc_auc_sd": 0.008}
+    out = summary({"task": "biomarker", "accuracy": 0.703, "repeats": reps})
+    assert out["accuracy per repetition"] == "0.703 ± 0.012 (mean ± sd of 10)"
+    assert out["roc_auc per repetition"] == "0.767 ± 0.008 (mean ± sd of 10)"
+    assert "accuracy per repetition" not in summary({"task": "biomarker", "repeats": None})
+
+
 def test_text_from_the_run_is_escaped(tmp_path):
     out = make_category_run(tmp_path / "run", classes=["<script>alert(1)</script>", "b"],
                             report=False)

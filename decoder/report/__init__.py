@@ -40,6 +40,11 @@ def summary(metrics: dict) -> dict:
         if key in metrics and metrics[key] is not None:
             v = metrics[key]
             out[key] = v if not isinstance(v, dict) else v.get("estimator", json.dumps(v))
+    reps = metrics.get("repeats")
+    if isinstance(reps, dict) and reps.get("n_repeats"):  # pooled scores average repetitions
+        for key in ("accuracy", "roc_auc"):
+            out[f"{key} per repetition"] = (f"{reps[key + '_mean']:.3f} ± {reps[key + '_sd']:.3f} "
+                                            f"(mean ± sd of {reps['n_repeats']})")
     return out
 
 
