@@ -212,9 +212,11 @@ def test_region_coordinates_lie_on_the_side_their_names_say():
     assert all(xi < 0 for xi, n in zip(x, names) if n.startswith("Left"))
     assert all(xi > 0 for xi, n in zip(x, names) if n.startswith("Right"))
     assert (np.abs(xyz) < 120).all()                      # inside an MNI brain box
-    unknown = region_coordinates(["3455", "10"], "rois_ho")
-    assert np.isnan(unknown[0]).all() and np.isfinite(unknown[1]).all()
+    unknown = region_coordinates(codes + ["3455"], "rois_ho")       # as in the PCP files
+    assert np.isnan(unknown[-1]).all() and np.isfinite(unknown[:-1]).all()
     assert region_coordinates(codes, "rois_cc200") is None
+    # mostly other codes: not this atlas, no coordinates at all
+    assert region_coordinates(["10", "11", "9001", "9002"], "rois_ho") is None
 
 
 def test_coupling_falls_with_the_distance_between_region_coordinates():

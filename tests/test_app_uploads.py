@@ -174,11 +174,8 @@ def test_examples_predict_with_their_site_caveat(model):
     table = helpers.example_subjects()
     res = helpers.analyse_example(table["file_id"].iloc[0], *model)
     assert 0.0 <= res.probability <= 1.0 and res.site == str(table["site"].iloc[0])
-    # ABIDE rois_ho codes come with coordinates (glass brain) and names; the toy model's
-    # codes 10..120 include some outside the atlas, which get neither
-    assert res.coords.shape == (111, 3)
-    known = np.isfinite(res.coords).all(axis=1)
-    assert 0 < known.sum() < 111 and known[0]         # code 10: Left Thalamus
+    # Harvard-Oxford region codes: coordinates for the glass brain (all but code 3455)
+    assert res.coords.shape == (111, 3) and np.isfinite(res.coords).all(axis=1).sum() == 110
     with pytest.raises(DataError, match="unknown example subject"):
         helpers.analyse_example("nobody", *model)
 

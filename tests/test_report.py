@@ -25,6 +25,10 @@ from decoder.results import build_provenance, write_run
 
 CLASSES = ["face", "house", "cat"]
 N_REGIONS = 111  # the Harvard–Oxford derivative of the embedded ABIDE examples
+# the region codes of the real files (Harvard–Oxford labels; the first two, 10 and 11,
+# are the regions coupled in autism subjects below)
+HO_HEADER = (Path(__file__).resolve().parents[1] / "decoder" / "data" / "_sample" /
+             "abide_examples" / "NYU_0050952_rois_ho.1D").read_text().splitlines()[0].strip()
 
 
 # ------------------------------------------------------------------ shared run directories
@@ -74,7 +78,7 @@ def write_abide_layout(root, n_sites=3, per_site=8, n_time=80, seed=0) -> Path:
             shared = rng.normal(size=n_time)
             ts[:, 0] += shared
             ts[:, 1] += (0.9 if dx == 1 else -0.9) * shared
-            header = "\t".join(f"#{10 + r}" for r in range(N_REGIONS))
+            header = HO_HEADER
             body = "\n".join("\t".join(f"{v:.5f}" for v in row) for row in ts)
             (folder / f"{fid}_rois_ho.1D").write_text(header + "\n" + body + "\n")
             rows.append({"SUB_ID": s * 100 + k, "SITE_ID": f"SITE{s}", "FILE_ID": fid,

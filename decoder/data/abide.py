@@ -130,13 +130,18 @@ def region_coordinates(codes, derivative) -> np.ndarray | None:
     point of high probability inside each region (nilearn's
     ``find_probabilistic_atlas_cut_coords``; ``_make_ho_coordinates.py``
     regenerates the table).  A code outside the atlas (3455) gets NaN: a
-    glass brain leaves it out.
+    glass brain leaves it out.  None as well when fewer than 90 % of the codes
+    are in the atlas: these are not the regions the table describes, and a
+    glass brain of the few that match would misrepresent the strongest edges.
     """
     if derivative != "rois_ho":
         return None
     table = pd.read_csv(HO_COORDINATES, sep="\t", dtype={"code": str}).set_index("code")
     keys = [str(c).lstrip("#") for c in codes]
-    return table.reindex(keys)[["x", "y", "z"]].to_numpy(dtype=float)
+    xyz = table.reindex(keys)[["x", "y", "z"]].to_numpy(dtype=float)
+    if not len(xyz) or np.isfinite(xyz).all(axis=1).mean() < 0.9:
+        return None
+    return xyz
 
 
 @dataclass
