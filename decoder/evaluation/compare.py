@@ -257,15 +257,15 @@ def _repetitions(metrics, pred, path, biomarker, label):
 def _corrected_t(reps_a, reps_b, positive, same_samples=True):
     """The corrected resampled t-test over folds shared by both runs, or why it does not apply."""
     if reps_a is None or reps_b is None:
-        return {"available": False, "reason": "a run records no folds (rerun it with this "
-                                              "version of 'decoder run')"}
+        return {"available": False, "reason": "a run records no folds; rerun it with this "
+                                              "version of 'decoder run'"}
     if not same_samples:
         return {"available": False, "reason": "the runs decoded different subjects, so their "
                                               "training sets differ"}
     if len(reps_a) != len(reps_b) or any(
             not np.array_equal(fa, fb) for (fa, _, _), (fb, _, _) in zip(reps_a, reps_b)):
-        return {"available": False, "reason": "the runs used different folds (the test needs "
-                                              "the same cv, n_splits, random_state and samples)"}
+        return {"available": False, "reason": "the runs used different folds; the test needs "
+                                              "the same cv, n_splits, random_state and samples"}
     acc, auc, ratios = [], [], []
     n = len(reps_a[0][0])
     for (folds, ca, sa), (_, cb, sb) in zip(reps_a, reps_b):
