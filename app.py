@@ -26,8 +26,8 @@ from pathlib import Path
 import streamlit as st
 
 from decoder.errors import DecoderError
-from decoder.report import (RESEARCH_NOTICE, load_run, provenance_summary, render_report,
-                            render_subject_report, summary)
+from decoder.report import (EDGES_TITLE, RESEARCH_NOTICE, edge_pattern_views, load_run,
+                            provenance_summary, render_report, render_subject_report, summary)
 from decoder.report import app_helpers as helpers
 from decoder.report import figures
 
@@ -203,6 +203,17 @@ def show_run(run):
         st.markdown("**Per-site scores**")
         show(figures.per_site_scores(m["per_site"], m.get("chance")))
         st.dataframe(figures.per_site_table(m["per_site"]), hide_index=True)
+    if m.get("confounds"):
+        st.markdown("**Confound check (head motion)**")
+        st.dataframe(figures.confound_table(m["confounds"]), hide_index=True)
+    views = edge_pattern_views(run)
+    if views is not None:
+        st.markdown(f"**{EDGES_TITLE}**")
+        show(views["matrix"])
+        if views["glass"] is not None:
+            show(views["glass"])
+        st.dataframe(views["table"], hide_index=True)
+        st.caption(views["note"])
     with st.expander("Provenance"):
         st.table({k: [str(v)] for k, v in provenance_summary(m).items()})
         inputs = (m.get("provenance") or {}).get("inputs") or []

@@ -145,6 +145,17 @@ def test_decoding_page_shows_a_biomarker_run_with_its_site_table(app):
     _no_traceback(app)
     sites = app.dataframe[0].value["site"].tolist()
     assert sites == ["SITE0", "SITE1", "SITE2"]
+    # the confound check and the edge patterns (matrix, glass brain, named table), as in
+    # the report
+    text = " ".join(str(e.value) for e in app.markdown)
+    assert "Confound check (head motion)" in text and "Connections that go with" in text
+    assert "mean_fd" in " ".join(app.dataframe[1].value.astype(str).to_numpy().ravel())
+    edges = app.dataframe[2].value
+    assert {"region a", "region b", "pattern r"} <= set(edges.columns)
+    assert edges["region a"].str.match(r"(Left|Right) ").all()
+    # per-site bars, pattern matrix, patterns on a glass brain, and the figures of any run
+    assert len(app.get("image")) >= 3
+    assert any("Pattern r" in str(c.value) for c in app.caption)
 
 
 @pytest.mark.parametrize("make,message", [

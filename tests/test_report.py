@@ -82,7 +82,8 @@ def write_abide_layout(root, n_sites=3, per_site=8, n_time=80, seed=0) -> Path:
             body = "\n".join("\t".join(f"{v:.5f}" for v in row) for row in ts)
             (folder / f"{fid}_rois_ho.1D").write_text(header + "\n" + body + "\n")
             rows.append({"SUB_ID": s * 100 + k, "SITE_ID": f"SITE{s}", "FILE_ID": fid,
-                         "DX_GROUP": dx, "AGE_AT_SCAN": 10 + k, "SEX": 1})
+                         "DX_GROUP": dx, "AGE_AT_SCAN": 10 + k, "SEX": 1,
+                         "func_mean_fd": round(0.05 + 0.02 * k, 3)})
     pd.DataFrame(rows).to_csv(root / "Phenotypic_V1_0b_preprocessed1.csv")
     return root
 

@@ -19,7 +19,7 @@ from .._utils import atomic_write_text
 from ._run import RunData, load_run
 
 __all__ = ["write_report", "render_report", "render_subject_report", "load_run", "RunData", "summary",
-           "provenance_summary", "RESEARCH_NOTICE"]
+           "provenance_summary", "edge_pattern_views", "RESEARCH_NOTICE"]
 
 RESEARCH_NOTICE = ("Research use only. Not a medical device: a prediction for one person is "
                    "uncertain, depends on the scanner site and preprocessing, and must not "
@@ -74,6 +74,46 @@ def _fig(fig_fn, alt, *args, **kwargs) -> str:
     from .figures import figure_png
     fig = fig_fn(*args, **kwargs)
     return _html.img(figure_png(fig), alt)
+
+
+EDGES_TITLE = "Connections that go with the classifier's output"
+
+
+def edge_pattern_views(run: RunData) -> dict | None:
+    """The edge activation patterns of a biomarker run, as the report and the app show them.
+
+    Returns
+    -------
+    dict or None
+        ``matrix`` (Figure: region × region patterns, atlas order), ``glass``
+        (Figure of the 20 strongest on a glass brain, or None when the atlas
+        has no known coordinates), ``table`` (the strongest, named when
+        possible) and ``note`` (how to read them); None without ``edges.tsv``.
+    """
+    from . import figures
+    if run.edges is None or not len(run.edges):
+        return None
+    m = run.metrics
+    matrix, regions = figures.edge_pattern_matrix(run.edges)
+    glass = None
+    dataset = m.get("dataset") or {}
+    if dataset.get("kind") == "abide":  # an atlas known by its name: coordinates shipped
+        from decoder.data.abide import region_coordinates
+        coords = region_coordinates(regions, dataset.get("derivative"))
+        if coords is not None:
+            glass = figures.connectome_glass_brain(
+                matrix, coords, k=20, title="20 strongest patterns (red: stronger towards "
+                                            f"{(m.get('classes') or ['', 'autism'])[-1]})")
+    n_folds = (m.get("edges") or {}).get("n_folds")
+    note = ("Pattern r: correlation of the edge with the classifier's decision on the "
+            f"training subjects, averaged over the {n_folds or ''} training folds (Haufe et "
+            "al. 2014; unlike the weights, it says which connections differ). Positive: "
+            "stronger in subjects scored towards the class shown. Same sign in folds: how "
+            "stable the direction is. All edges are in edges.tsv. A description of the "
+            "model, not a test of each edge.")
+    return {"matrix": figures.connectivity_matrix(
+                matrix, regions, title=f"Activation pattern ({run.edges['kind'].iloc[0]} edges)"),
+            "glass": glass, "table": figures.edge_pattern_table(run.edges), "note": note}
 
 
 def _category_sections(run: RunData) -> list[str]:
@@ -143,32 +183,14 @@ def _biomarker_sections(run: RunData) -> list[str]:
                          "each group (near 0 if the model tracks only the diagnosis). "
                          "Accuracy by thirds of the variable. A check, not a correction."),
             anchor="confounds"))
-    if run.edges is not None and len(run.edges):
-        matrix, regions = figures.edge_pattern_matrix(run.edges)
-        n_folds = (m.get("edges") or {}).get("n_folds")
-        glass = ""
-        dataset = m.get("dataset") or {}
-        if dataset.get("kind") == "abide":  # atlas known by its name: coordinates shipped
-            from decoder.data.abide import region_coordinates
-            coords = region_coordinates(regions, dataset.get("derivative"))
-            if coords is not None:
-                glass = _fig(figures.connectome_glass_brain, "edge patterns on a glass brain",
-                             matrix, coords, k=20,
-                             title="20 strongest patterns (red: stronger towards autism)")
+    views = edge_pattern_views(run)
+    if views is not None:
         out.append(_html.section(
-            "Connections that go with the classifier's output",
-            _fig(figures.connectivity_matrix, "edge patterns", matrix, regions,
-                 title=f"Activation pattern ({run.edges['kind'].iloc[0]} edges)"),
-            glass,
-            _html.table(figures.edge_pattern_table(run.edges)),
-            _html.notice("Pattern r: correlation of the edge with the classifier's decision "
-                         "on the training subjects, averaged over the "
-                         f"{n_folds or ''} training folds (Haufe et al. 2014; unlike the "
-                         "weights, it says which connections differ). Positive: stronger "
-                         "in subjects scored towards the class shown. Same sign in folds: "
-                         "how stable the direction is. All edges are in edges.tsv. A "
-                         "description of the model, not a test of each edge."),
-            anchor="edges"))
+            EDGES_TITLE,
+            _html.img(figures.figure_png(views["matrix"]), "edge patterns"),
+            "" if views["glass"] is None else _html.img(
+                figures.figure_png(views["glass"]), "edge patterns on a glass brain"),
+            _html.table(views["table"]), _html.notice(views["note"]), anchor="edges"))
     pred = run.predictions
     if pred is not None and "p_autism" in pred:
         out.append(_html.section("Held-out probabilities", _fig(
