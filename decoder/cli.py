@@ -82,7 +82,8 @@ def _cmd_compare(args) -> int:
               f"[95% CI {lo:+.3f}, {hi:+.3f}]  p={auc['p']:.3g} (DeLong)")
     ct = res.get("corrected_t") or {}
     if ct.get("available"):
-        parts = [f"{name} B-A {t['diff']:+.3f} p={t['p']:.3g}"
+        parts = [f"{name} B-A {t['diff']:+.3f} [95% CI {t['ci95'][0]:+.3f}, {t['ci95'][1]:+.3f}] "
+                 f"p={t['p']:.3g}"
                  for name, t in (("accuracy", ct["accuracy"]), ("ROC AUC", ct["roc_auc"])) if t]
         print(f"corrected resampled t over {ct['accuracy']['n_units']} folds (includes "
               f"training-set variability): " + ", ".join(parts))

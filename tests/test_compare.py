@@ -135,6 +135,8 @@ def test_corrected_t_inflates_the_variance_for_overlapping_training_sets():
     assert res["diff"] == pytest.approx(d.mean()) and res["se"] == pytest.approx(se)
     assert res["t"] == pytest.approx(d.mean() / se) and res["df"] == 29
     assert res["p"] == pytest.approx(2 * stats.t.sf(abs(d.mean() / se), 29))
+    lo, hi = stats.t.interval(0.95, 29, loc=d.mean(), scale=se)
+    assert res["ci95"] == pytest.approx([lo, hi])
     naive = stats.ttest_1samp(d, 0.0)               # treats the folds as independent
     assert naive.pvalue < 0.01 < res["p"]
     assert corrected_resampled_ttest(np.zeros(10), 0.1)["p"] == 1.0

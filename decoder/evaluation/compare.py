@@ -184,8 +184,8 @@ def corrected_resampled_ttest(differences, test_train_ratio) -> dict:
     Returns
     -------
     dict
-        ``diff`` (mean difference), ``se``, ``t``, ``df``, ``p`` (two-sided),
-        ``n_units``, ``test_train_ratio``.
+        ``diff`` (mean difference), ``se``, ``ci95`` (of the mean difference),
+        ``t``, ``df``, ``p`` (two-sided), ``n_units``, ``test_train_ratio``.
     """
     d = np.asarray(differences, dtype=float)
     d = d[np.isfinite(d)]
@@ -200,8 +200,9 @@ def corrected_resampled_ttest(differences, test_train_ratio) -> dict:
     else:
         t = mean / se
         p = float(2 * student_t.sf(abs(t), df))
-    return {"diff": mean, "se": se, "t": float(t), "df": df, "p": p, "n_units": len(d),
-            "test_train_ratio": float(test_train_ratio)}
+    half = float(student_t.ppf(0.975, df) * se)
+    return {"diff": mean, "se": se, "ci95": [mean - half, mean + half], "t": float(t), "df": df,
+            "p": p, "n_units": len(d), "test_train_ratio": float(test_train_ratio)}
 
 
 def _load(run_dir):
