@@ -54,6 +54,15 @@ def cached_model(path: str, mtime: float):
 
 
 @st.cache_resource(show_spinner=False)
+def cached_model_connections(path: str, mtime: float):
+    bundle, card = cached_model(path, mtime)
+    conn = helpers.model_connections(bundle, card)
+    if conn is not None and conn["glass"] is not None:  # drawn once per model
+        conn = {**conn, "glass": figures.figure_png(conn["glass"])}
+    return conn
+
+
+@st.cache_resource(show_spinner=False)
 def cached_example(path: str, mtime: float, file_id: str):
     bundle, card = cached_model(path, mtime)
     return helpers.analyse_example(file_id, bundle, card)
@@ -169,6 +178,17 @@ def biomarker_page():
                     atlas_name=atlas_up.name if atlas_up is not None else None)
     if result is not None:
         show_subject(result, card, pngs)
+    conn = cached_model_connections(str(path), mtime)
+    if conn is not None:
+        with st.expander("What the model goes with (its strongest connection patterns)"):
+            if conn["glass"] is not None:
+                st.image(conn["glass"])
+            st.dataframe(conn["table"], hide_index=True)
+            st.caption(f"Activation patterns ({conn['kind']} edges): the correlation of each "
+                       "connection with the model's output on the training subjects, averaged "
+                       f"over the {conn['n_folds']} training folds of its evaluation (Haufe et "
+                       "al. 2014). They describe the model across many people; they do not "
+                       "test each connection and say nothing on their own about one person.")
 
 
 # ------------------------------------------------------------------ decoding page

@@ -53,7 +53,12 @@ def test_biomarker_page_opens_on_an_example_prediction(app):
     assert "Uncertainty:" in text and "held-out training subject" in text
     assert any("Site NYU" in i.value for i in app.info)        # the site caveat
     assert any("Model card" in m.value for m in app.markdown)  # in its expander
-    assert len(app.dataframe) == 1                             # strongest connections
+    # the subject's strongest connections, and what the model goes with (from its card)
+    assert len(app.dataframe) == 2
+    model_edges = app.dataframe[1].value
+    assert {"region a", "region b", "pattern r", "stronger in"} <= set(model_edges.columns)
+    assert model_edges["region a"].str.match(r"(Left|Right) ").all()
+    assert any("Activation patterns" in str(c.value) for c in app.caption)
     assert [b.label for b in app.get("download_button")] == [
         "Download this subject's report (HTML)"]
 

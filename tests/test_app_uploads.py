@@ -180,6 +180,25 @@ def test_examples_predict_with_their_site_caveat(model):
         helpers.analyse_example("nobody", *model)
 
 
+def test_the_model_card_says_which_connections_the_model_goes_with(model):
+    bundle, card = model
+    conn = helpers.model_connections(bundle, card)
+    top = card["connections"]["top"]
+    assert len(conn["table"]) == len(top) == 10
+    assert conn["table"]["pattern r"].tolist() == [e["pattern"] for e in top]
+    assert conn["table"]["region a"].str.match(r"(Left|Right) ").all()
+    assert conn["glass"] is not None                    # Harvard-Oxford codes: coordinates
+    # the planted coupling of the toy layout (regions 10 and 11) comes first, towards autism
+    assert set(top[0]["regions"]) == {"10", "11"} and top[0]["higher_in"] == "autism"
+    # a card without patterns (models saved before they were recorded): nothing to show
+    assert helpers.model_connections(bundle, {**card, "connections": None}) is None
+    from decoder.models.model_card import card_markdown
+    md = card_markdown(card)
+    assert "## Connections the model goes with" in md
+    assert f"| {top[0]['names'][0]} | {top[0]['names'][1]} | {top[0]['pattern']:+.2f} |" in md
+    assert "## Connections" not in card_markdown({**card, "connections": None})
+
+
 def test_the_shipped_model_shows_examples_on_a_glass_brain_with_region_names():
     bundle = helpers.load_biomarker_model(None)
     table = helpers.example_subjects()
@@ -187,6 +206,9 @@ def test_the_shipped_model_shows_examples_on_a_glass_brain_with_region_names():
     assert res.coords.shape == (111, 3) and np.isfinite(res.coords).all(axis=1).sum() == 110
     assert res.edges["name_a"].str.match(r"(Left|Right) ").all()
     assert res.edges["name_b"].str.match(r"(Left|Right) ").all()
+    # its card says which connections it goes with: the 20 leave-site-out training folds
+    conn = helpers.model_connections(bundle, helpers.model_card(None, bundle))
+    assert conn["n_folds"] == 20 and len(conn["table"]) == 10 and conn["glass"] is not None
 
 
 def test_uncertainty_interval_and_site_caveat():

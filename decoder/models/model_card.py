@@ -71,6 +71,7 @@ def build_model_card(metrics: dict, config: dict, n_subjects: int, sites, region
             "calibration": calibration,
             "confounds": metrics.get("confounds") or {},
         },
+        "connections": metrics.get("edges"),
         "intended_use": INTENDED_USE,
         "limitations": [
             "Trained on ABIDE I sites; a new scanner or preprocessing pipeline changes "
@@ -117,6 +118,20 @@ def card_markdown(card: dict) -> str:
         for b in ev["calibration"]:
             lines.append(f"| {b['low']:.1f}–{b['high']:.1f} | {b['n']} | "
                          f"{_fmt(b['observed_rate'])} |")
+        lines.append("")
+    conn = card.get("connections") or {}
+    if conn.get("top"):
+        lines += ["## Connections the model goes with",
+                  f"Activation patterns ({conn.get('kind')} edges): correlation of each "
+                  "connection with the model's output on the training subjects, averaged over "
+                  f"the {conn.get('n_folds')} training folds of the evaluation (Haufe et al. "
+                  "2014). They describe the model; they do not test each connection.", "",
+                  "| region a | region b | pattern r | same sign in folds | stronger in |",
+                  "|---|---|---|---|---|"]
+        for e in conn["top"]:
+            a, b = e.get("names") or e.get("regions")
+            lines.append(f"| {a} | {b} | {e['pattern']:+.2f} | {e['sign_consistency']:.0%} | "
+                         f"{e['higher_in']} |")
         lines.append("")
     lines += ["## Intended use", card["intended_use"], "", "## Limitations"]
     lines += [f"- {x}" for x in card["limitations"]]

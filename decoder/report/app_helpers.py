@@ -289,6 +289,47 @@ def _coords_for(atlas, labels) -> np.ndarray | None:
     return np.asarray(out, dtype=float)
 
 
+def model_connections(bundle: dict, card: dict | None) -> dict | None:
+    """The connections the model goes with, from its card (the evaluation's edge patterns).
+
+    Returns
+    -------
+    dict or None
+        ``table`` (the strongest activation patterns, named when the atlas is
+        known), ``glass`` (a Figure of them on a glass brain, or None without
+        region coordinates), ``n_folds`` and ``kind``; None when the card has
+        no patterns (models saved before they were recorded).
+    """
+    from .figures import connectome_glass_brain
+    conn = (card or {}).get("connections") or {}
+    top = conn.get("top") or []
+    if not top:
+        return None
+    table = pd.DataFrame({
+        "region a": [(e.get("names") or e["regions"])[0] for e in top],
+        "region b": [(e.get("names") or e["regions"])[1] for e in top],
+        "pattern r": [float(e["pattern"]) for e in top],
+        "same sign in folds": [float(e["sign_consistency"]) for e in top],
+        "stronger in": [e["higher_in"] for e in top]})
+    glass = None
+    regions = [str(r) for r in bundle.get("regions") or []]
+    dataset = bundle.get("dataset") or {}
+    if regions and dataset.get("kind") == "abide":
+        from decoder.data.abide import region_coordinates
+        coords = region_coordinates(regions, dataset.get("derivative"))
+        index = {r.lstrip("#"): i for i, r in enumerate(regions)}
+        pairs = [[index.get(str(r).lstrip("#")) for r in e["regions"]] for e in top]
+        if coords is not None and all(None not in p for p in pairs):
+            m = np.zeros((len(regions), len(regions)))
+            for (i, j), e in zip(pairs, top):
+                m[i, j] = m[j, i] = float(e["pattern"])
+            glass = connectome_glass_brain(m, coords, k=len(top),
+                                           title="The model's strongest patterns (red: "
+                                                 "stronger in autism)")
+    return {"table": table, "glass": glass, "n_folds": conn.get("n_folds"),
+            "kind": conn.get("kind")}
+
+
 def analyse_subject(time_series, bundle: dict, name: str, card: dict | None = None,
                     site=None, age=None, sex=None, coords=None, n_edges: int = 20
                     ) -> SubjectResult:
