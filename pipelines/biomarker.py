@@ -369,6 +369,42 @@ def calibration_table(diagnosis, proba, n_bins=5) -> list:
     return out
 
 
+def _permutation_null_fixed_folds(config, covs, diagnosis, sites, covariates, perms,
+                                  halves=None):
+    """Null accuracies of ``perms`` under leave-site-out, refitting only the models.
+
+    The folds do not depend on the labels, and nothing before the models sees a label
+    (connectivity references, ComBat with age and sex, confound removal, scaling,
+    reliability), so each fold's label-free steps are fitted once and every permutation
+    refits the models and calibration on the cached features — the same null as
+    refitting everything (``tests/test_biomarker_pipeline.py`` checks it), about 10×
+    faster, and for ridge the Gram eigendecompositions are reused too.
+    """
+    from sklearn.base import clone
+
+    from decoder.models.biomarker_models import LooRidgeClassifier
+    splitter, _ = make_cv("leave-site-out", groups=sites)
+    base = make_classifier(config)
+    cached = []
+    for tr, te in splitter.split(covs, diagnosis, sites):
+        est = clone(base).fit(covs[tr], diagnosis[tr], sites=sites[tr],
+                              covariates=covariates.iloc[tr],
+                              halves=None if halves is None else halves[tr])
+        x_tr = est.features(covs[tr], sites[tr], covariates.iloc[tr])
+        x_te = est.features(covs[te], sites[te], covariates.iloc[te])
+        eigs = ({k: LooRidgeClassifier.gram_eig(x) for k, x in x_tr.items()}
+                if config["model"] == "ridge" else None)
+        cached.append((tr, te, est, x_tr, x_te, eigs))
+    null = []
+    for perm in perms:
+        proba = np.full(len(perm), np.nan)
+        for tr, te, est, x_tr, x_te, eigs in cached:
+            refit = est.with_labels(x_tr, perm[tr], eigs)
+            proba[te] = refit.proba_from_features(x_te)[:, _positive_column(refit)]
+        null.append(np.mean((proba > 0.5) == (perm == POSITIVE)))
+    return null
+
+
 def permutation_test(config, covs, diagnosis, sites, covariates, observed, n_permutations,
                      halves=None):
     """p-value of the pooled accuracy against labels permuted within site.
@@ -377,15 +413,22 @@ def permutation_test(config, covs, diagnosis, sites, covariates, observed, n_per
     includes whatever a model could learn from site alone.
     """
     rng = np.random.default_rng(config["random_state"])
-    null = []
+    perms = []
     for _ in range(int(n_permutations)):
         perm = diagnosis.copy()
         for s in np.unique(sites):
             m = np.flatnonzero(sites == s)
             perm[m] = rng.permutation(perm[m])
-        proba, _ = cross_validate(config, covs, diagnosis, sites, covariates, labels=perm,
-                                  halves=halves)
-        null.append(np.mean((np.nanmean(proba, axis=0) > 0.5) == (perm == POSITIVE)))
+        perms.append(perm)
+    if _CV_ALIASES.get(config["cv"], config["cv"]) == "leave-site-out":
+        null = _permutation_null_fixed_folds(config, covs, diagnosis, sites, covariates,
+                                             perms, halves)
+    else:  # the folds of stratified schemes depend on the (permuted) labels: refit all
+        null = []
+        for perm in perms:
+            proba, _ = cross_validate(config, covs, diagnosis, sites, covariates, labels=perm,
+                                      halves=halves)
+            null.append(np.mean((np.nanmean(proba, axis=0) > 0.5) == (perm == POSITIVE)))
     null = np.asarray(null)
     p = (1 + np.sum(null >= observed)) / (1 + len(null))
     return float(p), null

@@ -192,6 +192,39 @@ def test_shuffled_labels_give_chance_auc(tmp_path):
     assert abs(np.mean(null) - 0.5) < 0.15
 
 
+@pytest.mark.parametrize("over", [{}, {"harmonize.method": "combat",
+                                      "confounds.remove": ["mean_fd"]},
+                                  {"model": "logistic"}])
+def test_leave_site_out_permutations_refit_only_the_models_with_the_same_null(tmp_path, over):
+    # nothing before the models sees a label, so refitting the models alone on cached
+    # features must give exactly the null of refitting every step
+    from decoder.features.connectome import split_half_covariances, subject_covariances
+    root = make_layout(tmp_path / "abide", n_sites=3, per_site=10, signal=0.5)
+    cfg = _config(**over)
+    subjects = biomarker.load_subjects(cfg, root)     # the layout records mean FD
+    covs = subject_covariances(subjects.time_series)
+    halves = split_half_covariances(subjects.time_series)
+    diag = subjects.diagnosis.astype(str)
+    cov = biomarker.model_covariates(cfg, subjects)
+    rng = np.random.default_rng(0)
+    perms = []
+    for _ in range(3):
+        perm = diag.copy()
+        for s in np.unique(subjects.sites):
+            m = np.flatnonzero(subjects.sites == s)
+            perm[m] = rng.permutation(perm[m])
+        perms.append(perm)
+    fast = biomarker._permutation_null_fixed_folds(cfg, covs, diag, subjects.sites, cov,
+                                                   perms, halves)
+    slow = []
+    for perm in perms:
+        proba, _ = biomarker.cross_validate(cfg, covs, diag, subjects.sites, cov, labels=perm,
+                                            halves=halves)
+        slow.append(np.mean((proba[0] > 0.5) == (perm == "autism")))
+    assert fast == pytest.approx(slow, abs=1e-12)
+    assert len(set(np.round(fast, 6))) > 1 or len(fast) == 1   # the labels really changed
+
+
 def test_permutation_p_is_reported_when_asked(tmp_path):
     root = make_layout(tmp_path / "abide", n_sites=3, per_site=8, signal=0.9)
     metrics = biomarker.run(_config(n_permutations=3, save_model=False), data=root,

@@ -18,6 +18,7 @@ decision values (so they are calibrated without touching test data).
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import numpy as np
@@ -112,6 +113,21 @@ class LooRidgeClassifier(ClassifierMixin, BaseEstimator):
         self.alphas = alphas
 
     def fit(self, X, y):
+        if len(unique_labels(np.asarray(y))) != 2:   # before the eigendecomposition
+            raise DataError("LooRidgeClassifier needs exactly 2 classes", "check the labels")
+        return self._fit_eig(X, y, *self.gram_eig(X))
+
+    @staticmethod
+    def gram_eig(X):
+        """Eigendecomposition of the centred Gram matrix (label-free; reusable across label
+        permutations): ``(mean_x, vals, vecs)``."""
+        X = np.asarray(X, dtype=float)
+        mean_x = X.mean(axis=0)
+        Xc = X - mean_x
+        vals, vecs = np.linalg.eigh(Xc @ Xc.T)
+        return mean_x, np.clip(vals, 0, None), vecs
+
+    def _fit_eig(self, X, y, mean_x, vals, vecs):
         X = np.asarray(X, dtype=float)
         y = np.asarray(y)
         self.classes_ = unique_labels(y)
@@ -119,10 +135,7 @@ class LooRidgeClassifier(ClassifierMixin, BaseEstimator):
             raise DataError("LooRidgeClassifier needs exactly 2 classes",
                             "check the labels")
         y_pm = np.where(y == self.classes_[1], 1.0, -1.0)
-        mean_x = X.mean(axis=0)
         Xc = X - mean_x
-        vals, vecs = np.linalg.eigh(Xc @ Xc.T)
-        vals = np.clip(vals, 0, None)
         ym = y_pm.mean()
         qty = vecs.T @ (y_pm - ym)
         best = None
@@ -491,7 +504,7 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
             ok = np.isfinite(halves).all(axis=(1, 2, 3))
             sites_ok = None if sites is None else np.asarray(sites)[ok]
             covariates_ok = _rows(covariates, ok)
-        loo, inputs = [], {}
+        inputs = {}
         for kind in kinds:
             Xk = self._standardised(kind, covs, sites, covariates, fit=True)
             if self.reliability == "split-half":
@@ -501,21 +514,72 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
                     f2[ok] = self._standardised(kind, halves[ok, 1], sites_ok, covariates_ok)
                 self.reliability_[kind] = split_half_reliability(Xk, f1, f2)
                 Xk = Xk * self.reliability_[kind]
-            model = make_model(self.model, self.random_state, self.inner_splits,
-                               self.model_params).fit(Xk, y)
-            self.models_[kind] = model
             inputs[kind] = Xk
+        self.edge_patterns_ = edge_patterns(inputs, self._fit_head(inputs, y))
+        return self
+
+    def _fit_head(self, inputs, y, eigs=None):
+        """Fit the label-dependent part — the per-kind models and the calibration — on
+        training features ``inputs`` (kind → (n, n_features)) from the label-free part.
+
+        Everything before it (connectivity, ComBat with age and sex, confound removal,
+        scaling, reliability) never sees a label, which lets a permutation test refit
+        only this part (:meth:`with_labels`).  ``eigs``: per kind, the cached
+        eigendecomposition of the ridge Gram matrix (:meth:`LooRidgeClassifier.gram_eig`).
+        Returns the ensemble's decision on the training subjects.
+        """
+        loo = []
+        for kind, Xk in inputs.items():
+            model = make_model(self.model, self.random_state, self.inner_splits,
+                               self.model_params)
+            if eigs is not None and isinstance(model, LooRidgeClassifier):
+                model._fit_eig(Xk, y, *eigs[kind])
+            else:
+                model.fit(Xk, y)
+            self.models_[kind] = model
             if isinstance(model, LooRidgeClassifier):
                 loo.append(model.loo_decision_)
-        train_decision = np.mean([_decision(self.models_[k], inputs[k]) for k in kinds], axis=0)
-        self.edge_patterns_ = edge_patterns(inputs, train_decision)
-        if len(loo) == len(kinds):
+        train_decision = np.mean([_decision(self.models_[k], X) for k, X in inputs.items()],
+                                 axis=0)
+        if len(loo) == len(inputs):
             d = np.mean(loo, axis=0)
         else:  # no free leave-one-out values: the training decisions (optimistic scale)
             d = train_decision
         platt = LogisticRegression(C=1e4).fit(d[:, None], y == self.classes_[1])
         self.calibration_ = (float(platt.coef_[0, 0]), float(platt.intercept_[0]))
-        return self
+        return train_decision
+
+    def features(self, X, sites=None, covariates=None) -> dict:
+        """The model's inputs per kind (kind → (n, n_features)), from the fitted label-free
+        steps: connectivity, ComBat, confound removal, scaling, reliability weights."""
+        check_is_fitted(self, "models_")
+        with threadpool_limits(limits=1, user_api="blas"):
+            covs = as_covariance_stack(X, self.shrinkage)
+            return {k: self._features(k, covs, sites, covariates) for k in self.models_}
+
+    def with_labels(self, inputs, y, eigs=None) -> "ConnectomeClassifier":
+        """A copy whose label-dependent part is refitted on other labels ``y`` for the same
+        training subjects, given their :meth:`features` ``inputs``.
+
+        The label-free steps are shared with ``self`` (they never saw a label), so this
+        equals a full :meth:`fit` on ``y`` at the cost of the models alone — what a
+        permutation test needs.  ``eigs``: kind → :meth:`LooRidgeClassifier.gram_eig` of
+        ``inputs[kind]``, reused across permutations for ridge.
+        """
+        check_is_fitted(self, "models_")
+        new = copy.copy(self)
+        new.models_ = {}
+        new.classes_ = unique_labels(np.asarray(y))
+        with threadpool_limits(limits=1, user_api="blas"):
+            new._fit_head(inputs, np.asarray(y), eigs)
+        return new
+
+    def proba_from_features(self, inputs) -> np.ndarray:
+        """Calibrated probabilities (n, 2) from :meth:`features` of the subjects."""
+        d = np.mean([_decision(self.models_[k], inputs[k]) for k in self.models_], axis=0)
+        a, b = self.calibration_
+        p = expit(a * d + b)
+        return np.column_stack([1 - p, p])
 
     def _fit_confound_medians(self, covariates, n):
         names = self.confound_names()
