@@ -569,6 +569,7 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "models_")
         new = copy.copy(self)
         new.models_ = {}
+        new.__dict__.pop("edge_patterns_", None)   # those of the original labels
         new.classes_ = unique_labels(np.asarray(y))
         with threadpool_limits(limits=1, user_api="blas"):
             new._fit_head(inputs, np.asarray(y), eigs)
