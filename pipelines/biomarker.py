@@ -385,7 +385,8 @@ def _permutation_null_fixed_folds(config, covs, diagnosis, sites, covariates, pe
     from decoder.models.biomarker_models import LooRidgeClassifier
     splitter, _ = make_cv("leave-site-out", groups=sites)
     base = make_classifier(config)
-    cached = []
+    proba = np.full((len(perms), len(diagnosis)), np.nan)
+    # fold by fold (one fold's features in memory at a time), every permutation within it
     for tr, te in splitter.split(covs, diagnosis, sites):
         est = clone(base).fit(covs[tr], diagnosis[tr], sites=sites[tr],
                               covariates=covariates.iloc[tr],
@@ -394,15 +395,10 @@ def _permutation_null_fixed_folds(config, covs, diagnosis, sites, covariates, pe
         x_te = est.features(covs[te], sites[te], covariates.iloc[te])
         eigs = ({k: LooRidgeClassifier.gram_eig(x) for k, x in x_tr.items()}
                 if config["model"] == "ridge" else None)
-        cached.append((tr, te, est, x_tr, x_te, eigs))
-    null = []
-    for perm in perms:
-        proba = np.full(len(perm), np.nan)
-        for tr, te, est, x_tr, x_te, eigs in cached:
+        for i, perm in enumerate(perms):
             refit = est.with_labels(x_tr, perm[tr], eigs)
-            proba[te] = refit.proba_from_features(x_te)[:, _positive_column(refit)]
-        null.append(np.mean((proba > 0.5) == (perm == POSITIVE)))
-    return null
+            proba[i, te] = refit.proba_from_features(x_te)[:, _positive_column(refit)]
+    return [float(np.mean((p > 0.5) == (perm == POSITIVE))) for p, perm in zip(proba, perms)]
 
 
 def permutation_test(config, covs, diagnosis, sites, covariates, observed, n_permutations,
