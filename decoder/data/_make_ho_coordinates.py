@@ -21,7 +21,6 @@ import re
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 OUT = Path(__file__).resolve().parent / "_atlas" / "ho_coordinates.tsv"

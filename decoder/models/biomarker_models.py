@@ -557,7 +557,7 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
             covs = as_covariance_stack(X, self.shrinkage)
             return {k: self._features(k, covs, sites, covariates) for k in self.models_}
 
-    def with_labels(self, inputs, y, eigs=None) -> "ConnectomeClassifier":
+    def with_labels(self, inputs, y, eigs=None) -> ConnectomeClassifier:
         """A copy whose label-dependent part is refitted on other labels ``y`` for the same
         training subjects, given their :meth:`features` ``inputs``.
 
