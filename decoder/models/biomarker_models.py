@@ -113,8 +113,6 @@ class LooRidgeClassifier(ClassifierMixin, BaseEstimator):
         self.alphas = alphas
 
     def fit(self, X, y):
-        if len(unique_labels(np.asarray(y))) != 2:   # before the eigendecomposition
-            raise DataError("LooRidgeClassifier needs exactly 2 classes", "check the labels")
         return self._fit_eig(X, y, *self.gram_eig(X))
 
     @staticmethod
@@ -539,8 +537,7 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
             self.models_[kind] = model
             if isinstance(model, LooRidgeClassifier):
                 loo.append(model.loo_decision_)
-        train_decision = np.mean([_decision(self.models_[k], X) for k, X in inputs.items()],
-                                 axis=0)
+        train_decision = self._ensemble_from_features(inputs)
         if len(loo) == len(inputs):
             d = np.mean(loo, axis=0)
         else:  # no free leave-one-out values: the training decisions (optimistic scale)
@@ -577,7 +574,14 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
 
     def proba_from_features(self, inputs) -> np.ndarray:
         """Calibrated probabilities (n, 2) from :meth:`features` of the subjects."""
-        d = np.mean([_decision(self.models_[k], inputs[k]) for k in self.models_], axis=0)
+        return self._calibrated(self._ensemble_from_features(inputs))
+
+    def _ensemble_from_features(self, inputs):
+        """Mean of the per-kind decision values on the model inputs (kind → features)."""
+        return np.mean([_decision(self.models_[k], inputs[k]) for k in self.models_], axis=0)
+
+    def _calibrated(self, d):
+        """Platt-calibrated probabilities (n, 2), columns ordered as ``classes_``."""
         a, b = self.calibration_
         p = expit(a * d + b)
         return np.column_stack([1 - p, p])
@@ -599,8 +603,8 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
         self.confound_medians_ = np.nanmedian(C, axis=0)
 
     def _ensemble_decision(self, covs, sites, covariates):
-        return np.mean([_decision(self.models_[k], self._features(k, covs, sites, covariates))
-                        for k in self.models_], axis=0)
+        return self._ensemble_from_features(
+            {k: self._features(k, covs, sites, covariates) for k in self.models_})
 
     def decision_function(self, X, sites=None, covariates=None):
         """Mean of the per-kind decision values (positive → ``classes_[1]``)."""
@@ -616,10 +620,7 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X, sites=None, covariates=None):
         """Calibrated probabilities, columns ordered as ``classes_``."""
-        a, b = self.calibration_
-        d = self.decision_function(X, sites, covariates)
-        p = expit(a * d + b)
-        return np.column_stack([1 - p, p])
+        return self._calibrated(self.decision_function(X, sites, covariates))
 
     def predict(self, X, sites=None, covariates=None):
         """The class whose calibrated probability exceeds 0.5 (consistent with predict_proba)."""
