@@ -38,10 +38,8 @@ the p-values are somewhat optimistic (Dietterich 1998; Nadeau & Bengio
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from scipy.stats import binomtest, norm, rankdata
 from scipy.stats import t as student_t
 from sklearn.metrics import roc_auc_score
@@ -206,22 +204,26 @@ def corrected_resampled_ttest(differences, test_train_ratio) -> dict:
 
 
 def _load(run_dir):
-    """A run's metrics and held-out predictions (one-line errors from :func:`load_run`)."""
+    """A run's metrics, held-out predictions and, for repeated k-fold, each repetition's
+    (one-line errors from :func:`load_run`)."""
     from ..report import load_run
     run = load_run(run_dir)
     if run.predictions is None:
         raise DataError(f"{run.path} has no predictions.tsv",
                         "rerun it with this version of 'decoder run'")
-    pred = run.predictions
+    pred, repeats = run.predictions, None
     if run.task == "biomarker":
-        if "subject" not in pred:
-            raise DataError(f"{run.path}/predictions.tsv has no subject column",
-                            "rerun it with this version of 'decoder run'")
+        for name, table in (("predictions", pred), ("repeats", run.repeats)):
+            if table is not None and "subject" not in table:
+                raise DataError(f"{run.path}/{name}.tsv has no subject column",
+                                "rerun it with this version of 'decoder run'")
         pred = pred.set_index("subject")
-    return run.metrics, pred, run.path
+        if run.metrics.get("cv") == "repeated-stratified-kfold" and run.repeats is not None:
+            repeats = run.repeats.set_index("subject")
+    return run.metrics, pred, run.path, repeats
 
 
-def _repetitions(metrics, pred, path, biomarker, label):
+def _repetitions(pred, repeats, path, biomarker, label):
     """Per repetition: (fold of each sample, whether the run got it right, its score or None).
 
     ``None`` when the run records no folds (written before they were kept).
@@ -229,30 +231,22 @@ def _repetitions(metrics, pred, path, biomarker, label):
     if "fold" not in pred:
         return None
     truth = pred[label].astype(str).to_numpy()
-    if not biomarker:
-        return [(pred["fold"].to_numpy(), pred["predicted"].astype(str).to_numpy() == truth,
-                 None)]
-    col = _score_column(pred, path)
-    repeats = Path(path) / "repeats.tsv"
-    if metrics.get("cv") == "repeated-stratified-kfold" and repeats.is_file():
-        try:  # read as predictions.tsv is, so that the subject IDs match
-            table = pd.read_csv(repeats, sep="\t").set_index("subject").reindex(pred.index)
-        except Exception as exc:  # pandas parser errors, no subject column
-            raise DataError(f"{repeats}: unreadable table ({type(exc).__name__})",
-                            "rerun 'decoder run'") from None
+    col = _score_column(pred, path) if biomarker else None
+    if repeats is not None:
+        table = repeats.reindex(pred.index)
         n_rep = sum(c.startswith("fold_r") for c in table.columns)
         missing = [c for r in range(n_rep) for c in (f"fold_r{r}", f"{col}_r{r}")
                    if c not in table.columns]
         if missing or not n_rep:
-            raise DataError(f"{repeats}: no column {missing[0] if missing else 'fold_r0'}",
-                            "rerun 'decoder run'")
+            raise DataError(f"{path}/repeats.tsv: no column "
+                            f"{missing[0] if missing else 'fold_r0'}", "rerun 'decoder run'")
         out = []
         for r in range(n_rep):
             p = table[f"{col}_r{r}"].to_numpy(float)
             out.append((table[f"fold_r{r}"].to_numpy(), (p > 0.5) == (truth == col[2:]), p))
         return out
-    p = pred[col].to_numpy(float)
-    return [(pred["fold"].to_numpy(), pred["predicted"].astype(str).to_numpy() == truth, p)]
+    correct = pred["predicted"].astype(str).to_numpy() == truth
+    return [(pred["fold"].to_numpy(), correct, None if col is None else pred[col].to_numpy(float))]
 
 
 def _corrected_t(reps_a, reps_b, positive, same_samples=True):
@@ -318,7 +312,7 @@ def compare_runs(run_a, run_b, n_permutations=10000, random_state=0) -> dict:
         ROC AUC), ``task``, ``n_paired``, ``accuracy`` (the paired test),
         ``roc_auc`` (DeLong, or null), ``note``.
     """
-    (ma, pa, path_a), (mb, pb, path_b) = _load(run_a), _load(run_b)
+    (ma, pa, path_a, ra), (mb, pb, path_b, rb) = _load(run_a), _load(run_b)
     task = ma.get("task")
     if task != mb.get("task"):
         raise DataError(f"cannot compare a {task} run with a {mb.get('task')} run",
@@ -364,8 +358,8 @@ def compare_runs(run_a, run_b, n_permutations=10000, random_state=0) -> dict:
                                                    random_state=random_state),
                            "unit": "fold"}
         out["roc_auc"] = None
-    reps = [_repetitions(m, p, path, biomarker, label)
-            for m, p, path in ((ma, pa, path_a), (mb, pb, path_b))]
+    reps = [_repetitions(p, r, path, biomarker, label)
+            for p, r, path in ((pa, ra, path_a), (pb, rb, path_b))]
     positive = truth == _score_column(pa, run_a)[2:] if biomarker else None
     out["corrected_t"] = _corrected_t(*reps, positive, same_samples=not (
         out.get("n_only_a") or out.get("n_only_b")))

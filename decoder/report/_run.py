@@ -34,6 +34,9 @@ class RunData:
         ``model_card.json`` (biomarker runs that saved a model).
     edges : DataFrame or None
         ``edges.tsv`` (biomarker runs): per-edge activation patterns.
+    repeats : DataFrame or None
+        ``repeats.tsv`` (biomarker runs with repeated k-fold): each repetition's folds
+        and probabilities.
     """
 
     path: Path
@@ -43,6 +46,7 @@ class RunData:
     predictions: pd.DataFrame | None = None
     model_card: dict | None = None
     edges: pd.DataFrame | None = None
+    repeats: pd.DataFrame | None = None
 
     @property
     def task(self) -> str:
@@ -103,7 +107,7 @@ def load_run(run_dir) -> RunData:
             raise DataError(f"{wfile}: unreadable NIfTI ({type(exc).__name__})",
                             "rerun 'decoder run' to rewrite the weights") from None
         run.weights = img
-    for name in ("predictions", "edges"):
+    for name in ("predictions", "edges", "repeats"):
         tfile = path / f"{name}.tsv"
         if tfile.is_file():
             try:
