@@ -59,13 +59,9 @@ def main(argv=None):
     ours_s = time.perf_counter() - t0
 
     # anchor: every step refitted for each permuted label vector (the same permutations)
-    rng = np.random.default_rng(cfg["random_state"])
     t1 = time.perf_counter()
-    for _ in range(args.anchor_permutations):
-        perm = diag.copy()
-        for s in np.unique(sites):
-            m = np.flatnonzero(sites == s)
-            perm[m] = rng.permutation(perm[m])
+    for perm in biomarker.within_site_permutations(diag, sites, args.anchor_permutations,
+                                                   cfg["random_state"]):
         biomarker.cross_validate(cfg, covs, diag, sites, cov, labels=perm, halves=halves)
     per_perm = (time.perf_counter() - t1) / args.anchor_permutations
     anchor_s = per_perm * args.n_permutations

@@ -258,7 +258,7 @@ def _positive_column(est):
 
 
 def cross_validate(config, covs, diagnosis, sites, covariates, labels=None, halves=None,
-                   patterns=None):
+                   patterns=None, estimators=None):
     """Out-of-fold autism probabilities and the fold assignment.
 
     Parameters
@@ -273,6 +273,9 @@ def cross_validate(config, covs, diagnosis, sites, covariates, labels=None, halv
         When given, each fold's ``edge_patterns_`` (fitted on its training
         subjects), signed so that positive means stronger towards autism, is
         appended to it.
+    estimators : list, optional
+        When given, each fold's fitted classifier is appended to it (a
+        leave-site-out permutation test reuses their label-free steps).
 
     Returns
     -------
@@ -307,6 +310,8 @@ def cross_validate(config, covs, diagnosis, sites, covariates, labels=None, halv
         if patterns is not None:  # oriented towards autism (classes_[1] may be either)
             sign = 1.0 if est.classes_[1] == POSITIVE else -1.0
             patterns.append({k: sign * v for k, v in est.edge_patterns_.items()})
+        if estimators is not None:
+            estimators.append(est)
     return proba, folds
 
 
@@ -369,8 +374,21 @@ def calibration_table(diagnosis, proba, n_bins=5) -> list:
     return out
 
 
+def within_site_permutations(diagnosis, sites, n_permutations, random_state=0) -> list:
+    """``n_permutations`` copies of ``diagnosis``, each shuffled within every site."""
+    rng = np.random.default_rng(random_state)
+    perms = []
+    for _ in range(int(n_permutations)):
+        perm = np.asarray(diagnosis).copy()
+        for s in np.unique(sites):
+            m = np.flatnonzero(sites == s)
+            perm[m] = rng.permutation(perm[m])
+        perms.append(perm)
+    return perms
+
+
 def _permutation_null_fixed_folds(config, covs, diagnosis, sites, covariates, perms,
-                                  halves=None):
+                                  halves=None, fitted=None):
     """Null accuracies of ``perms`` under leave-site-out, refitting only the models.
 
     The folds do not depend on the labels, and nothing before the models sees a label
@@ -378,7 +396,9 @@ def _permutation_null_fixed_folds(config, covs, diagnosis, sites, covariates, pe
     reliability), so each fold's label-free steps are fitted once and every permutation
     refits the models and calibration on the cached features — the same null as
     refitting everything (``tests/test_biomarker_pipeline.py`` checks it), about 10×
-    faster, and for ridge the Gram eigendecompositions are reused too.
+    faster, and for ridge the Gram eigendecompositions are reused too.  ``fitted``: the
+    classifiers of the same folds already fitted on the true labels (by
+    :func:`cross_validate`), so that not even those are fitted again.
     """
     from sklearn.base import clone
 
@@ -387,10 +407,10 @@ def _permutation_null_fixed_folds(config, covs, diagnosis, sites, covariates, pe
     base = make_classifier(config)
     proba = np.full((len(perms), len(diagnosis)), np.nan)
     # fold by fold (one fold's features in memory at a time), every permutation within it
-    for tr, te in splitter.split(covs, diagnosis, sites):
-        est = clone(base).fit(covs[tr], diagnosis[tr], sites=sites[tr],
-                              covariates=covariates.iloc[tr],
-                              halves=None if halves is None else halves[tr])
+    for i, (tr, te) in enumerate(splitter.split(covs, diagnosis, sites)):
+        est = fitted[i] if fitted is not None else clone(base).fit(
+            covs[tr], diagnosis[tr], sites=sites[tr], covariates=covariates.iloc[tr],
+            halves=None if halves is None else halves[tr])
         x_tr = est.features(covs[tr], sites[tr], covariates.iloc[tr])
         x_te = est.features(covs[te], sites[te], covariates.iloc[te])
         eigs = ({k: LooRidgeClassifier.gram_eig(x) for k, x in x_tr.items()}
@@ -402,23 +422,18 @@ def _permutation_null_fixed_folds(config, covs, diagnosis, sites, covariates, pe
 
 
 def permutation_test(config, covs, diagnosis, sites, covariates, observed, n_permutations,
-                     halves=None):
+                     halves=None, fitted=None):
     """p-value of the pooled accuracy against labels permuted within site.
 
     Permuting within sites keeps each site's class balance, so the null
-    includes whatever a model could learn from site alone.
+    includes whatever a model could learn from site alone.  ``fitted``: under
+    leave-site-out, the fold classifiers of the observed evaluation
+    (``cross_validate(..., estimators=...)``), reused rather than refitted.
     """
-    rng = np.random.default_rng(config["random_state"])
-    perms = []
-    for _ in range(int(n_permutations)):
-        perm = diagnosis.copy()
-        for s in np.unique(sites):
-            m = np.flatnonzero(sites == s)
-            perm[m] = rng.permutation(perm[m])
-        perms.append(perm)
+    perms = within_site_permutations(diagnosis, sites, n_permutations, config["random_state"])
     if _CV_ALIASES.get(config["cv"], config["cv"]) == "leave-site-out":
         null = _permutation_null_fixed_folds(config, covs, diagnosis, sites, covariates,
-                                             perms, halves)
+                                             perms, halves, fitted)
     else:  # the folds of stratified schemes depend on the (permuted) labels: refit all
         null = []
         for perm in perms:
@@ -452,8 +467,12 @@ def run(config, data=None, out=None, config_path=None) -> dict:
                     "variance", ", ".join(small))
     covariates = model_covariates(config, subjects)
     fold_patterns = []
+    # the permutation test under leave-site-out reuses these folds' label-free steps
+    fold_estimators = ([] if config["n_permutations"] and scheme == "leave-site-out"
+                       else None)
     proba_reps, folds = cross_validate(config, covs, diag, sites, covariates,
-                                       halves=halves, patterns=fold_patterns)
+                                       halves=halves, patterns=fold_patterns,
+                                       estimators=fold_estimators)
     ds = config["dataset"]
     names = region_names(subjects.regions, ds["derivative"]) if ds["kind"] == "abide" else None
     edges = edge_pattern_table(fold_patterns, subjects.regions, classes=CLASSES, names=names)
@@ -465,7 +484,8 @@ def run(config, data=None, out=None, config_path=None) -> dict:
     perm_p, null = None, None
     if config["n_permutations"] and config["n_permutations"] > 0:
         perm_p, null = permutation_test(config, covs, diag, sites, covariates,
-                                        m["accuracy"], config["n_permutations"], halves=halves)
+                                        m["accuracy"], config["n_permutations"], halves=halves,
+                                        fitted=fold_estimators)
     inputs = file_records(subjects.files, root=subjects.root)
     metrics = {
         "task": "biomarker",

@@ -206,16 +206,20 @@ def test_leave_site_out_permutations_refit_only_the_models_with_the_same_null(tm
     halves = split_half_covariances(subjects.time_series)
     diag = subjects.diagnosis.astype(str)
     cov = biomarker.model_covariates(cfg, subjects)
-    rng = np.random.default_rng(0)
-    perms = []
-    for _ in range(3):
-        perm = diag.copy()
+    perms = biomarker.within_site_permutations(diag, subjects.sites, 3, random_state=0)
+    for perm in perms:                                   # each site keeps its class balance
         for s in np.unique(subjects.sites):
-            m = np.flatnonzero(subjects.sites == s)
-            perm[m] = rng.permutation(perm[m])
-        perms.append(perm)
+            m = subjects.sites == s
+            assert sorted(perm[m]) == sorted(diag[m])
     fast = biomarker._permutation_null_fixed_folds(cfg, covs, diag, subjects.sites, cov,
                                                    perms, halves)
+    # with the fold classifiers of the observed evaluation reused, the same null again
+    fitted = []
+    biomarker.cross_validate(cfg, covs, diag, subjects.sites, cov, halves=halves,
+                             estimators=fitted)
+    assert biomarker._permutation_null_fixed_folds(
+        cfg, covs, diag, subjects.sites, cov, perms, halves, fitted) == pytest.approx(
+            fast, abs=1e-12)
     slow = []
     for perm in perms:
         proba, _ = biomarker.cross_validate(cfg, covs, diag, subjects.sites, cov, labels=perm,
