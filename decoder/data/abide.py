@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["PIPELINES", "STRATEGIES", "DERIVATIVES", "PHENOTYPIC_FILE", "AbideDataset",
            "abide_folder", "load_phenotypes", "load_abide", "DIAGNOSIS", "region_names",
-           "region_coordinates"]
+           "region_coordinates", "dataset_regions"]
 
 PIPELINES = ("cpac", "ccs", "dparsf", "niak")
 STRATEGIES = ("filt_global", "filt_noglobal", "nofilt_global", "nofilt_noglobal")
@@ -142,6 +142,19 @@ def region_coordinates(codes, derivative) -> np.ndarray | None:
     if not len(xyz) or np.isfinite(xyz).all(axis=1).mean() < 0.9:
         return None
     return xyz
+
+
+def dataset_regions(dataset, regions) -> tuple[list | None, np.ndarray | None]:
+    """Names and coordinates of ``regions`` for a run's or model's ``dataset`` record.
+
+    Only an ABIDE PCP dataset names its atlas (``derivative``); for any other
+    kind, or regions the atlas does not describe, ``(None, None)``.
+    """
+    dataset = dataset or {}
+    if regions is None or not len(regions) or dataset.get("kind") != "abide":
+        return None, None
+    derivative = dataset.get("derivative")
+    return region_names(regions, derivative), region_coordinates(regions, derivative)
 
 
 @dataclass

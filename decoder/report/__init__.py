@@ -96,14 +96,12 @@ def edge_pattern_views(run: RunData) -> dict | None:
     m = run.metrics
     matrix, regions = figures.edge_pattern_matrix(run.edges)
     glass = None
-    dataset = m.get("dataset") or {}
-    if dataset.get("kind") == "abide":  # an atlas known by its name: coordinates shipped
-        from decoder.data.abide import region_coordinates
-        coords = region_coordinates(regions, dataset.get("derivative"))
-        if coords is not None:
-            glass = figures.connectome_glass_brain(
-                matrix, coords, k=20, title="20 strongest patterns (red: stronger towards "
-                                            f"{(m.get('classes') or ['', 'autism'])[-1]})")
+    from decoder.data.abide import dataset_regions
+    _, coords = dataset_regions(m.get("dataset"), regions)
+    if coords is not None:
+        glass = figures.connectome_glass_brain(
+            matrix, coords, k=20, title="20 strongest patterns (red: stronger towards "
+                                        f"{(m.get('classes') or ['', 'autism'])[-1]})")
     n_folds = (m.get("edges") or {}).get("n_folds")
     note = ("Pattern r: correlation of the edge with the classifier's decision on the "
             f"training subjects, averaged over the {n_folds or ''} training folds (Haufe et "

@@ -311,21 +311,19 @@ def model_connections(bundle: dict, card: dict | None) -> dict | None:
         "pattern r": [float(e["pattern"]) for e in top],
         "same sign in folds": [float(e["sign_consistency"]) for e in top],
         "stronger in": [e["higher_in"] for e in top]})
+    from decoder.data.abide import dataset_regions
     glass = None
     regions = [str(r) for r in bundle.get("regions") or []]
-    dataset = bundle.get("dataset") or {}
-    if regions and dataset.get("kind") == "abide":
-        from decoder.data.abide import region_coordinates
-        coords = region_coordinates(regions, dataset.get("derivative"))
-        index = {r.lstrip("#"): i for i, r in enumerate(regions)}
-        pairs = [[index.get(str(r).lstrip("#")) for r in e["regions"]] for e in top]
-        if coords is not None and all(None not in p for p in pairs):
-            m = np.zeros((len(regions), len(regions)))
-            for (i, j), e in zip(pairs, top):
-                m[i, j] = m[j, i] = float(e["pattern"])
-            glass = connectome_glass_brain(m, coords, k=len(top),
-                                           title="The model's strongest patterns (red: "
-                                                 "stronger in autism)")
+    _, coords = dataset_regions(bundle.get("dataset"), regions)
+    index = {r.lstrip("#"): i for i, r in enumerate(regions)}
+    pairs = [[index.get(str(r).lstrip("#")) for r in e["regions"]] for e in top]
+    if coords is not None and all(None not in p for p in pairs):
+        m = np.zeros((len(regions), len(regions)))
+        for (i, j), e in zip(pairs, top):
+            m[i, j] = m[j, i] = float(e["pattern"])
+        glass = connectome_glass_brain(m, coords, k=len(top),
+                                       title="The model's strongest patterns (red: "
+                                             "stronger in autism)")
     return {"table": table, "glass": glass, "n_folds": conn.get("n_folds"),
             "kind": conn.get("kind")}
 
@@ -368,13 +366,10 @@ def analyse_subject(time_series, bundle: dict, name: str, card: dict | None = No
     labels = [str(r) for r in (regions or range(ts.shape[1]))]
     if coords is None and bundle.get("coords") is not None:
         coords = np.asarray(bundle["coords"], dtype=float)
-    names = None
-    dataset = bundle.get("dataset") or {}
-    if regions is not None and dataset.get("kind") == "abide":  # atlas known by its name
-        from decoder.data.abide import region_coordinates, region_names
-        names = region_names(regions, dataset.get("derivative"))
-        if coords is None:
-            coords = region_coordinates(regions, dataset.get("derivative"))
+    from decoder.data.abide import dataset_regions
+    names, atlas_coords = dataset_regions(bundle.get("dataset"), regions)
+    if coords is None:
+        coords = atlas_coords
     b = pred.get("calibration_bin")
     interval = None
     if b and b.get("n") and b.get("observed_rate") is not None:
