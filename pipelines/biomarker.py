@@ -523,9 +523,10 @@ def run(config, data=None, out=None, config_path=None) -> dict:
                                                  config_path)
         save_model(out / "model.skops", est, metrics, config, subjects)
     n_rep = len(proba_reps)
+    per_rep = len(folds) // n_rep          # folds are listed repetition by repetition
     fold_of = np.full((n_rep, len(diag)), -1)
     for i, (_, te) in enumerate(folds):
-        fold_of[i // (len(folds) // n_rep), te] = i % (len(folds) // n_rep)
+        fold_of[i // per_rep, te] = i % per_rep
     predictions = pd.DataFrame({"subject": subjects.ids, "site": sites, "diagnosis": diag,
                                 "p_autism": proba,
                                 "predicted": np.where(proba > 0.5, POSITIVE, "control"),
