@@ -10,6 +10,7 @@ an earlier good result.
 from __future__ import annotations
 
 import io
+import logging
 import platform
 import sys
 import time
@@ -20,6 +21,8 @@ import numpy as np
 from . import __version__
 from ._utils import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from .config import config_hash
+
+log = logging.getLogger(__name__)
 
 TIMING_FIELDS = ("runtime_s", "created")
 
@@ -126,7 +129,18 @@ def write_run(out_dir, metrics: dict, images: dict | None = None,
         except ImportError:
             pass
         else:
-            write_report(out)
+            # The results are complete once metrics.json is written; a figure that cannot be
+            # drawn must not turn a finished run into a failed one (nor leave a stale report).
+            try:
+                write_report(out)
+            except Exception as err:  # noqa: BLE001 - any rendering failure, reported below
+                stale = out / "report.html"
+                if stale.exists():
+                    stale.unlink()
+                msg = " ".join(str(err).split()) or type(err).__name__
+                log.warning("report.html not written for %s (%s: %s); the results are complete "
+                            "— fix: run 'decoder report %s' after the cause is mended",
+                            out, type(err).__name__, msg, out)
     return out
 
 

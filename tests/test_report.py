@@ -133,6 +133,29 @@ def test_write_run_writes_a_self_contained_report_with_every_figure(tmp_path):
         assert f'id="{anchor}"' in html
 
 
+def test_a_report_that_cannot_be_drawn_leaves_the_finished_run_intact(tmp_path, monkeypatch,
+                                                                       caplog):
+    import decoder.report as report_module
+    out = make_category_run(tmp_path / "run")          # an earlier run with its report
+    assert (out / "report.html").exists()
+
+    def broken(run_dir):
+        raise ValueError("cannot draw the weight map")
+    monkeypatch.setattr(report_module, "write_report", broken)
+    with caplog.at_level("WARNING", logger="decoder.results"):
+        make_category_run(out)                          # the new run: metrics, then the report
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(0.8125)
+    # the stale report of the earlier run is not left to describe the new one
+    assert not (out / "report.html").exists()
+    assert len(caplog.records) == 1
+    line = caplog.records[0].getMessage()
+    assert "cannot draw the weight map" in line and f"decoder report {out}" in line
+    monkeypatch.undo()
+    assert main(["report", str(out)]) == 0               # the fix the warning names works
+    assert (out / "report.html").exists()
+
+
 def test_decoder_report_regenerates_the_report(tmp_path, capsys):
     out = make_category_run(tmp_path / "run", report=False)
     assert not (out / "report.html").exists()
