@@ -93,6 +93,32 @@ DEFAULTS = {
 
 _CV_ALIASES = {"stratified-10fold": "stratified-kfold", "kfold": "stratified-kfold",
                "leave-one-site-out": "leave-site-out"}
+#: the evaluation schemes for subjects (run-wise schemes belong to category decoding)
+CV_SCHEMES = ("leave-site-out", "stratified-kfold", "stratified-group-kfold",
+              "repeated-stratified-kfold")
+
+
+def _count(config, key, minimum):
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key} '{value}' is not supported",
+                          f"use a whole number of at least {minimum}")
+
+
+def check_config(config) -> None:
+    """Check a resolved config's choices before any data are read.
+
+    A wrong model, scheme, kind, reference or shrinkage then stops at once with
+    its own one-line error, instead of after loading every subject (or behind a
+    missing ``--data``).  Choices that depend on the data (confound names, folds
+    per class) are checked when the data are there.
+    """
+    check_choice("cv", _CV_ALIASES.get(config["cv"], config["cv"]), CV_SCHEMES)
+    _count(config, "n_splits", 2)
+    _count(config, "n_repeats", 1)
+    _count(config, "n_permutations", 0)
+    _count(config, "inner_splits", 2)
+    make_classifier(config).check_params()
 
 
 # ------------------------------------------------------------------------- data
@@ -452,6 +478,7 @@ def run(config, data=None, out=None, config_path=None) -> dict:
     from decoder.data.abide import region_names
     from decoder.models.biomarker_models import edge_pattern_table
     t0 = time.perf_counter()
+    check_config(config)
     scheme = _CV_ALIASES.get(config["cv"], config["cv"])
     subjects = load_subjects(config, data)
     shrinkage = config["connectivity"]["shrinkage"]

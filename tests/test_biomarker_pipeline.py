@@ -294,3 +294,32 @@ def test_run_reports_the_connections_that_go_with_the_output(tmp_path):
     assert (top.name_a, top.name_b) == ("Left Thalamus", "Left Caudate")
     html = (out / "report.html").read_text()
     assert "go with the classifier" in html and "Left Thalamus" in html
+
+
+@pytest.mark.parametrize("setting, named", [
+    ("model=forest", "model 'forest'"),
+    ("cv=leave-one-run-out", "cv 'leave-one-run-out'"),
+    ("connectivity.kinds=tangent,covariance", "connectivity kind 'covariance'"),
+    ("connectivity.reference=harmonic", "connectivity.reference 'harmonic'"),
+    ("connectivity.shrinkage=1.5", "connectivity.shrinkage '1.5'"),
+    ("harmonize.unseen_site=nearest", "harmonize.unseen_site 'nearest'"),
+    ("n_splits=1", "n_splits '1'"),
+    ("n_permutations=-5", "n_permutations '-5'"),
+])
+def test_a_wrong_choice_is_named_before_any_data_are_read(tmp_path, capsys, setting, named):
+    # no --data at all: the config's own mistake is what the user needs to hear first
+    rc = main(["run", str(CONFIG), "--out", str(tmp_path / "o"), "--set", setting])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and named in err and "fix:" in err, err
+    assert "\n" not in err and "--data" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_valid_choices_pass_the_config_check():
+    from pipelines import resolve_config
+    from pipelines.biomarker import check_config
+    for sets in ({}, {"cv": "stratified-10fold", "connectivity": {"shrinkage": 0.2}},
+                 {"cv": "repeated-stratified-kfold", "connectivity": {"shrinkage": "none",
+                                                                       "reference": "geometric"},
+                  "harmonize": {"method": "none", "unseen_site": "pooled"}, "model": "svm"}):
+        check_config(resolve_config({"task": "biomarker", **sets}))

@@ -30,11 +30,11 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from ..errors import DataError, check_choice
+from ..errors import ConfigError, DataError, check_choice
 
 __all__ = ["KINDS", "subject_covariances", "SubjectCovariance", "Connectivity",
            "sym_matrix_to_vec", "vec_to_sym_matrix", "geometric_mean", "log_euclidean_mean",
-           "as_covariance_stack", "split_half_covariances"]
+           "as_covariance_stack", "split_half_covariances", "check_shrinkage", "REFERENCES"]
 
 KINDS = ("correlation", "partial correlation", "tangent", "precision")
 REFERENCES = ("geometric", "log-euclidean", "arithmetic")
@@ -190,6 +190,20 @@ def _n_regions(time_series) -> int:
     return n_regions.pop()
 
 
+def check_shrinkage(shrinkage) -> None:
+    """Raise a one-line :class:`~decoder.errors.ConfigError` unless ``shrinkage`` is
+    ``"ledoit-wolf"``, ``None``/``"none"`` or a number in [0, 1]."""
+    if shrinkage is None or shrinkage in ("ledoit-wolf", "none"):
+        return
+    try:
+        value = None if isinstance(shrinkage, bool) else float(shrinkage)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"connectivity.shrinkage '{shrinkage}' is not supported",
+                          "use ledoit-wolf, none or a number between 0 and 1")
+
+
 @_single_threaded_blas
 def subject_covariances(time_series, shrinkage="ledoit-wolf") -> np.ndarray:
     """Per-subject covariance of z-scored time series (correlation-scaled).
@@ -207,6 +221,7 @@ def subject_covariances(time_series, shrinkage="ledoit-wolf") -> np.ndarray:
         Symmetric positive-definite matrices.  Regions without finite,
         non-constant signal get unit variance and zero covariance.
     """
+    check_shrinkage(shrinkage)
     time_series = list(time_series)
     _n_regions(time_series)
     return np.stack([_one_covariance(ts, shrinkage) for ts in time_series])

@@ -34,9 +34,9 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from ..errors import ConfigError, DataError, check_choice
-from ..features.connectome import (KINDS, Connectivity, as_covariance_stack,
-                                   split_half_covariances)
-from ..features.harmonize import ComBat
+from ..features.connectome import (KINDS, REFERENCES, Connectivity, as_covariance_stack,
+                                   check_shrinkage, split_half_covariances)
+from ..features.harmonize import UNSEEN_SITE_OPTIONS, ComBat
 from ._sklearn_compat import logistic_cv_kwargs
 
 __all__ = ["MODELS", "HARMONIZE", "RELIABILITY", "make_model", "ConnectomeClassifier",
@@ -378,7 +378,16 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
         check_choice("harmonize.method", self.harmonize, HARMONIZE)
         check_choice("model", self.model, MODELS)
         check_choice("connectivity.reliability", self.reliability, RELIABILITY)
+        check_choice("connectivity.reference", self.reference, REFERENCES)
+        check_choice("harmonize.unseen_site", self.unseen_site, UNSEEN_SITE_OPTIONS)
+        check_shrinkage(self.shrinkage)
         return kinds
+
+    def check_params(self) -> None:
+        """Raise a one-line :class:`~decoder.errors.ConfigError` for an unsupported
+        parameter without fitting anything, so that a config is checked before its data
+        are read (``fit`` checks the same)."""
+        self._check_params()
 
     def _features(self, kind, covs, sites, covariates, fit=False):
         X = self._standardised(kind, covs, sites, covariates, fit)
