@@ -147,7 +147,8 @@ def _data_root(config, data):
     if root is None:
         raise ConfigError("no data root for the biomarker pipeline",
                           "pass --data <ABIDE root> (the folder with "
-                          "Phenotypic_V1_0b_preprocessed1.csv and Outputs/)")
+                          "Phenotypic_V1_0b_preprocessed1.csv and Outputs/); "
+                          "'decoder fetch abide-pcp' downloads it to data/abide-pcp (187 MB)")
     # absolute, so the input paths built from it are not read as relative to the root
     return Path(root).expanduser().absolute()
 

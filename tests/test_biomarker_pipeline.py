@@ -323,3 +323,9 @@ def test_valid_choices_pass_the_config_check():
                                                                        "reference": "geometric"},
                   "harmonize": {"method": "none", "unseen_site": "pooled"}, "model": "svm"}):
         check_config(resolve_config({"task": "biomarker", **sets}))
+
+
+def test_without_data_the_error_says_where_to_get_them(tmp_path, capsys):
+    rc = main(["run", str(CONFIG), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--data" in err and "decoder fetch abide-pcp" in err and "\n" not in err
