@@ -26,8 +26,9 @@ from pathlib import Path
 import streamlit as st
 
 from decoder.errors import DecoderError
-from decoder.report import (EDGES_TITLE, RESEARCH_NOTICE, edge_pattern_views, load_run,
-                            provenance_summary, render_report, render_subject_report, summary)
+from decoder.report import (EDGES_TITLE, RESEARCH_NOTICE, SUBGROUP_NOTE, edge_pattern_views,
+                            load_run, provenance_summary, render_report, render_subject_report,
+                            summary)
 from decoder.report import app_helpers as helpers
 from decoder.report import figures
 
@@ -104,6 +105,8 @@ def show_subject(result, card, pngs=None):
                 f"(classified as *{result.predicted}*; {result.n_timepoints} time points)")
     st.markdown(helpers.uncertainty_text(result))
     st.info(result.caveat)
+    if result.subgroups:
+        st.caption(result.subgroups)
     pngs = pngs or subject_pngs(result)
     left, right = st.columns(2)
     left.image(pngs["probability"])
@@ -127,6 +130,17 @@ def show_subject(result, card, pngs=None):
             st.json(card)
         else:
             st.write("No model card ships with this model.")
+
+
+def subject_details(prefix):
+    """Optional site, age and sex of an uploaded subject (ComBat models use them; the
+    subgroup accuracy needs age and sex)."""
+    c1, c2, c3 = st.columns(3)
+    site = c1.text_input("Scanner site (optional)", key=f"{prefix}_site")
+    age = c2.number_input("Age in years (optional)", min_value=0.0, max_value=120.0, value=None,
+                          key=f"{prefix}_age")
+    sex = c3.selectbox("Sex (optional)", list(helpers.SEX_CHOICES), key=f"{prefix}_sex")
+    return {"site": site or None, "age": age, "sex": helpers.SEX_CHOICES[sex]}
 
 
 def biomarker_page():
@@ -154,10 +168,9 @@ def biomarker_page():
                    f"{', '.join(helpers.TIMESERIES_EXTENSIONS)}, at most "
                    f"{helpers.MAX_TIMESERIES_BYTES // 2**20} MB.")
         up = st.file_uploader("Time series", type=["1D", "tsv", "csv"], key="ts_upload")
-        site = st.text_input("Scanner site (optional)", key="ts_site")
+        details = subject_details("ts")
         if up is not None:
-            result = helpers.analyse_upload(up.getvalue(), up.name, bundle, card,
-                                            site=site or None)
+            result = helpers.analyse_upload(up.getvalue(), up.name, bundle, card, **details)
     else:
         st.caption("A preprocessed 4D BOLD image in the atlas space, at most "
                    f"{helpers.MAX_NIFTI_BYTES // 2**20} MB, and the atlas the model was "
@@ -169,13 +182,14 @@ def biomarker_page():
         if atlas_choice == "Upload a labels atlas":
             atlas_up = st.file_uploader("Labels atlas (NIfTI)", type=["nii", "gz"],
                                         key="atlas_upload")
+        details = subject_details("bold")
         if up is not None and (atlas_up is not None or atlas_choice != "Upload a labels atlas"):
             with st.spinner("Extracting region time series…"):
                 result = helpers.analyse_upload(
                     up.getvalue(), up.name, bundle, card,
                     atlas=None if atlas_up is not None else atlas_choice,
                     atlas_data=atlas_up.getvalue() if atlas_up is not None else None,
-                    atlas_name=atlas_up.name if atlas_up is not None else None)
+                    atlas_name=atlas_up.name if atlas_up is not None else None, **details)
     if result is not None:
         show_subject(result, card, pngs)
     conn = cached_model_connections(str(path), mtime)
@@ -223,6 +237,10 @@ def show_run(run):
         st.markdown("**Per-site scores**")
         show(figures.per_site_scores(m["per_site"], m.get("chance")))
         st.dataframe(figures.per_site_table(m["per_site"]), hide_index=True)
+    if m.get("per_subgroup"):
+        st.markdown("**Scores by sex and age**")
+        st.dataframe(figures.per_subgroup_table(m["per_subgroup"]), hide_index=True)
+        st.caption(SUBGROUP_NOTE)
     if m.get("confounds"):
         st.markdown("**Confound check (head motion)**")
         st.dataframe(figures.confound_table(m["confounds"]), hide_index=True)

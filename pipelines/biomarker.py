@@ -377,17 +377,59 @@ def _metrics_from_proba(diagnosis, proba):
     return classification_metrics(diagnosis, yp, scores=proba, classes=CLASSES)
 
 
+def _group_metrics(diagnosis, proba, groups, order) -> dict:
+    """Accuracy / ROC AUC of the held-out predictions within each group in ``order``
+    (groups without a subject are left out; AUC null when a group has one class)."""
+    out = {}
+    for g in order:
+        m = groups == g
+        if not m.any():
+            continue
+        mm = _metrics_from_proba(diagnosis[m], proba[m])
+        out[str(g)] = {"n": int(m.sum()), "n_autism": int(np.sum(diagnosis[m] == POSITIVE)),
+                       "accuracy": mm["accuracy"], "balanced_accuracy": mm["balanced_accuracy"],
+                       "roc_auc": mm["roc_auc"]}
+    return out
+
+
 def per_site_metrics(diagnosis, proba, sites) -> dict:
     """Accuracy / ROC AUC per site from pooled held-out predictions (AUC null for one class)."""
+    return _group_metrics(diagnosis, proba, np.asarray(sites), sorted(np.unique(sites)))
+
+
+#: age bands of the subgroup scores: children, adolescents, adults (years at scan)
+AGE_BANDS = (("under 12", 0.0, 12.0), ("12–17", 12.0, 18.0), ("18 and over", 18.0, np.inf))
+#: ABIDE's SEX coding (phenotypic table)
+ABIDE_SEX = {1: "male", 2: "female"}
+
+
+def subject_groups(covariates, dataset_kind) -> dict:
+    """Each subject's sex and age band as labels (None where unknown), for
+    :func:`per_subgroup_metrics`: ``{"sex": array, "age": array}``.  Sex is labelled
+    where its coding is known (ABIDE's 1 = male, 2 = female)."""
+    cov = covariates if covariates is not None else pd.DataFrame()
+    n = len(cov)
     out = {}
-    for site in sorted(np.unique(sites)):
-        m = sites == site
-        mm = _metrics_from_proba(diagnosis[m], proba[m])
-        out[str(site)] = {"n": int(m.sum()), "n_autism": int(np.sum(diagnosis[m] == POSITIVE)),
-                          "accuracy": mm["accuracy"],
-                          "balanced_accuracy": mm["balanced_accuracy"],
-                          "roc_auc": mm["roc_auc"]}
+    if dataset_kind == "abide" and "sex" in cov:
+        out["sex"] = np.array([ABIDE_SEX.get(int(v)) if pd.notna(v) else None
+                               for v in pd.to_numeric(cov["sex"], errors="coerce")], dtype=object)
+    if "age" in cov:
+        age = pd.to_numeric(cov["age"], errors="coerce").to_numpy(float)
+        band = np.full(n, None, dtype=object)
+        for name, lo, hi in AGE_BANDS:
+            band[(age >= lo) & (age < hi)] = name
+        out["age"] = band
     return out
+
+
+def per_subgroup_metrics(diagnosis, proba, groups: dict) -> dict:
+    """Held-out accuracy / ROC AUC by sex and by age band (``metrics.json`` →
+    ``per_subgroup``): does the model work as well for girls and women, or for children,
+    as for the adult men who dominate ABIDE?  Computed from the same out-of-fold
+    probabilities as the pooled scores; nothing is refitted."""
+    orders = {"sex": ("male", "female"), "age": [b[0] for b in AGE_BANDS]}
+    return {name: _group_metrics(diagnosis, proba, labels, orders.get(name, ()))
+            for name, labels in groups.items()}
 
 
 def calibration_table(diagnosis, proba, n_bins=5) -> list:
@@ -506,6 +548,7 @@ def run(config, data=None, out=None, config_path=None) -> dict:
     edges = edge_pattern_table(fold_patterns, subjects.regions, classes=CLASSES, names=names)
     proba = np.nanmean(proba_reps, axis=0)
     m = _metrics_from_proba(diag, proba)
+    groups = subject_groups(subjects.covariates, config["dataset"]["kind"])
     fold_scores = []
     for tr, te in folds:
         fold_scores.append(float(np.mean((proba[te] > 0.5) == (diag[te] == POSITIVE))))
@@ -533,6 +576,7 @@ def run(config, data=None, out=None, config_path=None) -> dict:
         "confusion_matrix": m["confusion_matrix"],
         "per_class": m["per_class"],
         "per_site": per_site_metrics(diag, proba, sites),
+        "per_subgroup": per_subgroup_metrics(diag, proba, groups),
         "calibration": calibration_table(diag, proba),
         "confounds": confound_check(diag, proba, subjects.confounds, POSITIVE),
         "edges": _edges_summary(edges, len(fold_patterns)),
@@ -559,6 +603,11 @@ def run(config, data=None, out=None, config_path=None) -> dict:
                                 "p_autism": proba,
                                 "predicted": np.where(proba > 0.5, POSITIVE, "control"),
                                 "fold": fold_of[0]})
+    if "age" in subjects.covariates:  # for subgroup analyses of one's own
+        predictions["age"] = pd.to_numeric(subjects.covariates["age"],
+                                           errors="coerce").to_numpy(float)
+    if "sex" in groups:
+        predictions["sex"] = groups["sex"]
     tables = {"predictions": predictions.set_index("subject"), "edges": edges.rename_axis("rank")}
     if n_rep > 1:  # each repetition's folds and probabilities (for decoder compare)
         tables["repeats"] = pd.DataFrame(

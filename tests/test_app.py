@@ -87,6 +87,27 @@ def test_valid_time_series_upload_is_predicted(app):
     assert 0.0 <= float(_metric(app, "Predicted probability of autism")) <= 1.0
 
 
+def test_an_upload_with_site_age_and_sex_gets_the_accuracy_of_its_subgroup(app):
+    # the model harmonises its training sites with ComBat, which needs the subject's age
+    card = json.loads((biomarker_run() / "model_card.json").read_text())
+    groups = card["evaluation"]["per_subgroup"]
+    app.radio(key="source").set_value("Upload a time series").run()
+    data = (EXAMPLES / "UM_1_0050272_rois_ho.1D").read_bytes()
+    app.file_uploader(key="ts_upload").upload("UM_1_0050272_rois_ho.1D", data, "text/plain")
+    app.text_input(key="ts_site").set_value("SITE0")
+    app.number_input(key="ts_age").set_value(14.0)
+    app.selectbox(key="ts_sex").set_value("male")
+    app.run()
+    _no_traceback(app)
+    assert _errors(app) == []
+    assert any("Site SITE0 was part of training" in i.value for i in app.info)
+    line = next(str(c.value) for c in app.caption if "subjects like this one" in str(c.value))
+    male, teen = groups["sex"]["male"], groups["age"]["12–17"]
+    assert f"male {male['accuracy']:.2f} (n={male['n']})" in line
+    assert f"age 12–17 {teen['accuracy']:.2f} (n={teen['n']})" in line
+    assert f"all subjects {card['evaluation']['accuracy']:.2f}" in line
+
+
 @pytest.mark.parametrize("name,data,message", [
     ("s.csv", b"1,2,3\n4,5,6\n7,8,9\n", "3 regions, the model expects 111"),
     ("s.csv", b"\x80\x04\x95\x00\x00pickle", "binary file, not a text table"),
@@ -154,8 +175,12 @@ def test_decoding_page_shows_a_biomarker_run_with_its_site_table(app):
     # the report
     text = " ".join(str(e.value) for e in app.markdown)
     assert "Confound check (head motion)" in text and "Connections that go with" in text
-    assert "mean_fd" in " ".join(app.dataframe[1].value.astype(str).to_numpy().ravel())
-    edges = app.dataframe[2].value
+    # held-out scores by sex and age band (the toy subjects are boys aged 10 to 17)
+    groups = app.dataframe[1].value
+    assert list(groups["group"]) == ["male", "under 12", "12–17"]
+    assert groups["n"].tolist() == [24, 6, 18]
+    assert "mean_fd" in " ".join(app.dataframe[2].value.astype(str).to_numpy().ravel())
+    edges = app.dataframe[3].value
     assert {"region a", "region b", "pattern r"} <= set(edges.columns)
     assert edges["region a"].str.match(r"(Left|Right) ").all()
     # per-site bars, pattern matrix, patterns on a glass brain, and the figures of any run

@@ -265,3 +265,18 @@ def test_subject_report_is_self_contained_with_connectome_and_notice(model, priv
                  "Model card", "sub-01_bold.nii.gz", "Uncertainty:"):
         assert text in html, text
     assert "**" not in html
+
+
+def test_the_subgroup_sentence_names_the_subjects_sex_and_age_band():
+    card = {"evaluation": {"accuracy": 0.7, "per_subgroup": {
+        "sex": {"male": {"n": 700, "accuracy": 0.71}, "female": {"n": 140, "accuracy": 0.62}},
+        "age": {"under 12": {"n": 200, "accuracy": 0.66},
+                "18 and over": {"n": 400, "accuracy": 0.73}}}}}
+    line = helpers.subgroup_caveat(8.7, 2, card)
+    assert line.startswith("Held-out accuracy for subjects like this one: female 0.62 (n=140), "
+                           "age under 12 0.66 (n=200); all subjects 0.70.")
+    assert helpers.subgroup_caveat(30, "M", card).count("(n=") == 2
+    # a band with no subject in the evaluation, or nothing known: only what is known, or nothing
+    assert helpers.subgroup_caveat(15, None, card) == ""
+    assert helpers.subgroup_caveat(None, None, card) == ""
+    assert helpers.subgroup_caveat(30, 1, None) == ""

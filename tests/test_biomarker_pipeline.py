@@ -329,3 +329,65 @@ def test_without_data_the_error_says_where_to_get_them(tmp_path, capsys):
     rc = main(["run", str(CONFIG), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "--data" in err and "decoder fetch abide-pcp" in err and "\n" not in err
+
+
+def test_scores_by_sex_and_age_band_come_from_the_held_out_predictions(tmp_path):
+    root = make_layout(tmp_path / "abide", n_sites=3, per_site=12, signal=0.9)
+    out = tmp_path / "run"
+    assert main(["run", str(CONFIG), "--data", str(root), "--out", str(out),
+                 "--set", "save_model=false"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    pred = pd.read_csv(out / "predictions.tsv", sep="\t")
+    pheno = pd.read_csv(root / "Phenotypic_V1_0b_preprocessed1.csv").set_index("FILE_ID")
+    # the subject's recorded sex (ABIDE: 1 male, 2 female) and age reach predictions.tsv
+    assert list(pred["sex"]) == [{1: "male", 2: "female"}[pheno.loc[s, "SEX"]]
+                                 for s in pred["subject"]]
+    assert np.allclose(pred["age"], pheno.loc[pred["subject"], "AGE_AT_SCAN"])
+    groups = metrics["per_subgroup"]
+    assert list(groups["sex"]) == ["male", "female"]
+    assert list(groups["age"]) == ["under 12", "12–17", "18 and over"]
+    band = pd.cut(pred["age"], [0, 12, 18, np.inf], right=False,
+                  labels=["under 12", "12–17", "18 and over"]).astype(str)
+    for name, labels in (("sex", pred["sex"]), ("age", band)):
+        assert sum(g["n"] for g in groups[name].values()) == len(pred)
+        for label, g in groups[name].items():
+            rows = pred[labels == label]
+            correct = (rows["p_autism"] > 0.5) == (rows["diagnosis"] == "autism")
+            assert g["n"] == len(rows) and g["n_autism"] == int((rows["diagnosis"] == "autism").sum())
+            assert g["accuracy"] == pytest.approx(correct.mean())
+
+
+def test_a_subgroup_with_one_class_has_no_auc_and_empty_groups_are_left_out():
+    diag = np.array(["autism", "control", "autism", "control", "autism"])
+    proba = np.array([0.9, 0.2, 0.4, 0.3, 0.8])
+    cov = pd.DataFrame({"age": [8.0, 9.0, 30.0, 31.0, np.nan], "sex": [1, 1, 2, 2, 2]})
+    groups = biomarker.subject_groups(cov, "abide")
+    assert list(groups["age"]) == ["under 12", "under 12", "18 and over", "18 and over", None]
+    res = biomarker.per_subgroup_metrics(diag, proba, groups)
+    assert list(res["age"]) == ["under 12", "18 and over"]        # no 12–17 subject
+    assert res["sex"]["female"]["n"] == 3 and res["sex"]["female"]["accuracy"] == pytest.approx(2 / 3)
+    assert res["sex"]["male"]["roc_auc"] == 1.0
+    one_class = biomarker.per_subgroup_metrics(diag[:1], proba[:1],
+                                               biomarker.subject_groups(cov[:1], "abide"))
+    assert one_class["sex"]["male"]["roc_auc"] is None
+    # sex codes are only named for datasets whose coding is known
+    assert "sex" not in biomarker.subject_groups(cov, "fmriprep")
+
+
+def test_the_model_card_reports_and_cautions_on_the_subgroup_scores():
+    from decoder.models.model_card import build_model_card, card_markdown
+    per_subgroup = {"sex": {"male": {"n": 700, "n_autism": 340, "accuracy": 0.71, "roc_auc": 0.77},
+                            "female": {"n": 140, "n_autism": 50, "accuracy": 0.62,
+                                       "roc_auc": 0.70}},
+                    "age": {"under 12": {"n": 200, "n_autism": 80, "accuracy": 0.66,
+                                         "roc_auc": 0.72}}}
+    card = build_model_card({"accuracy": 0.7, "per_subgroup": per_subgroup},
+                            {"dataset": {"kind": "abide"}}, 840, ["A", "B"], list(range(5)))
+    assert card["evaluation"]["per_subgroup"] == per_subgroup
+    limitation = next(x for x in card["limitations"] if x.startswith("Held-out accuracy differs"))
+    assert "male 0.710 (n=700), female 0.620 (n=140)" in limitation
+    assert "under 12" not in limitation            # one band alone compares with nothing
+    md = card_markdown(card)
+    assert "| female | 140 | 50 | 0.620 | 0.700 |" in md and "| age band (years) |" in md
+    assert not [x for x in build_model_card({}, {}, 1, ["A"], [0])["limitations"]
+                if x.startswith("Held-out accuracy differs")]

@@ -221,7 +221,8 @@ def test_biomarker_report_shows_sites_probabilities_model_card_and_notice():
     for text in ("Connectome biomarker report", "Research use only", "Per-site scores",
                  "SITE0", "SITE1", "SITE2", "Held-out probabilities", "Calibration",
                  "Model card", "NOT a diagnostic device", "leave-site-out",
-                 "Connections that go with the classifier"):
+                 "Connections that go with the classifier", "Scores by sex and age",
+                 "12–17"):
         assert text in html, text
     # per-site bars, edge patterns (matrix and, the ABIDE codes having coordinates, glass
     # brain), held-out probabilities, confusion matrix, per-class, folds, permutations

@@ -37,6 +37,19 @@ def _motion_limitation(confounds: dict) -> list[str]:
             "be motion rather than brain connectivity."]
 
 
+def _subgroup_limitation(per_subgroup: dict) -> list[str]:
+    parts = []
+    for name in ("sex", "age"):
+        groups = (per_subgroup or {}).get(name) or {}
+        if len(groups) > 1:
+            parts.append(", ".join(f"{label} {_fmt(g.get('accuracy'))} (n={g.get('n')})"
+                                   for label, g in groups.items()))
+    if not parts:
+        return []
+    return ["Held-out accuracy differs between groups that ABIDE represents unequally — "
+            + "; ".join(parts) + ". Small groups give uncertain estimates."]
+
+
 def build_model_card(metrics: dict, config: dict, n_subjects: int, sites, regions,
                      calibration=None) -> dict:
     """The card as a dict (JSON-serialisable)."""
@@ -68,6 +81,7 @@ def build_model_card(metrics: dict, config: dict, n_subjects: int, sites, region
             "chance": metrics.get("chance"),
             "permutation_p": metrics.get("permutation_p"),
             "per_site": metrics.get("per_site"),
+            "per_subgroup": metrics.get("per_subgroup"),
             "calibration": calibration,
             "confounds": metrics.get("confounds") or {},
         },
@@ -78,7 +92,8 @@ def build_model_card(metrics: dict, config: dict, n_subjects: int, sites, region
             "connectivity, so accuracy on new sites may be lower than reported.",
             "Input must be the same atlas/derivative (same regions, same order) as training.",
             "Sex and age distributions are those of ABIDE I (mostly male, 6–64 years).",
-        ] + _motion_limitation(metrics.get("confounds") or {}),
+        ] + _subgroup_limitation(metrics.get("per_subgroup"))
+          + _motion_limitation(metrics.get("confounds") or {}),
         "citation": CITATION,
         "provenance": {k: metrics.get("provenance", {}).get(k)
                        for k in ("version", "config_sha256", "created")},
@@ -112,6 +127,14 @@ def card_markdown(card: dict) -> str:
             lines.append(f"| {site} | {m.get('n')} | {_fmt(m.get('accuracy'))} | "
                          f"{_fmt(m.get('roc_auc'))} |")
         lines.append("")
+    for name, title in (("sex", "sex"), ("age", "age band (years)")):
+        groups = (ev.get("per_subgroup") or {}).get(name) or {}
+        if groups:
+            lines += [f"| {title} | n | autism | accuracy | ROC AUC |", "|---|---|---|---|---|"]
+            for label, m in groups.items():
+                lines.append(f"| {label} | {m.get('n')} | {m.get('n_autism')} | "
+                             f"{_fmt(m.get('accuracy'))} | {_fmt(m.get('roc_auc'))} |")
+            lines.append("")
     if ev.get("calibration"):
         lines += ["Calibration (held-out predictions):", "",
                   "| predicted probability | n | observed autism rate |", "|---|---|---|"]

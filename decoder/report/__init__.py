@@ -19,11 +19,17 @@ from .._utils import atomic_write_text
 from ._run import RunData, load_run
 
 __all__ = ["write_report", "render_report", "render_subject_report", "load_run", "RunData", "summary",
-           "provenance_summary", "edge_pattern_views", "RESEARCH_NOTICE"]
+           "provenance_summary", "edge_pattern_views", "RESEARCH_NOTICE",
+           "SUBGROUP_NOTE"]
 
 RESEARCH_NOTICE = ("Research use only. Not a medical device: a prediction for one person is "
                    "uncertain, depends on the scanner site and preprocessing, and must not "
                    "inform clinical decisions.")
+
+SUBGROUP_NOTE = ("Held-out scores of the same predictions within each sex and age band "
+                 "(under 12, 12–17, 18 and over). A group with few subjects, or few of one "
+                 "diagnosis, gives an uncertain estimate; a lower score there means the model "
+                 "should be trusted less for such a person.")
 
 _SUMMARY_KEYS = ("task", "cv", "samples", "model", "n_samples", "n_classes", "accuracy",
                  "balanced_accuracy", "roc_auc", "chance", "permutation_p", "n_permutations",
@@ -172,6 +178,11 @@ def _biomarker_sections(run: RunData) -> list[str]:
             _html.table(figures.per_site_table(m["per_site"])),
             _html.notice("Accuracy varies between scanner sites; a site absent from training "
                          "may score lower than the pooled estimate."), anchor="per-site"))
+    if m.get("per_subgroup"):
+        out.append(_html.section(
+            "Scores by sex and age",
+            _html.table(figures.per_subgroup_table(m["per_subgroup"])),
+            _html.notice(SUBGROUP_NOTE), anchor="per-subgroup"))
     if m.get("confounds"):
         out.append(_html.section(
             "Confound check (head motion)",
@@ -271,7 +282,9 @@ def render_subject_report(result, card: dict | None = None, pngs: dict | None = 
         "model: held-out accuracy": cv.get("accuracy"),
         "model: held-out ROC AUC": cv.get("roc_auc")}),
         f"<p>{_html.esc(uncertainty_text(result).replace('**', ''))}</p>",
-        _html.notice(result.caveat), anchor="prediction")]
+        _html.notice(result.caveat),
+        f"<p>{_html.esc(result.subgroups)}</p>" if result.subgroups else "",
+        anchor="prediction")]
     body.append(_html.section("Against the training distribution",
                               _html.img(pngs["probability"], "probability against training"),
                               anchor="distribution"))

@@ -29,7 +29,7 @@ __all__ = [
     "MAX_TIMESERIES_BYTES", "MAX_NIFTI_BYTES", "TIMESERIES_EXTENSIONS", "NIFTI_EXTENSIONS",
     "BUNDLED_ATLASES", "SubjectResult", "model_path", "load_biomarker_model", "model_card",
     "example_subjects", "check_upload", "save_upload", "analyse_subject", "analyse_example",
-    "analyse_upload", "wilson_interval", "uncertainty_text", "site_caveat", "find_run_dirs", "run_embedded_haxby",
+    "analyse_upload", "wilson_interval", "uncertainty_text", "site_caveat", "subgroup_caveat", "SEX_CHOICES", "find_run_dirs", "run_embedded_haxby",
 ]
 
 MAX_TIMESERIES_BYTES = 10 * 1024 * 1024     # a 1,000 × 400 float table is ~4 MB
@@ -203,6 +203,9 @@ class SubjectResult:
     n_timepoints : int
     site : str or None
     caveat : str
+    subgroups : str
+        The model's held-out accuracy for subjects of this sex and age band
+        (:func:`subgroup_caveat`; empty when unknown).
     """
 
     name: str
@@ -219,6 +222,7 @@ class SubjectResult:
     site: str | None = None
     caveat: str = ""
     positive_class: str = "autism"
+    subgroups: str = ""
     notes: list = field(default_factory=list)
 
 
@@ -266,6 +270,48 @@ def site_caveat(site, card: dict | None) -> str:
         return f"Site {site} was part of training."
     return (f"Site {site} was not in training: connectivity differs between scanners, so "
             "the cross-validated accuracy may not hold for this subject.")
+
+
+SEX_LABELS = {1: "male", 2: "female", "1": "male", "2": "female", "m": "male", "f": "female",
+              "male": "male", "female": "female"}
+
+
+#: the app's sex choices and the codes the models take (ABIDE's coding)
+SEX_CHOICES = {"unknown": None, "male": 1, "female": 2}
+
+
+def _sex_label(sex) -> str | None:
+    if sex is None or (isinstance(sex, float) and np.isnan(sex)):
+        return None
+    key = int(sex) if isinstance(sex, (int, float, np.number)) else str(sex).strip().lower()
+    return SEX_LABELS.get(key)
+
+
+def subgroup_caveat(age, sex, card: dict | None) -> str:
+    """One sentence on the model's held-out accuracy for subjects of this subject's sex
+    and age band (``per_subgroup`` of its evaluation), next to the overall accuracy;
+    empty when the card has no subgroup scores or neither is known.
+
+    ``sex`` is ABIDE's code (1 male, 2 female) or a word (male/female, m/f).
+    """
+    from pipelines.biomarker import AGE_BANDS
+    ev = (card or {}).get("evaluation") or {}
+    groups = ev.get("per_subgroup") or {}
+    labels = {"sex": _sex_label(sex), "age": None}
+    if age is not None and np.isfinite(float(age)):
+        labels["age"] = next((name for name, lo, hi in AGE_BANDS if lo <= float(age) < hi), None)
+    parts = []
+    for name, label in labels.items():
+        g = (groups.get(name) or {}).get(label) if label else None
+        if g and isinstance(g.get("accuracy"), (int, float)):
+            what = label if name == "sex" else f"age {label}"
+            parts.append(f"{what} {g['accuracy']:.2f} (n={g['n']})")
+    if not parts:
+        return ""
+    overall = ev.get("accuracy")
+    tail = f"; all subjects {overall:.2f}" if isinstance(overall, (int, float)) else ""
+    return (f"Held-out accuracy for subjects like this one: {', '.join(parts)}{tail}. "
+            "Groups with few subjects give uncertain estimates.")
 
 
 def _coords_for(atlas, labels) -> np.ndarray | None:
@@ -381,7 +427,8 @@ def analyse_subject(time_series, bundle: dict, name: str, card: dict | None = No
                          edges=strongest_edges(matrix, labels, n_edges, names=names),
                          n_timepoints=int(ts.shape[0]), site=None if site is None else str(site),
                          caveat=site_caveat(site, card),
-                         positive_class=str(pred.get("positive_class", "autism")))
+                         positive_class=str(pred.get("positive_class", "autism")),
+                         subgroups=subgroup_caveat(age, sex, card))
 
 
 def analyse_example(file_id: str, bundle: dict, card: dict | None = None) -> SubjectResult:
@@ -403,7 +450,8 @@ def analyse_example(file_id: str, bundle: dict, card: dict | None = None) -> Sub
 
 def analyse_upload(data: bytes, name: str, bundle: dict, card: dict | None = None,
                    atlas: str | None = None, atlas_data: bytes | None = None,
-                   atlas_name: str | None = None, site=None) -> SubjectResult:
+                   atlas_name: str | None = None, site=None, age=None, sex=None
+                   ) -> SubjectResult:
     """Analyse an uploaded time series (.1D/.tsv/.csv) or BOLD NIfTI (+ atlas).
 
     Parameters
@@ -417,6 +465,9 @@ def analyse_upload(data: bytes, name: str, bundle: dict, card: dict | None = Non
         An uploaded labels atlas NIfTI.
     site : str, optional
         The subject's scanner site, if known.
+    age, sex : optional
+        The subject's age in years and sex (1 male, 2 female), if known: used by a
+        model with ComBat harmonisation and for the subgroup accuracy.
 
     Everything is written to, and read from, a temporary folder that is
     removed before this function returns.
@@ -456,7 +507,8 @@ def analyse_upload(data: bytes, name: str, bundle: dict, card: dict | None = Non
                             "check that the image and the atlas are in the same space") from None
         if atlas_spec is not None:
             coords = _coords_for(atlas_spec, bundle.get("regions") or range(ts.shape[1]))
-        return analyse_subject(ts, bundle, Path(name).name, card=card, site=site, coords=coords)
+        return analyse_subject(ts, bundle, Path(name).name, card=card, site=site, age=age,
+                               sex=sex, coords=coords)
 
 
 def _check_bold(path: Path, name: str) -> None:

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure  # noqa: E402
 __all__ = [
     "figure_png", "confusion_matrix", "per_class_scores", "fold_scores",
     "permutation_histogram", "weight_map", "connectivity_matrix", "strongest_edges",
-    "connectome_glass_brain", "probability_vs_training", "per_site_table", "per_site_scores",
+    "connectome_glass_brain", "probability_vs_training", "per_site_table", "per_site_scores", "per_subgroup_table",
     "confound_table",
 ]
 
@@ -381,6 +381,19 @@ def per_site_table(per_site: dict) -> pd.DataFrame:
                      "balanced_accuracy": m.get("balanced_accuracy"),
                      "roc_auc": m.get("roc_auc")})
     return pd.DataFrame(rows, columns=["site", "n", "n_autism", "accuracy",
+                                       "balanced_accuracy", "roc_auc"])
+
+
+def per_subgroup_table(per_subgroup: dict) -> pd.DataFrame:
+    """``metrics.json["per_subgroup"]`` as a table: one row per sex and per age band."""
+    rows = []
+    for name, groups in (per_subgroup or {}).items():
+        for label, m in (groups or {}).items():
+            rows.append({"by": name, "group": label, "n": m.get("n"),
+                         "n_autism": m.get("n_autism"), "accuracy": m.get("accuracy"),
+                         "balanced_accuracy": m.get("balanced_accuracy"),
+                         "roc_auc": m.get("roc_auc")})
+    return pd.DataFrame(rows, columns=["by", "group", "n", "n_autism", "accuracy",
                                        "balanced_accuracy", "roc_auc"])
 
 
