@@ -209,6 +209,15 @@ def test_the_shipped_model_shows_examples_on_a_glass_brain_with_region_names():
     # its card says which connections it goes with: the 20 leave-site-out training folds
     conn = helpers.model_connections(bundle, helpers.model_card(None, bundle))
     assert conn["n_folds"] == 20 and len(conn["table"]) == 10 and conn["glass"] is not None
+    # the first example is a girl of 8: she is told the accuracy for girls and for children
+    card = helpers.model_card(None, bundle)
+    row = table.iloc[0]
+    assert row["sex"] == 2 and row["age"] < 12
+    girls, young = (card["evaluation"]["per_subgroup"]["sex"]["female"],
+                    card["evaluation"]["per_subgroup"]["age"]["under 12"])
+    assert (f"female {girls['accuracy']:.2f} (n={girls['n']}), "
+            f"age under 12 {young['accuracy']:.2f} (n={young['n']})") in res.subgroups
+    assert girls["n"] + card["evaluation"]["per_subgroup"]["sex"]["male"]["n"] == 867
 
 
 def test_uncertainty_interval_and_site_caveat():
