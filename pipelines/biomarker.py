@@ -33,7 +33,7 @@ from decoder.data.datalad import ensure_local
 from decoder.errors import ConfigError, DataError, check_choice
 from decoder.evaluation.confounds import confound_check
 from decoder.evaluation.cv import make_cv
-from decoder.evaluation.metrics import chance_level, classification_metrics
+from decoder.evaluation.metrics import chance_level, classification_metrics, wilson_interval
 from decoder.results import build_provenance, file_records, write_run
 
 log = logging.getLogger(__name__)
@@ -387,9 +387,17 @@ def _group_metrics(diagnosis, proba, groups, order) -> dict:
             continue
         mm = _metrics_from_proba(diagnosis[m], proba[m])
         out[str(g)] = {"n": int(m.sum()), "n_autism": int(np.sum(diagnosis[m] == POSITIVE)),
-                       "accuracy": mm["accuracy"], "balanced_accuracy": mm["balanced_accuracy"],
+                       "accuracy": mm["accuracy"],
+                       "accuracy_ci95": _accuracy_ci(diagnosis[m], proba[m]),
+                       "balanced_accuracy": mm["balanced_accuracy"],
                        "roc_auc": mm["roc_auc"]}
     return out
+
+
+def _accuracy_ci(diagnosis, proba) -> list:
+    """95 % Wilson interval of the held-out accuracy (subjects are independent)."""
+    correct = int(np.sum((proba > 0.5) == (diagnosis == POSITIVE)))
+    return list(wilson_interval(correct, len(diagnosis)))
 
 
 def per_site_metrics(diagnosis, proba, sites) -> dict:
@@ -568,6 +576,7 @@ def run(config, data=None, out=None, config_path=None) -> dict:
         "n_classes": 2,
         "classes": CLASSES,
         "accuracy": m["accuracy"],
+        "accuracy_ci95": _accuracy_ci(diag, proba),
         "balanced_accuracy": m["balanced_accuracy"],
         "roc_auc": m["roc_auc"],
         "chance": chance_level(diag),

@@ -103,8 +103,9 @@ def test_an_upload_with_site_age_and_sex_gets_the_accuracy_of_its_subgroup(app):
     assert any("Site SITE0 was part of training" in i.value for i in app.info)
     line = next(str(c.value) for c in app.caption if "subjects like this one" in str(c.value))
     male, teen = groups["sex"]["male"], groups["age"]["12–17"]
-    assert f"male {male['accuracy']:.2f} (n={male['n']})" in line
-    assert f"age 12–17 {teen['accuracy']:.2f} (n={teen['n']})" in line
+    for what, g in (("male", male), ("age 12–17", teen)):
+        lo, hi = g["accuracy_ci95"]
+        assert f"{what} {g['accuracy']:.2f} (n={g['n']}, 95% CI {lo:.2f}–{hi:.2f})" in line
     assert f"all subjects {card['evaluation']['accuracy']:.2f}" in line
 
 

@@ -215,8 +215,8 @@ def test_the_shipped_model_shows_examples_on_a_glass_brain_with_region_names():
     assert row["sex"] == 2 and row["age"] < 12
     girls, young = (card["evaluation"]["per_subgroup"]["sex"]["female"],
                     card["evaluation"]["per_subgroup"]["age"]["under 12"])
-    assert (f"female {girls['accuracy']:.2f} (n={girls['n']}), "
-            f"age under 12 {young['accuracy']:.2f} (n={young['n']})") in res.subgroups
+    assert f"female {girls['accuracy']:.2f} (n={girls['n']}, 95% CI" in res.subgroups
+    assert f"age under 12 {young['accuracy']:.2f} (n={young['n']}, 95% CI" in res.subgroups
     assert girls["n"] + card["evaluation"]["per_subgroup"]["sex"]["male"]["n"] == 867
 
 

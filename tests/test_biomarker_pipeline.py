@@ -355,6 +355,16 @@ def test_scores_by_sex_and_age_band_come_from_the_held_out_predictions(tmp_path)
             correct = (rows["p_autism"] > 0.5) == (rows["diagnosis"] == "autism")
             assert g["n"] == len(rows) and g["n_autism"] == int((rows["diagnosis"] == "autism").sum())
             assert g["accuracy"] == pytest.approx(correct.mean())
+            assert g["accuracy_ci95"] == pytest.approx(_wilson(int(correct.sum()), len(rows)))
+    # the pooled accuracy's interval too (subjects are independent)
+    correct = (pred["p_autism"] > 0.5) == (pred["diagnosis"] == "autism")
+    assert metrics["accuracy_ci95"] == pytest.approx(_wilson(int(correct.sum()), len(pred)))
+
+
+def _wilson(k, n):
+    from scipy.stats import binomtest
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return [ci.low, ci.high]
 
 
 def test_a_subgroup_with_one_class_has_no_auc_and_empty_groups_are_left_out():
@@ -378,7 +388,7 @@ def test_the_model_card_reports_and_cautions_on_the_subgroup_scores():
     from decoder.models.model_card import build_model_card, card_markdown
     per_subgroup = {"sex": {"male": {"n": 700, "n_autism": 340, "accuracy": 0.71, "roc_auc": 0.77},
                             "female": {"n": 140, "n_autism": 50, "accuracy": 0.62,
-                                       "roc_auc": 0.70}},
+                                       "accuracy_ci95": [0.538, 0.696], "roc_auc": 0.70}},
                     "age": {"under 12": {"n": 200, "n_autism": 80, "accuracy": 0.66,
                                          "roc_auc": 0.72}}}
     card = build_model_card({"accuracy": 0.7, "per_subgroup": per_subgroup},
@@ -388,6 +398,7 @@ def test_the_model_card_reports_and_cautions_on_the_subgroup_scores():
     assert "male 0.710 (n=700), female 0.620 (n=140)" in limitation
     assert "under 12" not in limitation            # one band alone compares with nothing
     md = card_markdown(card)
-    assert "| female | 140 | 50 | 0.620 | 0.700 |" in md and "| age band (years) |" in md
+    assert "| female | 140 | 50 | 0.620 | 0.538–0.696 | 0.700 |" in md
+    assert "| male | 700 | 340 | 0.710 | — | 0.770 |" in md and "| age band (years) |" in md
     assert not [x for x in build_model_card({}, {}, 1, ["A"], [0])["limitations"]
                 if x.startswith("Held-out accuracy differs")]

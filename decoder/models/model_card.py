@@ -76,6 +76,7 @@ def build_model_card(metrics: dict, config: dict, n_subjects: int, sites, region
         "evaluation": {
             "cv": metrics.get("cv"),
             "accuracy": metrics.get("accuracy"),
+            "accuracy_ci95": metrics.get("accuracy_ci95"),
             "balanced_accuracy": metrics.get("balanced_accuracy"),
             "roc_auc": metrics.get("roc_auc"),
             "chance": metrics.get("chance"),
@@ -104,6 +105,10 @@ def _fmt(v):
     return f"{v:.3f}" if isinstance(v, float) else ("—" if v is None else str(v))
 
 
+def _ci_fmt(ci) -> str:
+    return f" (95% CI {ci[0]:.3f}–{ci[1]:.3f})" if ci else ""
+
+
 def card_markdown(card: dict) -> str:
     """A human-readable Markdown rendering of the card."""
     ev, data, model = card["evaluation"], card["data"], card["model"]
@@ -118,7 +123,8 @@ def card_markdown(card: dict) -> str:
              f"- Subjects: {data['n_subjects']}, regions: {data['n_regions']}, "
              f"sites: {len(data['sites'])}", "",
              "## Evaluation", f"- Cross-validation: {ev['cv']}",
-             f"- Accuracy {_fmt(ev['accuracy'])}, balanced accuracy "
+             f"- Accuracy {_fmt(ev['accuracy'])}{_ci_fmt(ev.get('accuracy_ci95'))}, "
+             f"balanced accuracy "
              f"{_fmt(ev['balanced_accuracy'])}, ROC AUC {_fmt(ev['roc_auc'])}, chance "
              f"{_fmt(ev['chance'])}, permutation p {_fmt(ev['permutation_p'])}", ""]
     if ev.get("per_site"):
@@ -130,10 +136,14 @@ def card_markdown(card: dict) -> str:
     for name, title in (("sex", "sex"), ("age", "age band (years)")):
         groups = (ev.get("per_subgroup") or {}).get(name) or {}
         if groups:
-            lines += [f"| {title} | n | autism | accuracy | ROC AUC |", "|---|---|---|---|---|"]
+            lines += [f"| {title} | n | autism | accuracy | 95% CI | ROC AUC |",
+                      "|---|---|---|---|---|---|"]
             for label, m in groups.items():
+                ci = m.get("accuracy_ci95")
                 lines.append(f"| {label} | {m.get('n')} | {m.get('n_autism')} | "
-                             f"{_fmt(m.get('accuracy'))} | {_fmt(m.get('roc_auc'))} |")
+                             f"{_fmt(m.get('accuracy'))} | "
+                             f"{f'{ci[0]:.3f}–{ci[1]:.3f}' if ci else '—'} | "
+                             f"{_fmt(m.get('roc_auc'))} |")
             lines.append("")
     if ev.get("calibration"):
         lines += ["Calibration (held-out predictions):", "",

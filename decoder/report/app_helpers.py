@@ -13,7 +13,6 @@ subject is analysed, under a sanitised file name.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import tempfile
@@ -24,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
+from ..evaluation.metrics import wilson_interval
 
 __all__ = [
     "MAX_TIMESERIES_BYTES", "MAX_NIFTI_BYTES", "TIMESERIES_EXTENSIONS", "NIFTI_EXTENSIONS",
@@ -226,17 +226,6 @@ class SubjectResult:
     notes: list = field(default_factory=list)
 
 
-def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float] | None:
-    """Wilson score interval of a proportion (None when ``n`` is 0)."""
-    if not n:
-        return None
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def uncertainty_text(result: "SubjectResult") -> str:
     """One sentence on how far to trust this subject's probability (Markdown bold)."""
     b, pos = result.calibration_bin, result.positive_class
@@ -305,7 +294,9 @@ def subgroup_caveat(age, sex, card: dict | None) -> str:
         g = (groups.get(name) or {}).get(label) if label else None
         if g and isinstance(g.get("accuracy"), (int, float)):
             what = label if name == "sex" else f"age {label}"
-            parts.append(f"{what} {g['accuracy']:.2f} (n={g['n']})")
+            ci = g.get("accuracy_ci95")
+            ci = f", 95% CI {ci[0]:.2f}–{ci[1]:.2f}" if ci else ""
+            parts.append(f"{what} {g['accuracy']:.2f} (n={g['n']}{ci})")
     if not parts:
         return ""
     overall = ev.get("accuracy")

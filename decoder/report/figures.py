@@ -377,11 +377,16 @@ def per_site_table(per_site: dict) -> pd.DataFrame:
     rows = []
     for site, m in sorted((per_site or {}).items()):
         rows.append({"site": site, "n": m.get("n"), "n_autism": m.get("n_autism"),
-                     "accuracy": m.get("accuracy"),
+                     "accuracy": m.get("accuracy"), "accuracy 95% CI": _ci_text(m),
                      "balanced_accuracy": m.get("balanced_accuracy"),
                      "roc_auc": m.get("roc_auc")})
-    return pd.DataFrame(rows, columns=["site", "n", "n_autism", "accuracy",
+    return pd.DataFrame(rows, columns=["site", "n", "n_autism", "accuracy", "accuracy 95% CI",
                                        "balanced_accuracy", "roc_auc"])
+
+
+def _ci_text(m: dict) -> str | None:
+    ci = m.get("accuracy_ci95")
+    return f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else None
 
 
 def per_subgroup_table(per_subgroup: dict) -> pd.DataFrame:
@@ -391,10 +396,11 @@ def per_subgroup_table(per_subgroup: dict) -> pd.DataFrame:
         for label, m in (groups or {}).items():
             rows.append({"by": name, "group": label, "n": m.get("n"),
                          "n_autism": m.get("n_autism"), "accuracy": m.get("accuracy"),
+                         "accuracy 95% CI": _ci_text(m),
                          "balanced_accuracy": m.get("balanced_accuracy"),
                          "roc_auc": m.get("roc_auc")})
     return pd.DataFrame(rows, columns=["by", "group", "n", "n_autism", "accuracy",
-                                       "balanced_accuracy", "roc_auc"])
+                                       "accuracy 95% CI", "balanced_accuracy", "roc_auc"])
 
 
 def confound_table(confounds: dict) -> pd.DataFrame:
