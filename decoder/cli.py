@@ -138,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--site", help="the subject's site, for a model with ComBat (an unknown "
                                    "site gets no site adjustment)")
     pr.add_argument("--age", type=float, help="age in years, for a model with ComBat")
-    pr.add_argument("--sex", type=float, help="sex as coded in training (ABIDE: 1 male, "
-                                              "2 female), for a model with ComBat")
+    pr.add_argument("--sex", help="male/female (or ABIDE's code: 1 male, 2 female), for a "
+                                  "model with ComBat and the accuracy of the subject's group")
     pr.add_argument("--mean-fd", type=float, dest="mean_fd",
                     help="mean framewise displacement (mm), for a model trained with "
                          "confounds.remove: [mean_fd] (default: the training median)")

@@ -416,17 +416,54 @@ def subject_groups(covariates, dataset_kind) -> dict:
     :func:`per_subgroup_metrics`: ``{"sex": array, "age": array}``.  Sex is labelled
     where its coding is known (ABIDE's 1 = male, 2 = female)."""
     cov = covariates if covariates is not None else pd.DataFrame()
-    n = len(cov)
     out = {}
     if dataset_kind == "abide" and "sex" in cov:
         out["sex"] = np.array([ABIDE_SEX.get(int(v)) if pd.notna(v) else None
                                for v in pd.to_numeric(cov["sex"], errors="coerce")], dtype=object)
     if "age" in cov:
         age = pd.to_numeric(cov["age"], errors="coerce").to_numpy(float)
-        band = np.full(n, None, dtype=object)
-        for name, lo, hi in AGE_BANDS:
-            band[(age >= lo) & (age < hi)] = name
-        out["age"] = band
+        out["age"] = np.array([age_band(a) for a in age], dtype=object)
+    return out
+
+
+_SEX_WORDS = {"1": "male", "2": "female", "m": "male", "f": "female", "male": "male",
+              "female": "female"}
+
+
+def sex_label(sex) -> str | None:
+    """``"male"``/``"female"`` from ABIDE's code (1, 2) or a word (m/f, male/female);
+    None when unknown."""
+    if sex is None or (isinstance(sex, float) and np.isnan(sex)):
+        return None
+    if isinstance(sex, (int, float, np.number)):
+        return ABIDE_SEX.get(int(sex)) if float(sex).is_integer() else None
+    return _SEX_WORDS.get(str(sex).strip().lower())
+
+
+def age_band(age) -> str | None:
+    """The name of the :data:`AGE_BANDS` band of an age in years (None when unknown)."""
+    try:
+        age = float(age)
+    except (TypeError, ValueError):
+        return None
+    return next((name for name, lo, hi in AGE_BANDS if lo <= age < hi), None)
+
+
+def subgroup_accuracy(age, sex, per_subgroup) -> dict:
+    """The evaluation's held-out scores for subjects of this subject's sex and age band.
+
+    Returns
+    -------
+    dict
+        ``{"sex": {"group": "female", "n": ..., "accuracy": ..., "accuracy_ci95": ...,
+        ...}, "age": {...}}``; a key is absent when the subject's sex or age is unknown
+        or the evaluation had no subject in that group.
+    """
+    out = {}
+    for name, label in (("sex", sex_label(sex)), ("age", age_band(age))):
+        scores = ((per_subgroup or {}).get(name) or {}).get(label) if label else None
+        if scores:
+            out[name] = {"group": label, **scores}
     return out
 
 
@@ -654,7 +691,8 @@ def save_model(path, est, metrics, config, subjects) -> Path:
                                                                   "derivative")},
               "cv": {"scheme": metrics.get("cv"), "accuracy": metrics.get("accuracy"),
                      "roc_auc": metrics.get("roc_auc"),
-                     "calibration": metrics.get("calibration")}}
+                     "calibration": metrics.get("calibration"),
+                     "per_subgroup": metrics.get("per_subgroup")}}
     path = Path(path)
     atomic_write_bytes(path, sio.dumps(bundle))
     write_model_card(path.parent, card)
@@ -685,7 +723,21 @@ def load_model(path=None) -> dict:
     if not isinstance(bundle, dict) or "estimator" not in bundle:
         raise DataError(f"{path}: not a biomarker model bundle",
                         "pass a model.skops written by 'decoder run configs/abide.yaml'")
+    cv = bundle.setdefault("cv", {}) or {}
+    if cv.get("per_subgroup") is None:  # saved before the bundle carried it: from its card
+        card = _card_beside(path)
+        cv["per_subgroup"] = ((card or {}).get("evaluation") or {}).get("per_subgroup")
+        bundle["cv"] = cv
     return bundle
+
+
+def _card_beside(path: Path) -> dict | None:
+    import json
+    card = path.parent / "model_card.json"
+    try:
+        return json.loads(card.read_text()) if card.is_file() else None
+    except (OSError, ValueError):
+        return None
 
 
 def read_subject_input(path, atlas=None, model_regions=None):
@@ -725,8 +777,9 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None,
     model : dict, path or None
         A bundle from :func:`load_model`, a path, or None for the shipped model.
     site, age, sex : optional
-        Only used by a model with ComBat harmonisation (an unknown site gets
-        no site adjustment).
+        Used by a model with ComBat harmonisation (an unknown site gets no site
+        adjustment); age and sex also pick the subgroup scores.  ``sex`` is ABIDE's
+        code (1 male, 2 female) or a word (male/female, m/f).
     mean_fd : float, optional
         The scan's mean framewise displacement, used by a model trained with
         ``confounds.remove: [mean_fd]``; without it the training median is used.
@@ -734,9 +787,16 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None,
     Returns
     -------
     dict with ``probability`` (of autism), ``predicted``, ``cv`` (held-out accuracy,
-    ROC AUC and scheme of the model's evaluation) and ``calibration_bin`` (observed
-    autism rate among held-out subjects with a similar predicted probability).
+    ROC AUC and scheme of the model's evaluation), ``calibration_bin`` (observed
+    autism rate among held-out subjects with a similar predicted probability) and
+    ``subgroups`` (:func:`subgroup_accuracy`: the evaluation's scores for this
+    subject's sex and age band, where known).
     """
+    if isinstance(sex, str):  # a word or a code typed on the command line
+        label = sex_label(sex)
+        if label is None:
+            raise DataError(f"sex '{sex}' is not understood", "give male/female (or 1/2)")
+        sex = {v: k for k, v in ABIDE_SEX.items()}[label]
     bundle = model if isinstance(model, dict) else load_model(model)
     est = bundle["estimator"]
     if not isinstance(time_series, np.ndarray):
@@ -761,7 +821,9 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None,
               [0, _positive_column(est)])
     result = {"probability": p, "predicted": POSITIVE if p > 0.5 else "control",
               "positive_class": POSITIVE, "cv": bundle.get("cv"),
-              "calibration_bin": _bin_rate((bundle.get("cv") or {}).get("calibration"), p)}
+              "calibration_bin": _bin_rate((bundle.get("cv") or {}).get("calibration"), p),
+              "subgroups": subgroup_accuracy(age, sex,
+                                             (bundle.get("cv") or {}).get("per_subgroup"))}
     if removed:  # which confound values the adjustment used (None: the training median)
         result["confounds_removed"] = {name: given.get(name) for name in removed}
     return result
@@ -806,6 +868,11 @@ def predict_cli(args) -> int:
                              mean_fd=getattr(args, "mean_fd", None))
     result = {"input": str(args.input), "model": str(args.model), **result}
     print(f"p({POSITIVE}) = {result['probability']:.3f} → {result['predicted']}")
+    for name, g in result["subgroups"].items():
+        ci = g.get("accuracy_ci95")
+        who = f"{g['group']} subjects" if name == "sex" else f"subjects aged {g['group']}"
+        print(f"held-out accuracy for {who}: {g['accuracy']:.3f} (n={g['n']}"
+              + (f", 95% CI {ci[0]:.3f}–{ci[1]:.3f})" if ci else ")"))
     out = getattr(args, "out", None) or str(Path(args.input).name).split(".")[0] + "_prediction.json"
     atomic_write_json(out, result)
     print(f"prediction written to {out}")

@@ -60,9 +60,19 @@ def test_cli_run_on_abide_layout_writes_contract_model_and_card(tmp_path):
     # the saved model predicts a subject's file through the CLI
     f = next((root / "Outputs/cpac/filt_noglobal/rois_ho").glob("*.1D"))
     pred = tmp_path / "pred.json"
-    assert main(["predict", str(out / "model.skops"), str(f), "--out", str(pred)]) == 0
-    p = json.loads(pred.read_text())["probability"]
-    assert 0.0 <= p <= 1.0
+    assert main(["predict", str(out / "model.skops"), str(f), "--out", str(pred),
+                 "--site", "SITE1", "--age", "14", "--sex", "m"]) == 0
+    result = json.loads(pred.read_text())
+    assert 0.0 <= result["probability"] <= 1.0
+    # the bundle itself carries the subgroup scores of its evaluation
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert result["subgroups"]["age"] == {"group": "12–17",
+                                          **metrics["per_subgroup"]["age"]["12–17"]}
+    assert result["subgroups"]["sex"]["group"] == "male"
+    (out / "model_card.json").unlink()
+    assert main(["predict", str(out / "model.skops"), str(f), "--out", str(pred),
+                 "--site", "SITE1", "--age", "14", "--sex", "m"]) == 0
+    assert json.loads(pred.read_text())["subgroups"] == result["subgroups"]
 
 
 def test_repeated_kfold_records_every_repetition(tmp_path, capsys):

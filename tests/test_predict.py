@@ -37,6 +37,39 @@ def test_predict_cli_on_example_1d_prints_probability_and_writes_json(tmp_path, 
     assert result["cv"]["scheme"] == "leave-site-out"
 
 
+def test_predict_tells_the_accuracy_for_the_subjects_sex_and_age_band(tmp_path, capsys):
+    ex = biomarker.example_subjects().iloc[0]                   # a girl of 8
+    card = json.loads((biomarker.SHIPPED_MODEL.parent / "model_card.json").read_text())
+    groups = card["evaluation"]["per_subgroup"]
+    out = tmp_path / "p.json"
+    assert main(["predict", str(biomarker.SHIPPED_MODEL), ex["path"], "--age", str(ex["age"]),
+                 "--sex", "female", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["subgroups"]["sex"] == {"group": "female", **groups["sex"]["female"]}
+    assert result["subgroups"]["age"] == {"group": "under 12", **groups["age"]["under 12"]}
+    assert f"female subjects: {groups['sex']['female']['accuracy']:.3f}" in printed
+    assert "subjects aged under 12" in printed
+    # the code gives the same, and the probability does not depend on it (no ComBat)
+    assert main(["predict", str(biomarker.SHIPPED_MODEL), ex["path"], "--age", "8.7",
+                 "--sex", "2", "--out", str(out)]) == 0
+    again = json.loads(out.read_text())
+    assert again["subgroups"] == result["subgroups"]
+    assert again["probability"] == result["probability"]
+    # nothing known: no subgroup
+    assert main(["predict", str(biomarker.SHIPPED_MODEL), ex["path"], "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["subgroups"] == {}
+
+
+def test_an_unknown_sex_is_a_one_line_error(tmp_path, capsys):
+    ex = biomarker.example_subjects().iloc[0]
+    rc = main(["predict", str(biomarker.SHIPPED_MODEL), ex["path"], "--sex", "3",
+               "--out", str(tmp_path / "p.json")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "sex '3'" in err and "male/female" in err and "\n" not in err
+    assert not (tmp_path / "p.json").exists()
+
+
 def test_same_subject_as_tsv_and_csv_gives_same_probability(tmp_path):
     ex = biomarker.example_subjects().iloc[1]
     from decoder.data.timeseries_io import read_timeseries

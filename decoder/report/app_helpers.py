@@ -261,19 +261,8 @@ def site_caveat(site, card: dict | None) -> str:
             "the cross-validated accuracy may not hold for this subject.")
 
 
-SEX_LABELS = {1: "male", 2: "female", "1": "male", "2": "female", "m": "male", "f": "female",
-              "male": "male", "female": "female"}
-
-
 #: the app's sex choices and the codes the models take (ABIDE's coding)
 SEX_CHOICES = {"unknown": None, "male": 1, "female": 2}
-
-
-def _sex_label(sex) -> str | None:
-    if sex is None or (isinstance(sex, float) and np.isnan(sex)):
-        return None
-    key = int(sex) if isinstance(sex, (int, float, np.number)) else str(sex).strip().lower()
-    return SEX_LABELS.get(key)
 
 
 def subgroup_caveat(age, sex, card: dict | None) -> str:
@@ -283,17 +272,12 @@ def subgroup_caveat(age, sex, card: dict | None) -> str:
 
     ``sex`` is ABIDE's code (1 male, 2 female) or a word (male/female, m/f).
     """
-    from pipelines.biomarker import AGE_BANDS
+    from pipelines.biomarker import subgroup_accuracy
     ev = (card or {}).get("evaluation") or {}
-    groups = ev.get("per_subgroup") or {}
-    labels = {"sex": _sex_label(sex), "age": None}
-    if age is not None and np.isfinite(float(age)):
-        labels["age"] = next((name for name, lo, hi in AGE_BANDS if lo <= float(age) < hi), None)
     parts = []
-    for name, label in labels.items():
-        g = (groups.get(name) or {}).get(label) if label else None
-        if g and isinstance(g.get("accuracy"), (int, float)):
-            what = label if name == "sex" else f"age {label}"
+    for name, g in subgroup_accuracy(age, sex, ev.get("per_subgroup")).items():
+        if isinstance(g.get("accuracy"), (int, float)):
+            what = g["group"] if name == "sex" else f"age {g['group']}"
             ci = g.get("accuracy_ci95")
             ci = f", 95% CI {ci[0]:.2f}–{ci[1]:.2f}" if ci else ""
             parts.append(f"{what} {g['accuracy']:.2f} (n={g['n']}{ci})")
