@@ -207,6 +207,16 @@ def test_summary_gives_the_spread_over_repetitions_of_repeated_kfold():
     assert "accuracy per repetition" not in summary({"task": "biomarker", "repeats": None})
 
 
+def test_summary_gives_the_interval_of_a_subject_accuracy_and_the_report_shows_it():
+    from decoder.report import summary
+    out = summary({"task": "biomarker", "accuracy": 0.7, "accuracy_ci95": [0.668, 0.73]})
+    assert out["accuracy 95% CI"] == "0.668–0.730 (Wilson)"
+    assert "accuracy 95% CI" not in summary({"task": "category", "accuracy": 0.8})
+    run = biomarker_run()
+    ci = json.loads((run / "metrics.json").read_text())["accuracy_ci95"]
+    assert f"{ci[0]:.3f}–{ci[1]:.3f} (Wilson)" in render_report(load_run(run))
+
+
 def test_text_from_the_run_is_escaped(tmp_path):
     out = make_category_run(tmp_path / "run", classes=["<script>alert(1)</script>", "b"],
                             report=False)

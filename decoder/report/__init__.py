@@ -46,6 +46,9 @@ def summary(metrics: dict) -> dict:
         if key in metrics and metrics[key] is not None:
             v = metrics[key]
             out[key] = v if not isinstance(v, dict) else v.get("estimator", json.dumps(v))
+    ci = metrics.get("accuracy_ci95")
+    if ci and "accuracy" in out:  # independent subjects (biomarker runs) only
+        out["accuracy 95% CI"] = f"{ci[0]:.3f}–{ci[1]:.3f} (Wilson)"
     reps = metrics.get("repeats")
     if isinstance(reps, dict) and reps.get("n_repeats"):  # pooled scores average repetitions
         for key in ("accuracy", "roc_auc"):
