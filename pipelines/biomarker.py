@@ -89,6 +89,8 @@ DEFAULTS = {
     "random_state": 0,
     "n_permutations": 0,
     "save_model": True,
+    # folds fitted in parallel processes (joblib; -1: one per core); results are identical
+    "compute": {"n_jobs": 1, "progress": True},
 }
 
 _CV_ALIASES = {"stratified-10fold": "stratified-kfold", "kfold": "stratified-kfold",
@@ -118,6 +120,10 @@ def check_config(config) -> None:
     _count(config, "n_repeats", 1)
     _count(config, "n_permutations", 0)
     _count(config, "inner_splits", 2)
+    n_jobs = config["compute"]["n_jobs"]
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
+        raise ConfigError(f"compute.n_jobs '{n_jobs}' is not supported",
+                          "use a number of processes (1, 2, …) or -1 for one per core")
     make_classifier(config).check_params()
 
 
@@ -326,20 +332,57 @@ def cross_validate(config, covs, diagnosis, sites, covariates, labels=None, halv
     proba = np.full((n_rep, len(y)), np.nan)
     base = make_classifier(config)
     per_rep = len(folds) // n_rep
-    for i, (tr, te) in enumerate(folds):
+    for i, (tr, _) in enumerate(folds):
         if len(np.unique(y[tr])) < 2:
             raise DataError(f"a training fold has a single class (fold {i})",
                             "use cv: stratified-group-kfold or add subjects of both classes")
-        est = clone(base).fit(covs[tr], y[tr], sites=sites[tr], covariates=covariates.iloc[tr],
-                              halves=None if halves is None else halves[tr])
-        p = est.predict_proba(covs[te], sites=sites[te], covariates=covariates.iloc[te])
-        proba[i // per_rep, te] = p[:, _positive_column(est)]
+    fitted = _map_folds(config, _fit_fold,
+                        [(clone(base), covs, y, sites, covariates, halves, tr, te)
+                         for tr, te in folds], desc="folds" if labels is None else None)
+    for i, ((_, te), (est, p)) in enumerate(zip(folds, fitted)):
+        proba[i // per_rep, te] = p
         if patterns is not None:  # oriented towards autism (classes_[1] may be either)
             sign = 1.0 if est.classes_[1] == POSITIVE else -1.0
             patterns.append({k: sign * v for k, v in est.edge_patterns_.items()})
         if estimators is not None:
             estimators.append(est)
     return proba, folds
+
+
+def _fit_fold(est, covs, y, sites, covariates, halves, tr, te):
+    """Fit one fold's classifier on its training subjects; its held-out probabilities."""
+    est.fit(covs[tr], y[tr], sites=sites[tr], covariates=covariates.iloc[tr],
+            halves=None if halves is None else halves[tr])
+    p = est.predict_proba(covs[te], sites=sites[te], covariates=covariates.iloc[te])
+    return est, p[:, _positive_column(est)]
+
+
+def _map_folds(config, func, args, desc=None) -> list:
+    """``[func(*a) for a in args]``, in ``compute.n_jobs`` processes (joblib), in order.
+
+    Each fold is fitted with single-threaded BLAS, so processes are what use the cores;
+    the folds are independent and deterministic, so the results do not depend on
+    ``n_jobs``.  A progress bar (tqdm, on a terminal) counts the folds done.
+    """
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+    compute = config.get("compute") or {}
+    n_jobs = compute.get("n_jobs", 1)
+    bar = tqdm(total=len(args), desc=desc, unit="fold", leave=False,
+               disable=None if (desc and compute.get("progress", True)) else True)
+    with bar:
+        if n_jobs == 1:
+            out = []
+            for a in args:
+                out.append(func(*a))
+                bar.update()
+            return out
+        out = []
+        for res in Parallel(n_jobs=n_jobs, return_as="generator")(delayed(func)(*a)
+                                                                  for a in args):
+            out.append(res)
+            bar.update()
+        return out
 
 
 def _edges_summary(edges, n_folds, top=10) -> dict:
@@ -515,24 +558,35 @@ def _permutation_null_fixed_folds(config, covs, diagnosis, sites, covariates, pe
     :func:`cross_validate`), so that not even those are fitted again.
     """
     from sklearn.base import clone
-
-    from decoder.models.biomarker_models import LooRidgeClassifier
     splitter, _ = make_cv("leave-site-out", groups=sites)
+    folds = list(splitter.split(covs, diagnosis, sites))
     base = make_classifier(config)
+    # fold by fold (one fold's features in memory per process), every permutation within it
+    nulls = _map_folds(config, _fold_null, [
+        (fitted[i] if fitted is not None else clone(base), fitted is None, covs, diagnosis,
+         sites, covariates, halves, perms, tr, te, config["model"] == "ridge")
+        for i, (tr, te) in enumerate(folds)], desc="permutations (folds)")
     proba = np.full((len(perms), len(diagnosis)), np.nan)
-    # fold by fold (one fold's features in memory at a time), every permutation within it
-    for i, (tr, te) in enumerate(splitter.split(covs, diagnosis, sites)):
-        est = fitted[i] if fitted is not None else clone(base).fit(
-            covs[tr], diagnosis[tr], sites=sites[tr], covariates=covariates.iloc[tr],
-            halves=None if halves is None else halves[tr])
-        x_tr = est.features(covs[tr], sites[tr], covariates.iloc[tr])
-        x_te = est.features(covs[te], sites[te], covariates.iloc[te])
-        eigs = ({k: LooRidgeClassifier.gram_eig(x) for k, x in x_tr.items()}
-                if config["model"] == "ridge" else None)
-        for i, perm in enumerate(perms):
-            refit = est.with_labels(x_tr, perm[tr], eigs)
-            proba[i, te] = refit.proba_from_features(x_te)[:, _positive_column(refit)]
+    for (_, te), null in zip(folds, nulls):
+        proba[:, te] = null
     return [float(np.mean((p > 0.5) == (perm == POSITIVE))) for p, perm in zip(proba, perms)]
+
+
+def _fold_null(est, fit, covs, diagnosis, sites, covariates, halves, perms, tr, te, ridge):
+    """One leave-site-out fold's held-out probabilities under every permutation
+    (``fit``: fit ``est``'s label-free steps first, else they are already fitted)."""
+    from decoder.models.biomarker_models import LooRidgeClassifier
+    if fit:
+        est.fit(covs[tr], diagnosis[tr], sites=sites[tr], covariates=covariates.iloc[tr],
+                halves=None if halves is None else halves[tr])
+    x_tr = est.features(covs[tr], sites[tr], covariates.iloc[tr])
+    x_te = est.features(covs[te], sites[te], covariates.iloc[te])
+    eigs = {k: LooRidgeClassifier.gram_eig(x) for k, x in x_tr.items()} if ridge else None
+    out = np.empty((len(perms), len(te)))
+    for j, perm in enumerate(perms):
+        refit = est.with_labels(x_tr, perm[tr], eigs)
+        out[j] = refit.proba_from_features(x_te)[:, _positive_column(refit)]
+    return out
 
 
 def permutation_test(config, covs, diagnosis, sites, covariates, observed, n_permutations,

@@ -315,6 +315,7 @@ def test_run_reports_the_connections_that_go_with_the_output(tmp_path):
     ("harmonize.unseen_site=nearest", "harmonize.unseen_site 'nearest'"),
     ("n_splits=1", "n_splits '1'"),
     ("n_permutations=-5", "n_permutations '-5'"),
+    ("compute.n_jobs=0", "compute.n_jobs '0'"),
 ])
 def test_a_wrong_choice_is_named_before_any_data_are_read(tmp_path, capsys, setting, named):
     # no --data at all: the config's own mistake is what the user needs to hear first
@@ -412,3 +413,21 @@ def test_the_model_card_reports_and_cautions_on_the_subgroup_scores():
     assert "| male | 700 | 340 | 0.710 | — | 0.770 |" in md and "| age band (years) |" in md
     assert not [x for x in build_model_card({}, {}, 1, ["A"], [0])["limitations"]
                 if x.startswith("Held-out accuracy differs")]
+
+
+@pytest.mark.parametrize("cv", ["leave-site-out", "stratified-kfold"])
+def test_folds_in_parallel_processes_give_identical_results(tmp_path, cv):
+    root = make_layout(tmp_path / "abide", n_sites=3, per_site=10, signal=0.8)
+    runs = {}
+    for n_jobs in (1, 2):
+        out = tmp_path / f"j{n_jobs}"
+        assert main(["run", str(CONFIG), "--data", str(root), "--out", str(out), "--set",
+                     f"cv={cv}", "--set", "n_splits=3", "--set", "n_permutations=4",
+                     "--set", "save_model=false", "--set", f"compute.n_jobs={n_jobs}"]) == 0
+        runs[n_jobs] = (pd.read_csv(out / "predictions.tsv", sep="\t"),
+                        json.loads((out / "metrics.json").read_text()),
+                        np.load(out / "arrays.npz")["permutation_null"])
+    (p1, m1, null1), (p2, m2, null2) = runs[1], runs[2]
+    assert np.array_equal(p1["p_autism"], p2["p_autism"]) and list(p1["fold"]) == list(p2["fold"])
+    assert m1["edges"] == m2["edges"] and m1["permutation_p"] == m2["permutation_p"]
+    assert np.array_equal(null1, null2) and len(null1) == 4
