@@ -364,7 +364,8 @@ def test_scores_by_sex_and_age_band_come_from_the_held_out_predictions(tmp_path)
         for label, g in groups[name].items():
             rows = pred[labels == label]
             correct = (rows["p_autism"] > 0.5) == (rows["diagnosis"] == "autism")
-            assert g["n"] == len(rows) and g["n_autism"] == int((rows["diagnosis"] == "autism").sum())
+            n_autism = int((rows["diagnosis"] == "autism").sum())
+            assert g["n"] == len(rows) and g["n_autism"] == n_autism
             assert g["accuracy"] == pytest.approx(correct.mean())
             assert g["accuracy_ci95"] == pytest.approx(_wilson(int(correct.sum()), len(rows)))
     # the pooled accuracy's interval too (subjects are independent)
@@ -386,7 +387,8 @@ def test_a_subgroup_with_one_class_has_no_auc_and_empty_groups_are_left_out():
     assert list(groups["age"]) == ["under 12", "under 12", "18 and over", "18 and over", None]
     res = biomarker.per_subgroup_metrics(diag, proba, groups)
     assert list(res["age"]) == ["under 12", "18 and over"]        # no 12–17 subject
-    assert res["sex"]["female"]["n"] == 3 and res["sex"]["female"]["accuracy"] == pytest.approx(2 / 3)
+    assert res["sex"]["female"]["n"] == 3
+    assert res["sex"]["female"]["accuracy"] == pytest.approx(2 / 3)
     assert res["sex"]["male"]["roc_auc"] == 1.0
     one_class = biomarker.per_subgroup_metrics(diag[:1], proba[:1],
                                                biomarker.subject_groups(cov[:1], "abide"))

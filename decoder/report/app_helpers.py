@@ -29,7 +29,8 @@ __all__ = [
     "MAX_TIMESERIES_BYTES", "MAX_NIFTI_BYTES", "TIMESERIES_EXTENSIONS", "NIFTI_EXTENSIONS",
     "BUNDLED_ATLASES", "SubjectResult", "model_path", "load_biomarker_model", "model_card",
     "example_subjects", "check_upload", "save_upload", "analyse_subject", "analyse_example",
-    "analyse_upload", "wilson_interval", "uncertainty_text", "site_caveat", "subgroup_caveat", "SEX_CHOICES", "find_run_dirs", "run_embedded_haxby",
+    "analyse_upload", "wilson_interval", "uncertainty_text", "site_caveat", "subgroup_caveat",
+    "SEX_CHOICES", "find_run_dirs", "run_embedded_haxby",
 ]
 
 MAX_TIMESERIES_BYTES = 10 * 1024 * 1024     # a 1,000 × 400 float table is ~4 MB

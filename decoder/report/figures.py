@@ -22,8 +22,8 @@ from matplotlib.figure import Figure  # noqa: E402
 __all__ = [
     "figure_png", "confusion_matrix", "per_class_scores", "fold_scores",
     "permutation_histogram", "weight_map", "connectivity_matrix", "strongest_edges",
-    "connectome_glass_brain", "probability_vs_training", "per_site_table", "per_site_scores", "per_subgroup_table",
-    "confound_table",
+    "connectome_glass_brain", "probability_vs_training", "per_site_table", "per_site_scores",
+    "per_subgroup_table", "confound_table",
 ]
 
 _DPI = 100
