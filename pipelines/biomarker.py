@@ -32,6 +32,7 @@ from decoder._utils import atomic_write_bytes, atomic_write_json
 from decoder.data.datalad import ensure_local
 from decoder.errors import ConfigError, DataError, check_choice
 from decoder.evaluation.confounds import confound_check
+from decoder.evaluation.compare import auc_interval
 from decoder.evaluation.cv import make_cv
 from decoder.evaluation.metrics import chance_level, classification_metrics, wilson_interval
 from decoder.results import build_provenance, file_records, write_run
@@ -433,7 +434,8 @@ def _group_metrics(diagnosis, proba, groups, order) -> dict:
                        "accuracy": mm["accuracy"],
                        "accuracy_ci95": _accuracy_ci(diagnosis[m], proba[m]),
                        "balanced_accuracy": mm["balanced_accuracy"],
-                       "roc_auc": mm["roc_auc"]}
+                       "roc_auc": mm["roc_auc"],
+                       "roc_auc_ci95": auc_interval(diagnosis[m] == POSITIVE, proba[m])}
     return out
 
 
@@ -670,6 +672,7 @@ def run(config, data=None, out=None, config_path=None) -> dict:
         "accuracy_ci95": _accuracy_ci(diag, proba),
         "balanced_accuracy": m["balanced_accuracy"],
         "roc_auc": m["roc_auc"],
+        "roc_auc_ci95": auc_interval(diag == POSITIVE, proba),
         "chance": chance_level(diag),
         "fold_scores": fold_scores,
         "permutation_p": perm_p,

@@ -12,6 +12,7 @@ import pytest
 
 from decoder.cli import main
 from decoder.config import merge_with_defaults
+from decoder.evaluation.compare import auc_interval
 from decoder.features.connectome import (Connectivity, split_half_covariances,
                                          subject_covariances)
 from decoder.models import biomarker_models
@@ -368,9 +369,15 @@ def test_scores_by_sex_and_age_band_come_from_the_held_out_predictions(tmp_path)
             assert g["n"] == len(rows) and g["n_autism"] == n_autism
             assert g["accuracy"] == pytest.approx(correct.mean())
             assert g["accuracy_ci95"] == pytest.approx(_wilson(int(correct.sum()), len(rows)))
-    # the pooled accuracy's interval too (subjects are independent)
+            auc_ci = auc_interval(rows["diagnosis"] == "autism", rows["p_autism"])
+            assert g["roc_auc_ci95"] == (None if auc_ci is None else pytest.approx(auc_ci))
+    # the pooled accuracy's interval too (subjects are independent), and the AUC's (DeLong)
     correct = (pred["p_autism"] > 0.5) == (pred["diagnosis"] == "autism")
     assert metrics["accuracy_ci95"] == pytest.approx(_wilson(int(correct.sum()), len(pred)))
+    lo, hi = metrics["roc_auc_ci95"]
+    assert lo < metrics["roc_auc"] < hi or metrics["roc_auc"] == 1.0
+    assert metrics["roc_auc_ci95"] == pytest.approx(
+        auc_interval(pred["diagnosis"] == "autism", pred["p_autism"]))
 
 
 def _wilson(k, n):

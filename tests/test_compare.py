@@ -14,8 +14,8 @@ from test_abide_reader import make_layout
 
 from decoder.cli import main
 from decoder.errors import DataError
-from decoder.evaluation.compare import (compare_runs, corrected_resampled_ttest, delong_test,
-                                        paired_sign_flip_test)
+from decoder.evaluation.compare import (auc_interval, compare_runs, corrected_resampled_ttest,
+                                        delong_test, paired_sign_flip_test)
 from pipelines import run_config
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "abide.yaml"
@@ -48,6 +48,26 @@ def test_delong_equals_its_definition_with_ties():
     assert res["diff"] == pytest.approx(auc_b - auc_a)
     lo, hi = res["ci95"]
     assert lo < res["diff"] < hi and hi - lo == pytest.approx(2 * 1.959964 * res["se"])
+
+
+def test_auc_interval_uses_delongs_variance_and_covers_the_true_auc():
+    from scipy.stats import norm
+    rng = np.random.default_rng(3)
+    y = rng.random(90) < 0.45
+    a = np.round(y + rng.normal(size=90), 1)
+    auc, _, var = _delong_by_definition(y, a, np.zeros(90))   # a constant adds nothing
+    lo, hi = auc_interval(y, a)
+    assert (lo + hi) / 2 == pytest.approx(auc) and hi - lo == pytest.approx(
+        2 * norm.ppf(0.975) * np.sqrt(var))
+    # binormal scores (shift 1): true AUC = Phi(1 / sqrt 2); 95 % of intervals cover it
+    truth = norm.cdf(1 / np.sqrt(2))
+    covered = []
+    for _ in range(400):
+        y = rng.random(120) < 0.4
+        lo, hi = auc_interval(y, y + rng.normal(size=120))
+        covered.append(lo <= truth <= hi)
+    assert 0.91 <= np.mean(covered) <= 0.98
+    assert auc_interval([1, 0, 0, 0], [0.9, 0.1, 0.2, 0.3]) is None   # one positive
 
 
 def test_delong_p_values_are_calibrated_when_the_models_are_equally_good():

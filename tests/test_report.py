@@ -209,8 +209,10 @@ def test_summary_gives_the_spread_over_repetitions_of_repeated_kfold():
 
 def test_summary_gives_the_interval_of_a_subject_accuracy_and_the_report_shows_it():
     from decoder.report import summary
-    out = summary({"task": "biomarker", "accuracy": 0.7, "accuracy_ci95": [0.668, 0.73]})
+    out = summary({"task": "biomarker", "accuracy": 0.7, "accuracy_ci95": [0.668, 0.73],
+                   "roc_auc": 0.77, "roc_auc_ci95": [0.74, 0.80]})
     assert out["accuracy 95% CI"] == "0.668–0.730 (Wilson)"
+    assert out["ROC AUC 95% CI"] == "0.740–0.800 (DeLong)"
     assert "accuracy 95% CI" not in summary({"task": "category", "accuracy": 0.8})
     run = biomarker_run()
     ci = json.loads((run / "metrics.json").read_text())["accuracy_ci95"]

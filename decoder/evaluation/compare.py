@@ -46,10 +46,39 @@ from sklearn.metrics import roc_auc_score
 
 from ..errors import DataError
 
-__all__ = ["compare_runs", "corrected_resampled_ttest", "delong_test",
+__all__ = ["compare_runs", "corrected_resampled_ttest", "delong_test", "auc_interval",
            "paired_sign_flip_test"]
 
 MAX_EXACT_UNITS = 20   # 2**20 sign patterns: exact enumeration still takes < 1 s
+
+
+def _delong_covariance(y, scores):
+    """AUCs of the rows of ``scores`` and their covariance (DeLong et al. 1988), from the
+    placement values computed with midranks (Sun & Xu 2014): O(n log n) per row."""
+    m, n = int(y.sum()), int((~y).sum())
+    pos, neg = scores[:, y], scores[:, ~y]
+    aucs, v_pos, v_neg = [], [], []
+    for k in range(len(scores)):
+        r_all = rankdata(np.concatenate([pos[k], neg[k]]))   # midranks: ties count 1/2
+        r_pos, r_neg = rankdata(pos[k]), rankdata(neg[k])
+        aucs.append((r_all[:m].sum() - m * (m + 1) / 2) / (m * n))
+        v_pos.append((r_all[:m] - r_pos) / n)          # P(score of a negative < this positive)
+        v_neg.append(1.0 - (r_all[m:] - r_neg) / m)    # P(score of a positive > this negative)
+    s = (np.atleast_2d(np.cov(np.array(v_pos))) / m
+         + np.atleast_2d(np.cov(np.array(v_neg))) / n)
+    return aucs, s
+
+
+def auc_interval(y_true, score) -> list | None:
+    """95 % interval of one ROC AUC from DeLong's variance (normal, clipped to [0, 1], as
+    R's pROC ``ci.auc(method="delong")``); None with fewer than 2 samples of a class."""
+    y = np.asarray(y_true).astype(bool)
+    score = np.asarray(score, float)
+    if y.sum() < 2 or (~y).sum() < 2 or not np.isfinite(score).all():
+        return None
+    aucs, s = _delong_covariance(y, score[None, :])
+    half = norm.ppf(0.975) * float(np.sqrt(max(s[0, 0], 0.0)))
+    return [max(0.0, float(aucs[0] - half)), min(1.0, float(aucs[0] + half))]
 
 
 def delong_test(y_true, score_a, score_b) -> dict:
@@ -81,15 +110,7 @@ def delong_test(y_true, score_a, score_b) -> dict:
                         "compare runs with both classes among their common samples")
     if not np.isfinite(scores).all():
         raise DataError("scores contain NaN or infinite values", "compare complete runs")
-    pos, neg = scores[:, y], scores[:, ~y]
-    aucs, v_pos, v_neg = [], [], []
-    for k in range(2):
-        r_all = rankdata(np.concatenate([pos[k], neg[k]]))   # midranks: ties count 1/2
-        r_pos, r_neg = rankdata(pos[k]), rankdata(neg[k])
-        aucs.append((r_all[:m].sum() - m * (m + 1) / 2) / (m * n))
-        v_pos.append((r_all[:m] - r_pos) / n)          # P(score of a negative < this positive)
-        v_neg.append(1.0 - (r_all[m:] - r_neg) / m)    # P(score of a positive > this negative)
-    s = np.cov(np.array(v_pos)) / m + np.cov(np.array(v_neg)) / n
+    aucs, s = _delong_covariance(y, scores)
     var = s[0, 0] + s[1, 1] - 2 * s[0, 1]
     diff = aucs[1] - aucs[0]
     se = float(np.sqrt(max(var, 0.0)))

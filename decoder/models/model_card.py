@@ -79,6 +79,7 @@ def build_model_card(metrics: dict, config: dict, n_subjects: int, sites, region
             "accuracy_ci95": metrics.get("accuracy_ci95"),
             "balanced_accuracy": metrics.get("balanced_accuracy"),
             "roc_auc": metrics.get("roc_auc"),
+            "roc_auc_ci95": metrics.get("roc_auc_ci95"),
             "chance": metrics.get("chance"),
             "permutation_p": metrics.get("permutation_p"),
             "per_site": metrics.get("per_site"),
@@ -125,7 +126,8 @@ def card_markdown(card: dict) -> str:
              "## Evaluation", f"- Cross-validation: {ev['cv']}",
              f"- Accuracy {_fmt(ev['accuracy'])}{_ci_fmt(ev.get('accuracy_ci95'))}, "
              f"balanced accuracy "
-             f"{_fmt(ev['balanced_accuracy'])}, ROC AUC {_fmt(ev['roc_auc'])}, chance "
+             f"{_fmt(ev['balanced_accuracy'])}, ROC AUC {_fmt(ev['roc_auc'])}"
+             f"{_ci_fmt(ev.get('roc_auc_ci95'))}, chance "
              f"{_fmt(ev['chance'])}, permutation p {_fmt(ev['permutation_p'])}", ""]
     if ev.get("per_site"):
         lines += ["| site | n | accuracy | ROC AUC |", "|---|---|---|---|"]

@@ -49,6 +49,9 @@ def summary(metrics: dict) -> dict:
     ci = metrics.get("accuracy_ci95")
     if ci and "accuracy" in out:  # independent subjects (biomarker runs) only
         out["accuracy 95% CI"] = f"{ci[0]:.3f}–{ci[1]:.3f} (Wilson)"
+    ci = metrics.get("roc_auc_ci95")
+    if ci and "roc_auc" in out:
+        out["ROC AUC 95% CI"] = f"{ci[0]:.3f}–{ci[1]:.3f} (DeLong)"
     reps = metrics.get("repeats")
     if isinstance(reps, dict) and reps.get("n_repeats"):  # pooled scores average repetitions
         for key in ("accuracy", "roc_auc"):

@@ -379,13 +379,13 @@ def per_site_table(per_site: dict) -> pd.DataFrame:
         rows.append({"site": site, "n": m.get("n"), "n_autism": m.get("n_autism"),
                      "accuracy": m.get("accuracy"), "accuracy 95% CI": _ci_text(m),
                      "balanced_accuracy": m.get("balanced_accuracy"),
-                     "roc_auc": m.get("roc_auc")})
+                     "roc_auc": m.get("roc_auc"), "ROC AUC 95% CI": _ci_text(m, "roc_auc")})
     return pd.DataFrame(rows, columns=["site", "n", "n_autism", "accuracy", "accuracy 95% CI",
-                                       "balanced_accuracy", "roc_auc"])
+                                       "balanced_accuracy", "roc_auc", "ROC AUC 95% CI"])
 
 
-def _ci_text(m: dict) -> str | None:
-    ci = m.get("accuracy_ci95")
+def _ci_text(m: dict, key: str = "accuracy") -> str | None:
+    ci = m.get(f"{key}_ci95")
     return f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else None
 
 
@@ -398,9 +398,10 @@ def per_subgroup_table(per_subgroup: dict) -> pd.DataFrame:
                          "n_autism": m.get("n_autism"), "accuracy": m.get("accuracy"),
                          "accuracy 95% CI": _ci_text(m),
                          "balanced_accuracy": m.get("balanced_accuracy"),
-                         "roc_auc": m.get("roc_auc")})
+                         "roc_auc": m.get("roc_auc"), "ROC AUC 95% CI": _ci_text(m, "roc_auc")})
     return pd.DataFrame(rows, columns=["by", "group", "n", "n_autism", "accuracy",
-                                       "accuracy 95% CI", "balanced_accuracy", "roc_auc"])
+                                       "accuracy 95% CI", "balanced_accuracy", "roc_auc",
+                                       "ROC AUC 95% CI"])
 
 
 def confound_table(confounds: dict) -> pd.DataFrame:
