@@ -19,7 +19,12 @@ def test_shipped_model_and_examples_are_small_and_present():
     assert biomarker.SHIPPED_MODEL.is_file()
     assert biomarker.SHIPPED_MODEL.stat().st_size < 5 * 1024 ** 2
     card = json.loads((biomarker.SHIPPED_DIR / "model_card.json").read_text())
-    assert card["evaluation"]["cv"] == "leave-site-out"
+    ev = card["evaluation"]
+    assert ev["cv"] == "leave-site-out"
+    # its scores come with their intervals (Wilson for accuracy, DeLong for ROC AUC)
+    for key in ("accuracy", "roc_auc"):
+        lo, hi = ev[f"{key}_ci95"]
+        assert lo < ev[key] < hi and hi - lo < 0.1
     ex = biomarker.example_subjects()
     assert len(ex) >= 4 and set(ex["diagnosis"]) == {"autism", "control"}
     # the shipped model never saw the example subjects
