@@ -42,6 +42,12 @@ def _cmd_run(args) -> int:
     parts = [f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()
              if v is not None]
     print(" ".join(parts))
+    acc_ci, auc_ci = metrics.get("accuracy_ci95"), metrics.get("roc_auc_ci95")
+    if acc_ci or auc_ci:  # subjects are independent: intervals of the pooled scores
+        print("95% CI: " + ", ".join(
+            f"{name} [{ci[0]:.3f}, {ci[1]:.3f}] ({how})"
+            for name, ci, how in (("accuracy", acc_ci, "Wilson"), ("roc_auc", auc_ci, "DeLong"))
+            if ci))
     reps = metrics.get("repeats")
     if reps:  # the pooled scores above average the probabilities over the repetitions
         print(f"per repetition ({reps['n_repeats']}): accuracy {reps['accuracy_mean']:.3f} ± "

@@ -343,12 +343,15 @@ def test_without_data_the_error_says_where_to_get_them(tmp_path, capsys):
     assert rc == 2 and "--data" in err and "decoder fetch abide-pcp" in err and "\n" not in err
 
 
-def test_scores_by_sex_and_age_band_come_from_the_held_out_predictions(tmp_path):
+def test_scores_by_sex_and_age_band_come_from_the_held_out_predictions(tmp_path, capsys):
     root = make_layout(tmp_path / "abide", n_sites=3, per_site=12, signal=0.9)
     out = tmp_path / "run"
     assert main(["run", str(CONFIG), "--data", str(root), "--out", str(out),
                  "--set", "save_model=false"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    (acc_lo, acc_hi), (auc_lo, auc_hi) = metrics["accuracy_ci95"], metrics["roc_auc_ci95"]
+    assert (f"95% CI: accuracy [{acc_lo:.3f}, {acc_hi:.3f}] (Wilson), roc_auc [{auc_lo:.3f}, "
+            f"{auc_hi:.3f}] (DeLong)") in capsys.readouterr().out
     pred = pd.read_csv(out / "predictions.tsv", sep="\t")
     pheno = pd.read_csv(root / "Phenotypic_V1_0b_preprocessed1.csv").set_index("FILE_ID")
     # the subject's recorded sex (ABIDE: 1 male, 2 female) and age reach predictions.tsv
