@@ -133,7 +133,7 @@ class _Subjects:
     """Time series + labels + sites + covariates + provenance of the input files."""
 
     def __init__(self, time_series, diagnosis, sites, covariates, ids, files, regions, root,
-                 notes=(), dataset_info=None, confounds=None):
+                 notes=(), dataset_info=None, confounds=None, sex_coded=True):
         self.time_series = time_series
         self.diagnosis = np.asarray(diagnosis, dtype=object)
         self.sites = np.asarray(sites).astype(str)
@@ -147,6 +147,8 @@ class _Subjects:
         # nuisance variables for the confound check (e.g. mean_fd); never model inputs
         self.confounds = (pd.DataFrame(index=range(len(self.ids))) if confounds is None
                           else confounds.reset_index(drop=True))
+        # covariates["sex"] follows ABIDE's coding (1 male, 2 female), so groups can be named
+        self.sex_coded = bool(sex_coded) and "sex" in self.covariates
 
 
 def _data_root(config, data):
@@ -214,8 +216,7 @@ def _load_fmriprep(config, root) -> _Subjects:
     ts = extractor(bolds)
     diag = np.where(table[ds["label_column"]].astype(str) == str(ds["positive_label"]),
                     POSITIVE, "control")
-    cov = pd.DataFrame({c: pd.to_numeric(table[c], errors="coerce") for c in ("age", "sex")
-                        if c in table.columns})
+    cov, sex_coded = _participant_covariates(table)
     if "mean_fd" in table.columns:
         mean_fd = pd.to_numeric(table["mean_fd"], errors="coerce").to_numpy(float)
     else:  # from fMRIPrep's own confounds file beside each image
@@ -224,7 +225,32 @@ def _load_fmriprep(config, root) -> _Subjects:
                  else pd.DataFrame(index=range(len(bolds))))
     return _Subjects(ts, diag, table[ds["site_column"]].astype(str), cov,
                      table["participant_id"], bolds, [str(i) for i in range(ts[0].shape[1])],
-                     root, confounds=confounds)
+                     root, confounds=confounds, sex_coded=sex_coded)
+
+
+def _participant_covariates(table) -> tuple[pd.DataFrame, bool]:
+    """Age and sex from a participants table, as numbers for ComBat.
+
+    BIDS tables usually write sex as ``M``/``F`` (or male/female): these become ABIDE's
+    codes (1 male, 2 female), which also lets the subgroup scores name them.  A numeric
+    column is kept as it is (its coding is the dataset's own).  Returns the covariates
+    and whether sex follows the 1 = male, 2 = female coding.
+    """
+    cov = pd.DataFrame(index=table.index)
+    if "age" in table.columns:
+        cov["age"] = pd.to_numeric(table["age"], errors="coerce")
+    sex_coded = False
+    if "sex" in table.columns:
+        raw = table["sex"]
+        numeric = pd.to_numeric(raw, errors="coerce")
+        if numeric.notna().any():
+            cov["sex"] = numeric
+        else:
+            codes = {label: code for code, label in ABIDE_SEX.items()}
+            cov["sex"] = [codes.get(sex_label(v), np.nan) if pd.notna(v) else np.nan
+                          for v in raw]
+            sex_coded = True
+    return cov, sex_coded
 
 
 def _fmriprep_mean_fd(root, bold) -> float:
@@ -456,13 +482,13 @@ AGE_BANDS = (("under 12", 0.0, 12.0), ("12–17", 12.0, 18.0), ("18 and over", 1
 ABIDE_SEX = {1: "male", 2: "female"}
 
 
-def subject_groups(covariates, dataset_kind) -> dict:
+def subject_groups(covariates, sex_coded=True) -> dict:
     """Each subject's sex and age band as labels (None where unknown), for
     :func:`per_subgroup_metrics`: ``{"sex": array, "age": array}``.  Sex is labelled
-    where its coding is known (ABIDE's 1 = male, 2 = female)."""
+    when ``sex_coded`` (its coding is ABIDE's 1 = male, 2 = female)."""
     cov = covariates if covariates is not None else pd.DataFrame()
     out = {}
-    if dataset_kind == "abide" and "sex" in cov:
+    if sex_coded and "sex" in cov:
         out["sex"] = np.array([ABIDE_SEX.get(int(v)) if pd.notna(v) else None
                                for v in pd.to_numeric(cov["sex"], errors="coerce")], dtype=object)
     if "age" in cov:
@@ -649,7 +675,7 @@ def run(config, data=None, out=None, config_path=None) -> dict:
     edges = edge_pattern_table(fold_patterns, subjects.regions, classes=CLASSES, names=names)
     proba = np.nanmean(proba_reps, axis=0)
     m = _metrics_from_proba(diag, proba)
-    groups = subject_groups(subjects.covariates, config["dataset"]["kind"])
+    groups = subject_groups(subjects.covariates, subjects.sex_coded)
     fold_scores = []
     for tr, te in folds:
         fold_scores.append(float(np.mean((proba[te] > 0.5) == (diag[te] == POSITIVE))))

@@ -99,3 +99,23 @@ def test_motion_can_be_removed_and_a_participants_column_wins(tmp_path):
     metrics = json.loads((tmp_path / "run2" / "metrics.json").read_text())
     assert metrics["confounds"]["mean_fd"]["n"] == 16
     assert metrics["model"]["confounds_removed"] == ["mean_fd"]
+
+
+def test_bids_sex_letters_become_codes_for_combat_and_name_the_subgroups(tmp_path):
+    root = make_fmriprep(tmp_path / "fmriprep")
+    table = pd.read_csv(root / "participants.tsv", sep="\t")
+    table["sex"] = table["sex"].map({1: "M", 2: "F"})          # as BIDS tables write it
+    table.to_csv(root / "participants.tsv", sep="\t", index=False)
+    out = tmp_path / "run"
+    assert _run(root, out, "--set", "save_model=false", "--set", "harmonize.method=combat") == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {g: v["n"] for g, v in metrics["per_subgroup"]["sex"].items()} == {"male": 8,
+                                                                              "female": 8}
+    pred = pd.read_csv(out / "predictions.tsv", sep="\t")
+    assert sorted(set(pred["sex"])) == ["female", "male"]
+    # a numeric column of the dataset's own coding is used as it is, but not named
+    table["sex"] = table["sex"].map({"M": 0, "F": 1})
+    table.to_csv(root / "participants.tsv", sep="\t", index=False)
+    assert _run(root, tmp_path / "run2", "--set", "save_model=false") == 0
+    metrics = json.loads((tmp_path / "run2" / "metrics.json").read_text())
+    assert "sex" not in metrics["per_subgroup"] and "age" in metrics["per_subgroup"]

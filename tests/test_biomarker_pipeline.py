@@ -393,7 +393,7 @@ def test_a_subgroup_with_one_class_has_no_auc_and_empty_groups_are_left_out():
     diag = np.array(["autism", "control", "autism", "control", "autism"])
     proba = np.array([0.9, 0.2, 0.4, 0.3, 0.8])
     cov = pd.DataFrame({"age": [8.0, 9.0, 30.0, 31.0, np.nan], "sex": [1, 1, 2, 2, 2]})
-    groups = biomarker.subject_groups(cov, "abide")
+    groups = biomarker.subject_groups(cov)
     assert list(groups["age"]) == ["under 12", "under 12", "18 and over", "18 and over", None]
     res = biomarker.per_subgroup_metrics(diag, proba, groups)
     assert list(res["age"]) == ["under 12", "18 and over"]        # no 12–17 subject
@@ -401,10 +401,10 @@ def test_a_subgroup_with_one_class_has_no_auc_and_empty_groups_are_left_out():
     assert res["sex"]["female"]["accuracy"] == pytest.approx(2 / 3)
     assert res["sex"]["male"]["roc_auc"] == 1.0
     one_class = biomarker.per_subgroup_metrics(diag[:1], proba[:1],
-                                               biomarker.subject_groups(cov[:1], "abide"))
+                                               biomarker.subject_groups(cov[:1]))
     assert one_class["sex"]["male"]["roc_auc"] is None
     # sex codes are only named for datasets whose coding is known
-    assert "sex" not in biomarker.subject_groups(cov, "fmriprep")
+    assert "sex" not in biomarker.subject_groups(cov, sex_coded=False)
 
 
 def test_the_model_card_reports_and_cautions_on_the_subgroup_scores():
