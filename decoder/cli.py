@@ -28,9 +28,9 @@ def _cmd_run(args) -> int:
     out = Path(args.out) if args.out else Path("results") / Path(args.config).stem
     if getattr(args, "datalad", False):  # record with `datalad run`, replay with `datalad rerun`
         import json
-        from pipelines import resolve_config
+        from pipelines import check_config
         from .data.datalad import datalad_run
-        resolve_config(raw)  # a config error fails here, before anything is recorded
+        check_config(raw)  # a config error fails here, before anything is recorded
         path = datalad_run(args.config, out, data=args.data, overrides=sets)
         json.loads(path.read_text())  # the recorded command printed its own summary
         print("run recorded with 'datalad run'; replay it with 'datalad rerun'")

@@ -34,6 +34,16 @@ def resolve_config(raw: dict) -> dict:
     return merge_with_defaults(raw, module.DEFAULTS)
 
 
+def check_config(raw: dict) -> dict:
+    """Resolve a raw config and check its choices before any data are read (the
+    pipeline's own ``check_config``, where it has one); returns the resolved config."""
+    config = resolve_config(raw)
+    check = getattr(get_pipeline(config["task"]), "check_config", None)
+    if check is not None:
+        check(config)
+    return config
+
+
 def run_config(raw: dict, data=None, out=None, config_path=None) -> dict:
     """Validate a raw config and run its pipeline; returns the metrics dict."""
     config = resolve_config(raw)

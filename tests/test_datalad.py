@@ -254,6 +254,15 @@ def test_datalad_flag_outside_a_dataset_is_a_one_line_error(tmp_path):
     assert "datalad create" in lines[0]
 
 
+def test_datalad_flag_checks_the_config_choices_before_recording(tmp_path):
+    # a wrong choice is named at once, before the dataset check and before anything is recorded
+    res = decoder_cli("run", "configs/abide.yaml", "--out", str(tmp_path / "out"), "--datalad",
+                      "--set", "model=forest")
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and "model 'forest'" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
 @needs_shared
 def test_failed_recorded_run_reports_the_command_error_once_and_records_nothing(ds105,
                                                                                 tmp_path):
