@@ -213,6 +213,7 @@ def test_summary_gives_the_interval_of_a_subject_accuracy_and_the_report_shows_i
                    "roc_auc": 0.77, "roc_auc_ci95": [0.74, 0.80]})
     assert out["accuracy 95% CI"] == "0.668–0.730 (Wilson)"
     assert out["ROC AUC 95% CI"] == "0.740–0.800 (DeLong)"
+    assert list(out) == ["task", "accuracy", "accuracy 95% CI", "roc_auc", "ROC AUC 95% CI"]
     assert "accuracy 95% CI" not in summary({"task": "category", "accuracy": 0.8})
     run = biomarker_run()
     ci = json.loads((run / "metrics.json").read_text())["accuracy_ci95"]

@@ -42,16 +42,16 @@ def summary(metrics: dict) -> dict:
     ds = metrics.get("dataset")
     if isinstance(ds, dict):
         out["dataset"] = ds.get("name") or ds.get("kind") or ds.get("root")
+    intervals = {"accuracy": ("accuracy 95% CI", "Wilson"),  # independent subjects only
+                 "roc_auc": ("ROC AUC 95% CI", "DeLong")}
     for key in _SUMMARY_KEYS:
         if key in metrics and metrics[key] is not None:
             v = metrics[key]
             out[key] = v if not isinstance(v, dict) else v.get("estimator", json.dumps(v))
-    ci = metrics.get("accuracy_ci95")
-    if ci and "accuracy" in out:  # independent subjects (biomarker runs) only
-        out["accuracy 95% CI"] = f"{ci[0]:.3f}–{ci[1]:.3f} (Wilson)"
-    ci = metrics.get("roc_auc_ci95")
-    if ci and "roc_auc" in out:
-        out["ROC AUC 95% CI"] = f"{ci[0]:.3f}–{ci[1]:.3f} (DeLong)"
+            ci = metrics.get(f"{key}_ci95") if key in intervals else None
+            if ci:  # right below the score it belongs to
+                name, how = intervals[key]
+                out[name] = f"{ci[0]:.3f}–{ci[1]:.3f} ({how})"
     reps = metrics.get("repeats")
     if isinstance(reps, dict) and reps.get("n_repeats"):  # pooled scores average repetitions
         for key in ("accuracy", "roc_auc"):
