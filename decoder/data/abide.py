@@ -39,6 +39,7 @@ How real-file irregularities are handled (and logged):
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,12 +137,19 @@ def region_coordinates(codes, derivative) -> np.ndarray | None:
     """
     if derivative != "rois_ho":
         return None
-    table = pd.read_csv(HO_COORDINATES, sep="\t", dtype={"code": str}).set_index("code")
+    table = _ho_coordinate_table()
     keys = [str(c).lstrip("#") for c in codes]
     xyz = table.reindex(keys)[["x", "y", "z"]].to_numpy(dtype=float)
     if not len(xyz) or np.isfinite(xyz).all(axis=1).mean() < 0.9:
         return None
     return xyz
+
+
+@functools.lru_cache(maxsize=1)
+def _ho_coordinate_table() -> pd.DataFrame:
+    """The 110-row coordinate table, read once per process (the app and the report ask
+    for it on every page)."""
+    return pd.read_csv(HO_COORDINATES, sep="\t", dtype={"code": str}).set_index("code")
 
 
 def dataset_regions(dataset, regions) -> tuple[list | None, np.ndarray | None]:
