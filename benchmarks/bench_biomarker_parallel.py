@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main(argv=None):
-    from decoder.config import load_yaml
-    from decoder.features.connectome import split_half_covariances, subject_covariances
-    from pipelines import biomarker, resolve_config
+    from _abide import default_inputs
+    from pipelines import biomarker
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None, help="ABIDE root (default: "
@@ -38,17 +38,9 @@ def main(argv=None):
     ap.add_argument("--n-jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--cv", default="leave-site-out")
     args = ap.parse_args(argv)
-    root = args.data or os.path.join(os.environ.get("DECODER_SHARED_DATA", "../shared/data"),
-                                      "abide_pcp")
-    cfg = resolve_config(load_yaml(Path(__file__).resolve().parents[1] / "configs" /
-                                   "abide.yaml"))
+    d = default_inputs(args.data)
+    cfg, covs, halves, diag, sites, cov = d.cfg, d.covs, d.halves, d.diag, d.sites, d.cov
     cfg["cv"] = args.cv
-    subjects = biomarker.load_subjects(cfg, root)
-    covs = subject_covariances(subjects.time_series)
-    halves = split_half_covariances(subjects.time_series)
-    diag = subjects.diagnosis.astype(str)
-    sites = subjects.sites
-    cov = biomarker.model_covariates(cfg, subjects)
 
     timings, probas = {}, {}
     for n_jobs in (1, args.n_jobs):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,12 +26,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main(argv=None):
-    from decoder.config import load_yaml
-    from decoder.features.connectome import split_half_covariances, subject_covariances
-    from pipelines import biomarker, resolve_config
+    from _abide import default_inputs
+    from pipelines import biomarker
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None, help="ABIDE root (default: "
@@ -40,16 +39,8 @@ def main(argv=None):
     ap.add_argument("--n-permutations", type=int, default=100)
     ap.add_argument("--anchor-permutations", type=int, default=1)
     args = ap.parse_args(argv)
-    root = args.data or os.path.join(os.environ.get("DECODER_SHARED_DATA", "../shared/data"),
-                                      "abide_pcp")
-    cfg = resolve_config(load_yaml(Path(__file__).resolve().parents[1] / "configs" /
-                                   "abide.yaml"))
-    subjects = biomarker.load_subjects(cfg, root)
-    covs = subject_covariances(subjects.time_series)
-    halves = split_half_covariances(subjects.time_series)
-    diag = subjects.diagnosis.astype(str)
-    sites = subjects.sites
-    cov = biomarker.model_covariates(cfg, subjects)
+    d = default_inputs(args.data)
+    cfg, covs, halves, diag, sites, cov = d.cfg, d.covs, d.halves, d.diag, d.sites, d.cov
     proba, _ = biomarker.cross_validate(cfg, covs, diag, sites, cov, halves=halves)
     observed = float(np.mean((proba[0] > 0.5) == (diag == biomarker.POSITIVE)))
 
