@@ -266,6 +266,11 @@ def test_subject_report_is_self_contained_with_connectome_and_notice(model, priv
     res = helpers.analyse_upload(_nifti_bytes(bold), "sub-01_bold.nii.gz", *model,
                                  atlas_data=_nifti_bytes(atlas), atlas_name="ho.nii.gz")
     html = render_subject_report(res, model[1])
+    assert "subjects like this one" not in html          # neither age nor sex was given
+    res_aged = helpers.analyse_upload(_nifti_bytes(bold), "sub-01_bold.nii.gz", *model,
+                                      atlas_data=_nifti_bytes(atlas), atlas_name="ho.nii.gz",
+                                      age=30.0, sex=1)
+    assert res_aged.subgroups and res_aged.subgroups in render_subject_report(res_aged, model[1])
     pngs = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
     # probability vs training, connectivity matrix, glass brain
     assert len(pngs) == 3 and all(base64.b64decode(p)[:4] == b"\x89PNG" for p in pngs)
