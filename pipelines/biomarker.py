@@ -397,19 +397,14 @@ def _map_folds(config, func, args, desc=None) -> list:
     n_jobs = compute.get("n_jobs", 1)
     bar = tqdm(total=len(args), desc=desc, unit="fold", leave=False,
                disable=None if (desc and compute.get("progress", True)) else True)
+    results = ((func(*a) for a in args) if n_jobs == 1 else    # one process: no pool at all
+               Parallel(n_jobs=n_jobs, return_as="generator")(delayed(func)(*a) for a in args))
+    out = []
     with bar:
-        if n_jobs == 1:
-            out = []
-            for a in args:
-                out.append(func(*a))
-                bar.update()
-            return out
-        out = []
-        for res in Parallel(n_jobs=n_jobs, return_as="generator")(delayed(func)(*a)
-                                                                  for a in args):
+        for res in results:
             out.append(res)
             bar.update()
-        return out
+    return out
 
 
 def _edges_summary(edges, n_folds, top=10) -> dict:
