@@ -246,8 +246,7 @@ def _participant_covariates(table) -> tuple[pd.DataFrame, bool]:
         if numeric.notna().any():
             cov["sex"] = numeric
         else:
-            codes = {label: code for code, label in ABIDE_SEX.items()}
-            cov["sex"] = [codes.get(sex_label(v), np.nan) if pd.notna(v) else np.nan
+            cov["sex"] = [SEX_CODES.get(sex_label(v), np.nan) if pd.notna(v) else np.nan
                           for v in raw]
             sex_coded = True
     return cov, sex_coded
@@ -473,8 +472,9 @@ def per_site_metrics(diagnosis, proba, sites) -> dict:
 
 #: age bands of the subgroup scores: children, adolescents, adults (years at scan)
 AGE_BANDS = (("under 12", 0.0, 12.0), ("12–17", 12.0, 18.0), ("18 and over", 18.0, np.inf))
-#: ABIDE's SEX coding (phenotypic table)
+#: ABIDE's SEX coding (phenotypic table), and its inverse
 ABIDE_SEX = {1: "male", 2: "female"}
+SEX_CODES = {label: code for code, label in ABIDE_SEX.items()}
 
 
 def subject_groups(covariates, sex_coded=True) -> dict:
@@ -874,7 +874,7 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None,
         label = sex_label(sex)
         if label is None:
             raise DataError(f"sex '{sex}' is not understood", "give male/female (or 1/2)")
-        sex = {v: k for k, v in ABIDE_SEX.items()}[label]
+        sex = SEX_CODES[label]
     bundle = model if isinstance(model, dict) else load_model(model)
     est = bundle["estimator"]
     if not isinstance(time_series, np.ndarray):
