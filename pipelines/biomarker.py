@@ -35,6 +35,7 @@ from decoder.evaluation.confounds import confound_check
 from decoder.evaluation.compare import auc_interval
 from decoder.evaluation.cv import make_cv
 from decoder.evaluation.metrics import chance_level, classification_metrics, wilson_interval
+from decoder.models.model_card import read_model_card
 from decoder.results import build_provenance, file_records, write_run
 
 log = logging.getLogger(__name__)
@@ -803,19 +804,10 @@ def load_model(path=None) -> dict:
                         "pass a model.skops written by 'decoder run configs/abide.yaml'")
     cv = bundle.setdefault("cv", {}) or {}
     if cv.get("per_subgroup") is None:  # saved before the bundle carried it: from its card
-        card = _card_beside(path)
+        card = read_model_card(path)
         cv["per_subgroup"] = ((card or {}).get("evaluation") or {}).get("per_subgroup")
         bundle["cv"] = cv
     return bundle
-
-
-def _card_beside(path: Path) -> dict | None:
-    import json
-    card = path.parent / "model_card.json"
-    try:
-        return json.loads(card.read_text()) if card.is_file() else None
-    except (OSError, ValueError):
-        return None
 
 
 def read_subject_input(path, atlas=None, model_regions=None):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .._utils import atomic_write_json, atomic_write_text
 
-__all__ = ["build_model_card", "write_model_card", "card_markdown"]
+__all__ = ["build_model_card", "write_model_card", "read_model_card", "card_markdown"]
 
 INTENDED_USE = (
     "Research on group differences in resting-state functional connectivity, and teaching. "
@@ -180,3 +180,18 @@ def write_model_card(out_dir, card: dict) -> tuple[Path, Path]:
     atomic_write_json(out / "model_card.json", card)
     atomic_write_text(out / "model_card.md", card_markdown(card))
     return out / "model_card.json", out / "model_card.md"
+
+
+def read_model_card(model_path) -> dict | None:
+    """The card written beside a saved model (``model_card.json``, or ``<stem>_card.json``
+    as older releases named it); None when there is none or it cannot be read."""
+    import json
+    path = Path(model_path)
+    for candidate in (path.parent / "model_card.json",
+                      path.with_name(path.name.split(".")[0] + "_card.json")):
+        if candidate.is_file():
+            try:
+                return json.loads(candidate.read_text())
+            except (OSError, ValueError):
+                return None
+    return None

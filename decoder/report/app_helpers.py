@@ -74,15 +74,10 @@ def model_card(path=None, bundle: dict | None = None) -> dict | None:
 
     Falls back to the evaluation summary stored in the bundle itself.
     """
-    import json
-    path = Path(path) if path is not None else model_path()
-    for candidate in (path.parent / "model_card.json",
-                      path.with_name(path.name.split(".")[0] + "_card.json")):
-        if candidate.is_file():
-            try:
-                return json.loads(candidate.read_text())
-            except (OSError, ValueError):
-                break
+    from decoder.models.model_card import read_model_card
+    card = read_model_card(Path(path) if path is not None else model_path())
+    if card is not None:
+        return card
     if bundle is not None and bundle.get("cv"):
         return {"evaluation": dict(bundle["cv"]), "dataset": bundle.get("dataset")}
     return None
