@@ -372,16 +372,15 @@ def probability_vs_training(probability=None, calibration=None,
     return fig
 
 
-def per_site_table(per_site: dict) -> pd.DataFrame:
-    """``metrics.json["per_site"]`` as a table, one row per site."""
-    rows = []
-    for site, m in sorted((per_site or {}).items()):
-        rows.append({"site": site, "n": m.get("n"), "n_autism": m.get("n_autism"),
-                     "accuracy": m.get("accuracy"), "accuracy 95% CI": _ci_text(m),
-                     "balanced_accuracy": m.get("balanced_accuracy"),
-                     "roc_auc": m.get("roc_auc"), "ROC AUC 95% CI": _ci_text(m, "roc_auc")})
-    return pd.DataFrame(rows, columns=["site", "n", "n_autism", "accuracy", "accuracy 95% CI",
-                                       "balanced_accuracy", "roc_auc", "ROC AUC 95% CI"])
+_SCORE_COLUMNS = ["n", "n_autism", "accuracy", "accuracy 95% CI", "balanced_accuracy",
+                  "roc_auc", "ROC AUC 95% CI"]
+
+
+def _score_row(m: dict) -> dict:
+    """One group's held-out scores (``per_site`` / ``per_subgroup`` entry) as a table row."""
+    return {"n": m.get("n"), "n_autism": m.get("n_autism"), "accuracy": m.get("accuracy"),
+            "accuracy 95% CI": _ci_text(m), "balanced_accuracy": m.get("balanced_accuracy"),
+            "roc_auc": m.get("roc_auc"), "ROC AUC 95% CI": _ci_text(m, "roc_auc")}
 
 
 def _ci_text(m: dict, key: str = "accuracy") -> str | None:
@@ -389,19 +388,18 @@ def _ci_text(m: dict, key: str = "accuracy") -> str | None:
     return f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else None
 
 
+def per_site_table(per_site: dict) -> pd.DataFrame:
+    """``metrics.json["per_site"]`` as a table, one row per site."""
+    rows = [{"site": site, **_score_row(m)} for site, m in sorted((per_site or {}).items())]
+    return pd.DataFrame(rows, columns=["site", *_SCORE_COLUMNS])
+
+
 def per_subgroup_table(per_subgroup: dict) -> pd.DataFrame:
     """``metrics.json["per_subgroup"]`` as a table: one row per sex and per age band."""
-    rows = []
-    for name, groups in (per_subgroup or {}).items():
-        for label, m in (groups or {}).items():
-            rows.append({"by": name, "group": label, "n": m.get("n"),
-                         "n_autism": m.get("n_autism"), "accuracy": m.get("accuracy"),
-                         "accuracy 95% CI": _ci_text(m),
-                         "balanced_accuracy": m.get("balanced_accuracy"),
-                         "roc_auc": m.get("roc_auc"), "ROC AUC 95% CI": _ci_text(m, "roc_auc")})
-    return pd.DataFrame(rows, columns=["by", "group", "n", "n_autism", "accuracy",
-                                       "accuracy 95% CI", "balanced_accuracy", "roc_auc",
-                                       "ROC AUC 95% CI"])
+    rows = [{"by": name, "group": label, **_score_row(m)}
+            for name, groups in (per_subgroup or {}).items()
+            for label, m in (groups or {}).items()]
+    return pd.DataFrame(rows, columns=["by", "group", *_SCORE_COLUMNS])
 
 
 def confound_table(confounds: dict) -> pd.DataFrame:
