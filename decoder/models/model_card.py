@@ -106,8 +106,12 @@ def _fmt(v):
     return f"{v:.3f}" if isinstance(v, float) else ("—" if v is None else str(v))
 
 
+def _ci_range(ci) -> str:
+    return f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "—"
+
+
 def _ci_fmt(ci) -> str:
-    return f" (95% CI {ci[0]:.3f}–{ci[1]:.3f})" if ci else ""
+    return f" (95% CI {_ci_range(ci)})" if ci else ""
 
 
 def card_markdown(card: dict) -> str:
@@ -141,10 +145,8 @@ def card_markdown(card: dict) -> str:
             lines += [f"| {title} | n | autism | accuracy | 95% CI | ROC AUC |",
                       "|---|---|---|---|---|---|"]
             for label, m in groups.items():
-                ci = m.get("accuracy_ci95")
                 lines.append(f"| {label} | {m.get('n')} | {m.get('n_autism')} | "
-                             f"{_fmt(m.get('accuracy'))} | "
-                             f"{f'{ci[0]:.3f}–{ci[1]:.3f}' if ci else '—'} | "
+                             f"{_fmt(m.get('accuracy'))} | {_ci_range(m.get('accuracy_ci95'))} | "
                              f"{_fmt(m.get('roc_auc'))} |")
             lines.append("")
     if ev.get("calibration"):
