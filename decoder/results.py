@@ -134,9 +134,7 @@ def write_run(out_dir, metrics: dict, images: dict | None = None,
             try:
                 write_report(out)
             except Exception as err:  # noqa: BLE001 - any rendering failure, reported below
-                stale = out / "report.html"
-                if stale.exists():
-                    stale.unlink()
+                (out / "report.html").unlink(missing_ok=True)   # the earlier run's
                 msg = " ".join(str(err).split()) or type(err).__name__
                 log.warning("report.html not written for %s (%s: %s); the results are complete "
                             "— fix: run 'decoder report %s' after the cause is mended",
