@@ -48,6 +48,12 @@ def _cmd_run(args) -> int:
             f"{name} [{ci[0]:.3f}, {ci[1]:.3f}] ({how})"
             for name, ci, how in (("accuracy", acc_ci, "Wilson"), ("roc_auc", auc_ci, "DeLong"))
             if ci))
+    boot = metrics.get("site_bootstrap")
+    if boot:  # sites as the units: subjects of one site are not independent
+        print(f"95% CI with sites resampled ({boot['n_clusters']} sites, BCa bootstrap): "
+              + ", ".join(f"{name} [{ci[0]:.3f}, {ci[1]:.3f}]" for name, ci in
+                          (("accuracy", boot.get("accuracy_ci95")),
+                           ("roc_auc", boot.get("roc_auc_ci95"))) if ci))
     reps = metrics.get("repeats")
     if reps:  # the pooled scores above average the probabilities over the repetitions
         print(f"per repetition ({reps['n_repeats']}): accuracy {reps['accuracy_mean']:.3f} ± "

@@ -34,7 +34,8 @@ from decoder.errors import ConfigError, DataError, check_choice
 from decoder.evaluation.confounds import confound_check
 from decoder.evaluation.compare import auc_interval
 from decoder.evaluation.cv import make_cv
-from decoder.evaluation.metrics import chance_level, classification_metrics, wilson_interval
+from decoder.evaluation.metrics import (chance_level, classification_metrics,
+                                      cluster_bootstrap_interval, wilson_interval)
 from decoder.models.model_card import read_model_card
 from decoder.results import build_provenance, file_records, write_run
 
@@ -695,6 +696,9 @@ def run(config, data=None, out=None, config_path=None) -> dict:
         "balanced_accuracy": m["balanced_accuracy"],
         "roc_auc": m["roc_auc"],
         "roc_auc_ci95": auc_interval(diag == POSITIVE, proba),
+        # the same scores with sites, not subjects, as the units (clustering within sites)
+        "site_bootstrap": cluster_bootstrap_interval(diag == POSITIVE, proba, sites,
+                                                     random_state=config["random_state"]),
         "chance": chance_level(diag),
         "fold_scores": fold_scores,
         "permutation_p": perm_p,

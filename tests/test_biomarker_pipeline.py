@@ -443,3 +443,20 @@ def test_folds_in_parallel_processes_give_identical_results(tmp_path, cv):
     assert np.array_equal(p1["p_autism"], p2["p_autism"]) and list(p1["fold"]) == list(p2["fold"])
     assert m1["edges"] == m2["edges"] and m1["permutation_p"] == m2["permutation_p"]
     assert np.array_equal(null1, null2) and len(null1) == 4
+
+
+def test_the_interval_with_sites_resampled_comes_from_the_held_out_predictions(tmp_path, capsys):
+    from decoder.evaluation.metrics import cluster_bootstrap_interval
+    root = make_layout(tmp_path / "abide", n_sites=5, per_site=10, signal=0.9)
+    out = tmp_path / "run"
+    assert main(["run", str(CONFIG), "--data", str(root), "--out", str(out),
+                 "--set", "save_model=false", "--set", "random_state=3"]) == 0
+    boot = json.loads((out / "metrics.json").read_text())["site_bootstrap"]
+    pred = pd.read_csv(out / "predictions.tsv", sep="\t")
+    again = cluster_bootstrap_interval(pred["diagnosis"] == "autism", pred["p_autism"],
+                                       pred["site"], random_state=3)
+    assert boot["n_clusters"] == 5 and boot["accuracy_ci95"] == pytest.approx(
+        again["accuracy_ci95"])
+    lo, hi = boot["accuracy_ci95"]
+    assert (f"95% CI with sites resampled (5 sites, BCa bootstrap): accuracy [{lo:.3f}, "
+            f"{hi:.3f}]") in capsys.readouterr().out

@@ -317,3 +317,28 @@ def test_edge_pattern_matrix_keeps_the_atlas_order_of_a_sorted_table():
     assert order == regions
     np.testing.assert_allclose(matrix[rows, cols], full[rows, cols])
     np.testing.assert_allclose(matrix, matrix.T)
+
+
+def test_the_interval_with_sites_resampled_follows_the_subject_interval():
+    from decoder.models.model_card import card_markdown
+    from decoder.report import summary
+    boot = {"accuracy_ci95": [0.65, 0.74], "roc_auc_ci95": [0.72, 0.8], "n_clusters": 20,
+            "n_resamples": 2000, "method": "BCa"}
+    out = summary({"task": "biomarker", "accuracy": 0.7, "accuracy_ci95": [0.668, 0.73],
+                   "roc_auc": 0.77, "roc_auc_ci95": [0.74, 0.80], "site_bootstrap": boot})
+    assert list(out) == ["task", "accuracy", "accuracy 95% CI",
+                         "accuracy 95% CI, sites resampled", "roc_auc", "ROC AUC 95% CI",
+                         "ROC AUC 95% CI, sites resampled"]
+    assert out["accuracy 95% CI, sites resampled"] == "0.650–0.740 (BCa bootstrap over 20 sites)"
+    card = {"model": {k: None for k in ("task", "classes", "positive_class", "connectivity",
+                                        "harmonize", "estimator", "format")},
+            "data": {"source": None, "pipeline": None, "strategy": None, "derivative": None,
+                     "n_subjects": 0, "n_regions": 0, "sites": []},
+            "evaluation": {"cv": "leave-site-out", "accuracy": 0.7, "balanced_accuracy": 0.7,
+                           "roc_auc": 0.77, "chance": 0.54, "permutation_p": None,
+                           "site_bootstrap": boot},
+            "intended_use": "", "limitations": [], "citation": ""}
+    assert ("- With sites resampled (20 sites, BCa bootstrap): accuracy 95% CI 0.650–0.740, "
+            "ROC AUC 95% CI 0.720–0.800") in card_markdown(card)
+    assert "sites resampled" not in card_markdown(
+        {**card, "evaluation": {**card["evaluation"], "site_bootstrap": None}})

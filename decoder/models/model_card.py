@@ -80,6 +80,7 @@ def build_model_card(metrics: dict, config: dict, n_subjects: int, sites, region
             "balanced_accuracy": metrics.get("balanced_accuracy"),
             "roc_auc": metrics.get("roc_auc"),
             "roc_auc_ci95": metrics.get("roc_auc_ci95"),
+            "site_bootstrap": metrics.get("site_bootstrap"),
             "chance": metrics.get("chance"),
             "permutation_p": metrics.get("permutation_p"),
             "per_site": metrics.get("per_site"),
@@ -132,7 +133,13 @@ def card_markdown(card: dict) -> str:
              f"balanced accuracy "
              f"{_fmt(ev['balanced_accuracy'])}, ROC AUC {_fmt(ev['roc_auc'])}"
              f"{_ci_fmt(ev.get('roc_auc_ci95'))}, chance "
-             f"{_fmt(ev['chance'])}, permutation p {_fmt(ev['permutation_p'])}", ""]
+             f"{_fmt(ev['chance'])}, permutation p {_fmt(ev['permutation_p'])}"]
+    boot = ev.get("site_bootstrap")
+    if boot:  # the same scores with sites as the units
+        lines.append(f"- With sites resampled ({boot['n_clusters']} sites, BCa bootstrap): "
+                     f"accuracy 95% CI {_ci_range(boot.get('accuracy_ci95'))}, ROC AUC 95% CI "
+                     f"{_ci_range(boot.get('roc_auc_ci95'))}")
+    lines.append("")
     if ev.get("per_site"):
         lines += ["| site | n | accuracy | ROC AUC |", "|---|---|---|---|"]
         for site, m in sorted(ev["per_site"].items()):

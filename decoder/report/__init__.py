@@ -52,6 +52,11 @@ def summary(metrics: dict) -> dict:
             if ci:  # right below the score it belongs to
                 name, how = intervals[key]
                 out[name] = f"{ci[0]:.3f}–{ci[1]:.3f} ({how})"
+                boot = (metrics.get("site_bootstrap") or {}).get(f"{key}_ci95")
+                if boot:  # sites as the units (subjects of a site are not independent)
+                    out[f"{name}, sites resampled"] = (
+                        f"{boot[0]:.3f}–{boot[1]:.3f} (BCa bootstrap over "
+                        f"{metrics['site_bootstrap']['n_clusters']} sites)")
     reps = metrics.get("repeats")
     if isinstance(reps, dict) and reps.get("n_repeats"):  # pooled scores average repetitions
         for key in ("accuracy", "roc_auc"):
