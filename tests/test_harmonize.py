@@ -60,6 +60,17 @@ def test_unseen_site_self_uses_its_own_features_and_no_labels():
     assert "y" not in ComBat.transform.__code__.co_varnames
 
 
+def test_subjects_without_a_site_are_never_harmonised_as_one_new_site():
+    X, site, cov, _ = _data()
+    train = site != "c"
+    cb = ComBat(unseen_site="self").fit(X[train], sites=site[train], covariates=cov[train])
+    # new subjects of unknown scanners: no site adjustment, as each alone would get
+    pooled = ComBat(unseen_site="pooled").fit(X[train], sites=site[train], covariates=cov[train])
+    assert np.allclose(cb.transform(X[~train], covariates=cov[~train]),
+                       pooled.transform(X[~train], covariates=cov[~train]))
+    assert np.allclose(cb.transform(X[~train], covariates=cov[~train]), X[~train])
+
+
 def test_unseen_site_pooled_leaves_features_unchanged(caplog):
     X, site, cov, _ = _data()
     train = site != "c"

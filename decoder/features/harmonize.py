@@ -210,7 +210,9 @@ class ComBat(TransformerMixin, BaseEstimator):
             rows = sites == site
             if site in index:
                 g, d = self.gamma_[index[site]], self.delta_[index[site]]
-            elif self.unseen_site == "self" and rows.sum() >= max(int(self.min_site_size), 2):
+            elif (self.unseen_site == "self" and site != "__unknown__"
+                  and rows.sum() >= max(int(self.min_site_size), 2)):
+                # (subjects without a site may come from many scanners: never one batch)
                 # the unseen site's own features, no labels: one more ComBat batch
                 g, d = _eb_batch(s_data[rows]) if self.empirical_bayes else \
                     (s_data[rows].mean(axis=0), s_data[rows].var(axis=0, ddof=1))
