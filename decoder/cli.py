@@ -143,19 +143,28 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir")
     rep.set_defaults(func=_cmd_report)
 
-    pr = sub.add_parser("predict", parents=[common], help="predict one subject with a saved model")
+    pr = sub.add_parser("predict", parents=[common],
+                        help="predict subjects with a saved model (one, or a cohort)")
     pr.add_argument("model", help="model file (.skops) written by 'decoder run'")
-    pr.add_argument("input", help="time series (.1D/.tsv/.csv) or preprocessed bold NIfTI")
+    pr.add_argument("input", nargs="+",
+                    help="time series (.1D/.tsv/.csv) or preprocessed bold NIfTI; several "
+                         "files (a cohort) give a table of predictions")
+    pr.add_argument("--participants",
+                    help="TSV/CSV with a row per subject (subject, and optionally site, age, "
+                         "sex, mean_fd, diagnosis; ABIDE's phenotypic CSV works): with "
+                         "diagnoses, the model's accuracy on them is reported")
     pr.add_argument("--atlas", help="labels atlas NIfTI (for a NIfTI input)")
     pr.add_argument("--site", help="the subject's site, for a model with ComBat (an unknown "
-                                   "site gets no site adjustment)")
+                                   "site gets no site adjustment; the subjects of a new site "
+                                   "predicted together get their own)")
     pr.add_argument("--age", type=float, help="age in years, for a model with ComBat")
     pr.add_argument("--sex", help="male/female (or ABIDE's code: 1 male, 2 female), for a "
                                   "model with ComBat and the accuracy of the subject's group")
     pr.add_argument("--mean-fd", type=float, dest="mean_fd",
                     help="mean framewise displacement (mm), for a model trained with "
                          "confounds.remove: [mean_fd] (default: the training median)")
-    pr.add_argument("--out", help="JSON file for the prediction")
+    pr.add_argument("--out", help="JSON file for one subject's prediction; for a cohort, the "
+                                  "table (default predictions.tsv, with a .json summary beside)")
     pr.set_defaults(func=_cmd_predict)
 
     c = sub.add_parser("compare", parents=[common],

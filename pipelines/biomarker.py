@@ -770,6 +770,9 @@ def save_model(path, est, metrics, config, subjects) -> Path:
                             subjects.regions, calibration=metrics.get("calibration"))
     bundle = {"estimator": est, "regions": list(subjects.regions),
               "positive_class": POSITIVE, "classes": CLASSES,
+              # who it was trained on: scores on them would not be external (decoder predict)
+              "subjects": [str(i) for i in subjects.ids],
+              "sites": sorted({str(s) for s in subjects.sites}),
               "dataset": {k: config["dataset"].get(k) for k in ("kind", "pipeline", "strategy",
                                                                   "derivative")},
               "cv": {"scheme": metrics.get("cv"), "accuracy": metrics.get("accuracy"),
@@ -933,7 +936,12 @@ def example_subjects() -> pd.DataFrame:
 
 def predict_cli(args) -> int:
     """``decoder predict MODEL INPUT [--atlas A] [--site S --age A --sex X] [--mean-fd F]
-    [--out JSON]``."""
+    [--out JSON]``; several inputs or ``--participants``: :func:`pipelines.cohort.cohort_cli`."""
+    inputs = [args.input] if isinstance(args.input, str) else list(args.input)
+    if len(inputs) > 1 or getattr(args, "participants", None):
+        from pipelines.cohort import cohort_cli
+        return cohort_cli(args, inputs)
+    args.input = inputs[0]
     bundle = load_model(args.model)
     ts = read_subject_input(args.input, atlas=getattr(args, "atlas", None),
                             model_regions=bundle.get("regions"))

@@ -27,8 +27,11 @@ def test_shipped_model_and_examples_are_small_and_present():
         assert lo < ev[key] < hi and hi - lo < 0.1
     ex = biomarker.example_subjects()
     assert len(ex) >= 4 and set(ex["diagnosis"]) == {"autism", "control"}
-    # the shipped model never saw the example subjects
+    # the shipped model never saw the example subjects, and lists those it saw
     assert card["data"]["n_subjects"] == 871 - len(ex)
+    trained = biomarker.load_model(None)["subjects"]
+    assert len(set(trained)) == card["data"]["n_subjects"]
+    assert not set(ex["file_id"]) & set(trained)
 
 
 def test_predict_cli_on_example_1d_prints_probability_and_writes_json(tmp_path, capsys):

@@ -1,0 +1,331 @@
+"""A saved biomarker model applied to a new cohort: many subjects at once, and, when their
+diagnoses are known, its accuracy on them (external validation).
+
+``decoder predict MODEL FILE [FILE ...] --participants TABLE`` calls
+:func:`predict_cohort`.  Predicting the subjects of a new site together matters for a
+model with ComBat: the site then gets its own location and scale from its subjects'
+features (never their labels) — the rule the model's leave-site-out evaluation used
+(``harmonize.unseen_site: self``) — whereas one subject alone can get no site
+adjustment.
+
+The participants table (TSV or CSV) has one row per subject, identified by a column
+``subject`` (or ``participant_id``, ``FILE_ID``).  A file belongs to the row whose
+identifier is its name without extension, or the start of its name followed by ``_``
+(``Caltech_0051456_rois_ho.1D`` → ``Caltech_0051456``; ``sub-01_task-rest_bold.nii.gz`` →
+``sub-01``).  Optional columns, under their BIDS or ABIDE names: ``site`` (``SITE_ID``),
+``age`` (``AGE_AT_SCAN``), ``sex`` (``SEX``: male/female, M/F or 1/2), ``mean_fd``
+(``func_mean_fd``) and ``diagnosis`` (autism/control, or ABIDE's ``DX_GROUP``: 1 autism,
+2 control).  ABIDE's phenotypic CSV can be passed as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from decoder._utils import atomic_write_json, atomic_write_text
+from decoder.errors import DataError
+from decoder.evaluation.compare import auc_interval
+from decoder.evaluation.metrics import chance_level, cluster_bootstrap_interval
+from pipelines.biomarker import (POSITIVE, SEX_CODES, _accuracy_ci, _metrics_from_proba,
+                                 _positive_column, load_model, per_site_metrics,
+                                 read_subject_input, sex_label)
+
+log = logging.getLogger(__name__)
+
+#: column of the participants table → the names it may go by (first found wins)
+COLUMNS = {"subject": ("subject", "participant_id", "FILE_ID", "file_id"),
+           "site": ("site", "SITE_ID", "site_id"),
+           "age": ("age", "AGE_AT_SCAN"),
+           "sex": ("sex", "SEX"),
+           "mean_fd": ("mean_fd", "func_mean_fd"),
+           "diagnosis": ("diagnosis", "DX_GROUP", "dx_group")}
+_DIAGNOSIS_WORDS = {"autism": "autism", "asd": "autism", "1": "autism",
+                    "control": "control", "td": "control", "tc": "control", "2": "control"}
+_ABIDE_MISSING = -9999
+
+
+def read_participants(path, files=None) -> pd.DataFrame:
+    """The participants table, indexed by subject, with the columns named in :data:`COLUMNS`
+    (``sex`` as ABIDE's code 1/2, ``diagnosis`` as autism/control; missing values NaN).
+
+    With ``files``, of the identifier columns present the one naming most of the files is
+    the subject (ABIDE's table has both ``subject``, a number, and ``FILE_ID``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"participants table not found: {path}",
+                        "pass a TSV or CSV with one row per subject (a 'subject' column)")
+    sep = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
+    try:
+        raw = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable table ({type(exc).__name__})",
+                        "pass a TSV or CSV with a header row") from None
+    out = {}
+    for name, aliases in COLUMNS.items():
+        found = [a for a in aliases if a in raw.columns]
+        if name == "subject" and len(found) > 1 and files:
+            found.sort(key=lambda a: -_n_matched(files, raw[a]))   # stable: ties keep order
+        if found:
+            out[name] = raw[found[0]].str.strip()
+    if "subject" not in out:
+        raise DataError(f"{path}: no subject column", "name the identifier column 'subject' "
+                        "(or participant_id, FILE_ID)")
+    table = pd.DataFrame(out)
+    table = table[table["subject"].notna() & (table["subject"] != "")]
+    table = table.set_index("subject")  # repeated ids are an error once a file needs them
+    for name in ("age", "mean_fd"):
+        if name in table:
+            values = pd.to_numeric(table[name], errors="coerce")
+            table[name] = values.where(values != _ABIDE_MISSING)
+    if "sex" in table:
+        codes = []
+        for value in table["sex"]:
+            label = sex_label(_number(value))
+            if label is None and isinstance(value, str) and value:
+                raise DataError(f"{path}: sex '{value}' is not understood",
+                                "write male/female, M/F or 1/2 (or leave it empty)")
+            codes.append(np.nan if label is None else float(SEX_CODES[label]))
+        table["sex"] = codes
+    if "diagnosis" in table:
+        words = []
+        for value in table["diagnosis"]:
+            word = None if pd.isna(value) else _DIAGNOSIS_WORDS.get(str(value).lower())
+            if word is None and not pd.isna(value) and value:
+                raise DataError(f"{path}: diagnosis '{value}' is not understood",
+                                "write autism/control (or ABIDE's DX_GROUP: 1 autism, "
+                                "2 control), or leave it empty")
+            words.append(word)
+        table["diagnosis"] = words
+    return table
+
+
+def _number(value):
+    """A code typed in a table ('2', '2.0') as a number; words stay words."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def _stem(path) -> str:
+    name = Path(path).name
+    for ext in (".nii.gz", ".nii", ".1D", ".1d", ".tsv", ".csv"):
+        if name.endswith(ext):
+            return name[:-len(ext)]
+    return name
+
+
+def _owner(stem, ids):
+    """The identifier among ``ids`` (longest first) that names a file of this stem."""
+    return next((i for i in ids if stem == i or stem.startswith(i + "_")), None)
+
+
+def _n_matched(files, column) -> int:
+    ids = sorted(column.dropna().astype(str).str.strip(), key=len, reverse=True)
+    return sum(_owner(_stem(f), ids) is not None for f in files)
+
+
+def match_subjects(files, table, table_path="the participants table") -> list:
+    """The participants-table row (subject id) of each file, by name (module docstring)."""
+    ids = sorted(set(map(str, table.index)), key=len, reverse=True)  # longest first
+    out, seen = [], {}
+    for f in files:
+        stem = _stem(f)
+        sid = _owner(stem, ids)
+        if sid is None:
+            raise DataError(f"{f}: no row of {table_path} matches this file",
+                            "add a row whose subject is the start of the file name")
+        if (table.index == sid).sum() > 1:
+            raise DataError(f"{table_path}: subject '{sid}' (of {f}) has more than one row",
+                            "keep one row per subject")
+        if sid in seen:
+            raise DataError(f"{f} and {seen[sid]} are both subject '{sid}'",
+                            "give each subject one file")
+        seen[sid] = f
+        out.append(sid)
+    return out
+
+
+def predict_cohort(files, model=None, participants=None, site=None, atlas=None) -> tuple:
+    """Probabilities of autism for many subjects, and scores where diagnoses are known.
+
+    Parameters
+    ----------
+    files : sequence of path
+        Time series (.1D/.tsv/.csv) or BOLD NIfTI (with ``atlas``), one per subject.
+    model : dict, path or None
+        A bundle from :func:`pipelines.biomarker.load_model`, a path, or None for the
+        shipped model.
+    participants : path, optional
+        The participants table (module docstring).  Without it subjects are named
+        after their files and have no age, sex or diagnosis.
+    site : str, optional
+        The site of every subject without one in the table (e.g. a whole new cohort).
+    atlas : path, optional
+        Labels atlas for NIfTI inputs.
+
+    Returns
+    -------
+    table : DataFrame
+        One row per subject: ``input``, ``site``, ``p_autism``, ``predicted`` and, where
+        known, ``age``, ``sex``, ``diagnosis``.
+    scores : dict or None
+        With diagnoses: the model's scores on these subjects (``n``, ``accuracy`` with
+        its Wilson ``accuracy_ci95``, ``balanced_accuracy``, ``roc_auc`` with DeLong's
+        ``roc_auc_ci95``, ``chance``, ``per_site``, ``site_bootstrap``); subjects
+        without a diagnosis are predicted but not scored.
+    """
+    files = [str(f) for f in files]
+    if not files:
+        raise DataError("no input files", "pass one time-series file per subject")
+    bundle = model if isinstance(model, dict) else load_model(model)
+    est = bundle["estimator"]
+    if participants is not None:
+        table = read_participants(participants, files)
+        ids = match_subjects(files, table, str(participants))
+        rows = table.loc[ids].reset_index()
+    else:
+        stems = [_stem(f) for f in files]
+        dup = next((s for s in stems if stems.count(s) > 1), None)
+        if dup is not None:
+            raise DataError(f"two input files are both named '{dup}'",
+                            "give each subject one file, or pass --participants")
+        rows = pd.DataFrame({"subject": stems})
+    rows.insert(1, "input", files)
+    if "site" not in rows:
+        rows["site"] = np.nan
+    if site is not None:
+        rows["site"] = rows["site"].fillna(str(site))
+    series = [read_subject_input(f, atlas=atlas, model_regions=bundle.get("regions"))
+              for f in files]
+    known_site = rows["site"].notna()
+    sites = np.where(known_site, rows["site"].astype(str), "__unknown__")
+    covariates = None
+    if getattr(est, "harmonize", "none") == "combat":
+        trained = {str(s) for cb in est.combat_.values() for s in cb.sites_}
+        for name in ("age", "sex"):
+            if name not in rows:
+                rows[name] = np.nan
+        # Sites ComBat adjusts: the training ones, and under the 'self' rule a new site
+        # with enough subjects here (estimated from their features, as in the evaluation).
+        # Both use each subject's age and sex; unadjusted subjects pass through unchanged,
+        # whatever they are given, so placeholders stand in for them (as in predict_subject).
+        count = pd.Series(sites).value_counts()
+        new_ok = (getattr(est, "unseen_site", "self") == "self") & np.array(
+            [s != "__unknown__" and s not in trained and count[s] >= 2 for s in sites])
+        adjusted = np.isin(sites, list(trained)) | new_ok
+        for name in ("age", "sex"):
+            need = adjusted & rows[name].isna().to_numpy()
+            if need.any():
+                i = int(np.argmax(need))
+                how = "new site" if new_ok[i] else "site"
+                raise DataError(f"{files[i]}: this model harmonises {how} '{sites[i]}' with "
+                                f"ComBat and needs each subject's {name}",
+                                f"give {name} in the participants table (or leave the site "
+                                "out: no site adjustment)")
+        covariates = pd.DataFrame({"age": rows["age"].fillna(0.0).to_numpy(float),
+                                   "sex": rows["sex"].fillna(1.0).to_numpy(float)})
+        new = sorted(set(sites[new_ok]))
+        if new:
+            log.info("new site(s) %s: harmonised with their own subjects' features (no labels)",
+                     ", ".join(new))
+    removed = est.confound_names()
+    if "mean_fd" in removed:
+        fd = rows["mean_fd"] if "mean_fd" in rows else pd.Series(np.nan, index=rows.index)
+        covariates = (pd.DataFrame(index=range(len(rows))) if covariates is None
+                      else covariates).assign(mean_fd=fd.to_numpy(float))
+    proba = est.predict_proba(series, sites=sites, covariates=covariates)
+    p = proba[:, _positive_column(est)]
+    rows["p_autism"] = p
+    rows["predicted"] = np.where(p > 0.5, POSITIVE, "control")
+    rows["in_training"] = _in_training(rows, bundle)
+    seen = rows["in_training"] == True  # noqa: E712 (NaN: unknown)
+    if seen.any():
+        log.info("%d of %d subjects were training subjects of the model: predicted, but "
+                 "left out of the scores unless no other subject has a diagnosis",
+                 int(seen.sum()), len(rows))
+    scores = cohort_scores(rows[~seen]) if (~seen).any() else None
+    if scores is None:
+        scores = cohort_scores(rows)
+        if scores is not None:
+            scores["includes_training_subjects"] = True
+    return rows.set_index("subject"), scores
+
+
+def _in_training(rows, bundle) -> pd.Series:
+    """Whether each subject was one the model was trained on: True/False from the model's
+    list of training subjects, or None (unknown) for models saved without it, where a
+    subject of a training site may or may not be new (logged)."""
+    trained = bundle.get("subjects")
+    if trained is not None:
+        trained = set(map(str, trained))
+        return pd.Series([sid in trained for sid in rows["subject"].astype(str)],
+                         index=rows.index, dtype=object)
+    sites = set(map(str, bundle.get("sites") or ()))
+    if sites and rows["site"].astype(str).isin(sites).any():
+        log.warning("some subjects come from the model's training sites and the model does "
+                    "not list its training subjects: scores of subjects it was trained on "
+                    "would be optimistic")
+    return pd.Series([None] * len(rows), index=rows.index, dtype=object)
+
+
+def cohort_scores(rows: pd.DataFrame) -> dict | None:
+    """Scores of the subjects of ``rows`` whose diagnosis is known (None when none is)."""
+    if "diagnosis" not in rows or rows["diagnosis"].isna().all():
+        return None
+    rows = rows[rows["diagnosis"].notna()]
+    if rows["diagnosis"].nunique() < 2:  # accuracy still means something; AUC does not
+        log.warning("the subjects with a diagnosis are all %s: no ROC AUC",
+                    rows["diagnosis"].iloc[0])
+    diag = rows["diagnosis"].to_numpy(str)
+    proba = rows["p_autism"].to_numpy(float)
+    m = _metrics_from_proba(diag, proba)
+    sites = rows["site"].fillna("unknown").astype(str).to_numpy()
+    return {"n": int(len(rows)), "n_autism": int(np.sum(diag == POSITIVE)),
+            "accuracy": m["accuracy"], "accuracy_ci95": _accuracy_ci(diag, proba),
+            "balanced_accuracy": m["balanced_accuracy"],
+            "roc_auc": m["roc_auc"], "roc_auc_ci95": auc_interval(diag == POSITIVE, proba),
+            "chance": chance_level(diag),
+            "confusion_matrix": m["confusion_matrix"],
+            "per_site": per_site_metrics(diag, proba, sites),
+            "site_bootstrap": cluster_bootstrap_interval(diag == POSITIVE, proba, sites)}
+
+
+def cohort_cli(args, inputs) -> int:
+    """``decoder predict MODEL FILE [FILE ...] [--participants TABLE] [--site S] [--out TSV]``:
+    writes the table and a JSON summary beside it, prints the scores when diagnoses are
+    known."""
+    per_subject = [flag for flag, key in (("--age", "age"), ("--sex", "sex"),
+                                          ("--mean-fd", "mean_fd"))
+                   if getattr(args, key, None) is not None]
+    if per_subject:
+        raise DataError(f"{per_subject[0]} applies to one subject, not to a cohort",
+                        "give each subject's value in a --participants table")
+    table, scores = predict_cohort(inputs, args.model, getattr(args, "participants", None),
+                                   site=getattr(args, "site", None),
+                                   atlas=getattr(args, "atlas", None))
+    out = Path(getattr(args, "out", None) or "predictions.tsv")
+    summary = {"model": str(args.model), "participants": getattr(args, "participants", None),
+               "n_subjects": int(len(table)),
+               "n_in_training": int((table["in_training"] == True).sum()),  # noqa: E712
+               "n_predicted_autism": int((table["predicted"] == POSITIVE).sum()),
+               "table": str(out), "scores": scores}
+    atomic_write_text(out, table.to_csv(sep="\t"))
+    atomic_write_json(out.with_suffix(".json"), summary)
+    print(f"{len(table)} subjects: {summary['n_predicted_autism']} predicted {POSITIVE}")
+    if summary["n_in_training"]:
+        print(f"{summary['n_in_training']} of them were training subjects of the model"
+              + (": their scores are not external" if scores and
+                 scores.get("includes_training_subjects") else ", left out of the scores"))
+    if scores:
+        acc, auc = scores["accuracy_ci95"], scores["roc_auc_ci95"]
+        print(f"on the {scores['n']} with a diagnosis: accuracy {scores['accuracy']:.3f} "
+              f"[{acc[0]:.3f}, {acc[1]:.3f}]"
+              + (f", roc_auc {scores['roc_auc']:.3f} [{auc[0]:.3f}, {auc[1]:.3f}]" if auc
+                 else "") + f" (95% CI; chance {scores['chance']:.3f})")
+    print(f"predictions written to {out} (summary: {out.with_suffix('.json')})")
+    return 0

@@ -1,0 +1,172 @@
+"""`decoder predict` on a cohort: a saved model applied to many subjects at once, scored
+where their diagnoses are known, with a new site harmonised as in the evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from decoder.cli import main
+from decoder.errors import DataError
+from decoder.evaluation.metrics import wilson_interval
+from pipelines import biomarker
+from pipelines.cohort import predict_cohort, read_participants
+
+from test_abide_reader import make_layout
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "abide.yaml"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A ComBat model trained on sites 0–2 of a toy ABIDE layout; site 3 is a new cohort."""
+    tmp = tmp_path_factory.mktemp("cohort")
+    root = make_layout(tmp / "abide", n_sites=4, per_site=10, signal=0.9)
+    out = tmp / "run"
+    assert main(["run", str(CONFIG), "--data", str(root), "--out", str(out),
+                 "--set", "dataset.sites=SITE0,SITE1,SITE2"]) == 0
+    folder = root / "Outputs" / "cpac" / "filt_noglobal" / "rois_ho"
+    new = sorted(folder.glob("SITE3_*.1D"))
+    seen = sorted(folder.glob("SITE0_*.1D"))[:3]
+    return {"root": root, "model": out / "model.skops", "new": new, "seen": seen,
+            "table": root / "Phenotypic_V1_0b_preprocessed1.csv"}
+
+
+def _ages(tmp_path, files, site=None):
+    """A participants table giving each file an age and a sex (and a site)."""
+    path = tmp_path / "participants.tsv"
+    ids = [Path(f).name[:-len(".1D")] for f in files]
+    rows = [f"{i}\t{10 + k}\t{1 + k % 2}" + (f"\t{site}" if site else "")
+            for k, i in enumerate(ids)]
+    path.write_text("subject\tage\tsex" + ("\tsite" if site else "") + "\n"
+                    + "\n".join(rows) + "\n")
+    return path, pd.DataFrame({"age": [10.0 + k for k in range(len(ids))],
+                               "sex": [1.0 + k % 2 for k in range(len(ids))]})
+
+
+def test_a_new_site_is_harmonised_with_its_own_subjects_as_in_the_evaluation(trained,
+                                                                               tmp_path):
+    participants, covariates = _ages(tmp_path, trained["new"])
+    table, _ = predict_cohort(trained["new"], trained["model"], participants, site="SITE3")
+    bundle = biomarker.load_model(trained["model"])
+    est = bundle["estimator"]
+    series = [biomarker.read_subject_input(f) for f in trained["new"]]
+    together = est.predict_proba(series, sites=np.array(["SITE3"] * len(series)),
+                                 covariates=covariates)[:, list(est.classes_).index("autism")]
+    assert np.allclose(table["p_autism"], together)
+    # one by one, a subject of an unseen site can have no site adjustment: not the same
+    alone = [biomarker.predict_subject(ts, bundle, site="SITE3", age=a, sex=x)["probability"]
+             for ts, a, x in zip(series, covariates["age"], covariates["sex"])]
+    assert not np.allclose(table["p_autism"], alone)
+    # ... which is what subjects without a site get, even when predicted together
+    unsited, _ = predict_cohort(trained["new"], trained["model"])
+    assert np.allclose(unsited["p_autism"], alone)
+    assert list(table.index) == [f.name[:-len(".1D")] for f in trained["new"]]
+    # a new site is adjusted with each subject's age and sex: without them, an error
+    with pytest.raises(DataError, match="new site 'SITE3' with ComBat and needs each "
+                                        "subject's age"):
+        predict_cohort(trained["new"], trained["model"], site="SITE3")
+
+
+def test_with_abides_table_the_cohort_is_scored_and_training_subjects_are_left_out(
+        trained, tmp_path, capsys):
+    out = tmp_path / "cohort.tsv"
+    files = [str(f) for f in trained["new"] + trained["seen"]]
+    assert main(["predict", str(trained["model"]), *files,
+                 "--participants", str(trained["table"]), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    table = pd.read_csv(out, sep="\t")
+    summary = json.loads(out.with_suffix(".json").read_text())
+    pheno = pd.read_csv(trained["table"]).set_index("FILE_ID")
+    # each file found its row: site, age, sex and diagnosis from the phenotypic table
+    assert list(table["site"]) == list(pheno.loc[table["subject"], "SITE_ID"])
+    assert np.allclose(table["age"], pheno.loc[table["subject"], "AGE_AT_SCAN"])
+    assert list(table["diagnosis"]) == [{1: "autism", 2: "control"}[d]
+                                        for d in pheno.loc[table["subject"], "DX_GROUP"]]
+    # SITE0 subjects trained the model: flagged, and not scored
+    assert list(table["in_training"]) == [False] * 10 + [True] * 3
+    assert summary["n_in_training"] == 3
+    new = table[~table["in_training"]]
+    correct = (new["p_autism"] > 0.5) == (new["diagnosis"] == "autism")
+    scores = summary["scores"]
+    assert scores["n"] == 10 and scores["accuracy"] == pytest.approx(correct.mean())
+    assert scores["accuracy_ci95"] == pytest.approx(
+        list(wilson_interval(int(correct.sum()), len(new))))
+    assert list(scores["per_site"]) == ["SITE3"]
+    assert "3 of them were training subjects of the model, left out of the scores" in printed
+    assert f"accuracy {scores['accuracy']:.3f}" in printed
+    # the new site, named in the table, was harmonised with its own subjects
+    pheno_ages = tmp_path / "ages.tsv"
+    pheno_ages.write_text("subject\tage\tsex\n" + "".join(
+        f"{i}_rois_ho\t{pheno.loc[i, 'AGE_AT_SCAN']}\t{pheno.loc[i, 'SEX']}\n"
+        for i in new["subject"]))
+    again, _ = predict_cohort(trained["new"], trained["model"], pheno_ages, site="SITE3")
+    assert np.allclose(new["p_autism"], again["p_autism"])
+
+
+def test_without_a_table_subjects_are_named_after_their_files_and_not_scored(trained, tmp_path):
+    out = tmp_path / "p.tsv"
+    assert main(["predict", str(trained["model"]), *map(str, trained["new"][:2]),
+                 "--out", str(out)]) == 0
+    table = pd.read_csv(out, sep="\t")
+    assert list(table["subject"]) == [f.name[:-3] for f in trained["new"][:2]]
+    assert json.loads(out.with_suffix(".json").read_text())["scores"] is None
+
+
+def test_participants_tables_in_bids_words(tmp_path):
+    path = tmp_path / "participants.tsv"
+    path.write_text("participant_id\tsex\tage\tdiagnosis\tsite\n"
+                    "sub-01\tF\t9.5\tASD\tA\nsub-02\tmale\t-9999\tcontrol\tA\nsub-03\t\t\t\tB\n")
+    t = read_participants(path)
+    assert list(t.index) == ["sub-01", "sub-02", "sub-03"]
+    assert t["sex"].tolist()[:2] == [2.0, 1.0] and np.isnan(t["sex"].iloc[2])
+    assert t["age"].iloc[0] == 9.5 and t["age"].isna().tolist()[1:] == [True, True]
+    assert t["diagnosis"].tolist()[:2] == ["autism", "control"]
+    assert pd.isna(t["diagnosis"].iloc[2])
+
+
+@pytest.mark.parametrize("case", ["no row", "bad sex", "bad diagnosis", "no id column",
+                                  "age for a cohort", "two rows"])
+def test_cohort_errors_are_one_line_and_keep_earlier_predictions(trained, tmp_path, capsys,
+                                                                 case):
+    out = tmp_path / "predictions.tsv"
+    out.write_text("earlier results\n")
+    files = [str(f) for f in trained["new"][:3]]
+    ids = [Path(f).name[:-len("_rois_ho.1D")] for f in files]
+    table = tmp_path / "participants.tsv"
+    rows = {"no row": [("subject", "sex"), (ids[0], "1"), (ids[1], "2")],
+            "bad sex": [("subject", "sex"), *((i, "3") for i in ids)],
+            "bad diagnosis": [("subject", "diagnosis"), *((i, "maybe") for i in ids)],
+            "no id column": [("name", "sex"), *((i, "1") for i in ids)],
+            "age for a cohort": [("subject",), *((i,) for i in ids)],
+            "two rows": [("subject",), *((i,) for i in ids), (ids[0],)]}[case]
+    table.write_text("".join("\t".join(r) + "\n" for r in rows))
+    extra = ["--age", "9"] if case == "age for a cohort" else []
+    rc = main(["predict", str(trained["model"]), *files, "--participants", str(table),
+               "--out", str(out), *extra])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "fix:" in err
+    expected = {"no row": Path(files[2]).name, "bad sex": "sex '3'",
+                "bad diagnosis": "diagnosis 'maybe'", "no id column": "no subject column",
+                "age for a cohort": "--age applies to one subject",
+                "two rows": "more than one row"}[case]
+    assert expected in err
+    assert out.read_text() == "earlier results\n"
+
+
+def test_a_held_out_site_gets_exactly_its_leave_site_out_probabilities(trained, tmp_path):
+    """Trained on the other sites and given the site's subjects with ABIDE's table, the
+    saved model reproduces the site's fold of the leave-site-out evaluation."""
+    lso = tmp_path / "lso"
+    assert main(["run", str(CONFIG), "--data", str(trained["root"]), "--out", str(lso),
+                 "--set", "save_model=false"]) == 0
+    held_out = pd.read_csv(lso / "predictions.tsv", sep="\t").set_index("subject")
+    table, scores = predict_cohort(trained["new"], trained["model"], trained["table"])
+    assert np.allclose(table["p_autism"], held_out.loc[table.index, "p_autism"],
+                       rtol=0, atol=1e-12)
+    per_site = json.loads((lso / "metrics.json").read_text())["per_site"]["SITE3"]
+    assert scores["accuracy"] == per_site["accuracy"]
