@@ -236,3 +236,77 @@ def test_coupling_falls_with_the_distance_between_region_coordinates():
     known = np.isfinite(dist)
     rho = spearmanr(dist[known], np.mean(mats, axis=0)[iu][known])[0]
     assert rho < -0.2
+
+
+def test_empty_cells_of_a_tab_separated_file_are_missing_values_not_padding(tmp_path):
+    f = tmp_path / "s.tsv"
+    f.write_text("a\tb\tc\n\t1.0\t\n\t\t\n\t3.0\t4.0\n")  # first and last cells empty
+    data, regions = read_timeseries(f)
+    assert regions == ["a", "b", "c"] and data.shape == (3, 3)
+    assert np.isnan(data[:, 0]).all() and np.isnan(data[1]).all()
+    assert data[2, 1:].tolist() == [3.0, 4.0]
+
+
+# ------------------------------------------------------------ phenotypic table mistakes
+def _edit_table(root, edit):
+    path = root / "Phenotypic_V1_0b_preprocessed1.csv"
+    table = pd.read_csv(path, index_col=0)
+    table = edit(table)
+    table.to_csv(path)
+    return path
+
+
+def test_sex_written_as_letters_reads_as_abides_codes(tmp_path):
+    root = make_layout(tmp_path)
+    codes = load_abide(root).sex
+    _edit_table(root, lambda t: t.assign(SEX=t["SEX"].map({1: "M", 2: "F"})))
+    assert np.array_equal(load_abide(root).sex, codes)
+
+
+@pytest.mark.parametrize("case, named", [
+    ("sex", "SEX of 'SITE0_0000002' is 'X'"),
+    ("site", "SITE_ID of 'SITE0_0000002' is empty"),
+    ("clash", "FILE_ID 'SITE0_0000002' has rows that disagree"),
+])
+def test_a_phenotypic_mistake_names_the_subject(tmp_path, case, named):
+    root = make_layout(tmp_path)
+
+    def edit(t):
+        row = t.index[t["FILE_ID"] == "SITE0_0000002"][0]
+        if case == "sex":
+            t["SEX"] = t["SEX"].astype(object)
+            t.loc[row, "SEX"] = "X"
+        elif case == "site":
+            t.loc[row, "SITE_ID"] = None
+        else:
+            twin = t.loc[[row]].assign(DX_GROUP=3 - t.loc[row, "DX_GROUP"])
+            t = pd.concat([t, twin], ignore_index=True)
+        return t
+    _edit_table(root, edit)
+    with pytest.raises(DataError, match=named):
+        load_abide(root)
+
+
+def test_an_age_that_is_not_a_number_is_imputed_and_said(tmp_path, caplog):
+    root = make_layout(tmp_path)
+
+    def edit(t):
+        t["AGE_AT_SCAN"] = t["AGE_AT_SCAN"].astype(object)
+        t.loc[t["FILE_ID"] == "SITE1_0000103", "AGE_AT_SCAN"] = "twelve"
+        return t
+    _edit_table(root, edit)
+    with caplog.at_level("WARNING", logger="decoder.data.abide"):
+        d = load_abide(root)
+    assert "e.g. SITE1_0000103" in caplog.text and "median" in caplog.text
+    assert any("SITE1_0000103" in n for n in d.notes)
+
+
+@pytest.mark.parametrize("content, named", [("#10\t#11\n1\t2\n3\t4\n", "only 2 time points"),
+                                            ("#10\t#11\n" + "1\t2\n" * 20, "fewer than 2 regions")])
+def test_a_subject_file_without_usable_signal_is_named(tmp_path, content, named):
+    root = make_layout(tmp_path, n_regions=2)
+    bad = root / "Outputs" / "cpac" / "filt_noglobal" / "rois_ho" / "SITE1_0000102_rois_ho.1D"
+    bad.write_text(content)
+    with pytest.raises(DataError, match=named) as err:
+        load_abide(root)
+    assert str(bad) in str(err.value)

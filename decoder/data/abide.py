@@ -274,7 +274,38 @@ def load_phenotypes(root) -> pd.DataFrame:
         raise DataError(f"{path}: missing column(s) {', '.join(sorted(missing))}",
                         "use the official ABIDE PCP phenotypic file")
     table = table[table["FILE_ID"].astype(str) != "no_filename"]
+    table = table.drop_duplicates()            # a row repeated word for word is harmless
+    key = ["FILE_ID", "SITE_ID", "DX_GROUP", "AGE_AT_SCAN", "SEX"]
+    clash = table[key].drop_duplicates()["FILE_ID"]
+    clash = clash[clash.duplicated()]
+    if len(clash):
+        raise DataError(f"{path}: FILE_ID '{clash.iloc[0]}' has rows that disagree on site, "
+                        "diagnosis, age or sex", "keep the one correct row for that subject")
     return table.drop_duplicates("FILE_ID").set_index("FILE_ID")
+
+
+#: SEX written as words or letters instead of ABIDE's codes (1 male, 2 female)
+_SEX_WORDS = {"1": 1, "2": 2, "m": 1, "male": 1, "f": 2, "female": 2}
+
+
+def _sex_codes(rows, path) -> np.ndarray:
+    """ABIDE's SEX codes (1 male, 2 female) from codes or words; NaN where missing.
+
+    Anything else is an error naming the subject: read as missing, it would be imputed
+    (and ComBat would preserve the wrong thing)."""
+    codes = []
+    for fid, value in rows["SEX"].items():
+        text = "" if pd.isna(value) else str(value).strip().lower()
+        if text.endswith(".0"):
+            text = text[:-2]
+        if text in ("", "-9999", "nan"):
+            codes.append(np.nan)
+        elif text in _SEX_WORDS:
+            codes.append(float(_SEX_WORDS[text]))
+        else:
+            raise DataError(f"{path}: SEX of '{fid}' is '{value}'",
+                            "write 1 (male) or 2 (female) — or M/F — or leave it empty")
+    return np.asarray(codes, dtype=float)
 
 
 def _missing_regions(ts: np.ndarray) -> int:
@@ -345,9 +376,20 @@ def load_abide(root, pipeline: str = "cpac", strategy: str = "filt_noglobal",
         bad = rows.index[~dx.isin(DIAGNOSIS)][0]
         raise DataError(f"{PHENOTYPIC_FILE}: DX_GROUP of '{bad}' is not 1 or 2",
                         "fix the phenotypic table (1 = autism, 2 = control)")
+    blank = rows.index[rows["SITE_ID"].isna() | (rows["SITE_ID"].astype(str).str.strip()
+                                                  == "")]
+    if len(blank):
+        raise DataError(f"{PHENOTYPIC_FILE}: SITE_ID of '{blank[0]}' is empty",
+                        "fill in the site (leave-site-out and ComBat need it), or exclude "
+                        "the subject with --set dataset.exclude=...")
     series, regions, missing = [], None, []
     for path in files:
         ts, names = read_timeseries(path)
+        # named here: found later, in the connectivity step, the file would be unknown
+        if len(ts) < 3:
+            raise DataError(f"{path}: only {len(ts)} time points",
+                            "exclude the subject (--set dataset.exclude=...) or re-download "
+                            "the file")
         if regions is None:
             regions = names
         elif ts.shape[1] != len(regions):
@@ -357,6 +399,10 @@ def load_abide(root, pipeline: str = "cpac", strategy: str = "filt_noglobal",
                             "re-download the odd one")
         series.append(ts)
         missing.append(_missing_regions(ts))
+        if ts.shape[1] - missing[-1] < 2:
+            raise DataError(f"{path}: fewer than 2 regions with signal (constant or empty)",
+                            "exclude the subject (--set dataset.exclude=...) or re-download "
+                            "the file")
     missing = np.asarray(missing)
     notes = []
     if missing.any():
@@ -366,12 +412,22 @@ def load_abide(root, pipeline: str = "cpac", strategy: str = "filt_noglobal",
         log.info(notes[-1])
     lengths = np.array([len(t) for t in series])
     notes.append(f"time points per subject: {lengths.min()}–{lengths.max()}")
-    age = pd.to_numeric(rows["AGE_AT_SCAN"], errors="coerce").to_numpy(float)
+    age = pd.to_numeric(rows["AGE_AT_SCAN"], errors="coerce").to_numpy(float, copy=True)
+    age[age < 0] = np.nan                             # ABIDE's -9999
     if np.isnan(age).any():
+        first = rows.index[np.isnan(age)][0]
+        notes.append(f"AGE_AT_SCAN missing or not a number for {int(np.isnan(age).sum())} "
+                     f"subject(s) (e.g. {first}): replaced by the median age")
         age = np.where(np.isnan(age), np.nanmedian(age), age)
-        notes.append("missing AGE_AT_SCAN replaced by the median age")
-        log.info(notes[-1])
-    sex = pd.to_numeric(rows["SEX"], errors="coerce").fillna(1).to_numpy(int)
+        log.warning(notes[-1])
+    sex = _sex_codes(rows, root / PHENOTYPIC_FILE if isinstance(root, Path)
+                     else Path(root) / PHENOTYPIC_FILE)
+    if np.isnan(sex).any():
+        first = rows.index[np.isnan(sex)][0]
+        notes.append(f"SEX missing for {int(np.isnan(sex).sum())} subject(s) (e.g. {first}): "
+                     "counted as male, ABIDE's majority")
+        log.warning(notes[-1])
+    sex = np.nan_to_num(sex, nan=1.0).astype(int)
     mean_fd = None
     if "func_mean_fd" in rows.columns:  # ABIDE codes missing values as -9999 or blank
         mean_fd = np.array(pd.to_numeric(rows["func_mean_fd"], errors="coerce"), dtype=float)

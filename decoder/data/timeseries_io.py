@@ -39,6 +39,12 @@ def _split(line: str, sep: str | None) -> list[str]:
     return line.split(sep) if sep is not None else line.split()
 
 
+def _trim(line: str, sep: str | None) -> str:
+    """A line without its end-of-line blanks — but not, in a tab-separated file, its
+    leading or trailing tabs: they are empty cells (missing values), not padding."""
+    return line.strip(" \r\n") if sep == "\t" else line.strip()
+
+
 def _is_number(token: str) -> bool:
     try:
         float(token)
@@ -86,8 +92,9 @@ def read_timeseries(path) -> tuple[np.ndarray, list[str]]:
                         "image with --atlas") from None
     lines = text.splitlines()
     header_lines = [i for i, ln in enumerate(lines) if ln.lstrip().startswith("#")]
+    # (a line of tabs alone is a time point of missing values, not a blank line)
     body = [(i, ln) for i, ln in enumerate(lines)
-            if ln.strip() and not ln.lstrip().startswith("#")]
+            if ln.strip(" \r\n") and not ln.lstrip().startswith("#")]
     if not body:
         raise DataError(f"{path}: no time points in the file",
                         "re-download or regenerate it; the file is empty")
@@ -96,7 +103,7 @@ def read_timeseries(path) -> tuple[np.ndarray, list[str]]:
     if header_lines:
         tokens = _split(lines[header_lines[-1]].lstrip()[1:].strip(), sep)
         regions = [t.strip().lstrip("#") for t in tokens if t.strip()]
-    first = [t.strip() for t in _split(body[0][1].strip(), sep)]
+    first = [t.strip() for t in _split(_trim(body[0][1], sep), sep)]
     if not all(_is_number(t) or t.lower() in {"nan", "inf", "-inf", ""} for t in first):
         regions = [t.strip().strip('"') for t in first]
         body = body[1:]
@@ -105,7 +112,7 @@ def read_timeseries(path) -> tuple[np.ndarray, list[str]]:
                             "re-download or regenerate the file")
     # Field counts per line are cheap string counts; a short last line is the
     # signature of an interrupted download or copy.
-    counts = np.array([len(_split(ln.strip(), sep)) for _, ln in body])
+    counts = np.array([len(_split(_trim(ln, sep), sep)) for _, ln in body])
     expected = int(np.bincount(counts).argmax())
     bad = np.flatnonzero(counts != expected)
     if bad.size:
@@ -117,7 +124,7 @@ def read_timeseries(path) -> tuple[np.ndarray, list[str]]:
     if regions is not None and len(regions) != expected:
         regions = None  # a header that does not match is ignored, data rule
     try:
-        data = pd.read_csv(io.StringIO("\n".join(ln.strip() for _, ln in body)),
+        data = pd.read_csv(io.StringIO("\n".join(_trim(ln, sep) for _, ln in body)),
                            sep=sep if sep is not None else r"\s+", header=None,
                            engine="c" if sep is not None else "python",
                            dtype=np.float64).to_numpy()
