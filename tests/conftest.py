@@ -31,6 +31,13 @@ def skip_without_datalad():
         pytest.skip("git-annex is not installed", allow_module_level=True)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_once_only_warnings():
+    """ComBat says each warning once per process; each test is a process of its own here."""
+    from decoder.features import harmonize
+    harmonize._WARNED.clear()
+
+
 @pytest.fixture
 def shared():
     p = shared_data()

@@ -112,3 +112,13 @@ def test_bad_inputs():
     bad.loc[3, "age"] = np.nan
     with pytest.raises(DataError, match="NaN"):
         ComBat().fit(X, sites=site, covariates=bad)
+
+
+def test_a_warning_repeated_by_every_fold_is_said_once(caplog):
+    X, site, cov, _ = _data()
+    site = site.astype(object)
+    site[0] = "lonely"
+    with caplog.at_level(logging.WARNING, logger="decoder.features.harmonize"):
+        for _ in range(5):   # five folds with the same single-subject site
+            ComBat().fit(X, sites=site, covariates=cov)
+    assert caplog.text.count("lonely") == 1

@@ -51,6 +51,18 @@ __all__ = ["ComBat", "UNSEEN_SITE_OPTIONS"]
 UNSEEN_SITE_OPTIONS = ("self", "pooled")
 
 
+_WARNED: set = set()
+
+
+def _warn_once(msg, *args) -> None:
+    """Log a warning once per process: one fit per fold and per connectivity kind would
+    otherwise repeat the same sentence dozens of times."""
+    text = msg % args
+    if text not in _WARNED:
+        _WARNED.add(text)
+        log.warning(text)
+
+
 def _covariate_matrix(covariates, n, columns=None):
     if covariates is None:
         return np.zeros((n, 0)), []
@@ -147,8 +159,8 @@ class ComBat(TransformerMixin, BaseEstimator):
         labels, counts = np.unique(sites, return_counts=True)
         small = labels[counts < max(int(self.min_site_size), 2)]
         if small.size:
-            log.warning("ComBat: site(s) %s have fewer than %d training subjects; left out of "
-                        "the fit and treated as unseen", ", ".join(small), self.min_site_size)
+            _warn_once("ComBat: site(s) %s have fewer than %d training subjects; left out of "
+                       "the fit and treated as unseen", ", ".join(small), self.min_site_size)
         keep = ~np.isin(sites, small)
         labels = labels[~np.isin(labels, small)]
         if labels.size < 1:
@@ -218,7 +230,7 @@ class ComBat(TransformerMixin, BaseEstimator):
                     (s_data[rows].mean(axis=0), s_data[rows].var(axis=0, ddof=1))
             else:
                 if self.unseen_site == "self" and site != "__unknown__":
-                    log.warning("ComBat: unseen site '%s' has %d subject(s) (< %d): "
+                    _warn_once("ComBat: unseen site '%s' has %d subject(s) (< %d): "
                                 "no site adjustment (pooled)", site, rows.sum(),
                                 self.min_site_size)
                 continue
