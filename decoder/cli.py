@@ -26,6 +26,8 @@ def _cmd_run(args) -> int:
         sets.append(f"compute.scheduler={args.scheduler}")
     raw = apply_overrides(load_yaml(args.config), sets)
     out = Path(args.out) if args.out else Path("results") / Path(args.config).stem
+    from .results import check_writable
+    check_writable(out)  # now, not after the whole run
     if getattr(args, "datalad", False):  # record with `datalad run`, replay with `datalad rerun`
         import json
         from pipelines import check_config

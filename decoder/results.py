@@ -10,6 +10,7 @@ an earlier good result.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import platform
 import sys
@@ -21,6 +22,7 @@ import numpy as np
 from . import __version__
 from ._utils import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from .config import config_hash
+from .errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +95,64 @@ def save_nifti(path, img) -> None:
     atomic_write_bytes(path, data)
 
 
+#: files a run may write, removed when a later run in the same folder does not write them
+#: (for folders whose metrics.json predates its ``files`` list)
+RUN_FILES = ("arrays.npz", "weights.nii.gz", "model.skops", "model_card.json",
+             "model_card.md", "repeats.tsv", "edges.tsv", "predictions.tsv",
+             "confusion_matrix.tsv")
+
+
+def _previous_files(out: Path) -> set:
+    """What the run already in ``out`` wrote (its ``files`` list, else :data:`RUN_FILES`)."""
+    try:
+        listed = json.loads((out / "metrics.json").read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        listed = None
+    names = listed if isinstance(listed, list) else RUN_FILES
+    return {n for n in names if isinstance(n, str) and n == Path(n).name}
+
+
+def check_writable(path, folder: bool = True) -> Path:
+    """Refuse, before any work, an output that cannot be written: a one-line error naming it.
+
+    ``folder``: ``path`` is an output folder (created here, as the run would) rather
+    than a file.  A probe file is created and removed, which also catches read-only
+    file systems and full disks that permission bits do not show.
+    """
+    import tempfile
+    path = Path(path)
+    what = "folder" if folder else "file"
+    if folder and path.exists() and not path.is_dir():
+        raise DataError(f"output folder {path} exists and is not a folder",
+                        "choose another output folder (--out)")
+    if not folder and path.is_dir():
+        raise DataError(f"output file {path} is a folder", "give a file name (--out)")
+    # the nearest folder that exists: nothing is created before the work is done
+    where = path if folder else path.parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if not where.is_dir():
+        raise DataError(f"cannot write the output {what} {path}: {where} is a file",
+                        "choose another output location (--out)")
+    try:
+        with tempfile.NamedTemporaryFile(dir=where, prefix=".write-check."):
+            pass
+    except OSError as err:
+        raise DataError(f"cannot write the output {what} {path} ({err.strerror or err})",
+                        "choose another output location (--out)") from None
+    return path
+
+
 def write_run(out_dir, metrics: dict, images: dict | None = None,
               tables: dict | None = None, arrays: dict | None = None,
-              report: bool = True) -> Path:
+              report: bool = True, files: dict | None = None) -> Path:
     """Write a complete run directory; ``metrics.json`` goes last.
+
+    Everything is written at the end of a run, each file atomically, so that a run
+    that fails before it leaves an earlier run's results as they were.  ``metrics.json``
+    lists the files written (``files``); those of an earlier run in the same folder
+    that this run did not write (a model, weight maps, a permutation null) are then
+    removed, so that the folder — and its report — describes this run only.
 
     Parameters
     ----------
@@ -111,9 +167,17 @@ def write_run(out_dir, metrics: dict, images: dict | None = None,
         Saved together in ``arrays.npz`` (e.g. the permutation null).
     report : bool
         Also write ``report.html`` when the report module is available.
+    files : dict of name → bytes, optional
+        Other files of the run (e.g. ``model.skops``, the model card).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    earlier = _previous_files(out)
+    written = ([f"{n}.nii.gz" for n in images or {}] + [f"{n}.tsv" for n in tables or {}]
+               + (["arrays.npz"] if arrays else []) + list(files or {}))
+    metrics["files"] = sorted(written)
+    for name, data in (files or {}).items():
+        atomic_write_bytes(out / name, data)
     for name, img in (images or {}).items():
         save_nifti(out / f"{name}.nii.gz", img)
     for name, df in (tables or {}).items():
@@ -123,6 +187,8 @@ def write_run(out_dir, metrics: dict, images: dict | None = None,
         np.savez_compressed(bio, **{k: np.asarray(v) for k, v in arrays.items()})
         atomic_write_bytes(out / "arrays.npz", bio.getvalue())
     atomic_write_json(out / "metrics.json", metrics)
+    for name in sorted(earlier - set(written)):   # the earlier run's, not this one's
+        (out / name).unlink(missing_ok=True)
     if report:
         try:
             from .report import write_report

@@ -37,7 +37,7 @@ from decoder.evaluation.cv import make_cv
 from decoder.evaluation.metrics import (chance_level, classification_metrics,
                                       cluster_bootstrap_interval, wilson_interval)
 from decoder.models.model_card import read_model_card
-from decoder.results import build_provenance, file_records, write_run
+from decoder.results import build_provenance, check_writable, file_records, write_run
 
 log = logging.getLogger(__name__)
 
@@ -648,11 +648,16 @@ def run(config, data=None, out=None, config_path=None) -> dict:
     check_config(config)
     scheme = _CV_ALIASES.get(config["cv"], config["cv"])
     subjects = load_subjects(config, data)
+    diag = subjects.diagnosis.astype(str)
+    if len(set(diag)) < 2:
+        raise DataError(f"all {len(diag)} subjects are {diag[0]}: a classifier needs both "
+                        "autism and control subjects",
+                        "check the diagnoses and the dataset filters (dataset.sites, "
+                        "dataset.exclude)")
     shrinkage = config["connectivity"]["shrinkage"]
     covs = subject_covariances(subjects.time_series, shrinkage=shrinkage)
     halves = (split_half_covariances(subjects.time_series, shrinkage=shrinkage)
               if config["connectivity"]["reliability"] == "split-half" else None)
-    diag = subjects.diagnosis.astype(str)
     sites = subjects.sites
     small = [s for s, n in pd.Series(sites).value_counts().items() if n < 2]
     if small:
@@ -716,13 +721,14 @@ def run(config, data=None, out=None, config_path=None) -> dict:
     }
     out = Path(out) if out is not None else Path("results") / config.get("name", "abide")
     out.mkdir(parents=True, exist_ok=True)
-    if config["save_model"]:
+    files = None
+    if config["save_model"]:  # written with the rest, at the end (write_run)
         est = make_classifier(config).fit(covs, diag, sites=sites, covariates=covariates,
                                           halves=halves)
         metrics["runtime_s"] = time.perf_counter() - t0
         metrics["provenance"] = build_provenance(config, inputs, subjects.dataset_info,
                                                  config_path)
-        save_model(out / "model.skops", est, metrics, config, subjects)
+        files = model_files(est, metrics, config, subjects)
     n_rep = len(proba_reps)
     per_rep = len(folds) // n_rep          # folds are listed repetition by repetition
     fold_of = np.full((n_rep, len(diag)), -1)
@@ -746,9 +752,7 @@ def run(config, data=None, out=None, config_path=None) -> dict:
     metrics["runtime_s"] = time.perf_counter() - t0
     metrics["provenance"] = build_provenance(config, inputs, subjects.dataset_info, config_path)
     arrays = {"permutation_null": null} if null is not None else None
-    write_run(out, metrics, tables=tables, arrays=arrays)
-    if n_rep == 1:  # an earlier repeated run's file in this folder no longer describes it
-        (out / "repeats.tsv").unlink(missing_ok=True)
+    write_run(out, metrics, tables=tables, arrays=arrays, files=files)
     return metrics
 
 
@@ -764,8 +768,17 @@ _ALLOWED_TYPES = {
 
 def save_model(path, est, metrics, config, subjects) -> Path:
     """Save ``est`` with skops plus its model card (never pickle)."""
+    path = Path(path)
+    for name, data in model_files(est, metrics, config, subjects, path.name).items():
+        atomic_write_bytes(path.parent / name, data)
+    return path
+
+
+def model_files(est, metrics, config, subjects, name="model.skops") -> dict:
+    """The saved model (skops) and its card (JSON, Markdown): file name → bytes."""
     import skops.io as sio
-    from decoder.models.model_card import build_model_card, write_model_card
+    from decoder._utils import to_json
+    from decoder.models.model_card import build_model_card, card_markdown
     card = build_model_card(metrics, config, len(subjects.diagnosis), subjects.sites,
                             subjects.regions, calibration=metrics.get("calibration"))
     bundle = {"estimator": est, "regions": list(subjects.regions),
@@ -779,10 +792,9 @@ def save_model(path, est, metrics, config, subjects) -> Path:
                      "roc_auc": metrics.get("roc_auc"),
                      "calibration": metrics.get("calibration"),
                      "per_subgroup": metrics.get("per_subgroup")}}
-    path = Path(path)
-    atomic_write_bytes(path, sio.dumps(bundle))
-    write_model_card(path.parent, card)
-    return path
+    return {name: sio.dumps(bundle),
+            "model_card.json": (to_json(card, indent=2) + "\n").encode("utf-8"),
+            "model_card.md": card_markdown(card).encode("utf-8")}
 
 
 def load_model(path=None) -> dict:
@@ -806,7 +818,10 @@ def load_model(path=None) -> dict:
         raise DataError(f"{path}: refuses to load untrusted type {bad[0]}",
                         "only load models written by this package")
     bundle = sio.load(str(path), trusted=list(untrusted))
-    if not isinstance(bundle, dict) or "estimator" not in bundle:
+    from decoder.models.biomarker_models import ConnectomeClassifier
+    if (not isinstance(bundle, dict)
+            or not isinstance(bundle.get("estimator"), ConnectomeClassifier)
+            or not hasattr(bundle["estimator"], "models_")):
         raise DataError(f"{path}: not a biomarker model bundle",
                         "pass a model.skops written by 'decoder run configs/abide.yaml'")
     cv = bundle.setdefault("cv", {}) or {}
@@ -815,6 +830,61 @@ def load_model(path=None) -> dict:
         cv["per_subgroup"] = ((card or {}).get("evaluation") or {}).get("per_subgroup")
         bundle["cv"] = cv
     return bundle
+
+
+#: fewest time points a new subject's connectivity is estimated from (ABIDE's shortest
+#: scans have 78; below 20 a 111-region correlation matrix is mostly noise)
+MIN_TIMEPOINTS = 20
+#: fraction of regions without signal above which a subject is refused (at most 7 of
+#: 111, 6 %, in ABIDE's 871 training subjects)
+MAX_MISSING_REGIONS = 0.10
+
+
+def check_subject_series(ts, name="the time series", n_regions=None) -> list:
+    """Refuse a time series no model should be asked about; return warnings for one that
+    is usable but unusual.
+
+    A region without signal (constant, or with no finite value) is treated as in
+    training — unconnected — and noted; more than :data:`MAX_MISSING_REGIONS` of them, a
+    time point with NaN/inf in a region that has signal, or fewer than
+    :data:`MIN_TIMEPOINTS` time points are one-line errors naming ``name``: a probability
+    computed from them would look as confident as any other.
+    """
+    ts = np.asarray(ts, dtype=float)
+    if ts.ndim != 2:
+        raise DataError(f"{name}: expected a table of time points × regions, got shape "
+                        f"{ts.shape}", "pass one subject's region time series")
+    if n_regions is not None and ts.shape[1] != n_regions:
+        raise DataError(f"{name}: {ts.shape[1]} regions, the model expects {n_regions}",
+                        "extract the time series with the atlas the model was trained on")
+    if ts.shape[0] < MIN_TIMEPOINTS:
+        raise DataError(f"{name}: {ts.shape[0]} time points, at least {MIN_TIMEPOINTS} are "
+                        "needed to estimate connectivity",
+                        "use the full resting-state time series")
+    finite = np.isfinite(ts)
+    signal = (np.where(finite, ts, -np.inf).max(axis=0)
+              > np.where(finite, ts, np.inf).min(axis=0))   # not constant, not all NaN
+    missing = int((~signal).sum())
+    if missing > MAX_MISSING_REGIONS * ts.shape[1]:
+        raise DataError(f"{name}: {missing} of {ts.shape[1]} regions have no signal "
+                        "(constant, or no finite value)",
+                        "check the extraction (atlas, mask, registration) of this scan")
+    bad_rows = int((~finite[:, signal]).any(axis=1).sum())
+    if bad_rows:
+        raise DataError(f"{name}: {bad_rows} of {ts.shape[0]} time points hold NaN or inf "
+                        "values", "remove those time points (censored frames) or "
+                        "interpolate them before predicting")
+    return ([f"{missing} of {ts.shape[1]} regions have no signal: treated as unconnected, "
+             "as in training"] if missing else [])
+
+
+def input_stem(path) -> str:
+    """A subject file's name without its extension (``sub.A.1D`` → ``sub.A``)."""
+    name = Path(path).name
+    for ext in (".nii.gz", ".nii", ".1D", ".1d", ".tsv", ".csv", ".txt"):
+        if name.endswith(ext):
+            return name[:-len(ext)]
+    return name
 
 
 def read_subject_input(path, atlas=None, model_regions=None):
@@ -831,9 +901,7 @@ def read_subject_input(path, atlas=None, model_regions=None):
         ts = extract_timeseries(path, atlas, confounds_strategy=None)
     else:
         ts, _ = read_timeseries(path)
-    if model_regions is not None and ts.shape[1] != len(model_regions):
-        raise DataError(f"{path}: {ts.shape[1]} regions, the model expects {len(model_regions)}",
-                        "extract the time series with the atlas the model was trained on")
+    check_subject_series(ts, str(path), None if model_regions is None else len(model_regions))
     return ts
 
 
@@ -844,8 +912,27 @@ def _bin_rate(calibration, p):
     return None
 
 
+def training_sites(est) -> set:
+    """The sites a ComBat model was fitted on (empty without ComBat)."""
+    return {str(s) for cb in (getattr(est, "combat_", None) or {}).values() for s in cb.sites_}
+
+
+def check_site_name(site, known) -> None:
+    """A one-line error when ``site`` is not among ``known`` but differs from one of them
+    only in case or surrounding spaces (``Caltech`` for ``CALTECH``): taken as a new site,
+    it would silently get no site adjustment."""
+    site = str(site)
+    if site in known:
+        return
+    close = sorted(k for k in known if k.lower() == site.strip().lower())
+    if close:
+        raise DataError(f"site '{site}' is not one of the model's sites; did you mean "
+                        f"'{close[0]}'?", f"write it as the model does: {close[0]} (site "
+                        "names are case-sensitive)")
+
+
 def predict_subject(time_series, model=None, site=None, age=None, sex=None,
-                    mean_fd=None) -> dict:
+                    mean_fd=None, name="the time series") -> dict:
     """Probability of autism for one subject, with the model's cross-validated reliability.
 
     Parameters
@@ -860,6 +947,8 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None,
     mean_fd : float, optional
         The scan's mean framewise displacement, used by a model trained with
         ``confounds.remove: [mean_fd]``; without it the training median is used.
+    name : str
+        How errors about the time series name it (:func:`check_subject_series`).
 
     Returns
     -------
@@ -878,13 +967,21 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None,
     est = bundle["estimator"]
     if not isinstance(time_series, np.ndarray):
         time_series = read_subject_input(time_series, model_regions=bundle.get("regions"))
+    regions = bundle.get("regions")
+    notes = check_subject_series(time_series, name,
+                                 None if regions is None else len(regions))
     sites = None if site is None else np.asarray([str(site)])
     covariates = None
     if getattr(est, "harmonize", "none") == "combat":
-        known = {str(s) for cb in est.combat_.values() for s in cb.sites_}
+        known = training_sites(est)
+        if site is not None:
+            check_site_name(site, known)
+            if str(site) not in known:
+                notes.append(f"site '{site}' is not one of the model's {len(known)} training "
+                             "sites: no site adjustment")
         if age is None and site is not None and str(site) in known:
             raise DataError(f"this model harmonises site '{site}' with ComBat and needs the "
-                            "subject's age", "pass age (and sex) to predict_subject")
+                            "subject's age", "give the subject's age (--age) and sex (--sex)")
         # An unknown or unseen site gets no site adjustment ('pooled'), for which
         # ComBat's covariate terms cancel exactly: any placeholder age/sex works.
         covariates = pd.DataFrame({"age": [float(age) if age is not None else 0.0],
@@ -902,7 +999,8 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None,
               "subgroups": subgroup_accuracy(age, sex,
                                              (bundle.get("cv") or {}).get("per_subgroup"))}
     if removed:  # which confound values the adjustment used (None: the training median)
-        result["confounds_removed"] = {name: given.get(name) for name in removed}
+        result["confounds_removed"] = {c: given.get(c) for c in removed}
+    result["warnings"] = notes
     return result
 
 
@@ -942,20 +1040,23 @@ def predict_cli(args) -> int:
         from pipelines.cohort import cohort_cli
         return cohort_cli(args, inputs)
     args.input = inputs[0]
+    out = getattr(args, "out", None) or input_stem(args.input) + "_prediction.json"
+    check_writable(out, folder=False)
     bundle = load_model(args.model)
     ts = read_subject_input(args.input, atlas=getattr(args, "atlas", None),
                             model_regions=bundle.get("regions"))
     result = predict_subject(ts, bundle, site=getattr(args, "site", None),
                              age=getattr(args, "age", None), sex=getattr(args, "sex", None),
-                             mean_fd=getattr(args, "mean_fd", None))
+                             mean_fd=getattr(args, "mean_fd", None), name=str(args.input))
     result = {"input": str(args.input), "model": str(args.model), **result}
+    for note in result["warnings"]:
+        print(f"note: {note}")
     print(f"p({POSITIVE}) = {result['probability']:.3f} → {result['predicted']}")
     for name, g in result["subgroups"].items():
         ci = g.get("accuracy_ci95")
         who = f"{g['group']} subjects" if name == "sex" else f"subjects aged {g['group']}"
         print(f"held-out accuracy for {who}: {g['accuracy']:.3f} (n={g['n']}"
               + (f", 95% CI {ci[0]:.3f}–{ci[1]:.3f})" if ci else ")"))
-    out = getattr(args, "out", None) or str(Path(args.input).name).split(".")[0] + "_prediction.json"
     atomic_write_json(out, result)
     print(f"prediction written to {out}")
     return 0

@@ -30,9 +30,11 @@ from decoder._utils import atomic_write_json, atomic_write_text
 from decoder.errors import DataError
 from decoder.evaluation.compare import auc_interval
 from decoder.evaluation.metrics import chance_level, cluster_bootstrap_interval
+from decoder.results import check_writable
 from pipelines.biomarker import (POSITIVE, SEX_CODES, _accuracy_ci, _metrics_from_proba,
-                                 _positive_column, load_model, per_site_metrics,
-                                 read_subject_input, sex_label)
+                                 _positive_column, check_site_name, input_stem, load_model,
+                                 per_site_metrics, read_subject_input, sex_label,
+                                 training_sites)
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +113,6 @@ def _number(value):
         return value
 
 
-def _stem(path) -> str:
-    name = Path(path).name
-    for ext in (".nii.gz", ".nii", ".1D", ".1d", ".tsv", ".csv"):
-        if name.endswith(ext):
-            return name[:-len(ext)]
-    return name
-
-
 def _owner(stem, ids):
     """The identifier among ``ids`` (longest first) that names a file of this stem."""
     return next((i for i in ids if stem == i or stem.startswith(i + "_")), None)
@@ -126,7 +120,7 @@ def _owner(stem, ids):
 
 def _n_matched(files, column) -> int:
     ids = sorted(column.dropna().astype(str).str.strip(), key=len, reverse=True)
-    return sum(_owner(_stem(f), ids) is not None for f in files)
+    return sum(_owner(input_stem(f), ids) is not None for f in files)
 
 
 def match_subjects(files, table, table_path="the participants table") -> list:
@@ -134,7 +128,7 @@ def match_subjects(files, table, table_path="the participants table") -> list:
     ids = sorted(set(map(str, table.index)), key=len, reverse=True)  # longest first
     out, seen = [], {}
     for f in files:
-        stem = _stem(f)
+        stem = input_stem(f)
         sid = _owner(stem, ids)
         if sid is None:
             raise DataError(f"{f}: no row of {table_path} matches this file",
@@ -189,7 +183,7 @@ def predict_cohort(files, model=None, participants=None, site=None, atlas=None) 
         ids = match_subjects(files, table, str(participants))
         rows = table.loc[ids].reset_index()
     else:
-        stems = [_stem(f) for f in files]
+        stems = [input_stem(f) for f in files]
         dup = next((s for s in stems if stems.count(s) > 1), None)
         if dup is not None:
             raise DataError(f"two input files are both named '{dup}'",
@@ -206,7 +200,9 @@ def predict_cohort(files, model=None, participants=None, site=None, atlas=None) 
     sites = np.where(known_site, rows["site"].astype(str), "__unknown__")
     covariates = None
     if getattr(est, "harmonize", "none") == "combat":
-        trained = {str(s) for cb in est.combat_.values() for s in cb.sites_}
+        trained = training_sites(est)
+        for name in set(sites[known_site.to_numpy()]):
+            check_site_name(name, trained)
         for name in ("age", "sex"):
             if name not in rows:
                 rows[name] = np.nan
@@ -305,10 +301,10 @@ def cohort_cli(args, inputs) -> int:
     if per_subject:
         raise DataError(f"{per_subject[0]} applies to one subject, not to a cohort",
                         "give each subject's value in a --participants table")
+    out = check_writable(getattr(args, "out", None) or "predictions.tsv", folder=False)
     table, scores = predict_cohort(inputs, args.model, getattr(args, "participants", None),
                                    site=getattr(args, "site", None),
                                    atlas=getattr(args, "atlas", None))
-    out = Path(getattr(args, "out", None) or "predictions.tsv")
     summary = {"model": str(args.model), "participants": getattr(args, "participants", None),
                "n_subjects": int(len(table)),
                "n_in_training": int((table["in_training"] == True).sum()),  # noqa: E712

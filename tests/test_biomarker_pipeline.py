@@ -460,3 +460,48 @@ def test_the_interval_with_sites_resampled_comes_from_the_held_out_predictions(t
     lo, hi = boot["accuracy_ci95"]
     assert (f"95% CI with sites resampled (5 sites, BCa bootstrap): accuracy [{lo:.3f}, "
             f"{hi:.3f}]") in capsys.readouterr().out
+
+
+def test_a_later_run_in_the_same_folder_leaves_nothing_of_the_earlier_one(tmp_path):
+    root = make_layout(tmp_path / "abide", n_sites=3, per_site=8)
+    out = tmp_path / "run"
+    assert main(["run", str(CONFIG), "--data", str(root), "--out", str(out)]) == 0
+    first = json.loads((out / "metrics.json").read_text())["files"]
+    assert {"model.skops", "model_card.json", "model_card.md", "predictions.tsv"} <= set(first)
+    assert all((out / f).is_file() for f in first)
+    (out / "my_notes.txt").write_text("mine")
+    assert main(["run", str(CONFIG), "--data", str(root), "--out", str(out),
+                 "--set", "save_model=false"]) == 0
+    files = json.loads((out / "metrics.json").read_text())["files"]
+    assert "model.skops" not in files
+    for name in ("model.skops", "model_card.json", "model_card.md"):
+        assert not (out / name).exists()       # a model of other settings would mislead
+    assert (out / "my_notes.txt").read_text() == "mine"   # not a file of a run: kept
+    # a folder written before runs listed their files: the files a run may write
+    metrics = json.loads((out / "metrics.json").read_text())
+    del metrics["files"]
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    (out / "arrays.npz").write_bytes(b"an earlier permutation null")
+    assert main(["run", str(CONFIG), "--data", str(root), "--out", str(out),
+                 "--set", "save_model=false"]) == 0
+    assert not (out / "arrays.npz").exists() and (out / "my_notes.txt").exists()
+
+
+def test_an_output_folder_that_cannot_be_written_is_named_before_the_data_are_read(
+        tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    for out, named in ((tmp_path / "a_file", "exists and is not a folder"),
+                       (tmp_path / "a_file" / "run", "is a file")):
+        rc = main(["run", str(CONFIG), "--data", str(tmp_path / "no_such_data"),
+                   "--out", str(out)])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and named in err and "--out" in err and "\n" not in err
+
+
+def test_a_dataset_of_one_diagnosis_says_so(tmp_path, capsys):
+    from test_abide_reader import _edit_table
+    root = make_layout(tmp_path / "abide")
+    _edit_table(root, lambda t: t.assign(DX_GROUP=1))
+    rc = main(["run", str(CONFIG), "--data", str(root), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "all 24 subjects are autism" in err and "\n" not in err

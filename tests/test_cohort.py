@@ -170,3 +170,18 @@ def test_a_held_out_site_gets_exactly_its_leave_site_out_probabilities(trained, 
                        rtol=0, atol=1e-12)
     per_site = json.loads((lso / "metrics.json").read_text())["per_site"]["SITE3"]
     assert scores["accuracy"] == per_site["accuracy"]
+
+
+def test_a_site_written_in_another_case_is_not_taken_for_a_new_site(trained, capsys):
+    bundle = biomarker.load_model(trained["model"])
+    ts = biomarker.read_subject_input(trained["seen"][0])
+    with pytest.raises(DataError, match="site 'site0' is not one of the model's sites; did "
+                                        "you mean 'SITE0'"):
+        biomarker.predict_subject(ts, bundle, site="site0", age=12)
+    rc = main(["predict", str(trained["model"]), str(trained["seen"][0]), "--site", "SITE0"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--age" in err and "predict_subject" not in err
+    # a site the model never saw is said to get no adjustment
+    result = biomarker.predict_subject(ts, bundle, site="ELSEWHERE", age=12)
+    assert result["warnings"] == ["site 'ELSEWHERE' is not one of the model's 3 training "
+                                  "sites: no site adjustment"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -169,3 +170,95 @@ def test_coordinate_atlases_shipped_with_nilearn_become_spheres():
     assert power["type"] == "spheres" and power["coords"].shape == (264, 3)
     dosenbach = load_atlas("dosenbach")
     assert dosenbach["coords"].shape == (160, 3)
+
+
+# ------------------------------------------------------------ inputs no model should see
+def _example_series():
+    from decoder.data.timeseries_io import read_timeseries
+    return read_timeseries(biomarker.example_subjects().iloc[0]["path"])[0]
+
+
+@pytest.mark.parametrize("damage, named", [
+    ("regions", "100 of 111 regions have no signal"),
+    ("short", "5 time points, at least 20"),
+    ("nan rows", "time points hold NaN or inf"),
+    ("inf", "time points hold NaN or inf"),
+])
+def test_a_broken_time_series_is_refused_not_given_a_probability(tmp_path, capsys, damage,
+                                                                 named):
+    ts = _example_series()
+    if damage == "regions":
+        ts[:, 11:] = np.nan
+    elif damage == "short":
+        ts = ts[:5]
+    elif damage == "nan rows":
+        ts[::2] = np.nan
+    else:
+        ts[::3, 3] = np.inf
+    f = tmp_path / "broken.tsv"
+    pd.DataFrame(ts, columns=[f"r{i}" for i in range(ts.shape[1])]).to_csv(f, sep="\t",
+                                                                           index=False)
+    out = tmp_path / "p.json"
+    rc = main(["predict", str(biomarker.SHIPPED_MODEL), str(f), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and named in err and str(f) in err and "\n" not in err
+    assert not out.exists()
+    with pytest.raises(DataError, match=named):
+        biomarker.predict_subject(ts, biomarker.load_model())
+
+
+def test_a_few_regions_without_signal_are_noted_as_in_training(tmp_path, capsys):
+    ts = _example_series()
+    ts[:, [4, 7]] = 0.0                        # ABIDE has up to 7 such regions per subject
+    f = tmp_path / "two_empty.tsv"
+    pd.DataFrame(ts, columns=[f"r{i}" for i in range(ts.shape[1])]).to_csv(f, sep="\t",
+                                                                           index=False)
+    assert main(["predict", str(biomarker.SHIPPED_MODEL), str(f),
+                 "--out", str(tmp_path / "p.json")]) == 0
+    note = "2 of 111 regions have no signal: treated as unconnected, as in training"
+    assert f"note: {note}" in capsys.readouterr().out
+    assert json.loads((tmp_path / "p.json").read_text())["warnings"] == [note]
+    assert biomarker.predict_subject(_example_series(), biomarker.load_model())["warnings"] == []
+
+
+def test_the_default_output_keeps_the_whole_name_of_the_input(tmp_path, monkeypatch):
+    ex = biomarker.example_subjects().iloc[0]
+    monkeypatch.chdir(tmp_path)
+    for name in ("pat.A.1D", "pat.B.1D"):
+        (tmp_path / name).write_bytes(Path(ex["path"]).read_bytes())
+        assert main(["predict", str(biomarker.SHIPPED_MODEL), name]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["pat.A_prediction.json",
+                                                               "pat.B_prediction.json"]
+
+
+def test_an_output_that_cannot_be_written_is_named_before_predicting(tmp_path, capsys):
+    ex = biomarker.example_subjects().iloc[0]
+    (tmp_path / "a_file").write_text("x")
+    for out, named in ((tmp_path, "is a folder"), (tmp_path / "a_file" / "p.json", "is a file")):
+        rc = main(["predict", str(biomarker.SHIPPED_MODEL), ex["path"], "--out", str(out)])
+        captured = capsys.readouterr()
+        assert rc == 2 and named in captured.err and "\n" not in captured.err.strip()
+        assert "p(autism)" not in captured.out            # refused before the prediction
+
+
+def test_a_model_file_holding_another_estimator_is_refused(tmp_path, capsys):
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+    bad = tmp_path / "model.skops"
+    bad.write_bytes(sio.dumps({"estimator": LogisticRegression()}))
+    rc = main(["predict", str(bad), biomarker.example_subjects().iloc[0]["path"]])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "not a biomarker model bundle" in err and "\n" not in err
+
+
+def test_a_truncated_image_and_an_empty_atlas_are_one_line_errors(tmp_path, capsys):
+    bold, atlas = _image_and_atlas(tmp_path)
+    cut = tmp_path / "cut_bold.nii.gz"
+    cut.write_bytes(bold.read_bytes()[:len(bold.read_bytes()) // 2])
+    rc = main(["predict", str(biomarker.SHIPPED_MODEL), str(cut), "--atlas", str(atlas)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and str(cut) in err and "truncated or corrupt" in err and "\n" not in err
+    empty = tmp_path / "empty_atlas.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.int16), np.diag([3.0, 3, 3, 1])), empty)
+    with pytest.raises(DataError, match="no labelled region"):
+        load_atlas(empty)

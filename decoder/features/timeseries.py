@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,9 @@ def load_atlas(atlas, atlas_type=None):
         if kind == "labels":
             values = np.unique(np.asarray(img.dataobj)).astype(int)
             labels = [str(v) for v in values if v != 0]
+            if not labels:
+                raise DataError(f"{path}: the atlas has no labelled region (every voxel is 0)",
+                                "pass a labels atlas whose regions are numbered 1, 2, …")
         else:
             labels = [str(i) for i in range(img.shape[3])]
         return {"type": kind, "img": img, "coords": None, "labels": labels, "source": str(path)}
@@ -227,7 +231,12 @@ def extract_timeseries(bold, atlas, confounds_strategy="simple", t_r=None, radiu
                             "confounds_strategy: none") from None
     masker = _masker(atlas, t_r, radius, smoothing_fwhm, high_pass if t_r else None,
                      low_pass if t_r else None, memory=None)
-    ts = masker.fit_transform(img, confounds=confounds, sample_mask=sample_mask)
+    try:
+        ts = masker.fit_transform(img, confounds=confounds, sample_mask=sample_mask)
+    except (EOFError, OSError, zlib.error) as exc:  # the header read, the data did not
+        raise DataError(f"{bold}: the image data cannot be read ({type(exc).__name__}: "
+                        f"{' '.join(str(exc).split())[:80]}); the file is truncated or corrupt",
+                        "download or copy the image again") from None
     ts = np.asarray(ts, dtype=float)
     if key is not None:
         import io
