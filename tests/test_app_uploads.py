@@ -118,6 +118,16 @@ def test_wrong_region_count_and_too_short_series_are_one_line_errors(private_tmp
     assert list(private_tmp.iterdir()) == []
 
 
+def test_an_upload_with_censored_frames_is_refused_with_its_name(private_tmp, model):
+    rows = (EXAMPLES / "USM_0050433_rois_ho.1D").read_text().splitlines()
+    gaps = [r if i % 2 else "\t".join("nan" for _ in r.split("\t"))
+            for i, r in enumerate(rows[1:])]
+    data = "\n".join([rows[0], *gaps]).encode()
+    with pytest.raises(DataError, match="'s.1D': 118 of 236 time points hold NaN or inf"):
+        helpers.analyse_upload(data, "s.1D", *model)
+    assert list(private_tmp.iterdir()) == []
+
+
 def _bold_and_atlas(n_vols=40):
     """A 4D image and a labels atlas with the model's 111 region labels (10 … 120)."""
     rng = np.random.default_rng(0)

@@ -38,7 +38,6 @@ MAX_NIFTI_BYTES = 200 * 1024 * 1024          # Streamlit's own default upload li
 TIMESERIES_EXTENSIONS = (".1d", ".tsv", ".csv")
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 BUNDLED_ATLASES = ("power", "dosenbach", "seitzman")   # coordinates shipped with nilearn
-MIN_TIMEPOINTS = 10
 MODEL_ENV = "DECODER_MODEL"
 
 
@@ -368,17 +367,9 @@ def analyse_subject(time_series, bundle: dict, name: str, card: dict | None = No
 
     from .figures import strongest_edges
     ts = np.asarray(time_series, dtype=float)
-    if ts.ndim != 2 or ts.shape[0] < MIN_TIMEPOINTS:
-        raise DataError(f"{name}: {ts.shape[0] if ts.ndim else 0} time points, at least "
-                        f"{MIN_TIMEPOINTS} are needed to estimate connectivity",
-                        "upload the full resting-state time series")
     regions = bundle.get("regions")
-    if regions is not None and ts.shape[1] != len(regions):
-        raise DataError(f"{name}: {ts.shape[1]} regions, the model expects {len(regions)}",
-                        "use the atlas the model was trained on")
-    if not np.isfinite(ts).any():
-        raise DataError(f"{name}: no finite value in the time series", "check the file")
-    pred = predict_subject(ts, bundle, site=site, age=age, sex=sex)
+    # length, regions, NaN and empty regions: the checks of every prediction
+    pred = predict_subject(ts, bundle, site=site, age=age, sex=sex, name=name)
     matrix = connectivity_matrix(ts, bundle, kind="correlation")
     labels = [str(r) for r in (regions or range(ts.shape[1]))]
     if coords is None and bundle.get("coords") is not None:
@@ -498,6 +489,7 @@ def _check_bold(path: Path, name: str) -> None:
     except Exception as exc:  # nibabel raises many types on a corrupt or truncated file
         raise DataError(f"'{name}' is not a readable NIfTI image ({type(exc).__name__})",
                         "upload a complete .nii or .nii.gz file") from None
+    from pipelines.biomarker import MIN_TIMEPOINTS   # the model's own limit
     if len(shape) != 4 or shape[3] < MIN_TIMEPOINTS:
         raise DataError(f"'{name}' has shape {shape}, a 4D BOLD run with at least "
                         f"{MIN_TIMEPOINTS} volumes is needed", "upload the preprocessed BOLD run")
