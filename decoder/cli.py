@@ -67,6 +67,9 @@ def _cmd_run(args) -> int:
 
 def _cmd_report(args) -> int:
     from .report import write_report
+    from .results import check_writable
+    if Path(args.run_dir).is_dir():  # (a missing folder is named by write_report)
+        check_writable(args.run_dir)
     path = write_report(Path(args.run_dir))
     print(f"report written to {path}")
     return 0

@@ -349,6 +349,12 @@ def cross_validate(config, covs, diagnosis, sites, covariates, labels=None, halv
     splitter, uses_groups = make_cv(scheme, groups=sites, n_splits=config["n_splits"],
                                     n_repeats=config["n_repeats"],
                                     random_state=config["random_state"])
+    n_sites = len(np.unique(sites)) if sites is not None else 0
+    if uses_groups and scheme != "leave-site-out" and n_sites < config["n_splits"]:
+        raise DataError(f"cv '{scheme}' with {config['n_splits']} folds needs at least "
+                        f"{config['n_splits']} sites, the data have {n_sites}",
+                        f"lower n_splits (--set n_splits={max(n_sites, 2)}) or use "
+                        "cv: leave-site-out")
     if not uses_groups:
         counts = pd.Series(y).value_counts()
         if counts.min() < config["n_splits"]:
@@ -958,6 +964,12 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None,
     ``subgroups`` (:func:`subgroup_accuracy`: the evaluation's scores for this
     subject's sex and age band, where known).
     """
+    if age is not None and not (np.isfinite(float(age)) and 0 < float(age) < 120):
+        raise DataError(f"age {age} is not an age in years", "give the subject's age at the "
+                        "scan in years (e.g. 12.5), or leave it out")
+    if mean_fd is not None and not (np.isfinite(float(mean_fd)) and float(mean_fd) >= 0):
+        raise DataError(f"mean framewise displacement {mean_fd} is not a distance",
+                        "give the scan's mean FD in mm (e.g. 0.12), or leave it out")
     if isinstance(sex, str):  # a word or a code typed on the command line
         label = sex_label(sex)
         if label is None:
@@ -998,6 +1010,9 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None,
               "calibration_bin": _bin_rate((bundle.get("cv") or {}).get("calibration"), p),
               "subgroups": subgroup_accuracy(age, sex,
                                              (bundle.get("cv") or {}).get("per_subgroup"))}
+    if mean_fd is not None and "mean_fd" not in removed:
+        notes.append("this model does not adjust for head motion: the mean FD given is "
+                     "not used")
     if removed:  # which confound values the adjustment used (None: the training median)
         result["confounds_removed"] = {c: given.get(c) for c in removed}
     result["warnings"] = notes

@@ -310,3 +310,10 @@ def test_a_subject_file_without_usable_signal_is_named(tmp_path, content, named)
     with pytest.raises(DataError, match=named) as err:
         load_abide(root)
     assert str(bad) in str(err.value)
+
+
+def test_an_empty_phenotypic_table_is_named(tmp_path):
+    root = make_layout(tmp_path)
+    (root / "Phenotypic_V1_0b_preprocessed1.csv").write_text("")
+    with pytest.raises(DataError, match="Phenotypic_V1_0b_preprocessed1.csv: not a readable"):
+        load_abide(root)

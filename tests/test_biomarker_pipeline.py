@@ -505,3 +505,24 @@ def test_a_dataset_of_one_diagnosis_says_so(tmp_path, capsys):
     rc = main(["run", str(CONFIG), "--data", str(root), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "all 24 subjects are autism" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("sets, named", [
+    (["model_params.foo=1"], "model_params.foo is not a parameter of model 'ridge'"),
+    (["model_params.alphas=abc"], "ridge alphas 'abc' are not positive numbers"),
+    (["model=svm", "model_params.tol=abc"], "The 'tol' parameter of LinearSVC"),
+    (["model=mlp", "model_params.hidden=abc"], "The 'hidden' parameter of TorchMLPClassifier"),
+])
+def test_model_parameters_are_checked_before_the_data(tmp_path, capsys, sets, named):
+    args = [a for s in sets for a in ("--set", s)]
+    rc = main(["run", str(CONFIG), "--out", str(tmp_path / "o"), *args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and named in err and "\n" not in err and "--data" not in err
+
+
+def test_more_group_folds_than_sites_is_a_one_line_error(tmp_path, capsys):
+    root = make_layout(tmp_path / "abide", n_sites=3, per_site=8)
+    rc = main(["run", str(CONFIG), "--data", str(root), "--out", str(tmp_path / "o"),
+               "--set", "cv=stratified-group-kfold", "--set", "n_splits=5"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "needs at least 5 sites, the data have 3" in err and "\n" not in err

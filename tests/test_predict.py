@@ -262,3 +262,23 @@ def test_a_truncated_image_and_an_empty_atlas_are_one_line_errors(tmp_path, caps
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.int16), np.diag([3.0, 3, 3, 1])), empty)
     with pytest.raises(DataError, match="no labelled region"):
         load_atlas(empty)
+
+
+@pytest.mark.parametrize("flag, value, named", [("--age", "-5", "age -5.0 is not an age"),
+                                                ("--age", "250", "age 250.0 is not an age"),
+                                                ("--age", "nan", "age nan is not an age"),
+                                                ("--mean-fd", "-3", "mean framewise displacement "
+                                                 "-3.0 is not a distance")])
+def test_impossible_ages_and_motion_are_refused(tmp_path, capsys, flag, value, named):
+    ex = biomarker.example_subjects().iloc[0]
+    rc = main(["predict", str(biomarker.SHIPPED_MODEL), ex["path"], flag, value,
+               "--out", str(tmp_path / "p.json")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and named in err and "\n" not in err
+
+
+def test_motion_given_to_a_model_that_does_not_use_it_is_said_to_be_unused(tmp_path, capsys):
+    ex = biomarker.example_subjects().iloc[0]
+    assert main(["predict", str(biomarker.SHIPPED_MODEL), ex["path"], "--mean-fd", "0.2",
+                 "--out", str(tmp_path / "p.json")]) == 0
+    assert "not used" in json.loads((tmp_path / "p.json").read_text())["warnings"][0]

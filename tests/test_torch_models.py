@@ -66,7 +66,7 @@ def test_mlp_is_reproducible_with_its_random_state():
 @pytest.mark.parametrize("param", [{"hidden": 0}, {"epochs": 0}])
 def test_mlp_rejects_empty_networks_with_a_config_error(param):
     X, y = _separable(n=40, p=5)
-    with pytest.raises(ConfigError, match="positive"):
+    with pytest.raises(ConfigError, match=r"must be an int in the range \[1, inf\)"):
         TorchMLPClassifier(**param).fit(X, y)
 
 

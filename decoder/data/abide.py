@@ -267,7 +267,11 @@ def load_phenotypes(root) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"phenotypic table not found: {path}",
                         f"download {PHENOTYPIC_FILE} from the ABIDE PCP bucket into the data root")
-    table = pd.read_csv(path, low_memory=False)
+    try:
+        table = pd.read_csv(path, low_memory=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable table ({type(exc).__name__})",
+                        f"download {PHENOTYPIC_FILE} again from the ABIDE PCP bucket") from None
     needed = {"FILE_ID", "SITE_ID", "DX_GROUP", "AGE_AT_SCAN", "SEX"}
     missing = needed - set(table.columns)
     if missing:

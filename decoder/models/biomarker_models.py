@@ -112,7 +112,17 @@ class LooRidgeClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, alphas=DEFAULT_ALPHAS):
         self.alphas = alphas
 
+    def _check_alphas(self):
+        try:
+            alphas = np.asarray(self.alphas, dtype=float).ravel()
+        except (TypeError, ValueError):
+            alphas = np.array([np.nan])
+        if alphas.size == 0 or not (np.isfinite(alphas) & (alphas > 0)).all():
+            raise ConfigError(f"ridge alphas {self.alphas!r} are not positive numbers",
+                              "give a list of penalties, e.g. model_params.alphas=[1,10,100]")
+
     def fit(self, X, y):
+        self._check_alphas()
         return self._fit_eig(X, y, *self.gram_eig(X))
 
     @staticmethod
@@ -381,7 +391,33 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
         check_choice("connectivity.reference", self.reference, REFERENCES)
         check_choice("harmonize.unseen_site", self.unseen_site, UNSEEN_SITE_OPTIONS)
         check_shrinkage(self.shrinkage)
+        self._check_model_params()
         return kinds
+
+    def _check_model_params(self):
+        """``model_params`` must name the chosen model's own parameters, with values it
+        accepts (checked by scikit-learn's parameter validation where it has one)."""
+        params = dict(self.model_params or {})
+        if not params:
+            return
+        try:
+            model = make_model(self.model, self.random_state, self.inner_splits, params)
+        except TypeError:
+            allowed = sorted(make_model(self.model).get_params(deep=False))
+            unknown = sorted(set(params) - set(allowed) - {"Cs"})
+            raise ConfigError(f"model_params.{unknown[0] if unknown else next(iter(params))} "
+                              f"is not a parameter of model '{self.model}'",
+                              f"use some of: {', '.join(allowed)}") from None
+        inner = getattr(model, "estimator", model)   # GridSearchCV wraps the SVM
+        if isinstance(inner, LooRidgeClassifier):
+            inner._check_alphas()
+        elif hasattr(inner, "_parameter_constraints"):
+            try:
+                inner._validate_params()
+            except (ValueError, TypeError) as err:
+                raise ConfigError(f"model_params for model '{self.model}': "
+                                  f"{' '.join(str(err).split())[:160]}",
+                                  "give values of the types the model takes") from None
 
     def check_params(self) -> None:
         """Raise a one-line :class:`~decoder.errors.ConfigError` for an unsupported

@@ -7,9 +7,12 @@ as NumPy arrays after fitting so the estimator saves with skops.
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 import numpy as np
 from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -47,6 +50,19 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
         The device used for training.
     """
 
+    # scikit-learn's own parameter validation: a wrong model_params value is named in one
+    # line before any data are read (ConnectomeClassifier.check_params) and again in fit
+    _parameter_constraints = {
+        "hidden": [Interval(Integral, 1, None, closed="left")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [str],
+        "random_state": ["random_state"],
+    }
+
     def __init__(self, hidden=64, dropout=0.5, weight_decay=1e-2, lr=1e-3, epochs=40,
                  batch_size=64, device="auto", random_state=0):
         self.hidden = hidden
@@ -65,9 +81,12 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         import torch
-        if self.hidden < 1 or self.epochs < 1:
-            raise ConfigError("mlp hidden and epochs must be positive",
-                              "set model_params.hidden / epochs to positive integers")
+        try:
+            self._validate_params()
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"mlp: {' '.join(str(err).split())[:160]}",
+                              "set model_params (hidden, epochs, lr, …) to values the MLP "
+                              "takes") from None
         X, y = validate_data(self, X, y, dtype=np.float32)
         self.classes_ = unique_labels(y)
         yi = np.searchsorted(self.classes_, y)
