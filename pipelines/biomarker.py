@@ -176,6 +176,11 @@ def _load_abide(config, root) -> _Subjects:
                    max_subjects=ds["max_subjects"])
     if ds["exclude"]:
         excluded = {ds["exclude"]} if isinstance(ds["exclude"], str) else set(ds["exclude"])
+        from decoder.data.abide import load_phenotypes
+        unknown = sorted(map(str, excluded - set(load_phenotypes(root).index.astype(str))))
+        if unknown:  # a typo would leave the subject in, silently
+            raise ConfigError(f"dataset.exclude: '{unknown[0]}' is not a FILE_ID of "
+                              f"{PHENOTYPIC_FILE}", "check the spelling (e.g. NYU_0050952)")
         d = d.subset(np.flatnonzero([i not in excluded for i in d.file_ids]))
     return _Subjects(d.time_series, d.diagnosis, d.sites, d.covariates, d.file_ids, d.files,
                      d.regions, root, d.notes, dataset_info, confounds=d.confounds)

@@ -317,3 +317,15 @@ def test_an_empty_phenotypic_table_is_named(tmp_path):
     (root / "Phenotypic_V1_0b_preprocessed1.csv").write_text("")
     with pytest.raises(DataError, match="Phenotypic_V1_0b_preprocessed1.csv: not a readable"):
         load_abide(root)
+
+
+def test_files_listing_the_regions_in_another_order_are_named(tmp_path):
+    root = make_layout(tmp_path)
+    odd = root / "Outputs" / "cpac" / "filt_noglobal" / "rois_ho" / "SITE2_0000203_rois_ho.1D"
+    lines = odd.read_text().splitlines()
+    head = lines[0].split("\t")
+    lines[0] = "\t".join([head[1], head[0], *head[2:]])
+    odd.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="column 1 is region #11, but in .* it is #10") as err:
+        load_abide(root)
+    assert str(odd) in str(err.value)

@@ -526,3 +526,11 @@ def test_more_group_folds_than_sites_is_a_one_line_error(tmp_path, capsys):
                "--set", "cv=stratified-group-kfold", "--set", "n_splits=5"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "needs at least 5 sites, the data have 3" in err and "\n" not in err
+
+
+def test_excluding_a_subject_that_does_not_exist_is_an_error(tmp_path, capsys):
+    root = make_layout(tmp_path / "abide", n_sites=3, per_site=8)
+    rc = main(["run", str(CONFIG), "--data", str(root), "--out", str(tmp_path / "o"),
+               "--set", "dataset.exclude=SITE0_0000001,NOPE_001"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "dataset.exclude: 'NOPE_001' is not a FILE_ID" in err

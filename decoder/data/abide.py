@@ -312,6 +312,11 @@ def _sex_codes(rows, path) -> np.ndarray:
     return np.asarray(codes, dtype=float)
 
 
+def _named(regions) -> bool:
+    """Whether region names came from a header (not the reader's 0, 1, … stand-ins)."""
+    return list(regions) != [str(i) for i in range(len(regions))]
+
+
 def _missing_regions(ts: np.ndarray) -> int:
     finite = np.isfinite(ts)
     std = np.nanstd(np.where(finite, ts, np.nan), axis=0) if finite.any() else np.zeros(ts.shape[1])
@@ -400,6 +405,12 @@ def load_abide(root, pipeline: str = "cpac", strategy: str = "filt_noglobal",
             raise DataError(f"{path}: {ts.shape[1]} regions, but {files[0].name} has "
                             f"{len(regions)}",
                             "all files of one derivative must use the same atlas; "
+                            "re-download the odd one")
+        elif names != regions and _named(names) and _named(regions):
+            k = next(i for i, (a, b) in enumerate(zip(names, regions)) if a != b)
+            raise DataError(f"{path}: column {k + 1} is region #{names[k]}, but in "
+                            f"{files[0].name} it is #{regions[k]}",
+                            "all files of one derivative must list the regions in one order; "
                             "re-download the odd one")
         series.append(ts)
         missing.append(_missing_regions(ts))
