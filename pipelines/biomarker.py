@@ -816,6 +816,9 @@ def load_model(path=None) -> dict:
     """
     import skops.io as sio
     path = Path(path) if path is not None else SHIPPED_MODEL
+    if path.is_dir() and (path / "model.skops").is_file():  # a run folder
+        raise DataError(f"{path} is a run folder, not a model file",
+                        f"pass {path / 'model.skops'}")
     if not path.is_file():
         raise DataError(f"model file not found: {path}",
                         "pass a model.skops written by 'decoder run configs/abide.yaml'")
@@ -911,6 +914,8 @@ def read_subject_input(path, atlas=None, model_regions=None):
         from decoder.features.timeseries import extract_timeseries
         ts = extract_timeseries(path, atlas, confounds_strategy=None)
     else:
+        if atlas is not None:
+            log.warning("%s is already a region time series: --atlas is not used", path)
         ts, _ = read_timeseries(path)
     check_subject_series(ts, str(path), None if model_regions is None else len(model_regions))
     return ts

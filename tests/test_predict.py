@@ -282,3 +282,10 @@ def test_motion_given_to_a_model_that_does_not_use_it_is_said_to_be_unused(tmp_p
     assert main(["predict", str(biomarker.SHIPPED_MODEL), ex["path"], "--mean-fd", "0.2",
                  "--out", str(tmp_path / "p.json")]) == 0
     assert "not used" in json.loads((tmp_path / "p.json").read_text())["warnings"][0]
+
+
+def test_a_run_folder_given_as_the_model_names_the_model_file(tmp_path, capsys):
+    (tmp_path / "model.skops").write_bytes(biomarker.SHIPPED_MODEL.read_bytes())
+    rc = main(["predict", str(tmp_path), biomarker.example_subjects().iloc[0]["path"]])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and f"pass {tmp_path / 'model.skops'}" in err

@@ -129,7 +129,8 @@ def read_timeseries(path) -> tuple[np.ndarray, list[str]]:
                            engine="c" if sep is not None else "python",
                            dtype=np.float64).to_numpy()
     except (ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"{path}: non-numeric values in the time series ({exc})",
+        raise DataError(f"{path}: non-numeric values in the time series "
+                        f"({' '.join(str(exc).split())[:120]})",
                         "the table must hold numbers only, one row per time point") from None
     data = np.where(np.isfinite(data), data, np.nan)
     if not np.isfinite(data).any():
