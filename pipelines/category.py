@@ -62,7 +62,26 @@ DEFAULTS = {
 CV_CHOICES = ("leave-one-run-out", "leave-one-subject-out")
 
 
-def _validate(config: dict) -> None:
+def _whole_number(v) -> bool:
+    """True for a whole number of at least 1 (``3`` or ``3.0``), never for a bool."""
+    return (isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+            and float(v).is_integer() and v >= 1)
+
+
+def _positive_number(v) -> bool:
+    """True for a finite number above 0, never for a bool."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0
+
+
+def check_config(config: dict) -> None:
+    """Check a resolved config's values before any data are read.
+
+    A wrong value then stops at once with its own one-line error, instead of
+    being used in a rounded or meaningless form (a window of 2.5 volumes, a
+    negative TR) or failing later with an error about something else.
+    Limits that depend on the data (a window no longer than the shortest run,
+    classes present in several runs) are checked in :func:`run`.
+    """
     if config["samples"] not in ("volumes", "blocks", "betas"):
         raise ConfigError(f"samples must be volumes, blocks or betas, got {config['samples']!r}",
                           "write e.g. --set samples=blocks")
@@ -77,11 +96,33 @@ def _validate(config: dict) -> None:
     if not isinstance(config["n_permutations"], int) or config["n_permutations"] < 0:
         raise ConfigError("n_permutations must be a non-negative integer",
                           "write e.g. --set n_permutations=1000")
-    for key in ("delay", "window"):
-        v = config[key]
-        if v != "auto" and not (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0):
-            raise ConfigError(f"{key} must be 'auto' or a non-negative number, got {v!r}",
-                              f"write e.g. --set {key}=auto")
+    delay = config["delay"]
+    if delay != "auto" and not (isinstance(delay, (int, float)) and not isinstance(delay, bool)
+                                and delay >= 0):
+        raise ConfigError(f"delay must be 'auto' or a non-negative number, got {delay!r}",
+                          "write e.g. --set delay=auto")
+    # the window is a number of volumes: a fraction would be truncated by the moving
+    # average while the config recorded with the results kept the fraction, and 0 would
+    # pass as "no smoothing" although 1 is the value that means it
+    window = config["window"]
+    if window != "auto" and not _whole_number(window):
+        raise ConfigError(f"window must be 'auto' or a whole number of volumes (1: no "
+                          f"smoothing), got {window!r}", "write e.g. --set window=3")
+    cands = config["window_candidates"]
+    if window == "auto" and not (isinstance(cands, list) and cands
+                                 and all(_whole_number(w) for w in cands)):
+        raise ConfigError(f"window_candidates must be whole numbers of volumes (1: no "
+                          f"smoothing), got {cands!r}", "write e.g. --set window_candidates=1,3,5")
+    tr = config["dataset"]["tr"]
+    if tr is not None and not _positive_number(tr):
+        raise ConfigError(f"dataset.tr must be a positive number of seconds, got {tr!r}",
+                          "write e.g. --set dataset.tr=2.5, or null to read RepetitionTime "
+                          "from the JSON sidecars")
+    pct = config["screening_percentile"]
+    if pct is not None and not (_positive_number(pct) and pct <= 100):
+        raise ConfigError(f"screening_percentile must be a percentage above 0 and at most "
+                          f"100, got {pct!r}",
+                          "write e.g. --set screening_percentile=20, or null for no screening")
 
 
 def resolve_root(config: dict, data=None) -> Path:
@@ -141,18 +182,87 @@ def build_sample_sets(data, config, classes, group_of_run):
     return sets, unit_codes, unit_run
 
 
+def _check_subjects(root: Path, ds: dict):
+    """``dataset.subjects`` as a list of labels, checked against the dataset's subjects.
+
+    Without this, a subject that is not in the dataset is dropped by the run search,
+    which then says that no runs were found for the task (or quietly decodes the
+    other subjects listed).
+    """
+    wanted = ds["subjects"]
+    if not wanted:
+        return None
+    if not isinstance(wanted, (list, tuple)):  # --set dataset.subjects=1
+        wanted = [wanted]
+    wanted = [str(s).removeprefix("sub-") for s in wanted]
+    deriv = root / "derivatives" / "fmriprep"
+    base = deriv if ds["space"] and deriv.is_dir() else root
+    present = sorted(p.name.removeprefix("sub-") for p in base.glob("sub-*") if p.is_dir())
+    missing = [s for s in wanted if s not in present]
+    if present and missing:  # no subject folder at all: the run search says what is wrong
+        shown = ", ".join(present[:20]) + (f", … ({len(present)} in all)" if len(present) > 20
+                                           else "")
+        raise DataError(f"subject(s) {', '.join(missing)} not in the dataset {base} "
+                        f"(subjects present: {shown})",
+                        "list subjects present in dataset.subjects (labels without 'sub-'), "
+                        "or set it to null for all")
+    return wanted
+
+
+def _check_windows(config: dict, data) -> None:
+    """Raise when a moving-average window is longer than the shortest run."""
+    windows = sorted({c[1] for c in _candidates(config) if c is not None})
+    shortest = min(range(len(data.X)), key=lambda i: data.X[i].shape[0])
+    n_vol = data.X[shortest].shape[0]
+    too_long = [w for w in windows if w > n_vol]
+    if too_long:
+        key = "window_candidates" if config["window"] == "auto" else "window"
+        raise DataError(f"{key} {', '.join(map(str, too_long))} is longer than the shortest "
+                        f"run ({n_vol} volumes: {data.runs[shortest].bold}): the moving "
+                        f"average would flatten every run",
+                        f"set {key} to at most {n_vol} volumes")
+
+
+def _check_classes_span_groups(blocks: pd.DataFrame, classes, group_of_run, runs, cv) -> None:
+    """Raise when a class occurs in fewer than two cross-validation groups.
+
+    Such a class is absent from the training folds whenever its only run (or
+    subject) is held out, and absent from the test folds otherwise: it can never
+    be both learned and tested, and its samples drag the scores towards chance
+    with no sign of why.
+    """
+    unit = "subject" if cv == "leave-one-subject-out" else "run"
+    rare = {}
+    for c in classes:
+        run_ids = sorted(set(blocks.loc[blocks.trial_type == c, "run"]))
+        if len({group_of_run[i] for i in run_ids}) < 2:
+            if unit == "run":
+                rare[c] = ", ".join(str(runs[i].events) for i in run_ids)
+            else:
+                rare[c] = ", ".join(sorted({f"sub-{runs[i].subject}" for i in run_ids}))
+    if rare:
+        keep = [c for c in classes if c not in rare]
+        where = "; ".join(f"'{c}' only in {w}" for c, w in rare.items())
+        drop = (f"drop it: --set classes={','.join(keep)}" if len(keep) >= 2
+                else "choose classes present in several runs")
+        raise DataError(f"class(es) present in only one {unit}, which {cv} can never both "
+                        f"train and test on: {where}", f"{drop}, or add events of that class "
+                        f"to other {unit}s")
+
+
 def run(config: dict, data=None, out=None, config_path=None) -> dict:
     """Run category decoding and write the run directory; returns ``metrics.json`` content."""
     t0 = time.perf_counter()
-    _validate(config)
+    check_config(config)
     ds = config["dataset"]
     root = resolve_root(config, data)
+    subjects = _check_subjects(root, ds)
     # on a DataLad dataset, sidecars may be annexed: get them before reading the TR
     sidecars = sorted(set(root.glob(f"*task-{ds['task']}*_bold.json")) |
                       set(root.glob(f"sub-*/**/*task-{ds['task']}*_bold.json")))
     if sidecars:
         ensure_local(root, sidecars)
-    runs = find_runs(root, ds["task"], subjects=ds["subjects"], space=ds["space"], tr=ds["tr"])
+    runs = find_runs(root, ds["task"], subjects=subjects, space=ds["space"], tr=ds["tr"])
     mask_path = find_mask(root, runs[0].subject, ds["mask"])
     if ds["mask"] not in ("auto", "compute", None) and mask_path and not mask_path.is_file() \
             and not mask_path.is_symlink():
@@ -169,6 +279,7 @@ def run(config: dict, data=None, out=None, config_path=None) -> dict:
                                standardize=cl["standardize"], high_pass=cl["high_pass"],
                                confounds=ds["confounds"],
                                block_max_gap=config["blocks"]["max_gap"], backend=backend)
+    _check_windows(config, data_)
     classes = select_classes(data_.blocks, config["classes"])
     if config["cv"] == "leave-one-subject-out":
         group_of_run = [r.subject for r in runs]
@@ -177,6 +288,7 @@ def run(config: dict, data=None, out=None, config_path=None) -> dict:
                             "use cv: leave-one-run-out, or add subjects")
     else:
         group_of_run = [r.key for r in runs]
+    _check_classes_span_groups(data_.blocks, classes, group_of_run, runs, config["cv"])
     sets, unit_codes, unit_run = build_sample_sets(data_, config, classes, group_of_run)
     score_unit = config["samples"] == "blocks" and config["blocks"]["aggregate"] == "scores"
     n_classes = len(classes)
