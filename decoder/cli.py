@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", help="YAML config, e.g. configs/haxby.yaml")
     r.add_argument("--data", help="data root (BIDS folder, ABIDE root or DataLad dataset); "
                                   "default: the config's dataset.root or the embedded sample")
-    r.add_argument("--out", help="output folder (default: results/<config name>)")
+    r.add_argument("--out", help="output folder (default: results/<config file name without .yaml>)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set classes=face,house (repeatable)")
     r.add_argument("--scheduler", metavar="ADDRESS",

