@@ -105,6 +105,8 @@ def show_subject(result, card, pngs=None):
                 f"(classified as *{result.predicted}*; {result.n_timepoints} time points)")
     st.markdown(helpers.uncertainty_text(result))
     st.info(result.caveat)
+    for note in result.notes:   # e.g. regions without signal in this scan
+        st.warning(note)
     if result.subgroups:
         st.caption(result.subgroups)
     pngs = pngs or subject_pngs(result)

@@ -128,6 +128,22 @@ def test_an_upload_with_censored_frames_is_refused_with_its_name(private_tmp, mo
     assert list(private_tmp.iterdir()) == []
 
 
+def test_regions_without_signal_are_noted_on_the_page_and_in_the_report(private_tmp, model):
+    from decoder.report import render_subject_report
+    rows = [r.split("\t") for r in (EXAMPLES / "USM_0050433_rois_ho.1D").read_text()
+            .splitlines()]
+    for r in rows[1:]:
+        r[5] = "0"                                       # one region without signal
+    data = "\n".join("\t".join(r) for r in rows).encode()
+    res = helpers.analyse_upload(data, "s.1D", *model)
+    note = "1 of 111 regions have no signal: treated as unconnected, as in training"
+    assert res.notes == [note]
+    assert note in render_subject_report(res, model[1])
+    clean = helpers.analyse_upload((EXAMPLES / "USM_0050433_rois_ho.1D").read_bytes(),
+                                   "c.1D", *model)
+    assert clean.notes == []
+
+
 def _bold_and_atlas(n_vols=40):
     """A 4D image and a labels atlas with the model's 111 region labels (10 … 120)."""
     rng = np.random.default_rng(0)

@@ -294,6 +294,7 @@ def render_subject_report(result, card: dict | None = None, pngs: dict | None = 
         "model: held-out ROC AUC": cv.get("roc_auc")}),
         f"<p>{_html.esc(uncertainty_text(result).replace('**', ''))}</p>",
         _html.notice(result.caveat),
+        *(_html.notice(note) for note in getattr(result, "notes", [])),
         f"<p>{_html.esc(result.subgroups)}</p>" if result.subgroups else "",
         anchor="prediction")]
     body.append(_html.section("Against the training distribution",

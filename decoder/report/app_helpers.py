@@ -201,6 +201,9 @@ class SubjectResult:
     subgroups : str
         The model's held-out accuracy for subjects of this sex and age band
         (:func:`subgroup_caveat`; empty when unknown).
+    notes : list of str
+        What was unusual about the input (e.g. regions without signal), from
+        :func:`pipelines.biomarker.predict_subject`.
     """
 
     name: str
@@ -390,7 +393,8 @@ def analyse_subject(time_series, bundle: dict, name: str, card: dict | None = No
                          n_timepoints=int(ts.shape[0]), site=None if site is None else str(site),
                          caveat=site_caveat(site, card),
                          positive_class=str(pred.get("positive_class", "autism")),
-                         subgroups=subgroup_caveat(age, sex, card))
+                         subgroups=subgroup_caveat(age, sex, card),
+                         notes=list(pred.get("warnings") or []))
 
 
 def analyse_example(file_id: str, bundle: dict, card: dict | None = None) -> SubjectResult:
