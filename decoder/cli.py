@@ -81,10 +81,10 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from ._utils import atomic_write_json
     from .evaluation.compare import compare_runs
+    # compare_runs checks --out before any work and writes it at the end
     res = compare_runs(args.run_a, args.run_b, n_permutations=args.n_permutations,
-                       random_state=args.random_state)
+                       random_state=args.random_state, out=args.out)
     acc = res["accuracy"]
     unit = "subjects" if acc["unit"] == "subject" else f"samples in {acc['n_units']} folds"
     print(f"{res['task']}: B ({args.run_b}) vs A ({args.run_a}), paired on "
@@ -107,7 +107,6 @@ def _cmd_compare(args) -> int:
     elif ct:
         print(f"corrected resampled t: not available ({ct['reason']})")
     if args.out:
-        atomic_write_json(args.out, res)
         print(f"comparison written to {args.out}")
     return 0
 

@@ -21,14 +21,86 @@ __all__ = ["load_yaml", "parse_override", "apply_overrides", "merge_with_default
            "flatten", "config_hash"]
 
 
+class _DuplicateKey(Exception):
+    """A key written twice in one YAML mapping (carries the key and both line numbers)."""
+
+    def __init__(self, key, first: int, second: int):
+        super().__init__(key, first, second)
+        self.key, self.first, self.second = key, first, second
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader with two changes for configs.
+
+    * A key written twice is an error: plain YAML keeps the last value without a
+      word, so an edited copy of a line silently wins over the original.
+    * Timestamps stay strings: ``name: 2024-01-01`` would otherwise become a
+      ``datetime.date``, which no config key expects and which cannot be written
+      to ``metrics.json`` at the end of the run.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # '<<:' may override keys
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise _DuplicateKey(key, seen[key], line)
+                except TypeError:  # an unhashable key: SafeLoader says so itself
+                    continue
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp",
+                              yaml.SafeLoader.construct_yaml_str)
+
+
+def _not_text_reason(raw: bytes, exc: UnicodeDecodeError) -> tuple[str, str]:
+    """Why bytes that are not UTF-8 are not a config, and what to do (for the error line)."""
+    fix = "pass a config from configs/, e.g. configs/haxby.yaml"
+    if raw.startswith(b"\x1f\x8b"):
+        return "gzip-compressed data, e.g. a .nii.gz image", fix
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16 text", f"save it as UTF-8, or {fix}"
+    return f"binary data or an encoding other than UTF-8 at byte {exc.start}", fix
+
+
 def load_yaml(path) -> dict:
-    """Read a YAML mapping, turning parse errors into a one-line :class:`ConfigError`."""
+    """Read a YAML mapping, turning parse errors into a one-line :class:`ConfigError`.
+
+    Duplicate keys are refused and timestamps are kept as strings (see
+    :class:`_ConfigLoader`); a file that is not UTF-8 text (a NIfTI image, a
+    UTF-16 export) is named as such rather than failing to decode.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}",
                           "pass the path of a YAML config, e.g. configs/haxby.yaml")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config {path} ({exc.strerror or exc})",
+                          "check the file's permissions") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        reason, fix = _not_text_reason(raw, exc)
+        raise ConfigError(f"{path}: not a YAML text file ({reason})", fix) from None
+    try:
+        data = yaml.load(text, Loader=_ConfigLoader) or {}
+    except _DuplicateKey as dup:
+        raise ConfigError(f"{path}: key '{dup.key}' appears twice (lines {dup.first} and "
+                          f"{dup.second})", "keep one of them") from None
+    except yaml.reader.ReaderError as exc:  # e.g. NUL bytes: binary data that decodes
+        code = ord(exc.character) if isinstance(exc.character, str) else exc.character
+        raise ConfigError(f"{path}: not a YAML text file (control character U+{code:04X} "
+                          f"at character {exc.position})",
+                          "pass a config from configs/, e.g. configs/haxby.yaml") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -41,9 +113,13 @@ def load_yaml(path) -> dict:
 
 
 def _coerce_scalar(text: str):
-    """Parse the value of ``--set key=value`` like YAML would (numbers, bools, null, lists)."""
+    """Parse the value of ``--set key=value`` like a config file's value (numbers, bools,
+    null, lists; dates stay strings)."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_ConfigLoader)
+    except _DuplicateKey as dup:
+        raise ConfigError(f"--set value {text!r}: key '{dup.key}' appears twice",
+                          "keep one of them") from None
     except yaml.YAMLError:
         return text
 

@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import socket
+import tempfile
 import urllib.parse
 from pathlib import Path
 
@@ -596,10 +597,12 @@ def fetch(name: str, subjects=None, to=None, jobs: int = 1, base_url: str | None
     subjects : list of str, optional
         Only these subjects (labels such as ``1``/``sub-1``; for ABIDE a
         ``SUB_ID`` such as ``50003`` or a ``FILE_ID`` such as ``Pitt_0050003``).
+        A label the dataset does not have is an error.
     to : path, optional
-        Target folder (default ``data/<name>``).
+        Target folder (default ``data/<name>``); a file, or a place that cannot be
+        written, is refused before anything is fetched.
     jobs : int
-        Parallel downloads.
+        Parallel downloads (at least 1).
     base_url : str, optional
         Replaces the manifest's source: another clone URL for DataLad
         datasets (a mirror, ``ria+file://...#<id>``), another bucket prefix
@@ -614,15 +617,17 @@ def fetch(name: str, subjects=None, to=None, jobs: int = 1, base_url: str | None
     dict
         ``path``, ``files`` (fetched, relative), ``dataset_id``, ``commit``, ``bytes``.
     """
-    jobs = max(1, int(jobs or 1))
+    jobs = _check_jobs(jobs)
     if name in _manifest_names(manifest) or not _is_source(name):
         entry = get_entry(name, manifest)
     else:
         entry = {"name": Path(name.rstrip("/")).name.split("#")[-1] or "dataset",
                  "kind": "datalad", "source": name, "files": {}}
     target = Path(to) if to else Path("data") / entry["name"]
-    target = target.expanduser().absolute()
+    target = _check_target(target.expanduser().absolute())
     kind = entry["kind"]
+    if kind == "embedded" and not base_url and subjects:
+        _check_embedded_subjects(entry, subjects)
     if kind == "addurls":
         out = _fetch_addurls(entry, base_url or entry["source"], target, subjects, jobs, echo)
     elif kind == "embedded" and not base_url:
@@ -639,6 +644,47 @@ def fetch(name: str, subjects=None, to=None, jobs: int = 1, base_url: str | None
     total = sum((top / f).stat().st_size for f in out["files"] if (top / f).exists())
     return {"path": top, "files": out["files"], "dataset_id": prov["dataset_id"],
             "commit": prov["commit"], "bytes": total}
+
+
+def _check_jobs(jobs) -> int:
+    """``-J``/``--jobs`` as a positive integer (``None`` means 1), refused otherwise."""
+    if jobs is None:
+        return 1
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"-J/--jobs {jobs}: must be a positive number of parallel downloads",
+                          "use e.g. -J 4, or leave it out for one download at a time")
+    return jobs
+
+
+def _check_target(target: Path) -> Path:
+    """Refuse a ``--to`` that cannot hold the dataset before anything is cloned or downloaded."""
+    if target.exists() and not target.is_dir():
+        raise DataError(f"--to {target} is a file, not a folder",
+                        "choose a new or empty folder with --to")
+    where = target
+    while not where.exists() and where != where.parent:  # nothing is created here
+        where = where.parent
+    if not where.is_dir():
+        raise DataError(f"cannot create the folder {target}: {where} is a file",
+                        "choose another folder with --to")
+    try:  # a probe file also catches read-only file systems that permission bits do not show
+        with tempfile.NamedTemporaryFile(dir=where, prefix=".write-check."):
+            pass
+    except OSError as err:
+        raise DataError(f"cannot write the folder {target} ({err.strerror or err})",
+                        "choose a folder you can write to with --to") from None
+    return target
+
+
+def _check_embedded_subjects(entry: dict, subjects) -> None:
+    """The embedded sample holds a fixed set of subjects: an unknown label is an error
+    (naming those there are), not a silent fetch of the whole sample."""
+    have = sorted(p.name.removeprefix("sub-") for p in embedded_path(entry).glob("sub-*")
+                  if p.is_dir())
+    unknown = [str(s) for s in subjects if str(s).removeprefix("sub-") not in have]
+    if unknown:
+        raise ConfigError(f"subject '{unknown[0]}' is not in {entry['name']}",
+                          f"use --subjects with one of: {', '.join(have)} (or leave it out)")
 
 
 def _manifest_names(manifest) -> set:

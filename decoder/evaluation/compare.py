@@ -44,7 +44,7 @@ from scipy.stats import binomtest, norm, rankdata
 from scipy.stats import t as student_t
 from sklearn.metrics import roc_auc_score
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 __all__ = ["compare_runs", "corrected_resampled_ttest", "delong_test", "auc_interval",
            "paired_sign_flip_test"]
@@ -224,16 +224,44 @@ def corrected_resampled_ttest(differences, test_train_ratio) -> dict:
             "p": p, "n_units": len(d), "test_train_ratio": float(test_train_ratio)}
 
 
+def _check_complete(table, tfile, required) -> None:
+    """Refuse a table of a run that was cut short or edited: a last row without its newline
+    (``decoder run`` ends every table with one), a missing column, or a row with no value
+    where every row has one.  A half-written row would otherwise be read as a sample with
+    another label, or none, and change the comparison without a word."""
+    with open(tfile, "rb") as fh:
+        fh.seek(-1, 2)
+        if fh.read(1) != b"\n":
+            raise DataError(f"{tfile} is truncated (its last row does not end with a newline)",
+                            "rerun 'decoder run' to rewrite the run directory")
+    for col in required:
+        if col not in table.columns:
+            raise DataError(f"{tfile} has no column '{col}'",
+                            "rerun it with this version of 'decoder run'")
+    empty = table[list(required)].isna().to_numpy()
+    if empty.any():
+        row, k = np.argwhere(empty)[0]
+        raise DataError(f"{tfile} line {row + 2}: no value for '{required[k]}' (truncated or "
+                        "edited file)", "rerun 'decoder run' to rewrite the run directory")
+
+
 def _load(run_dir):
     """A run's metrics, held-out predictions and, for repeated k-fold, each repetition's
-    (one-line errors from :func:`load_run`)."""
+    (one-line errors from :func:`load_run`, and for incomplete tables)."""
     from ..report import load_run
     run = load_run(run_dir)
     if run.predictions is None:
         raise DataError(f"{run.path} has no predictions.tsv",
                         "rerun it with this version of 'decoder run'")
     pred, repeats = run.predictions, None
-    if run.task == "biomarker":
+    biomarker = run.task == "biomarker"
+    scores = [c for c in pred.columns if c.startswith(("p_", "score_"))]
+    required = (["subject", "diagnosis"] if biomarker else ["true"]) + ["predicted"] + (
+        ["fold"] if "fold" in pred or not biomarker else []) + scores
+    _check_complete(pred, run.path / "predictions.tsv", required)
+    if run.repeats is not None:
+        _check_complete(run.repeats, run.path / "repeats.tsv", list(run.repeats.columns))
+    if biomarker:
         for name, table in (("predictions", pred), ("repeats", run.repeats)):
             if table is not None and "subject" not in table:
                 raise DataError(f"{run.path}/{name}.tsv has no subject column",
@@ -308,7 +336,22 @@ def _score_column(predictions, run):
     return cols[0]
 
 
-def compare_runs(run_a, run_b, n_permutations=10000, random_state=0) -> dict:
+def _check_options(n_permutations, random_state, out):
+    """Refuse bad options before any run is read (a comparison can take a while)."""
+    if (isinstance(n_permutations, bool) or not isinstance(n_permutations, (int, np.integer))
+            or n_permutations < 1):
+        raise ConfigError(f"--n-permutations {n_permutations}: must be a positive number of "
+                          "random sign flips", "use e.g. --n-permutations 10000 (the default)")
+    if random_state is not None and (isinstance(random_state, bool) or not isinstance(
+            random_state, (int, np.integer)) or random_state < 0):
+        raise ConfigError(f"--random-state {random_state}: must be a non-negative integer",
+                          "use e.g. --random-state 0 (the default)")
+    if out is not None:
+        from ..results import check_writable
+        check_writable(out, folder=False)
+
+
+def compare_runs(run_a, run_b, n_permutations=10000, random_state=0, out=None) -> dict:
     """Paired comparison of two runs (B against A) on their common samples.
 
     Biomarker runs pair subjects by ID (subjects in only one run are left
@@ -323,8 +366,11 @@ def compare_runs(run_a, run_b, n_permutations=10000, random_state=0) -> dict:
     run_a, run_b : path
         Run directories written by ``decoder run``.
     n_permutations : int
-        For the Monte-Carlo sign-flip test (more than 20 folds).
+        For the Monte-Carlo sign-flip test (more than 20 folds); at least 1.
     random_state : int
+    out : path, optional
+        JSON file to write the comparison to.  Checked before the runs are
+        read, so a folder or an unwritable place fails at once.
 
     Returns
     -------
@@ -332,15 +378,24 @@ def compare_runs(run_a, run_b, n_permutations=10000, random_state=0) -> dict:
         JSON-ready: ``a`` / ``b`` (path, name, cv, config SHA-256, accuracy,
         ROC AUC), ``task``, ``n_paired``, ``accuracy`` (the paired test),
         ``roc_auc`` (DeLong, or null), ``note``.
+
+    Raises
+    ------
+    ConfigError
+        For a bad ``n_permutations`` or ``random_state``.
+    DataError
+        For an unwritable ``out``, a missing or incomplete run (a truncated
+        ``predictions.tsv``), or runs that do not pair up.
     """
+    _check_options(n_permutations, random_state, out)
     (ma, pa, path_a, ra), (mb, pb, path_b, rb) = _load(run_a), _load(run_b)
     task = ma.get("task")
     if task != mb.get("task"):
         raise DataError(f"cannot compare a {task} run with a {mb.get('task')} run",
                         "compare two runs of the same task")
-    out = {"task": task}
+    res = {"task": task}
     for key, run, m in (("a", run_a, ma), ("b", run_b, mb)):
-        out[key] = {"path": str(run), "name": m.get("name"), "cv": m.get("cv"),
+        res[key] = {"path": str(run), "name": m.get("name"), "cv": m.get("cv"),
                     "config_sha256": (m.get("provenance") or {}).get("config_sha256"),
                     "accuracy": m.get("accuracy"), "roc_auc": m.get("roc_auc")}
     biomarker = task == "biomarker"
@@ -354,7 +409,7 @@ def compare_runs(run_a, run_b, n_permutations=10000, random_state=0) -> dict:
             raise DataError(f"{run_a} and {run_b} have no subject in common",
                             "compare runs on the same data set")
         pa, pb = pa.loc[common], pb.loc[common]
-        out["n_only_a"], out["n_only_b"] = n_a - len(common), n_b - len(common)
+        res["n_only_a"], res["n_only_b"] = n_a - len(common), n_b - len(common)
     elif len(pa) != len(pb) or ma.get("cv") != mb.get("cv"):
         raise other_samples
     truth, truth_b = (p[label].astype(str).to_numpy() for p in (pa, pb))
@@ -364,27 +419,30 @@ def compare_runs(run_a, run_b, n_permutations=10000, random_state=0) -> dict:
                             "diagnoses in the two runs", "compare runs on the same phenotypic table")
         raise other_samples
     ca, cb = (p["predicted"].astype(str).to_numpy() == truth for p in (pa, pb))
-    out["n_paired"] = len(pa)
+    res["n_paired"] = len(pa)
     if biomarker:
         col_a, col_b = _score_column(pa, run_a), _score_column(pb, run_b)
         if col_a != col_b:
             raise DataError(f"the runs score different classes ({col_a}, {col_b})",
                             "compare runs with the same labels")
-        out["accuracy"] = {**paired_sign_flip_test(ca, cb), "unit": "subject"}
-        out["roc_auc"] = {**delong_test(truth == col_a[2:], pa[col_a], pb[col_b]),
+        res["accuracy"] = {**paired_sign_flip_test(ca, cb), "unit": "subject"}
+        res["roc_auc"] = {**delong_test(truth == col_a[2:], pa[col_a], pb[col_b]),
                           "method": "delong"}
     else:
-        out["accuracy"] = {**paired_sign_flip_test(ca, cb, units=pa["fold"].to_numpy(),
+        res["accuracy"] = {**paired_sign_flip_test(ca, cb, units=pa["fold"].to_numpy(),
                                                    n_permutations=n_permutations,
                                                    random_state=random_state),
                            "unit": "fold"}
-        out["roc_auc"] = None
+        res["roc_auc"] = None
     reps = [_repetitions(p, r, path, biomarker, label)
             for p, r, path in ((pa, ra, path_a), (pb, rb, path_b))]
     positive = truth == _score_column(pa, run_a)[2:] if biomarker else None
-    out["corrected_t"] = _corrected_t(*reps, positive, same_samples=not (
-        out.get("n_only_a") or out.get("n_only_b")))
-    out["note"] = ("the accuracy and roc_auc p-values treat the fitted models as fixed "
+    res["corrected_t"] = _corrected_t(*reps, positive, same_samples=not (
+        res.get("n_only_a") or res.get("n_only_b")))
+    res["note"] = ("the accuracy and roc_auc p-values treat the fitted models as fixed "
                    "(training-set variability is not included), so they are somewhat "
                    "optimistic; corrected_t, when available, includes it")
-    return out
+    if out is not None:
+        from .._utils import atomic_write_json
+        atomic_write_json(out, res)
+    return res

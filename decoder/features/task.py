@@ -194,7 +194,9 @@ def select_classes(blocks: pd.DataFrame, classes) -> list:
     if classes in (None, "all", ["all"]):
         chosen = present
     else:
-        chosen = [str(c) for c in ([classes] if isinstance(classes, str) else classes)]
+        if isinstance(classes, str):  # 'face,house' written in YAML: the same list as --set
+            classes = [c.strip() for c in classes.split(",") if c.strip()]
+        chosen = [str(c) for c in classes]
         unknown = [c for c in chosen if c not in present]
         if unknown:
             raise DataError(f"unknown class name(s) {', '.join(map(repr, unknown))}",
