@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from decoder._utils import atomic_write_bytes, atomic_write_json
+from decoder._utils import atomic_write_json
 from decoder.data.datalad import ensure_local
 from decoder.errors import ConfigError, DataError, check_choice
 from decoder.evaluation.confounds import confound_check
@@ -786,19 +786,11 @@ _ALLOWED_TYPES = {
 }
 
 
-def save_model(path, est, metrics, config, subjects) -> Path:
-    """Save ``est`` with skops plus its model card (never pickle)."""
-    path = Path(path)
-    for name, data in model_files(est, metrics, config, subjects, path.name).items():
-        atomic_write_bytes(path.parent / name, data)
-    return path
-
-
 def model_files(est, metrics, config, subjects, name="model.skops") -> dict:
-    """The saved model (skops) and its card (JSON, Markdown): file name → bytes."""
+    """The saved model (skops, never pickle) and its card (JSON, Markdown): file name →
+    bytes, written with the rest of the run (:func:`decoder.results.write_run`)."""
     import skops.io as sio
-    from decoder._utils import to_json
-    from decoder.models.model_card import build_model_card, card_markdown
+    from decoder.models.model_card import build_model_card, card_files
     card = build_model_card(metrics, config, len(subjects.diagnosis), subjects.sites,
                             subjects.regions, calibration=metrics.get("calibration"))
     bundle = {"estimator": est, "regions": list(subjects.regions),
@@ -812,9 +804,7 @@ def model_files(est, metrics, config, subjects, name="model.skops") -> dict:
                      "roc_auc": metrics.get("roc_auc"),
                      "calibration": metrics.get("calibration"),
                      "per_subgroup": metrics.get("per_subgroup")}}
-    return {name: sio.dumps(bundle),
-            "model_card.json": (to_json(card, indent=2) + "\n").encode("utf-8"),
-            "model_card.md": card_markdown(card).encode("utf-8")}
+    return {name: sio.dumps(bundle), **card_files(card)}
 
 
 def load_model(path=None) -> dict:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .._utils import atomic_write_json, atomic_write_text
+from .._utils import to_json
 
-__all__ = ["build_model_card", "write_model_card", "read_model_card", "card_markdown"]
+__all__ = ["build_model_card", "card_files", "read_model_card", "card_markdown"]
 
 INTENDED_USE = (
     "Research on group differences in resting-state functional connectivity, and teaching. "
@@ -183,12 +183,11 @@ def card_markdown(card: dict) -> str:
     return "\n".join(lines)
 
 
-def write_model_card(out_dir, card: dict) -> tuple[Path, Path]:
-    """Write ``model_card.json`` and ``model_card.md`` atomically."""
-    out = Path(out_dir)
-    atomic_write_json(out / "model_card.json", card)
-    atomic_write_text(out / "model_card.md", card_markdown(card))
-    return out / "model_card.json", out / "model_card.md"
+def card_files(card: dict) -> dict:
+    """``model_card.json`` and ``model_card.md`` of ``card``: file name → bytes (written
+    with the rest of a run by :func:`decoder.results.write_run`)."""
+    return {"model_card.json": (to_json(card, indent=2) + "\n").encode("utf-8"),
+            "model_card.md": card_markdown(card).encode("utf-8")}
 
 
 def read_model_card(model_path) -> dict | None:
