@@ -112,14 +112,34 @@ def _previous_files(out: Path) -> set:
     return {n for n in names if isinstance(n, str) and n == Path(n).name}
 
 
+def nearest_write_error(path) -> tuple:
+    """Whether files could be written at ``path`` without creating anything yet.
+
+    Returns ``(where, error)``: the nearest folder at or above ``path`` that exists, and
+    None when a probe file can be written there — else the ``OSError`` (a
+    ``NotADirectoryError`` when the nearest existing thing is a file).  The probe also
+    catches read-only file systems and full disks that permission bits do not show.
+    """
+    import tempfile
+    where = Path(path)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if not where.is_dir():
+        return where, NotADirectoryError(f"{where} is a file")
+    try:
+        with tempfile.NamedTemporaryFile(dir=where, prefix=".write-check."):
+            pass
+    except OSError as err:
+        return where, err
+    return where, None
+
+
 def check_writable(path, folder: bool = True) -> Path:
     """Refuse, before any work, an output that cannot be written: a one-line error naming it.
 
-    ``folder``: ``path`` is an output folder (created here, as the run would) rather
-    than a file.  A probe file is created and removed, which also catches read-only
-    file systems and full disks that permission bits do not show.
+    ``folder``: ``path`` is an output folder rather than a file.  Nothing is created
+    (:func:`nearest_write_error`).
     """
-    import tempfile
     path = Path(path)
     what = "folder" if folder else "file"
     if folder and path.exists() and not path.is_dir():
@@ -127,19 +147,13 @@ def check_writable(path, folder: bool = True) -> Path:
                         "choose another output folder (--out)")
     if not folder and path.is_dir():
         raise DataError(f"output file {path} is a folder", "give a file name (--out)")
-    # the nearest folder that exists: nothing is created before the work is done
-    where = path if folder else path.parent
-    while not where.exists() and where != where.parent:
-        where = where.parent
-    if not where.is_dir():
+    where, err = nearest_write_error(path if folder else path.parent)
+    if isinstance(err, NotADirectoryError):
         raise DataError(f"cannot write the output {what} {path}: {where} is a file",
                         "choose another output location (--out)")
-    try:
-        with tempfile.NamedTemporaryFile(dir=where, prefix=".write-check."):
-            pass
-    except OSError as err:
+    if err is not None:
         raise DataError(f"cannot write the output {what} {path} ({err.strerror or err})",
-                        "choose another output location (--out)") from None
+                        "choose another output location (--out)")
     return path
 
 

@@ -27,7 +27,6 @@ import os
 import re
 import shutil
 import socket
-import tempfile
 import urllib.parse
 from pathlib import Path
 
@@ -661,18 +660,14 @@ def _check_target(target: Path) -> Path:
     if target.exists() and not target.is_dir():
         raise DataError(f"--to {target} is a file, not a folder",
                         "choose a new or empty folder with --to")
-    where = target
-    while not where.exists() and where != where.parent:  # nothing is created here
-        where = where.parent
-    if not where.is_dir():
+    from ..results import nearest_write_error
+    where, err = nearest_write_error(target)       # nothing is created here
+    if isinstance(err, NotADirectoryError):
         raise DataError(f"cannot create the folder {target}: {where} is a file",
                         "choose another folder with --to")
-    try:  # a probe file also catches read-only file systems that permission bits do not show
-        with tempfile.NamedTemporaryFile(dir=where, prefix=".write-check."):
-            pass
-    except OSError as err:
+    if err is not None:
         raise DataError(f"cannot write the folder {target} ({err.strerror or err})",
-                        "choose a folder you can write to with --to") from None
+                        "choose a folder you can write to with --to")
     return target
 
 
