@@ -874,9 +874,9 @@ def check_subject_series(ts, name="the time series", n_regions=None) -> list:
         raise DataError(f"{name}: {ts.shape[0]} time points, at least {MIN_TIMEPOINTS} are "
                         "needed to estimate connectivity",
                         "use the full resting-state time series")
+    from decoder.data.timeseries_io import regions_with_signal
     finite = np.isfinite(ts)
-    signal = (np.where(finite, ts, -np.inf).max(axis=0)
-              > np.where(finite, ts, np.inf).min(axis=0))   # not constant, not all NaN
+    signal = regions_with_signal(ts)
     missing = int((~signal).sum())
     if missing > MAX_MISSING_REGIONS * ts.shape[1]:
         raise DataError(f"{name}: {missing} of {ts.shape[1]} regions have no signal "

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, DataError
-from .timeseries_io import read_timeseries
+from .timeseries_io import read_timeseries, regions_with_signal
 
 log = logging.getLogger(__name__)
 
@@ -318,9 +318,7 @@ def _named(regions) -> bool:
 
 
 def _missing_regions(ts: np.ndarray) -> int:
-    finite = np.isfinite(ts)
-    std = np.nanstd(np.where(finite, ts, np.nan), axis=0) if finite.any() else np.zeros(ts.shape[1])
-    return int(np.sum(~(np.nan_to_num(std) > 0)))
+    return int((~regions_with_signal(ts)).sum())
 
 
 def load_abide(root, pipeline: str = "cpac", strategy: str = "filt_noglobal",

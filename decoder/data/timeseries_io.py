@@ -19,9 +19,22 @@ import pandas as pd
 
 from ..errors import DataError
 
-__all__ = ["read_timeseries", "TIMESERIES_SUFFIXES"]
+__all__ = ["read_timeseries", "regions_with_signal", "TIMESERIES_SUFFIXES"]
 
 TIMESERIES_SUFFIXES = (".1d", ".tsv", ".csv", ".txt")
+
+
+def regions_with_signal(ts) -> np.ndarray:
+    """Which regions (columns) carry signal: at least two different finite values.
+
+    A constant region, or one without a finite value, carries none; the
+    connectivity step treats it as unconnected.  Shared by the ABIDE reader (which
+    counts them) and the checks of a new subject's time series.
+    """
+    ts = np.asarray(ts, dtype=float)
+    finite = np.isfinite(ts)
+    return (np.where(finite, ts, -np.inf).max(axis=0)
+            > np.where(finite, ts, np.inf).min(axis=0))
 
 
 def _separator(path: Path, first_data_line: str) -> str | None:
