@@ -463,19 +463,19 @@ def _metrics_from_proba(diagnosis, proba):
 def _group_metrics(diagnosis, proba, groups, order) -> dict:
     """Accuracy / ROC AUC of the held-out predictions within each group in ``order``
     (groups without a subject are left out; AUC null when a group has one class)."""
-    out = {}
-    for g in order:
-        m = groups == g
-        if not m.any():
-            continue
-        mm = _metrics_from_proba(diagnosis[m], proba[m])
-        out[str(g)] = {"n": int(m.sum()), "n_autism": int(np.sum(diagnosis[m] == POSITIVE)),
-                       "accuracy": mm["accuracy"],
-                       "accuracy_ci95": _accuracy_ci(diagnosis[m], proba[m]),
-                       "balanced_accuracy": mm["balanced_accuracy"],
-                       "roc_auc": mm["roc_auc"],
-                       "roc_auc_ci95": auc_interval(diagnosis[m] == POSITIVE, proba[m])}
-    return out
+    return {str(g): group_scores(diagnosis[groups == g], proba[groups == g])
+            for g in order if np.any(groups == g)}
+
+
+def group_scores(diagnosis, proba) -> dict:
+    """Held-out scores of a group of subjects: ``n``, ``n_autism``, ``accuracy`` with its
+    Wilson ``accuracy_ci95``, ``balanced_accuracy``, ``roc_auc`` with DeLong's
+    ``roc_auc_ci95`` (null with one class)."""
+    m = _metrics_from_proba(diagnosis, proba)
+    return {"n": int(len(diagnosis)), "n_autism": int(np.sum(diagnosis == POSITIVE)),
+            "accuracy": m["accuracy"], "accuracy_ci95": _accuracy_ci(diagnosis, proba),
+            "balanced_accuracy": m["balanced_accuracy"], "roc_auc": m["roc_auc"],
+            "roc_auc_ci95": auc_interval(diagnosis == POSITIVE, proba)}
 
 
 def _accuracy_ci(diagnosis, proba) -> list:

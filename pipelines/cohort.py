@@ -28,11 +28,10 @@ import pandas as pd
 
 from decoder._utils import atomic_write_json, atomic_write_text
 from decoder.errors import DataError
-from decoder.evaluation.compare import auc_interval
 from decoder.evaluation.metrics import chance_level, cluster_bootstrap_interval
 from decoder.results import check_writable
-from pipelines.biomarker import (POSITIVE, SEX_CODES, _accuracy_ci, _metrics_from_proba,
-                                 _positive_column, check_site_name, input_stem, load_model,
+from pipelines.biomarker import (POSITIVE, SEX_CODES, _metrics_from_proba, _positive_column,
+                                 check_site_name, group_scores, input_stem, load_model,
                                  per_site_metrics, read_subject_input, sex_label,
                                  training_sites)
 
@@ -279,14 +278,9 @@ def cohort_scores(rows: pd.DataFrame) -> dict | None:
                     rows["diagnosis"].iloc[0])
     diag = rows["diagnosis"].to_numpy(str)
     proba = rows["p_autism"].to_numpy(float)
-    m = _metrics_from_proba(diag, proba)
     sites = rows["site"].fillna("unknown").astype(str).to_numpy()
-    return {"n": int(len(rows)), "n_autism": int(np.sum(diag == POSITIVE)),
-            "accuracy": m["accuracy"], "accuracy_ci95": _accuracy_ci(diag, proba),
-            "balanced_accuracy": m["balanced_accuracy"],
-            "roc_auc": m["roc_auc"], "roc_auc_ci95": auc_interval(diag == POSITIVE, proba),
-            "chance": chance_level(diag),
-            "confusion_matrix": m["confusion_matrix"],
+    return {**group_scores(diag, proba), "chance": chance_level(diag),
+            "confusion_matrix": _metrics_from_proba(diag, proba)["confusion_matrix"],
             "per_site": per_site_metrics(diag, proba, sites),
             "site_bootstrap": cluster_bootstrap_interval(diag == POSITIVE, proba, sites)}
 
