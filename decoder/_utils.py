@@ -56,6 +56,21 @@ def to_json(obj, **kwargs) -> str:
     return json.dumps(_sanitize(obj), default=_json_default, **kwargs)
 
 
+def user_cache_dir() -> Path:
+    """The folder for caches that outlive a run: ``$DECODER_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/decoder``, else ``~/.cache/decoder``.
+
+    Caches never go inside an input dataset: it may be read-only, shared, or a
+    DataLad dataset whose status must stay clean.  Their keys hold the content hash
+    of what they were computed from, so one folder serves every dataset.
+    """
+    explicit = os.environ.get("DECODER_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "decoder"
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file in the same folder + rename).
 

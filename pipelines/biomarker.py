@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from decoder._utils import atomic_write_json
+from decoder._utils import atomic_write_json, user_cache_dir
 from decoder.data.datalad import ensure_local
 from decoder.errors import ConfigError, DataError, check_choice
 from decoder.evaluation.confounds import confound_check
@@ -188,8 +188,10 @@ def _load_abide(config, root) -> _Subjects:
             raise ConfigError(f"dataset.exclude: '{unknown[0]}' is not a FILE_ID of "
                               f"{PHENOTYPIC_FILE}", "check the spelling (e.g. NYU_0050952)")
         d = d.subset(np.flatnonzero([i not in excluded for i in d.file_ids]))
-    return _Subjects(d.time_series, d.diagnosis, d.sites, d.covariates, d.file_ids, d.files,
-                     d.regions, root, d.notes, dataset_info, confounds=d.confounds)
+    # the phenotypic table is an input too: labels, sites, age and sex come from it
+    return _Subjects(d.time_series, d.diagnosis, d.sites, d.covariates, d.file_ids,
+                     [*d.files, Path(root) / PHENOTYPIC_FILE], d.regions, root, d.notes,
+                     dataset_info, confounds=d.confounds)
 
 
 def _load_fmriprep(config, root) -> _Subjects:
@@ -199,6 +201,8 @@ def _load_fmriprep(config, root) -> _Subjects:
         raise ConfigError("dataset.atlas is required for dataset.kind: fmriprep",
                           "set dataset.atlas to a NIfTI/coordinates file or e.g. 'power'")
     table_path = root / ds["participants"]
+    if table_path.is_symlink() and not table_path.exists():  # annexed, content not fetched
+        ensure_local(root, [table_path])
     if not table_path.is_file():
         raise DataError(f"participants table not found: {table_path}",
                         "add a participants.tsv with participant_id, diagnosis and site columns")
@@ -212,8 +216,6 @@ def _load_fmriprep(config, root) -> _Subjects:
         pid = row["participant_id"]
         pid = pid if str(pid).startswith("sub-") else f"sub-{pid}"
         found = sorted((root / pid).rglob(ds["bold_pattern"]))
-        if found:
-            ensure_local(root, found[:1])
         if not found:
             log.warning("%s: no BOLD image matching %s; subject skipped", pid, ds["bold_pattern"])
             continue
@@ -222,8 +224,18 @@ def _load_fmriprep(config, root) -> _Subjects:
     if not rows:
         raise DataError(f"no BOLD image matching {ds['bold_pattern']} under {root}",
                         "check dataset.bold_pattern")
+    # every file the run reads, fetched at once from a DataLad dataset and recorded: the
+    # confounds (and their JSON sidecar, which nilearn's load_confounds_strategy reads)
+    # beside each image, and the participants table with the labels
+    read = [table_path, *bolds, *_confound_files(bolds)]
+    atlas_path = Path(str(ds["atlas"])).expanduser().absolute()
+    if atlas_path.is_symlink() or atlas_path.exists():  # (a nilearn atlas name is not a file)
+        read.append(atlas_path)
+    # (an atlas outside the dataset is recorded, not fetched)
+    dataset_info = ensure_local(root, [p for p in read if p.is_relative_to(root)])
     table = pd.DataFrame(rows)
-    cache = Path(ds["cache_dir"]) if ds["cache_dir"] else root / ".decoder_cache" / "timeseries"
+    cache = (Path(ds["cache_dir"]).expanduser() if ds["cache_dir"]
+             else user_cache_dir() / "timeseries")  # never inside the dataset
     extractor = TimeSeriesExtractor(ds["atlas"], ds["atlas_type"], ds["confounds_strategy"],
                                     cache_dir=cache)
     ts = extractor(bolds)
@@ -237,8 +249,20 @@ def _load_fmriprep(config, root) -> _Subjects:
     confounds = (pd.DataFrame({"mean_fd": mean_fd}) if np.isfinite(mean_fd).any()
                  else pd.DataFrame(index=range(len(bolds))))
     return _Subjects(ts, diag, table[ds["site_column"]].astype(str), cov,
-                     table["participant_id"], bolds, [str(i) for i in range(ts[0].shape[1])],
-                     root, confounds=confounds, sex_coded=sex_coded)
+                     table["participant_id"], read, [str(i) for i in range(ts[0].shape[1])],
+                     root, dataset_info=dataset_info, confounds=confounds, sex_coded=sex_coded)
+
+
+def _confound_files(bolds) -> list:
+    """fMRIPrep's confounds table and its JSON sidecar beside each image, where present."""
+    from decoder.data.bids import find_confounds
+    found = []
+    for bold in bolds:
+        path = find_confounds(bold)
+        if path is not None:
+            sidecar = path.with_suffix(".json")
+            found += [path] + ([sidecar] if sidecar.is_symlink() or sidecar.exists() else [])
+    return found
 
 
 def _participant_covariates(table) -> tuple[pd.DataFrame, bool]:

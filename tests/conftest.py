@@ -6,11 +6,14 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# caches that outlive a run go here, not into the home folder of whoever runs the tests
+os.environ["DECODER_CACHE_DIR"] = tempfile.mkdtemp(prefix="decoder-test-cache-")
 
 
 def shared_data() -> Path | None:

@@ -72,18 +72,40 @@ def _run(root, out, *extra):
                  "--set", "cv=stratified-kfold", "--set", "n_splits=4", *extra])
 
 
-def test_images_give_a_learnable_connectome_cached_per_subject(tmp_path):
+def test_images_give_a_learnable_connectome_cached_per_subject(tmp_path, monkeypatch):
     root = make_fmriprep(tmp_path / "fmriprep")
+    monkeypatch.setenv("DECODER_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "run"
     assert _run(root, out, "--set", "save_model=false") == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_samples"] == 16 and metrics["dataset"]["kind"] == "fmriprep"
     assert metrics["roc_auc"] > 0.8  # the planted coupling
-    cache = root / ".decoder_cache" / "timeseries"
+    # one cached series per subject, in the user's cache and never inside the dataset
+    cache = tmp_path / "cache" / "timeseries"
     assert len(list(cache.glob("*.npy"))) == 16
+    assert not any(p.name.startswith(".decoder") for p in root.rglob("*"))
     # motion comes from each image's fMRIPrep confounds file
     fd = metrics["confounds"]["mean_fd"]
     assert fd["n"] == 16 and fd["auc_alone"] > 0.9
+    # every file the run read is recorded with its checksum: the labels' table, each image,
+    # its confounds and the atlas
+    paths = {r["path"] for r in metrics["provenance"]["inputs"]}
+    assert "participants.tsv" in paths and "atlas.nii.gz" in paths
+    assert sum(p.endswith("_desc-preproc_bold.nii.gz") for p in paths) == 16
+    assert sum(p.endswith("_desc-confounds_timeseries.tsv") for p in paths) == 16
+    assert len(paths) == 16 * 2 + 2
+
+
+def test_a_cache_that_cannot_be_written_costs_time_not_the_run(tmp_path, caplog):
+    root = make_fmriprep(tmp_path / "fmriprep", n_per_site=4)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with caplog.at_level("WARNING"):
+        assert _run(root, tmp_path / "run", "--set", "save_model=false", "--set", "n_splits=2",
+                    "--set", f"dataset.cache_dir={blocker / 'cache'}") == 0
+    said = [r.getMessage() for r in caplog.records if "not cached" in r.getMessage()]
+    assert len(said) == 1 and "dataset.cache_dir" in said[0]  # once, with the fix
+    assert (tmp_path / "run" / "metrics.json").is_file()
 
 
 def test_motion_can_be_removed_and_a_participants_column_wins(tmp_path):

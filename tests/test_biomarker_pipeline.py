@@ -53,7 +53,9 @@ def test_cli_run_on_abide_layout_writes_contract_model_and_card(tmp_path):
     # the planted coupling is learnable across sites
     assert metrics["roc_auc"] > 0.8
     inputs = metrics["provenance"]["inputs"]
-    assert len(inputs) == 40 and all(len(r["sha256"]) == 64 for r in inputs)
+    assert len(inputs) == 41 and all(len(r["sha256"]) == 64 for r in inputs)
+    # the labels, sites, age and sex come from the phenotypic table: it is an input too
+    assert "Phenotypic_V1_0b_preprocessed1.csv" in {r["path"] for r in inputs}
     assert (out / "model.skops").is_file() and (out / "predictions.tsv").is_file()
     card = json.loads((out / "model_card.json").read_text())
     assert card["evaluation"]["cv"] == "leave-site-out" and "intended_use" in card

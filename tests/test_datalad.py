@@ -220,6 +220,35 @@ def test_decoder_run_on_a_plain_clone_gets_inputs_and_records_provenance(haxby_d
     assert git("status", "--porcelain", cwd=ds) == ""
 
 
+def test_biomarker_run_on_a_clone_of_images_gets_every_file_it_reads(tmp_path):
+    """fMRIPrep-style images in a DataLad dataset (everything annexed): a run on a fresh
+    clone gets the images, their confounds and the participants table, and records the
+    dataset's id and commit."""
+    import datalad.api as dl
+    from test_biomarker_fmriprep import _run, make_fmriprep
+    src = tmp_path / "origin"
+    ds = dl.create(path=str(src), result_renderer="disabled")
+    make_fmriprep(tmp_path / "made", n_per_site=4)
+    shutil.copytree(tmp_path / "made", src, dirs_exist_ok=True)
+    dl.save(dataset=str(src), message="toy derivatives", result_renderer="disabled")
+    store = tmp_path / "store"
+    dl.create_sibling_ria(url=f"ria+file://{store}", name="ria", dataset=str(src),
+                          new_store_ok=True, result_renderer="disabled")
+    dl.push(dataset=str(src), to="ria", result_renderer="disabled")
+    clone_ = clone(f"ria+file://{store}#{ds.id}", tmp_path / "clone")
+    assert not (clone_ / "participants.tsv").exists()  # annexed, not fetched yet
+    out = tmp_path / "run"
+    assert _run(clone_, out, "--set", "save_model=false", "--set", "n_splits=2") == 0
+    prov = json.loads((out / "metrics.json").read_text())["provenance"]
+    assert prov["dataset"]["dataset_id"] == ds.id
+    assert prov["dataset"]["commit"] == git("rev-parse", "HEAD", cwd=src).strip()
+    keys = prov["dataset"]["files"]
+    confounds = [k for k in keys if k.endswith("_desc-confounds_timeseries.tsv")]
+    assert len(confounds) == 8 and all(keys[k]["annex_key"] for k in confounds)
+    assert keys["participants.tsv"]["annex_key"] and keys["atlas.nii.gz"]["annex_key"]
+    assert git("status", "--porcelain", cwd=clone_) == ""
+
+
 # ---------------------------------------------------------------------------
 # decoder run --datalad, then datalad rerun
 # ---------------------------------------------------------------------------

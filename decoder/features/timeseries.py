@@ -28,6 +28,7 @@ from .._utils import atomic_write_bytes, sha256_file, stable_hash
 from ..errors import DataError, check_choice
 
 log = logging.getLogger(__name__)
+_UNWRITABLE: set = set()
 
 __all__ = ["ATLAS_TYPES", "NILEARN_ATLASES", "load_atlas", "check_alignment",
            "extract_timeseries", "TimeSeriesExtractor"]
@@ -242,9 +243,16 @@ def extract_timeseries(bold, atlas, confounds_strategy="simple", t_r=None, radiu
         import io
         bio = io.BytesIO()
         np.save(bio, ts)
-        atomic_write_bytes(Path(cache_dir) / f"{key}.npy", bio.getvalue())
-        atomic_write_bytes(Path(cache_dir) / f"{key}.json",
-                           json.dumps({"bold": str(bold), **settings}).encode())
+        try:
+            atomic_write_bytes(Path(cache_dir) / f"{key}.npy", bio.getvalue())
+            atomic_write_bytes(Path(cache_dir) / f"{key}.json",
+                               json.dumps({"bold": str(bold), **settings}).encode())
+        except OSError as exc:  # a cache only saves time: the run goes on without it
+            if str(cache_dir) not in _UNWRITABLE:  # said once per folder, not per subject
+                _UNWRITABLE.add(str(cache_dir))
+                log.warning("time series not cached in %s (%s: %s) — fix: set dataset.cache_dir "
+                            "or DECODER_CACHE_DIR to a writable folder", cache_dir,
+                            type(exc).__name__, exc.strerror or exc)
     return ts
 
 
