@@ -111,6 +111,11 @@ def _cmd_compare(args) -> int:
     return 0
 
 
+def _cmd_reproduce(args) -> int:
+    from pipelines.reproduce import reproduce_cli
+    return reproduce_cli(args)
+
+
 def _cmd_fetch(args) -> int:
     from .data.fetch import fetch_cli
     return fetch_cli(args)
@@ -180,6 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random sign flips when there are more than 20 folds (default 10000)")
     c.add_argument("--random-state", type=int, default=0, dest="random_state")
     c.set_defaults(func=_cmd_compare)
+
+    rp = sub.add_parser("reproduce", parents=[common],
+                        help="rerun a finished run from its recorded config and inputs, and "
+                             "compare every result (exit 3 when they differ)")
+    rp.add_argument("run_dir", help="run directory written by 'decoder run' (only read)")
+    rp.add_argument("--data", help="data root (default: the recorded one if it exists here, "
+                                   "else the config's root or the embedded sample)")
+    rp.add_argument("--out", help="folder for the rerun and reproduction.json "
+                                  "(default: RUN_DIR-reproduced)")
+    rp.add_argument("-J", "--jobs", type=int, help="compute.n_jobs for the rerun (results do "
+                                                   "not depend on it)")
+    rp.set_defaults(func=_cmd_reproduce)
 
     f = sub.add_parser("fetch", parents=[common], help="fetch a dataset declared in data_manifest.yaml")
     f.add_argument("name")

@@ -1,0 +1,361 @@
+"""Rerun a finished run from its own record and say whether its results come back.
+
+``decoder reproduce RUN_DIR [--data DIR] [--out DIR] [-J N]`` reads the resolved
+config that ``RUN_DIR/metrics.json`` recorded, checks the input files against their
+recorded checksums, runs the pipeline again into a new folder (the original is only
+read) and compares everything the two runs wrote: every number in ``metrics.json``
+and in the tables, the maps and arrays, the inputs, the dataset commit and the library
+versions.  ``reproduction.json`` in the new folder holds the comparison.
+
+It needs nothing but the run folder, which makes it the check for a result shared
+as files (a paper's supplement, a colleague's results folder); ``datalad rerun``
+replays a run recorded in a DataLad dataset.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from decoder import __version__
+from decoder._utils import atomic_write_json, sha256_file
+from decoder.config import config_hash
+from decoder.errors import ConfigError, DataError
+from decoder.results import TIMING_FIELDS, check_writable
+
+log = logging.getLogger(__name__)
+
+#: Largest absolute difference between two numbers still counted as the same result.
+#: Results written by the same code on the same data agree exactly; a different BLAS
+#: or CPU can move the last digits of a float.
+TOLERANCE = 1e-9
+
+# where the data lay on the machine that ran it: a location, not a result
+_LOCATION_KEYS = {("dataset", "root")}
+_MAX_LISTED = 20
+
+
+# ------------------------------------------------------------------------- the record
+def read_record(run_dir) -> dict:
+    """``metrics.json`` of a finished run, checked to carry a usable record of its config."""
+    run_dir = Path(run_dir)
+    path = run_dir / "metrics.json"
+    if not run_dir.is_dir():
+        raise DataError(f"run folder not found: {run_dir}", "pass the folder 'decoder run' wrote")
+    if not path.is_file():
+        raise DataError(f"{run_dir}: no metrics.json, so not a finished run",
+                        "pass the folder 'decoder run' wrote, after it ended")
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({' '.join(str(exc).split())[:80]})",
+                        "use the metrics.json the run wrote, unedited") from None
+    prov = metrics.get("provenance") if isinstance(metrics, dict) else None
+    if not isinstance(prov, dict) or not isinstance(prov.get("config"), dict):
+        raise DataError(f"{path}: no provenance.config, so the run cannot be replayed",
+                        "rerun it with 'decoder run' (this version records its config)")
+    recorded = prov.get("config_sha256")
+    if recorded and recorded != config_hash(prov["config"]):
+        raise DataError(f"{path}: provenance.config does not match its recorded hash "
+                        "(the file was edited)", "use the metrics.json the run wrote")
+    return metrics
+
+
+def default_out(run_dir) -> Path:
+    """``RUN_DIR-reproduced`` beside the run folder."""
+    run_dir = Path(run_dir)
+    return run_dir.parent / f"{run_dir.absolute().name}-reproduced"
+
+
+def _recorded_root(metrics, data):
+    """The data root to check and run on: ``--data``, else the recorded root if it exists
+    here, else None (the config's own root or the embedded sample)."""
+    if data:
+        return Path(data).expanduser().absolute()
+    recorded = (metrics.get("dataset") or {}).get("root")
+    if recorded and Path(recorded).is_dir():
+        return Path(recorded)
+    return None
+
+
+def check_inputs(recorded_inputs, root) -> None:
+    """Refuse, before any work, input files present under ``root`` whose content is not
+    what the run read (files not present are left to the run: a DataLad dataset gets
+    them, otherwise the pipeline names the missing file)."""
+    if root is None:
+        return
+    changed = []
+    for rec in recorded_inputs or []:
+        path = Path(rec["path"])
+        path = path if path.is_absolute() else root / path
+        if path.is_file() and sha256_file(path) != rec.get("sha256"):
+            changed.append(rec["path"])
+    if changed:
+        raise DataError(f"{len(changed)} of {len(recorded_inputs)} input files under {root} "
+                        f"differ from those the run read (first: {changed[0]})",
+                        "point --data at the data the run used (the recorded sha256 of each "
+                        "file is in provenance.inputs of its metrics.json)")
+
+
+# ------------------------------------------------------------------------- comparison
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _differences(a, b, path=()):
+    """``(key path, recorded, reproduced, |difference| or None)`` for every leaf that
+    differs by more than :data:`TOLERANCE`; also yields ``(path, None, None, d)`` with
+    the difference of numbers that agree within it (for the largest difference)."""
+    if path in _LOCATION_KEYS:
+        return
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in list(a) + [k for k in b if k not in a]:
+            if k in TIMING_FIELDS:
+                continue
+            if k not in a or k not in b:
+                yield (*path, k), a.get(k, "(absent)"), b.get(k, "(absent)"), None
+            else:
+                yield from _differences(a[k], b[k], (*path, k))
+    elif isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            yield path, f"{len(a)} items", f"{len(b)} items", None
+            return
+        for i, (x, y) in enumerate(zip(a, b)):
+            yield from _differences(x, y, (*path, i))
+    elif _is_number(a) and _is_number(b):
+        if math.isnan(a) and math.isnan(b):
+            return
+        d = abs(float(a) - float(b))
+        yield (path, a, b, d) if not d <= TOLERANCE else (path, None, None, d)
+    elif a != b:
+        yield path, a, b, None
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "(whole file)"
+
+
+def compare_metrics(a: dict, b: dict) -> dict:
+    """Every result in two ``metrics.json`` (provenance and timing left out)."""
+    strip = {"provenance"}
+    found = list(_differences({k: v for k, v in a.items() if k not in strip},
+                              {k: v for k, v in b.items() if k not in strip}))
+    real = [f for f in found if f[1] is not None or f[2] is not None]
+    numeric = [f[3] for f in found if f[3] is not None]
+    return {"same": not real, "n_differences": len(real),
+            "max_abs_diff": max(numeric, default=0.0),
+            "differences": [{"key": _key(p), "recorded": x, "reproduced": y}
+                            for p, x, y, _ in real[:_MAX_LISTED]]}
+
+
+def _read_table(path):
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    return table
+
+
+def compare_table(a_path, b_path) -> dict:
+    """Two tab-separated tables: the same rows and columns, numbers within the tolerance,
+    everything else equal."""
+    a, b = _read_table(a_path), _read_table(b_path)
+    if list(a.columns) != list(b.columns) or len(a) != len(b):
+        return {"same": False, "note": f"shape {a.shape} vs {b.shape} or other columns"}
+    n_rows, max_diff = set(), 0.0
+    for col in a.columns:
+        x, y = a[col].to_numpy(), b[col].to_numpy()
+        xf = pd.to_numeric(a[col], errors="coerce").to_numpy(float)
+        yf = pd.to_numeric(b[col], errors="coerce").to_numpy(float)
+        numeric = np.isfinite(xf) & np.isfinite(yf)
+        d = np.where(numeric, np.abs(xf - yf), 0.0)
+        if d.size:
+            max_diff = max(max_diff, float(d.max()))
+        differs = np.where(numeric, d > TOLERANCE, x != y)
+        n_rows.update(np.flatnonzero(differs).tolist())
+    return {"same": not n_rows, "rows_differing": len(n_rows), "max_abs_diff": max_diff}
+
+
+def compare_arrays(a_path, b_path) -> dict:
+    """Two images (``.nii.gz``) or array archives (``.npz``): the same shapes and values."""
+    def load(path):
+        if path.name.endswith(".npz"):
+            with np.load(path) as z:
+                return {k: np.asarray(z[k]) for k in z.files}
+        import nibabel as nib
+        img = nib.load(str(path))
+        return {"data": np.asarray(img.dataobj), "affine": img.affine}
+    a, b = load(a_path), load(b_path)
+    if set(a) != set(b) or any(a[k].shape != b[k].shape for k in a):
+        return {"same": False, "note": "other arrays or shapes"}
+    max_diff = 0.0
+    for k in a:
+        if a[k].size:
+            x, y = a[k].astype(float), b[k].astype(float)
+            both = np.isfinite(x) & np.isfinite(y)
+            if not np.array_equal(np.isfinite(x), np.isfinite(y)):
+                return {"same": False, "note": f"{k}: missing values in other places"}
+            max_diff = max(max_diff, float(np.abs(x[both] - y[both]).max(initial=0.0)))
+    return {"same": max_diff <= TOLERANCE, "max_abs_diff": max_diff}
+
+
+def compare_inputs(a: list, b: list) -> dict:
+    """The input files of two runs, by path and sha256."""
+    ra = {r["path"]: r.get("sha256") for r in a or []}
+    rb = {r["path"]: r.get("sha256") for r in b or []}
+    changed = sorted(p for p in ra if p in rb and ra[p] != rb[p])
+    missing = sorted(set(ra) - set(rb))
+    extra = sorted(set(rb) - set(ra))
+    return {"n": len(ra), "same": not (changed or missing or extra),
+            "changed": changed[:_MAX_LISTED], "missing": missing[:_MAX_LISTED],
+            "extra": extra[:_MAX_LISTED], "n_changed": len(changed),
+            "n_missing": len(missing), "n_extra": len(extra)}
+
+
+def compare_environment(a: dict, b: dict) -> dict:
+    """Package, Python and library versions (and the torch device) of two runs."""
+    def env(p):
+        out = {"decoder": p.get("version"), "python": p.get("python"),
+               **(p.get("libraries") or {})}
+        if p.get("accelerator"):
+            out["accelerator"] = p["accelerator"]
+        return out
+    ea, eb = env(a), env(b)
+    diff = {k: [ea.get(k), eb.get(k)] for k in sorted(set(ea) | set(eb))
+            if ea.get(k) != eb.get(k)}
+    return {"same": not diff, "differences": diff}
+
+
+def compare_runs_exactly(recorded_dir, reproduced_dir) -> dict:
+    """Everything two run folders hold, compared: see the module docstring."""
+    recorded_dir, reproduced_dir = Path(recorded_dir), Path(reproduced_dir)
+    ma = read_record(recorded_dir)
+    mb = json.loads((reproduced_dir / "metrics.json").read_text())
+    pa, pb = ma["provenance"], mb["provenance"]
+    files = {}
+    names = sorted(set(ma.get("files") or []) | set(mb.get("files") or []))
+    for name in names:
+        fa, fb = recorded_dir / name, reproduced_dir / name
+        if not fa.is_file() or not fb.is_file():
+            files[name] = {"same": False, "note": "recorded run lacks it" if not fa.is_file()
+                           else "reproduction lacks it"}
+        elif name.endswith(".tsv"):
+            files[name] = compare_table(fa, fb)
+        elif name.endswith((".nii.gz", ".nii", ".npz")):
+            files[name] = compare_arrays(fa, fb)
+        else:  # binary files (a saved model) differ in their bytes; their numbers are
+            continue  # compared through the tables and metrics they wrote
+    da, db = pa.get("dataset") or {}, pb.get("dataset") or {}
+    dataset = {"same": (da.get("dataset_id"), da.get("commit")) ==
+               (db.get("dataset_id"), db.get("commit")),
+               "recorded": {k: da.get(k) for k in ("dataset_id", "commit")},
+               "reproduced": {k: db.get(k) for k in ("dataset_id", "commit")}}
+    metrics = compare_metrics(ma, mb)
+    inputs = compare_inputs(pa.get("inputs"), pb.get("inputs"))
+    config_same = config_hash(pa["config"]) == config_hash(pb["config"])
+    same = metrics["same"] and all(f["same"] for f in files.values())
+    exact = same and metrics["max_abs_diff"] == 0 and all(
+        f.get("max_abs_diff", 0.0) == 0 for f in files.values())
+    verdict = "identical" if exact else "within-tolerance" if same else "differs"
+    return {
+        "run": str(recorded_dir), "reproduction": str(reproduced_dir),
+        "verdict": verdict, "reproduced": same, "tolerance": TOLERANCE,
+        "scores": {k: [ma.get(k), mb.get(k)] for k in ("accuracy", "roc_auc")
+                   if ma.get(k) is not None or mb.get(k) is not None},
+        "metrics": metrics, "files": files, "inputs": inputs, "config_same": config_same,
+        "dataset": dataset,
+        "environment": compare_environment(pa, pb),
+    }
+
+
+# ------------------------------------------------------------------------- rerun
+def reproduce(run_dir, data=None, out=None, n_jobs=None) -> dict:
+    """Rerun ``run_dir`` from its recorded config into ``out`` and compare the two.
+
+    Parameters
+    ----------
+    run_dir : path
+        A folder written by ``decoder run`` (only read).
+    data : path, optional
+        The data root; default: the recorded root if it exists on this machine, else
+        the config's own root or the embedded sample.
+    out : path, optional
+        Folder for the rerun and ``reproduction.json`` (default ``RUN_DIR-reproduced``).
+    n_jobs : int, optional
+        ``compute.n_jobs`` for the rerun (results do not depend on it).
+
+    Returns
+    -------
+    dict
+        The comparison written to ``reproduction.json`` (``verdict``: ``identical``,
+        ``within-tolerance`` or ``differs``).
+    """
+    from pipelines import check_config, run_config
+    run_dir = Path(run_dir)
+    metrics = read_record(run_dir)
+    out = Path(out) if out is not None else default_out(run_dir)
+    if out.absolute() == run_dir.absolute():
+        raise ConfigError("--out is the run folder itself",
+                          "write the reproduction elsewhere; the run folder is only read")
+    config = copy.deepcopy(metrics["provenance"]["config"])
+    if n_jobs is not None:
+        if not isinstance(config.get("compute"), dict):
+            raise ConfigError("this run's config has no compute settings, so -J does not apply",
+                              "leave -J out")
+        config["compute"]["n_jobs"] = n_jobs
+    try:
+        check_config(config)
+    except ConfigError as err:  # a key this version no longer knows, or a changed choice
+        recorded = metrics["provenance"].get("version")
+        raise ConfigError(f"the run's recorded config does not fit decoder {__version__} "
+                          f"(it was written by {recorded}): {err.message}",
+                          f"install decoder {recorded} to reproduce it") from None
+    root = _recorded_root(metrics, data)
+    check_inputs(metrics["provenance"].get("inputs"), root)
+    check_writable(out)  # all before the run, which can take a while
+    run_config(config, data=str(root) if root else None, out=out,
+               config_path=run_dir / "metrics.json")
+    result = compare_runs_exactly(run_dir, out)
+    atomic_write_json(out / "reproduction.json", result)
+    return result
+
+
+def reproduce_cli(args) -> int:
+    """``decoder reproduce``: print the verdict; exit 0 when reproduced, 3 when not."""
+    res = reproduce(args.run_dir, data=args.data, out=args.out, n_jobs=args.jobs)
+    scores = ", ".join(f"{k} {a:.3f} → {b:.3f}" if a != b else f"{k} {a:.3f}"
+                       for k, (a, b) in res["scores"].items()
+                       if _is_number(a) and _is_number(b))
+    m, inputs = res["metrics"], res["inputs"]
+    if res["verdict"] == "identical":
+        head = "reproduced exactly"
+    elif res["verdict"] == "within-tolerance":
+        head = f"reproduced within {TOLERANCE:g} (largest difference {m['max_abs_diff']:.2g})"
+    else:
+        head = "NOT reproduced"
+    print(f"{head}: {scores}" if scores else head)
+    if not m["same"]:
+        shown = "; ".join(f"{d['key']} {d['recorded']} → {d['reproduced']}"
+                          for d in m["differences"][:3])
+        print(f"metrics.json: {m['n_differences']} values differ ({shown})")
+    for name, f in res["files"].items():
+        if not f["same"]:
+            detail = f.get("note") or (f"{f['rows_differing']} rows differ, "
+                                       if "rows_differing" in f else "") + \
+                f"largest difference {f.get('max_abs_diff', 0):.3g}"
+            print(f"{name}: {detail}")
+    print(f"inputs: {inputs['n']} files, " + ("the same content" if inputs["same"] else
+          f"{inputs['n_changed']} changed, {inputs['n_missing']} not read, "
+          f"{inputs['n_extra']} new"))
+    if not res["dataset"]["same"]:
+        print(f"dataset commit: {res['dataset']['recorded']['commit']} → "
+              f"{res['dataset']['reproduced']['commit']}")
+    env = res["environment"]
+    if not env["same"]:
+        print("environment differs: " + ", ".join(f"{k} {a} → {b}" for k, (a, b)
+                                                  in env["differences"].items()))
+    print(f"comparison written to {Path(res['reproduction']) / 'reproduction.json'}")
+    return 0 if res["reproduced"] else 3

@@ -1,0 +1,136 @@
+"""decoder reproduce: a run folder alone is enough to rerun a result and check it came back."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from decoder._utils import sha256_file
+from decoder.cli import main
+from pipelines.reproduce import TOLERANCE, compare_metrics, compare_table
+
+from test_abide_reader import make_layout
+from test_biomarker_pipeline import CONFIG as ABIDE_CONFIG
+
+HAXBY = ["configs/haxby.yaml", "--set", "classes=face,house", "--set", "delay=5.0",
+         "--set", "window=1"]
+
+
+def _checksums(folder):
+    return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture
+def haxby_run(tmp_path, monkeypatch):
+    from conftest import ROOT
+    monkeypatch.chdir(ROOT)
+    run = tmp_path / "haxby"
+    assert main(["run", *HAXBY, "--out", str(run)]) == 0
+    return run
+
+
+def test_a_run_folder_is_rerun_and_found_identical_without_touching_it(haxby_run, capsys):
+    before = _checksums(haxby_run)
+    assert main(["reproduce", str(haxby_run)]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith("reproduced exactly: accuracy")
+    out = haxby_run.parent / "haxby-reproduced"
+    res = json.loads((out / "reproduction.json").read_text())
+    assert res["verdict"] == "identical" and res["reproduced"]
+    assert set(res["files"]) == {"confusion_matrix.tsv", "predictions.tsv", "weights.nii.gz"}
+    assert all(f["same"] and f["max_abs_diff"] == 0 for f in res["files"].values())
+    assert res["inputs"]["same"] and res["inputs"]["n"] >= 25  # 12 runs, their events, mask
+    assert res["config_same"] and res["environment"]["same"]
+    assert _checksums(haxby_run) == before  # the run folder is only read
+
+
+def test_a_changed_result_is_reported_by_key_with_exit_3(haxby_run, tmp_path, capsys):
+    metrics = json.loads((haxby_run / "metrics.json").read_text())
+    metrics["accuracy"] = 0.99  # results are not covered by the config hash
+    (haxby_run / "metrics.json").write_text(json.dumps(metrics))
+    pred = pd.read_csv(haxby_run / "predictions.tsv", sep="\t")
+    pred.loc[3, "score_face"] += 0.5
+    pred.to_csv(haxby_run / "predictions.tsv", sep="\t", index=False)
+    out = tmp_path / "again"
+    assert main(["reproduce", str(haxby_run), "--out", str(out)]) == 3
+    said = capsys.readouterr().out
+    assert said.startswith("NOT reproduced: accuracy 0.990 → ")
+    assert "metrics.json: 1 values differ (accuracy 0.99 → " in said
+    assert "predictions.tsv: 1 rows differ" in said
+    res = json.loads((out / "reproduction.json").read_text())
+    assert res["verdict"] == "differs"
+    assert res["metrics"]["differences"][0]["key"] == "accuracy"
+
+
+def test_inputs_that_changed_since_the_run_are_refused_before_any_work(sample_copy, tmp_path,
+                                                                        monkeypatch, capsys):
+    from conftest import ROOT
+    monkeypatch.chdir(ROOT)
+    run = tmp_path / "run"
+    assert main(["run", *HAXBY, "--data", str(sample_copy), "--out", str(run)]) == 0
+    events = sorted(sample_copy.rglob("*run-03_events.tsv"))[0]
+    events.write_text(events.read_text().replace("face", "house", 1))
+    out = tmp_path / "again"
+    assert main(["reproduce", str(run), "--out", str(out)]) == 2  # the recorded root
+    err = capsys.readouterr().err
+    assert "1 of " in err and "run-03_events.tsv" in err and "--data" in err
+    assert not out.exists()
+
+
+def test_a_record_that_cannot_be_replayed_is_one_line(haxby_run, tmp_path, capsys):
+    assert main(["reproduce", str(tmp_path / "nowhere")]) == 2
+    assert "run folder not found" in capsys.readouterr().err
+    assert main(["reproduce", str(haxby_run), "--out", str(haxby_run)]) == 2
+    assert "--out is the run folder itself" in capsys.readouterr().err
+    metrics = json.loads((haxby_run / "metrics.json").read_text())
+    metrics["provenance"]["config"]["window"] = 3  # an edited record
+    (haxby_run / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["reproduce", str(haxby_run)]) == 2
+    assert "does not match its recorded hash" in capsys.readouterr().err
+    metrics["provenance"]["config"]["no_such_key"] = 1  # written by another version
+    metrics["provenance"]["config_sha256"] = None
+    (haxby_run / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["reproduce", str(haxby_run)]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit decoder" in err and "no_such_key" in err
+    (haxby_run / "metrics.json").write_text("{not json")
+    assert main(["reproduce", str(haxby_run)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_a_biomarker_run_reproduces_with_any_number_of_processes(tmp_path, capsys):
+    root = make_layout(tmp_path / "abide", n_sites=4, per_site=8, signal=0.9)
+    run = tmp_path / "run"
+    assert main(["run", str(ABIDE_CONFIG), "--data", str(root), "--out", str(run)]) == 0
+    out = tmp_path / "again"
+    assert main(["reproduce", str(run), "--out", str(out), "-J", "2"]) == 0
+    res = json.loads((out / "reproduction.json").read_text())
+    assert res["verdict"] == "identical"
+    assert {"predictions.tsv", "edges.tsv"} <= set(res["files"])
+    # the phenotypic table the labels came from is among the inputs checked
+    assert res["inputs"]["same"] and res["inputs"]["n"] == 4 * 8 + 1
+    assert json.loads((out / "metrics.json").read_text())["provenance"]["config"][
+        "compute"]["n_jobs"] == 2
+
+
+def test_numbers_count_as_the_same_within_the_tolerance_only(tmp_path):
+    a = {"accuracy": 0.7, "per_site": {"X": [1, 2.0]}, "runtime_s": 1.0,
+         "dataset": {"root": "/here"}}
+    b = {"accuracy": 0.7 + TOLERANCE / 10, "per_site": {"X": [1, 2.0]}, "runtime_s": 9.0,
+         "dataset": {"root": "/elsewhere"}}
+    res = compare_metrics(a, b)
+    assert res["same"] and 0 < res["max_abs_diff"] <= TOLERANCE
+    b["per_site"]["X"][1] = 2.001
+    b["extra"] = True
+    res = compare_metrics(a, b)
+    assert not res["same"] and res["n_differences"] == 2
+    assert [d["key"] for d in res["differences"]] == ["per_site.X.1", "extra"]
+    pd.DataFrame({"s": ["a", "b"], "p": [0.5, 0.25]}).to_csv(tmp_path / "a.tsv", sep="\t")
+    pd.DataFrame({"s": ["a", "c"], "p": [0.5, 0.25 + 1e-12]}).to_csv(tmp_path / "b.tsv", sep="\t")
+    res = compare_table(tmp_path / "a.tsv", tmp_path / "b.tsv")
+    assert res["rows_differing"] == 1 and 0 < res["max_abs_diff"] < TOLERANCE
+    shutil.copy(tmp_path / "a.tsv", tmp_path / "c.tsv")
+    assert compare_table(tmp_path / "a.tsv", tmp_path / "c.tsv")["same"]
