@@ -255,7 +255,9 @@ def compare_runs_exactly(recorded_dir, reproduced_dir) -> dict:
                "reproduced": {k: db.get(k) for k in ("dataset_id", "commit")}}
     metrics = compare_metrics(ma, mb)
     inputs = compare_inputs(pa.get("inputs"), pb.get("inputs"))
-    config_same = config_hash(pa["config"]) == config_hash(pb["config"])
+    # where it ran (processes, a Dask cluster) does not change results
+    config_same = (config_hash({k: v for k, v in pa["config"].items() if k != "compute"}) ==
+                   config_hash({k: v for k, v in pb["config"].items() if k != "compute"}))
     same = metrics["same"] and all(f["same"] for f in files.values())
     exact = same and metrics["max_abs_diff"] == 0 and all(
         f.get("max_abs_diff", 0.0) == 0 for f in files.values())
@@ -306,6 +308,12 @@ def reproduce(run_dir, data=None, out=None, n_jobs=None) -> dict:
             raise ConfigError("this run's config has no compute settings, so -J does not apply",
                               "leave -J out")
         config["compute"]["n_jobs"] = n_jobs
+    notes = []
+    scheduler = (config.get("compute") or {}).get("scheduler")
+    if scheduler:  # the recorded cluster is the author's; results do not depend on it
+        config["compute"]["scheduler"] = None
+        notes.append(f"the recorded Dask scheduler ({scheduler}) is not used: the rerun "
+                     "computes locally")
     try:
         check_config(config)
     except ConfigError as err:  # a key this version no longer knows, or a changed choice
@@ -319,6 +327,7 @@ def reproduce(run_dir, data=None, out=None, n_jobs=None) -> dict:
     run_config(config, data=str(root) if root else None, out=out,
                config_path=run_dir / "metrics.json")
     result = compare_runs_exactly(run_dir, out)
+    result["notes"] = notes
     atomic_write_json(out / "reproduction.json", result)
     return result
 
@@ -340,12 +349,15 @@ def reproduce_cli(args) -> int:
     if not m["same"]:
         shown = "; ".join(f"{d['key']} {d['recorded']} → {d['reproduced']}"
                           for d in m["differences"][:3])
-        print(f"metrics.json: {m['n_differences']} values differ ({shown})")
+        n = m["n_differences"]
+        print(f"metrics.json: {n} {'value differs' if n == 1 else 'values differ'} ({shown})")
     for name, f in res["files"].items():
         if not f["same"]:
-            detail = f.get("note") or (f"{f['rows_differing']} rows differ, "
-                                       if "rows_differing" in f else "") + \
-                f"largest difference {f.get('max_abs_diff', 0):.3g}"
+            rows = f.get("rows_differing")
+            detail = f.get("note") or (
+                (f"{rows} {'row differs' if rows == 1 else 'rows differ'}, "
+                 if rows is not None else "") +
+                f"largest difference {f.get('max_abs_diff', 0):.3g}")
             print(f"{name}: {detail}")
     print(f"inputs: {inputs['n']} files, " + ("the same content" if inputs["same"] else
           f"{inputs['n_changed']} changed, {inputs['n_missing']} not read, "
@@ -357,5 +369,7 @@ def reproduce_cli(args) -> int:
     if not env["same"]:
         print("environment differs: " + ", ".join(f"{k} {a} → {b}" for k, (a, b)
                                                   in env["differences"].items()))
+    for note in res.get("notes", []):
+        print(f"note: {note}")
     print(f"comparison written to {Path(res['reproduction']) / 'reproduction.json'}")
     return 0 if res["reproduced"] else 3

@@ -58,8 +58,8 @@ def test_a_changed_result_is_reported_by_key_with_exit_3(haxby_run, tmp_path, ca
     assert main(["reproduce", str(haxby_run), "--out", str(out)]) == 3
     said = capsys.readouterr().out
     assert said.startswith("NOT reproduced: accuracy 0.990 → ")
-    assert "metrics.json: 1 values differ (accuracy 0.99 → " in said
-    assert "predictions.tsv: 1 rows differ" in said
+    assert "metrics.json: 1 value differs (accuracy 0.99 → " in said
+    assert "predictions.tsv: 1 row differs, largest difference 0.5" in said
     res = json.loads((out / "reproduction.json").read_text())
     assert res["verdict"] == "differs"
     assert res["metrics"]["differences"][0]["key"] == "accuracy"
@@ -134,3 +134,17 @@ def test_numbers_count_as_the_same_within_the_tolerance_only(tmp_path):
     assert res["rows_differing"] == 1 and 0 < res["max_abs_diff"] < TOLERANCE
     shutil.copy(tmp_path / "a.tsv", tmp_path / "c.tsv")
     assert compare_table(tmp_path / "a.tsv", tmp_path / "c.tsv")["same"]
+
+
+def test_a_run_recorded_on_a_dask_cluster_is_rerun_locally(haxby_run, tmp_path, capsys):
+    metrics = json.loads((haxby_run / "metrics.json").read_text())
+    from decoder.config import config_hash
+    config = metrics["provenance"]["config"]
+    config["compute"]["scheduler"] = "tcp://192.0.2.1:8786"  # the author's cluster
+    metrics["provenance"]["config_sha256"] = config_hash(config)
+    (haxby_run / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["reproduce", str(haxby_run), "--out", str(tmp_path / "again")]) == 0
+    said = capsys.readouterr().out
+    assert "note: the recorded Dask scheduler (tcp://192.0.2.1:8786) is not used" in said
+    res = json.loads((tmp_path / "again" / "reproduction.json").read_text())
+    assert res["verdict"] == "identical" and res["config_same"]
