@@ -126,7 +126,8 @@ def test_write_run_writes_a_self_contained_report_with_every_figure(tmp_path):
     assert not re.search(r'(src|href)="(?!data:)', html)
     metrics = json.loads((out / "metrics.json").read_text())
     for text in ("0.812", "leave-one-run-out", "Provenance", metrics["provenance"]["config_sha256"],
-                 metrics["provenance"]["inputs"][0]["sha256"], *CLASSES):
+                 metrics["provenance"]["inputs"][0]["sha256"], *CLASSES,
+                 "<code>decoder reproduce run</code>"):
         assert text in html, text
     for anchor in ("summary", "confusion", "per-class", "folds", "weights", "permutation",
                    "provenance"):

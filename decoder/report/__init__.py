@@ -253,6 +253,8 @@ def render_report(run: RunData) -> str:
                                   anchor="selected"))
     body.append(_html.section(
         "Provenance", _html.key_values(provenance_summary(m)),
+        "<p>To rerun this result from this folder and compare every number: "
+        f"<code>decoder reproduce {_html.esc(run.path.name)}</code></p>",
         "<h3>Inputs</h3>", _html.table(_inputs_table(m)),
         "<h3>Configuration</h3>", _html.pre(json.dumps(prov.get("config"), indent=2)),
         anchor="provenance"))
