@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_run)
 
     rep = sub.add_parser("report", parents=[common], help="(re)write report.html for a run directory")
-    rep.add_argument("run_dir")
+    rep.add_argument("run_dir", help="run directory written by 'decoder run'")
     rep.set_defaults(func=_cmd_report)
 
     pr = sub.add_parser("predict", parents=[common],
@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="JSON file for the comparison")
     c.add_argument("--n-permutations", type=int, default=10000, dest="n_permutations",
                    help="random sign flips when there are more than 20 folds (default 10000)")
-    c.add_argument("--random-state", type=int, default=0, dest="random_state")
+    c.add_argument("--random-state", type=int, default=0, dest="random_state",
+                   help="seed of the random sign flips (default 0)")
     c.set_defaults(func=_cmd_compare)
 
     rp = sub.add_parser("reproduce", parents=[common],
@@ -199,12 +200,20 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=_cmd_reproduce)
 
     f = sub.add_parser("fetch", parents=[common], help="fetch a dataset declared in data_manifest.yaml")
-    f.add_argument("name")
-    f.add_argument("--subjects", nargs="*")
-    f.add_argument("--to", help="target folder")
-    f.add_argument("-J", "--jobs", type=int, default=1)
-    f.add_argument("--base-url")
-    f.add_argument("--manifest")
+    f.add_argument("name", nargs="?",
+                   help="a dataset of data_manifest.yaml (see --list), or a DataLad dataset's "
+                        "URL or path")
+    f.add_argument("--list", action="store_true",
+                   help="list the datasets of the manifest with version, licence, size and "
+                        "citation")
+    f.add_argument("--subjects", nargs="*", metavar="ID",
+                   help="only these subjects (e.g. 1 2; for ABIDE a SUB_ID or FILE_ID)")
+    f.add_argument("--to", help="target folder (default: data/NAME)")
+    f.add_argument("-J", "--jobs", type=int, default=1, help="parallel downloads (default 1)")
+    f.add_argument("--base-url", metavar="URL",
+                   help="replace the source (a mirror, a local server or a RIA store)")
+    f.add_argument("--manifest", metavar="YAML",
+                   help="another manifest (default: data_manifest.yaml)")
     f.set_defaults(func=_cmd_fetch)
     return p
 

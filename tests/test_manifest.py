@@ -137,3 +137,16 @@ def test_unknown_dataset_name_suggests_the_closest():
     from decoder.data.manifest import get_entry
     with pytest.raises(ConfigError, match="did you mean 'ds000105'"):
         get_entry("ds00105", MANIFEST)
+
+
+def test_fetch_list_names_every_dataset_with_its_licence_and_citation(capsys):
+    from decoder.cli import main
+    assert main(["fetch", "--list"]) == 0
+    said = capsys.readouterr().out
+    declared = load_manifest(MANIFEST)
+    for name, e in declared.items():
+        assert f"{name}  " in said
+        assert " ".join(str(e["license"]).split()) in said
+        assert " ".join(str(e["citation"]).split())[:60] in said
+    assert main(["fetch"]) == 2  # neither a name nor --list
+    assert "decoder fetch --list" in capsys.readouterr().err

@@ -690,8 +690,31 @@ def _manifest_names(manifest) -> set:
         return set()
 
 
+def dataset_list(manifest=None) -> list[dict]:
+    """One row per dataset of the manifest: name, title, version, licence, size, citation."""
+    from .manifest import load_manifest
+    rows = []
+    for name, entry in load_manifest(manifest).items():
+        rows.append({"name": name, "title": " ".join(str(entry.get("title", "")).split()),
+                     "version": str(entry.get("version", "")),
+                     "license": " ".join(str(entry.get("license", "")).split()),
+                     "size": " ".join(str(entry.get("size", "")).split()),
+                     "citation": " ".join(str(entry.get("citation", "")).split())})
+    return rows
+
+
 def fetch_cli(args) -> int:
     """``decoder fetch`` (arguments parsed in :mod:`decoder.cli`)."""
+    if args.list:
+        for row in dataset_list(args.manifest):
+            print(f"{row['name']}  {row['title']}\n    version {row['version']}; "
+                  f"licence: {row['license']}\n    size: {row['size']}\n"
+                  f"    cite: {row['citation']}")
+        return 0
+    if not args.name:
+        raise ConfigError("no dataset named",
+                          "give one, e.g. 'decoder fetch abide-pcp'; 'decoder fetch --list' "
+                          "lists them")
     info = fetch(args.name, subjects=args.subjects, to=args.to, jobs=args.jobs,
                  base_url=args.base_url, manifest=args.manifest)
     commit = (info["commit"] or "")[:8]
