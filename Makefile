@@ -14,8 +14,9 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	# the CPU build of torch, pinned so pip never pulls a multi-GB CUDA build
-	$(BIN)/pip install -q -r requirements-dev.txt
-	$(BIN)/pip install -q -e ".[all,dev]"
+	$(BIN)/pip install -q -c requirements-lock.txt -r requirements-dev.txt
+	# every other library at the versions behind the README's numbers (requirements-lock.txt)
+	$(BIN)/pip install -q -c requirements-lock.txt -e ".[all,dev]"
 
 demo: install
 	$(BIN)/decoder run configs/haxby.yaml --out results/haxby
