@@ -68,6 +68,10 @@ def test_auc_interval_uses_delongs_variance_and_covers_the_true_auc():
         covered.append(lo <= truth <= hi)
     assert 0.91 <= np.mean(covered) <= 0.98
     assert auc_interval([1, 0, 0, 0], [0.9, 0.1, 0.2, 0.3]) is None   # one positive
+    # perfectly ranked or all tied: DeLong's variance is 0, and no interval beats [1, 1]
+    assert auc_interval([1, 1, 0, 0], [0.9, 0.8, 0.1, 0.2]) is None
+    assert auc_interval([1, 1, 0, 0], [0.5, 0.5, 0.5, 0.5]) is None
+    assert auc_interval([1, 1, 0, 0], [0.9, 0.1, 0.8, 0.2]) is not None  # one pair swapped
 
 
 def test_delong_p_values_are_calibrated_when_the_models_are_equally_good():

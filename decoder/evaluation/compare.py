@@ -71,13 +71,20 @@ def _delong_covariance(y, scores):
 
 def auc_interval(y_true, score) -> list | None:
     """95 % interval of one ROC AUC from DeLong's variance (normal, clipped to [0, 1], as
-    R's pROC ``ci.auc(method="delong")``); None with fewer than 2 samples of a class."""
+    R's pROC ``ci.auc(method="delong")``); None with fewer than 2 samples of a class.
+
+    Also None when DeLong's variance is 0 — every positive–negative pair ordered the same
+    way (AUC 0 or 1) or every score tied — where pROC gives a zero-width interval: four
+    subjects ranked perfectly would otherwise read as an AUC of exactly 1 with certainty.
+    """
     y = np.asarray(y_true).astype(bool)
     score = np.asarray(score, float)
     if y.sum() < 2 or (~y).sum() < 2 or not np.isfinite(score).all():
         return None
     aucs, s = _delong_covariance(y, score[None, :])
-    half = norm.ppf(0.975) * float(np.sqrt(max(s[0, 0], 0.0)))
+    if not s[0, 0] > 1e-12:  # (real variances of an AUC are orders of magnitude larger)
+        return None
+    half = norm.ppf(0.975) * float(np.sqrt(s[0, 0]))
     return [max(0.0, float(aucs[0] - half)), min(1.0, float(aucs[0] + half))]
 
 
