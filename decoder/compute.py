@@ -105,6 +105,20 @@ class MapResult:
         return text
 
 
+def local_workers(n_jobs: int, n_tasks: int | None = None) -> int:
+    """Worker processes for ``n_jobs`` on this machine: -1 (or -k) counts back from the
+    number of cores as joblib does, and more processes than cores (or than tasks) are
+    not started — they would not be faster and each holds a task's memory (an ABIDE
+    fold is about 1.3 GB), so ``-J 1000`` on a laptop must not fork a thousand."""
+    cores = os.cpu_count() or 1
+    wanted = n_jobs if n_jobs > 0 else max(cores + 1 + n_jobs, 1)
+    workers = min(wanted, cores, n_tasks if n_tasks else wanted)
+    if n_jobs > cores:
+        log.warning("compute.n_jobs=%d is more than the %d cores here: %d processes", n_jobs,
+                    cores, workers)
+    return max(workers, 1)
+
+
 class LocalBackend:
     """Run items on this machine with joblib.
 
@@ -127,12 +141,13 @@ class LocalBackend:
 
     def run(self, func, keyed_items) -> Iterable[tuple]:
         """Yield ``_call`` records as items complete."""
-        if self.n_jobs == 1:
+        n_jobs = local_workers(self.n_jobs)
+        if n_jobs == 1:
             for key, item in keyed_items:
                 yield _call(func, key, item)
             return
         from joblib import Parallel, delayed
-        yield from Parallel(n_jobs=self.n_jobs, return_as="generator_unordered")(
+        yield from Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
             delayed(_call)(func, key, item) for key, item in keyed_items)
 
     def close(self) -> None:

@@ -435,8 +435,9 @@ def _map_folds(config, func, args, desc=None) -> list:
     """
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
+    from decoder.compute import local_workers
     compute = config.get("compute") or {}
-    n_jobs = compute.get("n_jobs", 1)
+    n_jobs = local_workers(compute.get("n_jobs", 1), len(args))
     bar = tqdm(total=len(args), desc=desc, unit="fold", leave=False,
                disable=None if (desc and compute.get("progress", True)) else True)
     results = ((func(*a) for a in args) if n_jobs == 1 else    # one process: no pool at all

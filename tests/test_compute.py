@@ -128,3 +128,30 @@ def test_dask_local_cluster_gives_the_local_results(study):
     assert remote.failures == local.failures and "sub-broken" in remote.failures
     assert remote.backend.startswith("dask (tcp://127.0.0.1")
     assert via_config.results == {"1": 1} and "bold file is empty" in via_config.failures["3"]
+
+
+def test_no_more_processes_than_cores_or_tasks_are_started(monkeypatch, caplog):
+    import os
+    import joblib
+    from decoder.compute import local_workers
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert local_workers(1) == 1 and local_workers(3) == 3
+    assert local_workers(-1) == 4 and local_workers(-2) == 3 and local_workers(-9) == 1
+    assert local_workers(3, n_tasks=2) == 2
+    with caplog.at_level("WARNING"):
+        assert local_workers(100_000) == 4  # '-J 100000' on a 4-core machine
+    assert "more than the 4 cores" in caplog.text
+    # the backend and the biomarker folds pass the capped number to joblib
+    seen = []
+    real = joblib.Parallel
+
+    class Recording(real):
+        def __init__(self, n_jobs=None, **kw):
+            seen.append(n_jobs)
+            super().__init__(n_jobs=n_jobs, **kw)
+
+    monkeypatch.setattr(joblib, "Parallel", Recording)
+    list(LocalBackend(1000).run(abs, [("a", -1), ("b", -2)]))
+    from pipelines.biomarker import _map_folds
+    assert _map_folds({"compute": {"n_jobs": 1000}}, abs, [(-1,), (-2,), (-3,)]) == [1, 2, 3]
+    assert seen and all(n <= 4 for n in seen) and seen[-1] == 3
