@@ -6,7 +6,9 @@ Two pages, chosen in the sidebar:
   parcellated time series or a BOLD image + atlas) through the shipped
   connectome model: probability with its cross-validated reliability, the
   subject against the training distribution, connectivity matrix, strongest
-  connections, site caveat and model card.  Research use only.
+  connections, site caveat and model card; or many uploaded subjects at once (a
+  cohort, with an optional participants table), scored where diagnoses are given.
+  Research use only.
 * **Decoding** — a run directory written by ``decoder run`` (or a fresh run
   of the embedded Haxby sample): scores, confusion matrix, folds,
   permutation test, weight maps, provenance and the HTML report.
@@ -145,6 +147,54 @@ def subject_details(prefix):
     return {"site": site or None, "age": age, "sex": helpers.SEX_CHOICES[sex]}
 
 
+def cohort_section(bundle):
+    """Many subjects at once (e.g. a whole site), scored where a table gives diagnoses."""
+    st.caption("Parcellated time series, one file per subject, and optionally a participants "
+               "table (.tsv/.csv; ABIDE's phenotypic CSV works) naming each file's subject "
+               "and giving site, age, sex and diagnosis. With diagnoses, the model's accuracy "
+               "on them is shown (an external validation when they are new subjects).")
+    ups = st.file_uploader("Time series (one per subject)", type=["1D", "tsv", "csv"],
+                           accept_multiple_files=True, key="cohort_files")
+    table_up = st.file_uploader("Participants table (optional)", type=["tsv", "csv"],
+                                key="cohort_table")
+    site = st.text_input("Site of subjects the table gives none (optional)", key="cohort_site")
+    use_examples = not ups and st.checkbox(
+        "Try it on the embedded example subjects (4, with their diagnoses)", key="cohort_ex")
+    if not ups and not use_examples:
+        return
+    if use_examples:
+        uploads, table = helpers.example_cohort()
+    else:
+        uploads = [(u.getvalue(), u.name) for u in ups]
+        table = (table_up.getvalue(), table_up.name) if table_up is not None else None
+    with st.spinner(f"Predicting {len(uploads)} subjects…"):
+        res = helpers.analyse_cohort(uploads, bundle, table=table, site=site)
+    st.subheader(f"Cohort: {len(res.table)} subjects")
+    n_pos = int((res.table["predicted"] == "autism").sum())
+    st.write(f"{n_pos} predicted autism, {len(res.table) - n_pos} control.")
+    if res.n_in_training:
+        st.info(f"{res.n_in_training} of them were training subjects of the model: predicted, "
+                "but left out of the scores.")
+    sc = res.scores
+    if sc:
+        c1, c2, c3, c4 = st.columns(4)
+        c1.metric("With a diagnosis", sc["n"])
+        acc_ci, auc_ci = sc.get("accuracy_ci95"), sc.get("roc_auc_ci95")
+        c2.metric("Accuracy", f"{sc['accuracy']:.3f}",
+                  help=f"95% CI {acc_ci[0]:.2f}–{acc_ci[1]:.2f} (Wilson)" if acc_ci else None)
+        c3.metric("ROC AUC", "—" if sc.get("roc_auc") is None else f"{sc['roc_auc']:.3f}",
+                  help=f"95% CI {auc_ci[0]:.2f}–{auc_ci[1]:.2f} (DeLong)" if auc_ci else None)
+        c4.metric("Chance", f"{sc['chance']:.3f}")
+        intervals = {k: v for k, v in summary(sc).items() if "CI" in k}
+        if intervals:
+            st.caption("; ".join(f"{k}: {v}" for k, v in intervals.items()))
+        if sc.get("per_site"):
+            st.dataframe(figures.per_site_table(sc["per_site"]), hide_index=True)
+    st.dataframe(res.table, hide_index=False)
+    st.download_button("Download the predictions (TSV)", res.tsv, file_name="predictions.tsv",
+                       mime="text/tab-separated-values", key="cohort_download")
+
+
 def biomarker_page():
     st.title("Connectome biomarker")
     st.warning(RESEARCH_NOTICE)
@@ -152,9 +202,12 @@ def biomarker_page():
     mtime = path.stat().st_mtime if path.is_file() else 0.0
     bundle, card = cached_model(str(path), mtime)
     source = st.radio("Subject", ["Example subject", "Upload a time series",
-                                  "Upload a BOLD image"], horizontal=True, key="source")
+                                  "Upload a BOLD image", "Upload a cohort"], horizontal=True,
+                      key="source")
     result, pngs = None, None
-    if source == "Example subject":
+    if source == "Upload a cohort":
+        cohort_section(bundle)
+    elif source == "Example subject":
         table = cached_examples()
         ids = table["file_id"].astype(str).tolist()
         rows = {str(r.file_id): r for r in table.itertuples()}

@@ -217,3 +217,37 @@ def test_running_the_embedded_haxby_sample_from_the_page(app):
     classes = json.loads((out / "metrics.json").read_text())["classes"]
     assert classes == ["bottle", "cat", "chair", "face", "house", "scissors", "scrambledpix",
                        "shoe"]
+
+
+def test_a_cohort_of_uploads_is_predicted_scored_and_downloadable(app):
+    app.radio(key="source").set_value("Upload a cohort").run()
+    _no_traceback(app)
+    assert not any(h.value.startswith("Cohort") for h in app.subheader)  # waits for files
+    app.checkbox(key="cohort_ex").check().run()  # the embedded subjects, with diagnoses
+    _no_traceback(app)
+    assert _errors(app) == []
+    assert any(h.value == "Cohort: 4 subjects" for h in app.subheader)
+    assert _metric(app, "With a diagnosis") == "4"
+    tables = [d.value for d in app.dataframe]
+    assert any("p_autism" in t.columns and len(t) == 4 for t in tables)
+    assert any("site" in t.columns and set(t["site"]) == {"NYU", "UM_1", "USM"} for t in tables)
+
+
+def test_uploaded_cohort_files_without_a_table_are_predicted(app):
+    app.radio(key="source").set_value("Upload a cohort").run()
+    uploader = app.file_uploader(key="cohort_files")
+    for name in ("NYU_0050952_rois_ho.1D", "USM_0050433_rois_ho.1D"):
+        uploader.upload(name, (EXAMPLES / name).read_bytes(), "text/plain")
+    app.run()
+    _no_traceback(app)
+    assert _errors(app) == []
+    assert any(h.value == "Cohort: 2 subjects" for h in app.subheader)
+    assert not any(m.label == "With a diagnosis" for m in app.metric)  # nothing to score
+
+
+def test_a_bad_cohort_upload_is_a_one_line_error(app):
+    app.radio(key="source").set_value("Upload a cohort").run()
+    app.file_uploader(key="cohort_files").upload("x.1D", b"\x00\x01binary", "text/plain")
+    app.run()
+    _no_traceback(app)
+    assert any("is a binary file" in e for e in _errors(app))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 
 from decoder.errors import DataError
@@ -320,3 +321,53 @@ def test_the_subgroup_sentence_names_the_subjects_sex_and_age_band():
     assert helpers.subgroup_caveat(15, None, card) == ""
     assert helpers.subgroup_caveat(None, None, card) == ""
     assert helpers.subgroup_caveat(30, 1, None) == ""
+
+
+# ------------------------------------------------------------------ a cohort
+def _example_uploads():
+    files = sorted(EXAMPLES.glob("*.1D"))
+    return [(f.read_bytes(), f.name) for f in files]
+
+
+def test_a_cohort_with_its_table_is_predicted_and_scored_leaving_no_file(private_tmp, model):
+    table = ((EXAMPLES / "subjects.tsv").read_bytes(), "subjects.tsv")
+    res = helpers.analyse_cohort(_example_uploads(), model[0], table=table)
+    assert list(res.table.index) == ["NYU_0050952", "NYU_0051036", "UM_1_0050272",
+                                     "USM_0050433"]
+    # the uploads are named as uploaded, not by the temporary folder they passed through
+    assert list(res.table["input"]) == [f"{i}_rois_ho.1D" for i in res.table.index]
+    assert set(res.table["diagnosis"]) == {"autism", "control"}
+    assert res.scores["n"] == 4 and res.scores["per_site"].keys() == {"NYU", "UM_1", "USM"}
+    assert res.n_in_training == 0
+    back = pd.read_csv(io.BytesIO(res.tsv), sep="\t", index_col="subject")
+    assert np.allclose(back["p_autism"], res.table["p_autism"])
+    assert list(private_tmp.iterdir()) == []
+    # the same subjects one by one give the same probabilities (no site given: no ComBat)
+    one = helpers.analyse_upload(*_example_uploads()[0], *model)
+    assert one.probability == pytest.approx(res.table["p_autism"].iloc[0], abs=1e-12) or \
+        res.table["site"].iloc[0] == "NYU"
+
+
+def test_a_cohort_without_a_table_is_predicted_but_not_scored(private_tmp, model):
+    res = helpers.analyse_cohort(_example_uploads()[:2], model[0])
+    assert len(res.table) == 2 and res.scores is None
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_bad_cohort_uploads_are_one_line_errors_naming_the_upload(private_tmp, model,
+                                                                  monkeypatch):
+    ups = _example_uploads()
+    with pytest.raises(DataError, match="no time-series files"):
+        helpers.analyse_cohort([], model[0])
+    with pytest.raises(DataError, match="upload each subject once"):
+        helpers.analyse_cohort([ups[0], ups[0]], model[0])
+    with pytest.raises(DataError, match="must be .tsv or .csv"):
+        helpers.analyse_cohort(ups, model[0], table=(ups[0][0], "table.1D"))
+    table = ((EXAMPLES / "subjects.tsv").read_text().splitlines()[:2])  # one subject only
+    with pytest.raises(DataError) as err:
+        helpers.analyse_cohort(ups, model[0], table=("\n".join(table).encode(), "p.tsv"))
+    assert str(err.value).startswith("NYU_0051036_rois_ho.1D: no row of p.tsv matches")
+    monkeypatch.setattr(helpers, "MAX_COHORT_FILES", 3)
+    with pytest.raises(DataError, match="over the limit of 3"):
+        helpers.analyse_cohort(ups, model[0])
+    assert list(private_tmp.iterdir()) == []

@@ -30,7 +30,8 @@ __all__ = [
     "BUNDLED_ATLASES", "SubjectResult", "model_path", "load_biomarker_model", "model_card",
     "example_subjects", "check_upload", "save_upload", "analyse_subject", "analyse_example",
     "analyse_upload", "wilson_interval", "uncertainty_text", "site_caveat", "subgroup_caveat",
-    "SEX_CHOICES", "find_run_dirs", "run_embedded_haxby",
+    "SEX_CHOICES", "find_run_dirs", "run_embedded_haxby", "MAX_COHORT_FILES", "CohortResult",
+    "analyse_cohort", "example_cohort",
 ]
 
 MAX_TIMESERIES_BYTES = 10 * 1024 * 1024     # a 1,000 × 400 float table is ~4 MB
@@ -169,6 +170,102 @@ def save_upload(data: bytes, name: str, folder, kind: str) -> Path:
         raise DataError(f"'{name}': invalid file name", "rename the file")
     path.write_bytes(data)
     return path
+
+
+# ------------------------------------------------------------------ a cohort
+MAX_COHORT_FILES = 1000
+TABLE_EXTENSIONS = (".tsv", ".csv")
+
+
+@dataclass
+class CohortResult:
+    """What the biomarker page shows for many uploaded subjects.
+
+    Attributes
+    ----------
+    table : DataFrame
+        One row per subject, as ``decoder predict`` writes it: ``input`` (the uploaded
+        file's name), ``site``, ``p_autism``, ``predicted``, ``in_training`` and, from
+        the participants table, ``age``, ``sex``, ``diagnosis``.
+    scores : dict or None
+        The model's scores on the subjects with a diagnosis
+        (:func:`pipelines.cohort.cohort_scores`), training subjects left out.
+    tsv : bytes
+        ``table`` as tab-separated text, for download.
+    """
+
+    table: pd.DataFrame
+    scores: dict | None
+    tsv: bytes
+
+    @property
+    def n_in_training(self) -> int:
+        return int((self.table["in_training"] == True).sum())  # noqa: E712 (None: unknown)
+
+
+def analyse_cohort(uploads, bundle: dict, table=None, site=None) -> CohortResult:
+    """Predict many uploaded time series at once, scored where a table gives diagnoses.
+
+    Parameters
+    ----------
+    uploads : list of (bytes, str)
+        One parcellated time series per subject (content, file name).
+    bundle : dict
+        The model (:func:`load_biomarker_model`).
+    table : (bytes, str), optional
+        A participants table (.tsv/.csv; ABIDE's phenotypic CSV works) naming each
+        file's subject and, optionally, site, age, sex and diagnosis.
+    site : str, optional
+        The site of every subject the table gives none (a whole new cohort).
+
+    Everything is checked as a single upload is, and written to and read from a
+    temporary folder removed before this function returns.
+    """
+    from pipelines.cohort import predict_cohort
+    uploads = list(uploads or [])
+    if not uploads:
+        raise DataError("no time-series files", "upload one file per subject")
+    if len(uploads) > MAX_COHORT_FILES:
+        raise DataError(f"{len(uploads)} files, over the limit of {MAX_COHORT_FILES}",
+                        "use 'decoder predict MODEL FILES... --participants TABLE' for more")
+    with tempfile.TemporaryDirectory(prefix="decoder-cohort-") as tmp:
+        names, paths = {}, []
+        for data, name in uploads:
+            path = save_upload(data, name, tmp, "timeseries")
+            if path.name in names:
+                raise DataError(f"'{name}' and '{names[path.name]}' are the same subject's "
+                                "file name", "upload each subject once")
+            names[path.name] = name
+            paths.append(path)
+        participants = None
+        if table is not None:
+            data, tname = table
+            if _suffix(tname or "") not in TABLE_EXTENSIONS:
+                raise DataError(f"'{tname}': a participants table must be .tsv or .csv",
+                                "upload the table as tab- or comma-separated text")
+            tdir = Path(tmp) / "participants"
+            tdir.mkdir()
+            participants = save_upload(data, tname, tdir, "timeseries")
+            names[f"participants/{participants.name}"] = tname
+        try:
+            rows, scores = predict_cohort(paths, bundle, participants, site=site or None)
+        except DataError as err:  # name the uploads, not the temporary folder
+            msg = err.message.replace(f"{tmp}/", "").replace(tmp, "")
+            for saved in sorted(names, key=len, reverse=True):
+                msg = msg.replace(saved, names[saved])
+            raise DataError(msg, err.fix) from None
+    rows["input"] = [names[Path(p).name] for p in rows["input"]]
+    return CohortResult(rows, scores, rows.to_csv(sep="\t").encode())
+
+
+def example_cohort() -> tuple:
+    """The embedded example subjects as a cohort upload: ``(uploads, table)`` for
+    :func:`analyse_cohort` (their files, and their table with diagnoses)."""
+    from pipelines.biomarker import EXAMPLES_DIR
+    examples = example_subjects()
+    uploads = [(Path(path).read_bytes(), Path(path).name) for path in examples["path"]]
+    table = EXAMPLES_DIR / "subjects.tsv"
+    return uploads, (table.read_bytes(), table.name)
 
 
 # ------------------------------------------------------------------ one subject
