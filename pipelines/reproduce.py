@@ -46,6 +46,9 @@ def read_record(run_dir) -> dict:
     """``metrics.json`` of a finished run, checked to carry a usable record of its config."""
     run_dir = Path(run_dir)
     path = run_dir / "metrics.json"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise DataError(f"{run_dir} is a file, not a run folder",
+                        "pass the folder 'decoder run' wrote")
     if not run_dir.is_dir():
         raise DataError(f"run folder not found: {run_dir}", "pass the folder 'decoder run' wrote")
     if not path.is_file():
@@ -61,46 +64,100 @@ def read_record(run_dir) -> dict:
         raise DataError(f"{path}: no provenance.config, so the run cannot be replayed",
                         "rerun it with 'decoder run' (this version records its config)")
     recorded = prov.get("config_sha256")
-    if recorded and recorded != config_hash(prov["config"]):
-        raise DataError(f"{path}: provenance.config does not match its recorded hash "
-                        "(the file was edited)", "use the metrics.json the run wrote")
+    if not recorded or recorded != config_hash(prov["config"]):
+        what = "has no config hash" if not recorded else \
+            "does not match its recorded hash"
+        raise DataError(f"{path}: provenance.config {what} (the file was edited)",
+                        "use the metrics.json the run wrote")
+    inputs = prov.get("inputs")
+    if not isinstance(inputs, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("path"), str)
+            and isinstance(r.get("sha256"), str) for r in inputs):
+        raise DataError(f"{path}: provenance.inputs is not a list of files with their "
+                        "sha256 (the file was edited)", "use the metrics.json the run wrote")
     return metrics
 
 
 def default_out(run_dir) -> Path:
-    """``RUN_DIR-reproduced`` beside the run folder."""
-    run_dir = Path(run_dir)
-    return run_dir.parent / f"{run_dir.absolute().name}-reproduced"
+    """``RUN_DIR-reproduced`` beside the run folder (``.`` and ``..`` resolved first)."""
+    run_dir = Path(run_dir).resolve()
+    return run_dir.parent / f"{run_dir.name}-reproduced"
 
 
-def _recorded_root(metrics, data):
-    """The data root to check and run on: ``--data``, else the recorded root if it exists
-    here, else None (the config's own root or the embedded sample)."""
+def check_out(out, run_dir) -> None:
+    """Refuse an output that is the run folder, or lies inside it, however it is spelt
+    (symbolic links, ``..``): the rerun would overwrite the record it is compared with."""
+    out, run = Path(out).resolve(), Path(run_dir).resolve()
+    if out == run or run in out.parents:
+        where = "the run folder itself" if out == run else "inside the run folder"
+        raise ConfigError(f"--out {out} is {where}",
+                          "write the reproduction elsewhere; the run folder is only read")
+
+
+def _embedded(recorded: str) -> bool:
+    """Whether a recorded root was one of the package's embedded samples."""
+    return Path(recorded).parent.name == "_sample"
+
+
+def data_root(metrics, config, data) -> Path | None:
+    """The data root to check and run on: ``--data``; else the recorded root if it exists
+    here; else, for a run of an embedded sample, this installation's copy of it; else the
+    config's own root.  A recorded root that is not on this machine is an error rather
+    than a silent switch to other data."""
     if data:
         return Path(data).expanduser().absolute()
     recorded = (metrics.get("dataset") or {}).get("root")
     if recorded and Path(recorded).is_dir():
         return Path(recorded)
-    return None
+    if recorded and _embedded(recorded) and config["task"] == "category":
+        from pipelines.category import resolve_root
+        return resolve_root({**config, "dataset": {**config["dataset"], "root": None}})
+    configured = (config.get("dataset") or {}).get("root")
+    if configured and Path(configured).expanduser().is_dir():
+        return Path(configured).expanduser().absolute()
+    where = recorded or configured or "a folder it did not record"
+    raise DataError(f"the run read its data from {where}, which is not on this machine",
+                    "pass --data with the data the run used")
 
 
 def check_inputs(recorded_inputs, root) -> None:
-    """Refuse, before any work, input files present under ``root`` whose content is not
-    what the run read (files not present are left to the run: a DataLad dataset gets
-    them, otherwise the pipeline names the missing file)."""
-    if root is None:
-        return
-    changed = []
+    """Refuse, before any work, input files under ``root`` that are missing or whose
+    content is not what the run read (an annexed file of a DataLad dataset whose content
+    is not here yet counts as present: the run gets it)."""
+    changed, missing = [], []
     for rec in recorded_inputs or []:
         path = Path(rec["path"])
         path = path if path.is_absolute() else root / path
-        if path.is_file() and sha256_file(path) != rec.get("sha256"):
-            changed.append(rec["path"])
-    if changed:
-        raise DataError(f"{len(changed)} of {len(recorded_inputs)} input files under {root} "
-                        f"differ from those the run read (first: {changed[0]})",
-                        "point --data at the data the run used (the recorded sha256 of each "
-                        "file is in provenance.inputs of its metrics.json)")
+        if path.is_file():
+            if sha256_file(path) != rec["sha256"]:
+                changed.append(rec["path"])
+        elif not path.is_symlink():
+            missing.append(rec["path"])
+    for found, what in ((missing, "are missing"), (changed, "differ from those the run read")):
+        if found:
+            raise DataError(f"{len(found)} of {len(recorded_inputs)} input files under {root} "
+                            f"{what} (first: {found[0]})",
+                            "point --data at the data the run used (the recorded sha256 of "
+                            "each file is in provenance.inputs of its metrics.json)")
+
+
+def check_recorded_files(run_dir, metrics) -> None:
+    """Read every table, map and array the run folder lists, before the rerun: a damaged
+    record is named now rather than after minutes of work.  Files the folder lists but
+    lacks are left to the comparison (a shared folder may leave out a large model)."""
+    for name in metrics.get("files") or []:
+        path = Path(run_dir) / str(name)
+        if not path.is_file():
+            continue
+        try:
+            if path.name.endswith(".tsv"):
+                _read_table(path)
+            elif path.name.endswith((".nii.gz", ".nii", ".npz")):
+                _load_arrays(path)
+        except Exception as exc:  # noqa: BLE001 (pandas, nibabel and zlib raise many types)
+            raise DataError(f"{path}: the recorded file cannot be read ({type(exc).__name__}: "
+                            f"{' '.join(str(exc).split())[:80]})",
+                            "restore the run folder as 'decoder run' wrote it") from None
 
 
 # ------------------------------------------------------------------------- comparison
@@ -163,8 +220,10 @@ def compare_table(a_path, b_path) -> dict:
     """Two tab-separated tables: the same rows and columns, numbers within the tolerance,
     everything else equal."""
     a, b = _read_table(a_path), _read_table(b_path)
-    if list(a.columns) != list(b.columns) or len(a) != len(b):
-        return {"same": False, "note": f"shape {a.shape} vs {b.shape} or other columns"}
+    if list(a.columns) != list(b.columns):
+        return {"same": False, "note": f"columns {list(a.columns)} vs {list(b.columns)}"}
+    if len(a) != len(b):
+        return {"same": False, "note": f"{len(a)} rows vs {len(b)}"}
     n_rows, max_diff = set(), 0.0
     for col in a.columns:
         x, y = a[col].to_numpy(), b[col].to_numpy()
@@ -179,16 +238,19 @@ def compare_table(a_path, b_path) -> dict:
     return {"same": not n_rows, "rows_differing": len(n_rows), "max_abs_diff": max_diff}
 
 
+def _load_arrays(path) -> dict:
+    path = Path(path)
+    if path.name.endswith(".npz"):
+        with np.load(path) as z:
+            return {k: np.asarray(z[k]) for k in z.files}
+    import nibabel as nib
+    img = nib.load(str(path))
+    return {"data": np.asarray(img.dataobj), "affine": img.affine}
+
+
 def compare_arrays(a_path, b_path) -> dict:
     """Two images (``.nii.gz``) or array archives (``.npz``): the same shapes and values."""
-    def load(path):
-        if path.name.endswith(".npz"):
-            with np.load(path) as z:
-                return {k: np.asarray(z[k]) for k in z.files}
-        import nibabel as nib
-        img = nib.load(str(path))
-        return {"data": np.asarray(img.dataobj), "affine": img.affine}
-    a, b = load(a_path), load(b_path)
+    a, b = _load_arrays(a_path), _load_arrays(b_path)
     if set(a) != set(b) or any(a[k].shape != b[k].shape for k in a):
         return {"same": False, "note": "other arrays or shapes"}
     max_diff = 0.0
@@ -235,13 +297,14 @@ def compare_runs_exactly(recorded_dir, reproduced_dir) -> dict:
     ma = read_record(recorded_dir)
     mb = json.loads((reproduced_dir / "metrics.json").read_text())
     pa, pb = ma["provenance"], mb["provenance"]
-    files = {}
+    files, not_compared = {}, []
     names = sorted(set(ma.get("files") or []) | set(mb.get("files") or []))
     for name in names:
         fa, fb = recorded_dir / name, reproduced_dir / name
-        if not fa.is_file() or not fb.is_file():
-            files[name] = {"same": False, "note": "recorded run lacks it" if not fa.is_file()
-                           else "reproduction lacks it"}
+        if not fa.is_file():  # a shared folder may leave out e.g. a large model
+            not_compared.append(name)
+        elif not fb.is_file():
+            files[name] = {"same": False, "note": "the reproduction did not write it"}
         elif name.endswith(".tsv"):
             files[name] = compare_table(fa, fb)
         elif name.endswith((".nii.gz", ".nii", ".npz")):
@@ -258,13 +321,16 @@ def compare_runs_exactly(recorded_dir, reproduced_dir) -> dict:
     # where it ran (processes, a Dask cluster) does not change results
     config_same = (config_hash({k: v for k, v in pa["config"].items() if k != "compute"}) ==
                    config_hash({k: v for k, v in pb["config"].items() if k != "compute"}))
-    same = metrics["same"] and all(f["same"] for f in files.values())
-    exact = same and metrics["max_abs_diff"] == 0 and all(
-        f.get("max_abs_diff", 0.0) == 0 for f in files.values())
-    verdict = "identical" if exact else "within-tolerance" if same else "differs"
+    # the same results from other inputs are not a reproduction
+    same = metrics["same"] and inputs["same"] and all(f["same"] for f in files.values())
+    max_diff = max([metrics["max_abs_diff"]] + [f.get("max_abs_diff", 0.0)
+                                                for f in files.values()])
+    verdict = ("identical" if same and max_diff == 0 else "within-tolerance" if same
+               else "differs")
     return {
         "run": str(recorded_dir), "reproduction": str(reproduced_dir),
         "verdict": verdict, "reproduced": same, "tolerance": TOLERANCE,
+        "max_abs_diff": max_diff, "not_compared": not_compared,
         "scores": {k: [ma.get(k), mb.get(k)] for k in ("accuracy", "roc_auc")
                    if ma.get(k) is not None or mb.get(k) is not None},
         "metrics": metrics, "files": files, "inputs": inputs, "config_same": config_same,
@@ -299,11 +365,12 @@ def reproduce(run_dir, data=None, out=None, n_jobs=None) -> dict:
     run_dir = Path(run_dir)
     metrics = read_record(run_dir)
     out = Path(out) if out is not None else default_out(run_dir)
-    if out.absolute() == run_dir.absolute():
-        raise ConfigError("--out is the run folder itself",
-                          "write the reproduction elsewhere; the run folder is only read")
+    check_out(out, run_dir)
     config = copy.deepcopy(metrics["provenance"]["config"])
     if n_jobs is not None:
+        if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
+            raise ConfigError(f"-J {n_jobs}: the number of processes must be a non-zero "
+                              "integer", "use e.g. -J 2 (or -J -1 for every core)")
         if not isinstance(config.get("compute"), dict):
             raise ConfigError("this run's config has no compute settings, so -J does not apply",
                               "leave -J out")
@@ -318,15 +385,20 @@ def reproduce(run_dir, data=None, out=None, n_jobs=None) -> dict:
         check_config(config)
     except ConfigError as err:  # a key this version no longer knows, or a changed choice
         recorded = metrics["provenance"].get("version")
+        fix = (f"install decoder {recorded} to reproduce it" if recorded != __version__ else
+               "this version wrote no such config: restore the metrics.json the run wrote")
         raise ConfigError(f"the run's recorded config does not fit decoder {__version__} "
-                          f"(it was written by {recorded}): {err.message}",
-                          f"install decoder {recorded} to reproduce it") from None
-    root = _recorded_root(metrics, data)
-    check_inputs(metrics["provenance"].get("inputs"), root)
+                          f"(it was written by {recorded}): {err.message}", fix) from None
+    root = data_root(metrics, config, data)
+    check_inputs(metrics["provenance"]["inputs"], root)
+    check_recorded_files(run_dir, metrics)
     check_writable(out)  # all before the run, which can take a while
-    run_config(config, data=str(root) if root else None, out=out,
-               config_path=run_dir / "metrics.json")
+    # an earlier comparison must not outlive the results it described
+    (out / "reproduction.json").unlink(missing_ok=True)
+    log.info("rerunning %s on %s into %s", run_dir, root, out)
+    run_config(config, data=str(root), out=out, config_path=run_dir / "metrics.json")
     result = compare_runs_exactly(run_dir, out)
+    result["data"] = str(root)
     result["notes"] = notes
     atomic_write_json(out / "reproduction.json", result)
     return result
@@ -342,7 +414,7 @@ def reproduce_cli(args) -> int:
     if res["verdict"] == "identical":
         head = "reproduced exactly"
     elif res["verdict"] == "within-tolerance":
-        head = f"reproduced within {TOLERANCE:g} (largest difference {m['max_abs_diff']:.2g})"
+        head = f"reproduced within {TOLERANCE:g} (largest difference {res['max_abs_diff']:.2g})"
     else:
         head = "NOT reproduced"
     print(f"{head}: {scores}" if scores else head)
@@ -359,6 +431,9 @@ def reproduce_cli(args) -> int:
                  if rows is not None else "") +
                 f"largest difference {f.get('max_abs_diff', 0):.3g}")
             print(f"{name}: {detail}")
+    for name in res.get("not_compared", []):
+        print(f"{name}: not in the recorded run folder, not compared")
+    print(f"data: {res['data']}")
     print(f"inputs: {inputs['n']} files, " + ("the same content" if inputs["same"] else
           f"{inputs['n_changed']} changed, {inputs['n_missing']} not read, "
           f"{inputs['n_extra']} new"))

@@ -83,19 +83,31 @@ def test_inputs_that_changed_since_the_run_are_refused_before_any_work(sample_co
 def test_a_record_that_cannot_be_replayed_is_one_line(haxby_run, tmp_path, capsys):
     assert main(["reproduce", str(tmp_path / "nowhere")]) == 2
     assert "run folder not found" in capsys.readouterr().err
-    assert main(["reproduce", str(haxby_run), "--out", str(haxby_run)]) == 2
-    assert "--out is the run folder itself" in capsys.readouterr().err
+    assert main(["reproduce", str(haxby_run), "-J", "0"]) == 2
+    assert "use e.g. -J 2" in capsys.readouterr().err
     metrics = json.loads((haxby_run / "metrics.json").read_text())
     metrics["provenance"]["config"]["window"] = 3  # an edited record
     (haxby_run / "metrics.json").write_text(json.dumps(metrics))
     assert main(["reproduce", str(haxby_run)]) == 2
     assert "does not match its recorded hash" in capsys.readouterr().err
-    metrics["provenance"]["config"]["no_such_key"] = 1  # written by another version
-    metrics["provenance"]["config_sha256"] = None
+    metrics["provenance"]["config_sha256"] = None  # a hash taken out is an edit too
+    (haxby_run / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["reproduce", str(haxby_run)]) == 2
+    assert "has no config hash" in capsys.readouterr().err
+    from decoder.config import config_hash
+    metrics["provenance"]["config"]["no_such_key"] = 1  # a key this version does not know
+    metrics["provenance"]["config_sha256"] = config_hash(metrics["provenance"]["config"])
     (haxby_run / "metrics.json").write_text(json.dumps(metrics))
     assert main(["reproduce", str(haxby_run)]) == 2
     err = capsys.readouterr().err
     assert "does not fit decoder" in err and "no_such_key" in err
+    assert "restore the metrics.json the run wrote" in err  # same version: not 'install it'
+    del metrics["provenance"]["config"]["no_such_key"]
+    metrics["provenance"]["config_sha256"] = config_hash(metrics["provenance"]["config"])
+    metrics["provenance"]["inputs"] = "edited"
+    (haxby_run / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["reproduce", str(haxby_run)]) == 2
+    assert "provenance.inputs is not a list" in capsys.readouterr().err
     (haxby_run / "metrics.json").write_text("{not json")
     assert main(["reproduce", str(haxby_run)]) == 2
     assert "not valid JSON" in capsys.readouterr().err
@@ -148,3 +160,69 @@ def test_a_run_recorded_on_a_dask_cluster_is_rerun_locally(haxby_run, tmp_path, 
     assert "note: the recorded Dask scheduler (tcp://192.0.2.1:8786) is not used" in said
     res = json.loads((tmp_path / "again" / "reproduction.json").read_text())
     assert res["verdict"] == "identical" and res["config_same"]
+
+
+def test_the_run_folder_is_never_the_output_however_it_is_spelt(haxby_run, tmp_path,
+                                                                monkeypatch, capsys):
+    before = _checksums(haxby_run)
+    link = tmp_path / "link"
+    link.symlink_to(haxby_run)
+    (tmp_path / "sub").mkdir()
+    for out in (haxby_run, link, tmp_path / "sub" / ".." / "haxby", haxby_run / "inner"):
+        assert main(["reproduce", str(haxby_run), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "the run folder itself" in err or "inside the run folder" in err
+    assert main(["reproduce", str(link), "--out", str(haxby_run)]) == 2
+    capsys.readouterr()
+    assert _checksums(haxby_run) == before and not (haxby_run / "inner").exists()
+    # '.' as the run folder: the default output is beside it, not inside
+    from pipelines.reproduce import default_out
+    monkeypatch.chdir(haxby_run)
+    assert default_out(".") == tmp_path / "haxby-reproduced"
+
+
+def test_a_damaged_or_incomplete_record_is_named_before_any_work(haxby_run, tmp_path, capsys):
+    out = tmp_path / "again"
+    (haxby_run / "predictions.tsv").write_text("")
+    assert main(["reproduce", str(haxby_run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "predictions.tsv: the recorded file cannot be read" in err and not out.exists()
+    (haxby_run / "predictions.tsv").unlink()  # left out of a shared folder: not compared
+    assert main(["reproduce", str(haxby_run), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "predictions.tsv: not in the recorded run folder, not compared" in said
+
+
+def test_data_that_are_gone_or_incomplete_are_refused_not_replaced(sample_copy, tmp_path,
+                                                                   monkeypatch, capsys):
+    from conftest import ROOT
+    monkeypatch.chdir(ROOT)
+    run = tmp_path / "run"
+    assert main(["run", *HAXBY, "--data", str(sample_copy), "--out", str(run)]) == 0
+    bold = sorted(sample_copy.rglob("*run-12_bold.nii.gz"))[0]
+    moved = tmp_path / bold.name
+    bold.rename(moved)
+    assert main(["reproduce", str(run), "--out", str(tmp_path / "a")]) == 2
+    assert "1 of 26 input files" in capsys.readouterr().err  # not a smaller run
+    moved.rename(bold)
+    sample_copy.rename(tmp_path / "elsewhere")  # never silently the embedded sample instead
+    assert main(["reproduce", str(run), "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "which is not on this machine" in err and "--data" in err
+    assert main(["reproduce", str(run), "--out", str(tmp_path / "a"),
+                 "--data", str(tmp_path / "elsewhere")]) == 0
+    assert f"data: {tmp_path / 'elsewhere'}" in capsys.readouterr().out
+
+
+def test_an_interrupted_rerun_leaves_no_comparison_of_other_results(haxby_run, tmp_path,
+                                                                     monkeypatch):
+    out = tmp_path / "again"
+    assert main(["reproduce", str(haxby_run), "--out", str(out)]) == 0
+    assert (out / "reproduction.json").is_file()
+    import pipelines
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pipelines, "run_config", interrupted)
+    assert main(["reproduce", str(haxby_run), "--out", str(out)]) == 130
+    assert not (out / "reproduction.json").exists()
