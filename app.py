@@ -172,10 +172,14 @@ def cohort_section(bundle):
     st.subheader(f"Cohort: {len(res.table)} subjects")
     n_pos = int((res.table["predicted"] == "autism").sum())
     st.write(f"{n_pos} predicted autism, {len(res.table) - n_pos} control.")
-    if res.n_in_training:
+    sc = res.scores
+    if sc and sc.get("includes_training_subjects"):
+        st.warning(f"The {sc['n']} subjects with a diagnosis were all training subjects of "
+                   "the model: the scores below are on data it learned from, not an external "
+                   "validation, and are optimistic.")
+    elif res.n_in_training:
         st.info(f"{res.n_in_training} of them were training subjects of the model: predicted, "
                 "but left out of the scores.")
-    sc = res.scores
     if sc:
         c1, c2, c3, c4 = st.columns(4)
         c1.metric("With a diagnosis", sc["n"])

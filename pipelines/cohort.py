@@ -59,9 +59,11 @@ def read_participants(path, files=None) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"participants table not found: {path}",
                         "pass a TSV or CSV with one row per subject (a 'subject' column)")
-    sep = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
+    sep = _separator(path)
     try:
-        raw = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=True)
+        # index_col=False: a spreadsheet export that ends every row with a separator must
+        # not shift the columns onto the index
+        raw = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=True, index_col=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a readable table ({type(exc).__name__})",
                         "pass a TSV or CSV with a header row") from None
@@ -102,6 +104,21 @@ def read_participants(path, files=None) -> pd.DataFrame:
             words.append(word)
         table["diagnosis"] = words
     return table
+
+
+def _separator(path) -> str:
+    """The table's separator: the one of tab, comma and semicolon its header holds most of
+    (a tab-separated table saved as .csv, a European spreadsheet's semicolons), else the
+    one its extension says."""
+    default = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
+            header = fh.readline()
+    except OSError:
+        return default
+    counts = {sep: header.count(sep) for sep in ("\t", ",", ";")}
+    best = max(counts, key=counts.get)
+    return best if counts[best] > counts[default] else default
 
 
 def _number(value):
@@ -233,7 +250,11 @@ def predict_cohort(files, model=None, participants=None, site=None, atlas=None) 
         fd = rows["mean_fd"] if "mean_fd" in rows else pd.Series(np.nan, index=rows.index)
         covariates = (pd.DataFrame(index=range(len(rows))) if covariates is None
                       else covariates).assign(mean_fd=fd.to_numpy(float))
-    proba = est.predict_proba(series, sites=sites, covariates=covariates)
+    try:
+        proba = est.predict_proba(series, sites=sites, covariates=covariates)
+    except DataError:  # a check of one subject's series: say whose
+        _name_the_subject(files, series, est)
+        raise
     p = proba[:, _positive_column(est)]
     rows["p_autism"] = p
     rows["predicted"] = np.where(p > 0.5, POSITIVE, "control")
@@ -251,14 +272,26 @@ def predict_cohort(files, model=None, participants=None, site=None, atlas=None) 
     return rows.set_index("subject"), scores
 
 
+def _name_the_subject(files, series, est) -> None:
+    """Raise the error of the first subject whose series has no usable covariance, with
+    its file name (the batch's error does not say which subject it was)."""
+    from decoder.features.connectome import subject_covariances
+    for f, ts in zip(files, series):
+        try:
+            subject_covariances([ts], shrinkage=getattr(est, "shrinkage", "ledoit-wolf"))
+        except DataError as err:
+            raise DataError(f"{f}: {err.message}", err.fix) from None
+
+
 def _in_training(rows, bundle) -> pd.Series:
     """Whether each subject was one the model was trained on: True/False from the model's
     list of training subjects, or None (unknown) for models saved without it, where a
     subject of a training site may or may not be new (logged)."""
     trained = bundle.get("subjects")
-    if trained is not None:
-        trained = set(map(str, trained))
-        return pd.Series([sid in trained for sid in rows["subject"].astype(str)],
+    if trained is not None:  # matched as files are to table rows: the id, or id + '_...'
+        trained = sorted(set(map(str, trained)), key=len, reverse=True)
+        return pd.Series([_owner(sid, trained) is not None
+                          for sid in rows["subject"].astype(str)],
                          index=rows.index, dtype=object)
     sites = set(map(str, bundle.get("sites") or ()))
     if sites and rows["site"].astype(str).isin(sites).any():

@@ -251,3 +251,19 @@ def test_a_bad_cohort_upload_is_a_one_line_error(app):
     app.run()
     _no_traceback(app)
     assert any("is a binary file" in e for e in _errors(app))
+
+
+def test_a_cohort_of_training_subjects_is_flagged_as_not_external(app):
+    root = biomarker_run().parent / "abide"  # the data the page's model was trained on
+    files = sorted((root / "Outputs").rglob("*.1D"))[:6]
+    table = root / "Phenotypic_V1_0b_preprocessed1.csv"
+    app.radio(key="source").set_value("Upload a cohort").run()
+    uploader = app.file_uploader(key="cohort_files")
+    for f in files:
+        uploader.upload(f.name, f.read_bytes(), "text/plain")
+    app.file_uploader(key="cohort_table").upload(table.name, table.read_bytes(), "text/csv")
+    app.run()
+    _no_traceback(app)
+    assert _errors(app) == []
+    assert any("were all training subjects of the model" in w.value for w in app.warning)
+    assert not any("left out of the scores" in i.value for i in app.info)

@@ -359,7 +359,7 @@ def test_bad_cohort_uploads_are_one_line_errors_naming_the_upload(private_tmp, m
     ups = _example_uploads()
     with pytest.raises(DataError, match="no time-series files"):
         helpers.analyse_cohort([], model[0])
-    with pytest.raises(DataError, match="upload each subject once"):
+    with pytest.raises(DataError, match="upload each subject.s time series once"):
         helpers.analyse_cohort([ups[0], ups[0]], model[0])
     with pytest.raises(DataError, match="must be .tsv or .csv"):
         helpers.analyse_cohort(ups, model[0], table=(ups[0][0], "table.1D"))
@@ -371,3 +371,28 @@ def test_bad_cohort_uploads_are_one_line_errors_naming_the_upload(private_tmp, m
     with pytest.raises(DataError, match="over the limit of 3"):
         helpers.analyse_cohort(ups, model[0])
     assert list(private_tmp.iterdir()) == []
+
+
+def test_cohort_uploads_keep_their_own_names_for_matching_and_display(private_tmp, model):
+    ups = _example_uploads()
+    names = ["sub 01.1D", "süb-é.1D", "日本.1D", "sub_01.1D"]
+    table = "subject\tdiagnosis\nsub 01\tautism\nsüb-é\tcontrol\n日本\tautism\nsub_01\tcontrol\n"
+    res = helpers.analyse_cohort([(d, n) for (d, _), n in zip(ups, names)], model[0],
+                                 table=(table.encode(), "t.tsv"))
+    assert list(res.table.index) == ["sub 01", "süb-é", "日本", "sub_01"]
+    assert list(res.table["input"]) == names
+    assert res.scores["n"] == 4
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_cohort_errors_name_exactly_the_upload_concerned(private_tmp, model):
+    data = (EXAMPLES / "NYU_0050952_rois_ho.1D").read_text().splitlines()
+    short = "\n".join(data[:6]).encode()  # 5 time points
+    with pytest.raises(DataError) as err:
+        helpers.analyse_cohort([(data and "\n".join(data).encode(), "ñn.1D"),
+                                (short, "scan.1D")], model[0])
+    assert str(err.value).startswith("scan.1D: ")
+    with pytest.raises(DataError, match="'x.tsv' and 'x.1D' are both subject 'x'"):
+        helpers.analyse_cohort([(short, "x.1D"), (short, "x.tsv")], model[0])
+    with pytest.raises(DataError, match="invalid file name"):
+        helpers.analyse_cohort([(short, ".hidden.1D")], model[0])

@@ -185,3 +185,34 @@ def test_a_site_written_in_another_case_is_not_taken_for_a_new_site(trained, cap
     result = biomarker.predict_subject(ts, bundle, site="ELSEWHERE", age=12)
     assert result["warnings"] == ["site 'ELSEWHERE' is not one of the model's 3 training "
                                   "sites: no site adjustment"]
+
+
+def test_training_subjects_are_recognised_by_their_file_names_without_a_table(trained):
+    table, _ = predict_cohort(trained["seen"] + trained["new"][:2], trained["model"])
+    assert table["in_training"].tolist() == [True] * 3 + [False] * 2
+
+
+@pytest.mark.parametrize("layout", ["tabs in a .csv", "semicolons", "trailing separators"])
+def test_tables_are_read_whatever_separator_a_spreadsheet_used(tmp_path, layout):
+    rows = [["subject", "age", "sex", "diagnosis"], ["s01", "9.5", "F", "ASD"],
+            ["s02", "12", "M", "control"]]
+    sep, suffix = {"tabs in a .csv": ("\t", ".csv"), "semicolons": (";", ".csv"),
+                   "trailing separators": ("\t", ".tsv")}[layout]
+    lines = [sep.join(r) for r in rows]
+    if layout == "trailing separators":  # every data row ends with one more separator
+        lines = [lines[0]] + [line + sep for line in lines[1:]]
+    path = tmp_path / f"participants{suffix}"
+    path.write_text("\n".join(lines) + "\n")
+    t = read_participants(path)
+    assert list(t.index) == ["s01", "s02"]
+    assert t["age"].tolist() == [9.5, 12.0] and t["sex"].tolist() == [2.0, 1.0]
+    assert t["diagnosis"].tolist() == ["autism", "control"]
+
+
+def test_a_series_no_connectivity_can_be_computed_from_is_named(trained, tmp_path):
+    good = trained["new"][0]
+    bad = tmp_path / "SITE3_overflow_rois_ho.1D"
+    ts = np.loadtxt(good, skiprows=1)
+    np.savetxt(bad, ts * 1e200, delimiter="\t", header=good.read_text().splitlines()[0][1:])
+    with pytest.raises(DataError, match=r"SITE3_overflow_rois_ho\.1D: "):
+        predict_cohort([good, bad], trained["model"])

@@ -154,8 +154,21 @@ def _safe_name(name: str, suffix: str) -> str:
     return stem + suffix
 
 
-def save_upload(data: bytes, name: str, folder, kind: str) -> Path:
+def _kept_name(name: str) -> str:
+    """The upload's own base name, when it is one a file can have here (no folder part,
+    no NUL, not hidden, not too long for a file system)."""
+    base = str(name).replace("\\", "/").rsplit("/", 1)[-1]
+    if not base or base.startswith(".") or "\x00" in base or len(base.encode()) > 255:
+        raise DataError(f"'{name}': invalid file name", "rename the file")
+    return base
+
+
+def save_upload(data: bytes, name: str, folder, kind: str, keep_name: bool = False) -> Path:
     """Check an upload and write it into ``folder`` (a temporary folder) under a safe name.
+
+    With ``keep_name``, the upload's own base name is kept (subjects are matched to a
+    participants table by their file names, spaces and accents included); ``folder``
+    should then hold this upload alone.
 
     Returns
     -------
@@ -165,7 +178,7 @@ def save_upload(data: bytes, name: str, folder, kind: str) -> Path:
     suffix = check_upload(name, len(data), kind)
     _sniff(data, suffix, name)
     folder = Path(folder)
-    path = folder / _safe_name(name, suffix)
+    path = folder / (_kept_name(name) if keep_name else _safe_name(name, suffix))
     if path.resolve().parent != folder.resolve():  # belt and braces against path tricks
         raise DataError(f"'{name}': invalid file name", "rename the file")
     path.write_bytes(data)
@@ -228,15 +241,23 @@ def analyse_cohort(uploads, bundle: dict, table=None, site=None) -> CohortResult
     if len(uploads) > MAX_COHORT_FILES:
         raise DataError(f"{len(uploads)} files, over the limit of {MAX_COHORT_FILES}",
                         "use 'decoder predict MODEL FILES... --participants TABLE' for more")
+    from pipelines.biomarker import input_stem
+    stems = {}
+    for _, name in uploads:  # one subject, one file: 'x.1D' and 'x.tsv' would be two
+        stem = input_stem(_kept_name(name))
+        if stem in stems:
+            raise DataError(f"'{name}' and '{stems[stem]}' are both subject '{stem}'",
+                            "upload each subject's time series once")
+        stems[stem] = name
     with tempfile.TemporaryDirectory(prefix="decoder-cohort-") as tmp:
-        names, paths = {}, []
-        for data, name in uploads:
-            path = save_upload(data, name, tmp, "timeseries")
-            if path.name in names:
-                raise DataError(f"'{name}' and '{names[path.name]}' are the same subject's "
-                                "file name", "upload each subject once")
-            names[path.name] = name
-            paths.append(path)
+        # each upload in a folder of its own, under its own name: the names are what the
+        # table matches, and what the page and the download show
+        paths, folders = [], {}
+        for k, (data, name) in enumerate(uploads):
+            folder = Path(tmp) / f"{k:04d}"
+            folder.mkdir()
+            paths.append(save_upload(data, name, folder, "timeseries", keep_name=True))
+            folders[str(folder)] = name
         participants = None
         if table is not None:
             data, tname = table
@@ -245,16 +266,16 @@ def analyse_cohort(uploads, bundle: dict, table=None, site=None) -> CohortResult
                                 "upload the table as tab- or comma-separated text")
             tdir = Path(tmp) / "participants"
             tdir.mkdir()
-            participants = save_upload(data, tname, tdir, "timeseries")
-            names[f"participants/{participants.name}"] = tname
+            participants = save_upload(data, tname, tdir, "timeseries", keep_name=True)
+            folders[str(tdir)] = tname
         try:
             rows, scores = predict_cohort(paths, bundle, participants, site=site or None)
         except DataError as err:  # name the uploads, not the temporary folder
-            msg = err.message.replace(f"{tmp}/", "").replace(tmp, "")
-            for saved in sorted(names, key=len, reverse=True):
-                msg = msg.replace(saved, names[saved])
-            raise DataError(msg, err.fix) from None
-    rows["input"] = [names[Path(p).name] for p in rows["input"]]
+            msg = err.message
+            for folder in sorted(folders, key=len, reverse=True):
+                msg = msg.replace(f"{folder}/", "")
+            raise DataError(msg.replace(f"{tmp}/", "").replace(tmp, ""), err.fix) from None
+    rows["input"] = [Path(p).name for p in rows["input"]]
     return CohortResult(rows, scores, rows.to_csv(sep="\t").encode())
 
 
