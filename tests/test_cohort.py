@@ -209,6 +209,7 @@ def test_tables_are_read_whatever_separator_a_spreadsheet_used(tmp_path, layout)
     assert t["diagnosis"].tolist() == ["autism", "control"]
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the point
 def test_a_series_no_connectivity_can_be_computed_from_is_named(trained, tmp_path):
     good = trained["new"][0]
     bad = tmp_path / "SITE3_overflow_rois_ho.1D"
