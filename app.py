@@ -192,6 +192,13 @@ def cohort_section(bundle):
         intervals = {k: v for k, v in summary(sc).items() if "CI" in k}
         if intervals:
             st.caption("; ".join(f"{k}: {v}" for k, v in intervals.items()))
+        cal = sc.get("calibration")
+        if cal:
+            st.caption(f"Calibration: mean predicted probability {cal['mean_predicted']:.2f}, "
+                       f"observed autism rate {cal['observed_rate']:.2f}, Brier score "
+                       f"{cal['brier']:.3f} (lower is better; 0.25 for a constant 0.5). "
+                       "Probabilities far from the observed rate at a new site mean they "
+                       "should not be read at face value there.")
         if sc.get("per_site"):
             st.dataframe(figures.per_site_table(sc["per_site"]), hide_index=True)
     st.dataframe(res.table, hide_index=False)

@@ -31,7 +31,7 @@ from decoder.errors import DataError
 from decoder.evaluation.metrics import chance_level, cluster_bootstrap_interval
 from decoder.results import check_writable
 from pipelines.biomarker import (POSITIVE, SEX_CODES, _metrics_from_proba, _positive_column,
-                                 check_site_name, group_scores, input_stem, load_model,
+                                 calibration_table, check_site_name, group_scores, input_stem, load_model,
                                  per_site_metrics, read_subject_input, sex_label,
                                  training_sites)
 
@@ -312,7 +312,15 @@ def cohort_scores(rows: pd.DataFrame) -> dict | None:
     diag = rows["diagnosis"].to_numpy(str)
     proba = rows["p_autism"].to_numpy(float)
     sites = rows["site"].fillna("unknown").astype(str).to_numpy()
+    positive = diag == POSITIVE
+    # are the probabilities right at this site, not only their order? (calibration in the
+    # large, the Brier score and the observed rate per bin, as the evaluation records)
+    calibration = {"mean_predicted": float(proba.mean()),
+                   "observed_rate": float(positive.mean()),
+                   "brier": float(np.mean((proba - positive) ** 2)),
+                   "bins": calibration_table(diag, proba)}
     return {**group_scores(diag, proba), "chance": chance_level(diag),
+            "calibration": calibration,
             "confusion_matrix": _metrics_from_proba(diag, proba)["confusion_matrix"],
             "per_site": per_site_metrics(diag, proba, sites),
             "site_bootstrap": cluster_bootstrap_interval(diag == POSITIVE, proba, sites)}
@@ -350,5 +358,8 @@ def cohort_cli(args, inputs) -> int:
               f"[{acc[0]:.3f}, {acc[1]:.3f}]"
               + (f", roc_auc {scores['roc_auc']:.3f} [{auc[0]:.3f}, {auc[1]:.3f}]" if auc
                  else "") + f" (95% CI; chance {scores['chance']:.3f})")
+        cal = scores["calibration"]
+        print(f"calibration: mean predicted probability {cal['mean_predicted']:.3f}, observed "
+              f"autism rate {cal['observed_rate']:.3f}, Brier score {cal['brier']:.3f}")
     print(f"predictions written to {out} (summary: {out.with_suffix('.json')})")
     return 0

@@ -228,6 +228,7 @@ def test_a_cohort_of_uploads_is_predicted_scored_and_downloadable(app):
     assert _errors(app) == []
     assert any(h.value == "Cohort: 4 subjects" for h in app.subheader)
     assert _metric(app, "With a diagnosis") == "4"
+    assert any("Brier score" in c.value for c in app.caption)  # are the probabilities right?
     tables = [d.value for d in app.dataframe]
     assert any("p_autism" in t.columns and len(t) == 4 for t in tables)
     assert any("site" in t.columns and set(t["site"]) == {"NYU", "UM_1", "USM"} for t in tables)

@@ -97,6 +97,15 @@ def test_with_abides_table_the_cohort_is_scored_and_training_subjects_are_left_o
     assert scores["accuracy_ci95"] == pytest.approx(
         list(wilson_interval(int(correct.sum()), len(new))))
     assert list(scores["per_site"]) == ["SITE3"]
+    # calibration at the new site: the mean probability against the observed rate
+    from sklearn.metrics import brier_score_loss
+    positive = (new["diagnosis"] == "autism").to_numpy()
+    cal = scores["calibration"]
+    assert cal["mean_predicted"] == pytest.approx(new["p_autism"].mean())
+    assert cal["observed_rate"] == pytest.approx(positive.mean())
+    assert cal["brier"] == pytest.approx(brier_score_loss(positive, new["p_autism"]))
+    assert sum(b["n"] for b in cal["bins"]) == 10
+    assert f"Brier score {cal['brier']:.3f}" in printed
     assert "3 of them were training subjects of the model, left out of the scores" in printed
     assert f"accuracy {scores['accuracy']:.3f}" in printed
     # the new site, named in the table, was harmonised with its own subjects
