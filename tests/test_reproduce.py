@@ -65,12 +65,19 @@ def test_a_changed_result_is_reported_by_key_with_exit_3(haxby_run, tmp_path, ca
     assert res["metrics"]["differences"][0]["key"] == "accuracy"
 
 
-def test_inputs_that_changed_since_the_run_are_refused_before_any_work(sample_copy, tmp_path,
-                                                                        monkeypatch, capsys):
+@pytest.fixture
+def copy_run(sample_copy, tmp_path, monkeypatch):
+    """A run on a copy of the embedded sample (data that a test may alter)."""
     from conftest import ROOT
     monkeypatch.chdir(ROOT)
     run = tmp_path / "run"
     assert main(["run", *HAXBY, "--data", str(sample_copy), "--out", str(run)]) == 0
+    return sample_copy, run
+
+
+def test_inputs_that_changed_since_the_run_are_refused_before_any_work(copy_run, tmp_path,
+                                                                        capsys):
+    sample_copy, run = copy_run
     events = sorted(sample_copy.rglob("*run-03_events.tsv"))[0]
     events.write_text(events.read_text().replace("face", "house", 1))
     out = tmp_path / "again"
@@ -193,12 +200,8 @@ def test_a_damaged_or_incomplete_record_is_named_before_any_work(haxby_run, tmp_
     assert "predictions.tsv: not in the recorded run folder, not compared" in said
 
 
-def test_data_that_are_gone_or_incomplete_are_refused_not_replaced(sample_copy, tmp_path,
-                                                                   monkeypatch, capsys):
-    from conftest import ROOT
-    monkeypatch.chdir(ROOT)
-    run = tmp_path / "run"
-    assert main(["run", *HAXBY, "--data", str(sample_copy), "--out", str(run)]) == 0
+def test_data_that_are_gone_or_incomplete_are_refused_not_replaced(copy_run, tmp_path, capsys):
+    sample_copy, run = copy_run
     bold = sorted(sample_copy.rglob("*run-12_bold.nii.gz"))[0]
     moved = tmp_path / bold.name
     bold.rename(moved)
