@@ -47,3 +47,18 @@ def check_choice(what: str, value, options, fix_word: str = "one") -> None:
     if value not in options:
         raise ConfigError(f"{what} '{value}' is not supported",
                           f"use {fix_word} of: {', '.join(options)}")
+
+
+def missing_file(path, what: str, fix: str) -> DataError:
+    """The error for an input file that is not there: ``"<what> not found: <path>"``, or,
+    for a DataLad/git-annex file whose content was never fetched (a link into the annex
+    that leads nowhere), a message saying so with the command that gets it."""
+    import os
+    from pathlib import Path
+    path = Path(path)
+    if path.is_symlink() and not path.exists() and ".git/annex/objects" in \
+            os.readlink(path).replace("\\", "/"):
+        return DataError(f"{what} {path} is an annexed file whose content is not here",
+                         f"run 'datalad get {path}' (or 'decoder fetch' its dataset), "
+                         "then retry")
+    return DataError(f"{what} not found: {path}", fix)

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from decoder._utils import atomic_write_json, atomic_write_text
-from decoder.errors import DataError
+from decoder.errors import DataError, missing_file
 from decoder.evaluation.metrics import chance_level, cluster_bootstrap_interval
 from decoder.results import check_writable
 from pipelines.biomarker import (POSITIVE, SEX_CODES, _metrics_from_proba, _positive_column,
@@ -57,7 +57,7 @@ def read_participants(path, files=None) -> pd.DataFrame:
     the subject (ABIDE's table has both ``subject``, a number, and ``FILE_ID``)."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"participants table not found: {path}",
+        raise missing_file(path, "participants table",
                         "pass a TSV or CSV with one row per subject (a 'subject' column)")
     sep = _separator(path)
     try:

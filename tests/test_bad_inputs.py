@@ -109,3 +109,20 @@ def test_a_failed_run_keeps_the_earlier_result(cli, sample_copy, tmp_path):
     _assert_one_line_error(_run(cli, sample_copy, tmp_path), "run-01")
     assert json.loads((out / "metrics.json").read_text()) == {"accuracy": 0.9}
     assert not [f for f in out.iterdir() if f.name.endswith(".tmp")]
+
+
+def _annexed_without_content(path):
+    """What a DataLad clone holds before 'datalad get': a link into the annex, to nothing."""
+    path.unlink(missing_ok=True)
+    path.symlink_to("../../.git/annex/objects/Xx/Yy/MD5E-s1--0.tsv/MD5E-s1--0.tsv")
+
+
+def test_an_annexed_file_without_content_says_how_to_get_it(cli, sample_copy, tmp_path):
+    _annexed_without_content(sample_copy / EVENTS)
+    _assert_one_line_error(_run(cli, sample_copy, tmp_path), "run-01_events.tsv",
+                           "is an annexed file whose content is not here", "datalad get")
+    series = tmp_path / "NYU_0050952_rois_ho.1D"
+    _annexed_without_content(series)
+    from decoder.report.app_helpers import model_path  # the shipped model
+    _assert_one_line_error(cli("predict", model_path(), series),
+                           "NYU_0050952_rois_ho.1D is an annexed file", "datalad get")

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, missing_file
 from .timeseries_io import read_timeseries, regions_with_signal
 
 log = logging.getLogger(__name__)
@@ -265,7 +265,7 @@ def load_phenotypes(root) -> pd.DataFrame:
     """The phenotypic table indexed by ``FILE_ID``."""
     path = Path(root) / PHENOTYPIC_FILE
     if not path.is_file():
-        raise DataError(f"phenotypic table not found: {path}",
+        raise missing_file(path, "phenotypic table",
                         f"download {PHENOTYPIC_FILE} from the ABIDE PCP bucket into the data root")
     try:
         table = pd.read_csv(path, low_memory=False)

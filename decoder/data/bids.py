@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
+from ..errors import DataError, missing_file
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def _find_events(bold: Path, root: Path, ents: dict) -> Path | None:
     if ents.get("task"):
         cands.append(root / f"task-{ents['task']}_events.tsv")
     for c in cands:
-        if c.is_file():
+        if c.is_file() or c.is_symlink():  # (an annexed file not fetched yet is named later)
             return c
     return None
 
@@ -176,7 +176,7 @@ def read_events(path, n_volumes: int | None = None, tr: float | None = None) -> 
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"events file not found: {path}",
+        raise missing_file(path, "events file",
                         "add the run's _events.tsv (onset, duration, trial_type)")
     try:
         ev = pd.read_csv(path, sep="\t", na_values=["n/a", "NA", ""])
@@ -214,7 +214,7 @@ def load_bold(path, min_volumes: int = 2):
     import nibabel as nib
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"bold file not found: {path}", "check --data and the file name")
+        raise missing_file(path, "bold file", "check --data and the file name")
     try:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
@@ -237,7 +237,7 @@ def load_mask(path):
     import nibabel as nib
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"mask file not found: {path}",
+        raise missing_file(path, "mask file",
                         "set dataset.mask to an existing file, or 'compute' to estimate one")
     try:
         img = nib.load(str(path))

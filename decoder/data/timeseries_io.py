@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
+from ..errors import DataError, missing_file
 
 __all__ = ["read_timeseries", "regions_with_signal", "TIMESERIES_SUFFIXES"]
 
@@ -94,7 +94,7 @@ def read_timeseries(path) -> tuple[np.ndarray, list[str]]:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"time-series file not found: {path}",
+        raise missing_file(path, "time-series file",
                         "check the path (ABIDE files live in Outputs/<pipeline>/<strategy>/"
                         "<derivative>/)")
     try:

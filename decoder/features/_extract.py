@@ -31,7 +31,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, missing_file
 
 __all__ = ["CODEC", "LabelPlan", "NiftiLayout", "build_plan", "read_layout",
            "reduce_file", "reduce_array"]
@@ -223,7 +223,7 @@ def read_layout(path) -> NiftiLayout | None:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"image file not found: {path}", "check the path (and 'datalad get' it)")
+        raise missing_file(path, "image file", "check the path")
     head = bytearray(544)
     try:
         with open(path, "rb") as fh:

@@ -26,7 +26,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, missing_file
 from . import _extract
 from ._cache import FeatureCache
 
@@ -57,7 +57,7 @@ def _load_atlas(atlas):
     name = _describe(atlas)
     if isinstance(atlas, (str, os.PathLike)):
         if not Path(atlas).is_file():
-            raise DataError(f"atlas file not found: {atlas}",
+            raise missing_file(atlas, "atlas file",
                             "check the path (and 'datalad get' it)")
         try:
             atlas = nib.load(atlas)

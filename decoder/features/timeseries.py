@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .._utils import atomic_write_bytes, sha256_file, stable_hash
-from ..errors import DataError, check_choice
+from ..errors import DataError, check_choice, missing_file
 
 log = logging.getLogger(__name__)
 _UNWRITABLE: set = set()
@@ -196,7 +196,7 @@ def extract_timeseries(bold, atlas, confounds_strategy="simple", t_r=None, radiu
     import nibabel as nib
     bold = Path(bold)
     if not bold.is_file():
-        raise DataError(f"BOLD image not found: {bold}", "check the path")
+        raise missing_file(bold, "BOLD image", "check the path")
     atlas = atlas if isinstance(atlas, dict) else load_atlas(atlas, atlas_type)
     settings = {"atlas": atlas["source"], "type": atlas["type"], "confounds": confounds_strategy,
                 "t_r": t_r, "radius": radius, "fwhm": smoothing_fwhm, "hp": high_pass,
