@@ -31,15 +31,22 @@ TIMING_FIELDS = ("runtime_s", "created")
 
 def file_records(paths, root=None) -> list[dict]:
     """``[{path, sha256, bytes}]`` for input files (paths relative to ``root`` when given)."""
+    import os
     records = []
     for p in sorted({Path(p) for p in paths}):
         rel = p
         if root is not None:
-            try:
-                rel = p.resolve().relative_to(Path(root).resolve())
-            except ValueError:
-                rel = p
-        rec = {"path": str(rel), "sha256": sha256_file(p), "bytes": p.stat().st_size}
+            # the file's name in the dataset, not where a link leads: an annexed file of a
+            # DataLad dataset is a link into .git/annex/objects
+            for a, b in ((os.path.abspath(p), os.path.abspath(root)),
+                         (os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(p))),
+                                       p.name), os.path.realpath(root))):
+                try:
+                    rel = Path(a).relative_to(b)
+                    break
+                except ValueError:
+                    continue
+        rec = {"path": rel.as_posix(), "sha256": sha256_file(p), "bytes": p.stat().st_size}
         records.append(rec)
     return records
 

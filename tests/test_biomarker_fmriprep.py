@@ -141,3 +141,26 @@ def test_bids_sex_letters_become_codes_for_combat_and_name_the_subgroups(tmp_pat
     assert _run(root, tmp_path / "run2", "--set", "save_model=false") == 0
     metrics = json.loads((tmp_path / "run2" / "metrics.json").read_text())
     assert "sex" not in metrics["per_subgroup"] and "age" in metrics["per_subgroup"]
+
+
+def test_an_atlas_or_confounds_edited_in_place_are_not_served_from_the_cache(tmp_path):
+    from decoder.features.timeseries import extract_timeseries
+    root = make_fmriprep(tmp_path / "fmriprep", n_per_site=1)
+    bold = sorted(root.rglob("*_bold.nii.gz"))[0]
+    atlas, cache = root / "atlas.nii.gz", tmp_path / "cache"
+    first = extract_timeseries(bold, str(atlas), confounds_strategy=None, cache_dir=cache)
+    labels = np.asarray(nib.load(atlas).dataobj)
+    labels[labels == 4] = 3  # the same file name, other regions
+    nib.save(nib.Nifti1Image(labels, AFFINE), atlas)
+    second = extract_timeseries(bold, str(atlas), confounds_strategy=None, cache_dir=cache)
+    assert first.shape[1] == 4 and second.shape[1] == 3
+    assert len(list(cache.glob("*.npy"))) == 2
+
+
+def test_a_confounds_table_without_the_strategys_columns_is_one_line(tmp_path):
+    from decoder.errors import DataError
+    from decoder.features.timeseries import extract_timeseries
+    root = make_fmriprep(tmp_path / "fmriprep", n_per_site=1)  # its table has fd and csf only
+    bold = sorted(root.rglob("*_bold.nii.gz"))[0]
+    with pytest.raises(DataError, match="no usable fMRIPrep confounds for strategy 'simple'"):
+        extract_timeseries(bold, str(root / "atlas.nii.gz"), confounds_strategy="simple")

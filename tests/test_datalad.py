@@ -218,6 +218,14 @@ def test_decoder_run_on_a_plain_clone_gets_inputs_and_records_provenance(haxby_d
     assert prov["dataset"]["files"][BOLD1]["annex_key"] == Path(os.readlink(ds / BOLD1)).name
     assert prov["dataset"]["files"][EVENTS1]["git_blob"] is not None  # text2git: in git
     assert git("status", "--porcelain", cwd=ds) == ""
+    # inputs are recorded by their names in the dataset, not where the annex links lead
+    paths = {r["path"] for r in prov["inputs"]}
+    assert BOLD1 in paths and not any(".git/annex" in p for p in paths)
+    # so the run can be reproduced on another fresh clone, whose content is not there yet
+    again = clone(haxby_ds["url"], tmp_path / "clone2")
+    res = decoder_cli("reproduce", str(out), "--data", str(again), "--out", str(tmp_path / "r"))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("reproduced exactly")
 
 
 def test_biomarker_run_on_a_clone_of_images_gets_every_file_it_reads(tmp_path):

@@ -203,7 +203,20 @@ def extract_timeseries(bold, atlas, confounds_strategy="simple", t_r=None, radiu
                 "lp": low_pass}
     key = None
     if cache_dir is not None:
-        key = stable_hash({"bold": sha256_file(bold), **settings})[:24]
+        # the key holds the content of every file the series depends on: the image, an
+        # atlas file (edited in place, it keeps its name) and the confounds table
+        content = {"bold": sha256_file(bold)}
+        if Path(atlas["source"]).is_file():
+            content["atlas_sha256"] = sha256_file(atlas["source"])
+        if confounds_strategy not in (None, "none"):
+            from ..data.bids import find_confounds
+            conf = find_confounds(bold)
+            if conf is not None and conf.is_file():
+                content["confounds_sha256"] = sha256_file(conf)
+                sidecar = conf.with_suffix(".json")
+                if sidecar.is_file():
+                    content["confounds_json_sha256"] = sha256_file(sidecar)
+        key = stable_hash({**content, **settings})[:24]
         cached = Path(cache_dir) / f"{key}.npy"
         if cached.is_file():
             return np.load(cached)
@@ -225,7 +238,7 @@ def extract_timeseries(bold, atlas, confounds_strategy="simple", t_r=None, radiu
         try:
             confounds, sample_mask = load_confounds_strategy(str(bold),
                                                              denoise_strategy=confounds_strategy)
-        except (ValueError, FileNotFoundError) as exc:
+        except (ValueError, FileNotFoundError, KeyError) as exc:  # KeyError: a missing column
             raise DataError(f"{bold}: no usable fMRIPrep confounds for strategy "
                             f"'{confounds_strategy}' ({' '.join(str(exc).split())[:120]})",
                             "put the *_desc-confounds_timeseries.tsv next to the image, or set "
