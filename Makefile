@@ -13,7 +13,8 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 install: $(BIN)/python
-	# the CPU build of torch, pinned so pip never pulls a multi-GB CUDA build
+	# torch pinned (requirements-dev.txt); on Linux PyPI's wheel brings the CUDA libraries:
+	# install the CPU build first from PyTorch's index for a CPU-only machine (README)
 	$(BIN)/pip install -q -c requirements-lock.txt -r requirements-dev.txt
 	# every other library at the versions behind the README's numbers (requirements-lock.txt)
 	$(BIN)/pip install -q -c requirements-lock.txt -e ".[all,dev]"

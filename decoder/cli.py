@@ -191,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="rerun a finished run from its recorded config and inputs, and "
                              "compare every result (exit 3 when they differ)")
     rp.add_argument("run_dir", help="run directory written by 'decoder run' (only read)")
-    rp.add_argument("--data", help="data root (default: the recorded one if it exists here, "
-                                   "else the config's root or the embedded sample)")
+    rp.add_argument("--data", help="data root (default: the recorded one if it exists here; "
+                                   "for a run of the embedded sample, this installation's copy; "
+                                   "otherwise --data is needed)")
     rp.add_argument("--out", help="folder for the rerun and reproduction.json "
                                   "(default: RUN_DIR-reproduced)")
     rp.add_argument("-J", "--jobs", type=int, help="compute.n_jobs for the rerun (results do "

@@ -354,10 +354,13 @@ def cohort_cli(args, inputs) -> int:
                  scores.get("includes_training_subjects") else ", left out of the scores"))
     if scores:
         acc, auc = scores["accuracy_ci95"], scores["roc_auc_ci95"]
+        roc = scores.get("roc_auc")
         print(f"on the {scores['n']} with a diagnosis: accuracy {scores['accuracy']:.3f} "
               f"[{acc[0]:.3f}, {acc[1]:.3f}]"
-              + (f", roc_auc {scores['roc_auc']:.3f} [{auc[0]:.3f}, {auc[1]:.3f}]" if auc
-                 else "") + f" (95% CI; chance {scores['chance']:.3f})")
+              + (f", roc_auc {roc:.3f} " + (f"[{auc[0]:.3f}, {auc[1]:.3f}]" if auc
+                                            else "(no interval)") if roc is not None else "")
+              + f" (95% CI; chance {scores['chance']:.3f}; per site, with sites resampled and "
+              "per probability bin in the JSON)")
         cal = scores["calibration"]
         print(f"calibration: mean predicted probability {cal['mean_predicted']:.3f}, observed "
               f"autism rate {cal['observed_rate']:.3f}, Brier score {cal['brier']:.3f}")

@@ -235,7 +235,9 @@ def compare_table(a_path, b_path) -> dict:
             max_diff = max(max_diff, float(d.max()))
         differs = np.where(numeric, d > TOLERANCE, x != y)
         n_rows.update(np.flatnonzero(differs).tolist())
-    return {"same": not n_rows, "rows_differing": len(n_rows), "max_abs_diff": max_diff}
+    first = sorted(n_rows)[:10]  # named by the table's first column (subject, sample)
+    return {"same": not n_rows, "rows_differing": len(n_rows), "max_abs_diff": max_diff,
+            "first_rows": [str(a.iloc[i, 0]) for i in first]}
 
 
 def _load_arrays(path) -> dict:
@@ -426,8 +428,9 @@ def reproduce_cli(args) -> int:
     for name, f in res["files"].items():
         if not f["same"]:
             rows = f.get("rows_differing")
+            named = ", ".join(f.get("first_rows") or [])
             detail = f.get("note") or (
-                (f"{rows} {'row differs' if rows == 1 else 'rows differ'}, "
+                (f"{rows} {'row differs' if rows == 1 else 'rows differ'} (first: {named}), "
                  if rows is not None else "") +
                 f"largest difference {f.get('max_abs_diff', 0):.3g}")
             print(f"{name}: {detail}")

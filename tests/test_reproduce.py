@@ -59,7 +59,8 @@ def test_a_changed_result_is_reported_by_key_with_exit_3(haxby_run, tmp_path, ca
     said = capsys.readouterr().out
     assert said.startswith("NOT reproduced: accuracy 0.990 → ")
     assert "metrics.json: 1 value differs (accuracy 0.99 → " in said
-    assert "predictions.tsv: 1 row differs, largest difference 0.5" in said
+    sample = pred.iloc[3, 0]
+    assert f"predictions.tsv: 1 row differs (first: {sample}), largest difference 0.5" in said
     res = json.loads((out / "reproduction.json").read_text())
     assert res["verdict"] == "differs"
     assert res["metrics"]["differences"][0]["key"] == "accuracy"
