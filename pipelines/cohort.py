@@ -269,6 +269,8 @@ def predict_cohort(files, model=None, participants=None, site=None, atlas=None) 
         scores = cohort_scores(rows)
         if scores is not None:
             scores["includes_training_subjects"] = True
+    if "sex" in rows:  # ABIDE's codes as written (2, not 2.0); missing stays missing
+        rows["sex"] = rows["sex"].astype("Int64")
     return rows.set_index("subject"), scores
 
 

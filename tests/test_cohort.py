@@ -85,6 +85,8 @@ def test_with_abides_table_the_cohort_is_scored_and_training_subjects_are_left_o
     # each file found its row: site, age, sex and diagnosis from the phenotypic table
     assert list(table["site"]) == list(pheno.loc[table["subject"], "SITE_ID"])
     assert np.allclose(table["age"], pheno.loc[table["subject"], "AGE_AT_SCAN"])
+    assert list(table["sex"]) == list(pheno.loc[table["subject"], "SEX"])  # codes, as given
+    assert set(pd.read_csv(out, sep="\t", dtype=str)["sex"]) <= {"1", "2"}  # not 2.0
     assert list(table["diagnosis"]) == [{1: "autism", 2: "control"}[d]
                                         for d in pheno.loc[table["subject"], "DX_GROUP"]]
     # SITE0 subjects trained the model: flagged, and not scored
