@@ -240,3 +240,24 @@ def config_hash(config: Mapping) -> str:
     """Content hash of a resolved config (sorted-key JSON, SHA-256)."""
     from ._utils import stable_hash
     return stable_hash(config)
+
+
+def config_differences(a: Mapping, b: Mapping, skip=("compute",)) -> list[dict]:
+    """The settings two resolved configs differ in: ``[{"key": "harmonize.method", "a":
+    "combat", "b": "none"}, ...]`` (dotted keys, lists compared whole; ``skip``: sections
+    that do not change results, such as where it ran)."""
+    out = []
+
+    def walk(x, y, prefix):
+        for k in list(x) + [k for k in y if k not in x]:
+            if not prefix and k in skip:
+                continue
+            key = f"{prefix}{k}"
+            vx, vy = x.get(k, "(absent)"), y.get(k, "(absent)")
+            if isinstance(vx, Mapping) and isinstance(vy, Mapping):
+                walk(vx, vy, f"{key}.")
+            elif vx != vy:
+                out.append({"key": key, "a": vx, "b": vy})
+
+    walk(a or {}, b or {}, "")
+    return out

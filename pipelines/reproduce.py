@@ -25,7 +25,7 @@ import pandas as pd
 
 from decoder import __version__
 from decoder._utils import atomic_write_json, sha256_file
-from decoder.config import config_hash
+from decoder.config import config_differences, config_hash
 from decoder.errors import ConfigError, DataError
 from decoder.results import TIMING_FIELDS, check_writable
 
@@ -321,8 +321,7 @@ def compare_runs_exactly(recorded_dir, reproduced_dir) -> dict:
     metrics = compare_metrics(ma, mb)
     inputs = compare_inputs(pa.get("inputs"), pb.get("inputs"))
     # where it ran (processes, a Dask cluster) does not change results
-    config_same = (config_hash({k: v for k, v in pa["config"].items() if k != "compute"}) ==
-                   config_hash({k: v for k, v in pb["config"].items() if k != "compute"}))
+    config_diff = config_differences(pa["config"], pb["config"])
     # the same results from other inputs are not a reproduction
     same = metrics["same"] and inputs["same"] and all(f["same"] for f in files.values())
     max_diff = max([metrics["max_abs_diff"]] + [f.get("max_abs_diff", 0.0)
@@ -335,7 +334,8 @@ def compare_runs_exactly(recorded_dir, reproduced_dir) -> dict:
         "max_abs_diff": max_diff, "not_compared": not_compared,
         "scores": {k: [ma.get(k), mb.get(k)] for k in ("accuracy", "roc_auc")
                    if ma.get(k) is not None or mb.get(k) is not None},
-        "metrics": metrics, "files": files, "inputs": inputs, "config_same": config_same,
+        "metrics": metrics, "files": files, "inputs": inputs, "config_same": not config_diff,
+        "config_differences": config_diff,
         "dataset": dataset,
         "environment": compare_environment(pa, pb),
     }

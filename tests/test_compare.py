@@ -234,6 +234,10 @@ def test_cli_compares_two_biomarker_pipeline_runs(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "paired on 36 subjects" in printed and "DeLong" in printed
     res = json.loads(out.read_text())
+    # which settings B changes, and nothing else (not where it ran, not the data root)
+    assert res["config_differences"] == [{"key": "harmonize.method", "a": "none",
+                                          "b": "combat"}]
+    assert "B differs from A in: harmonize.method none → combat" in printed
     metrics = {k: json.loads((v / "metrics.json").read_text()) for k, v in runs.items()}
     assert res["n_paired"] == 36 and res["accuracy"]["unit"] == "subject"
     assert res["accuracy"]["diff"] == pytest.approx(
@@ -243,6 +247,7 @@ def test_cli_compares_two_biomarker_pipeline_runs(tmp_path, capsys):
     # a run against itself: no difference, nothing to test
     same = compare_runs(runs["combat"], runs["combat"])
     assert same["accuracy"]["diff"] == 0 and same["accuracy"]["p"] == 1.0
+    assert same["config_differences"] == []
     assert same["roc_auc"]["p"] == 1.0
 
 

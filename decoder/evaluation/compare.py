@@ -405,6 +405,10 @@ def compare_runs(run_a, run_b, n_permutations=10000, random_state=0, out=None) -
         res[key] = {"path": str(run), "name": m.get("name"), "cv": m.get("cv"),
                     "config_sha256": (m.get("provenance") or {}).get("config_sha256"),
                     "accuracy": m.get("accuracy"), "roc_auc": m.get("roc_auc")}
+    # what B changes (a comparison of two configs should say which two)
+    from ..config import config_differences
+    res["config_differences"] = config_differences(
+        (ma.get("provenance") or {}).get("config"), (mb.get("provenance") or {}).get("config"))
     biomarker = task == "biomarker"
     label = "diagnosis" if biomarker else "true"
     other_samples = DataError(f"{run_a} and {run_b} decoded different samples or folds",
