@@ -816,9 +816,12 @@ def model_files(est, metrics, config, subjects, name="model.skops") -> dict:
     bytes, written with the rest of the run (:func:`decoder.results.write_run`)."""
     import skops.io as sio
     from decoder.models.model_card import build_model_card, card_files
+    lengths = [len(ts) for ts in subjects.time_series]
+    n_timepoints = [min(lengths), max(lengths)]
     card = build_model_card(metrics, config, len(subjects.diagnosis), subjects.sites,
-                            subjects.regions, calibration=metrics.get("calibration"))
-    bundle = {"estimator": est, "regions": list(subjects.regions),
+                            subjects.regions, calibration=metrics.get("calibration"),
+                            n_timepoints=n_timepoints)
+    bundle = {"estimator": est, "regions": list(subjects.regions), "n_timepoints": n_timepoints,
               "positive_class": POSITIVE, "classes": CLASSES,
               # who it was trained on: scores on them would not be external (decoder predict)
               "subjects": [str(i) for i in subjects.ids],
@@ -1016,6 +1019,11 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None,
     regions = bundle.get("regions")
     notes = check_subject_series(time_series, name,
                                  None if regions is None else len(regions))
+    shortest = (bundle.get("n_timepoints") or [None])[0]
+    if shortest and len(time_series) < shortest:  # usable, but noisier than any training scan
+        notes.append(f"{len(time_series)} time points, fewer than the model's shortest training "
+                     f"scan ({shortest}): its connectivity is noisier than any the model learned "
+                     "from, so read the probability with more caution")
     sites = None if site is None else np.asarray([str(site)])
     covariates = None
     if getattr(est, "harmonize", "none") == "combat":

@@ -221,6 +221,24 @@ def test_a_few_regions_without_signal_are_noted_as_in_training(tmp_path, capsys)
     assert biomarker.predict_subject(_example_series(), biomarker.load_model())["warnings"] == []
 
 
+def test_a_scan_shorter_than_any_training_scan_is_noted(tmp_path, capsys):
+    model = biomarker.load_model()
+    assert model["n_timepoints"] == [78, 316]  # ABIDE's shortest and longest training scans
+    f = tmp_path / "short.tsv"
+    ts = _example_series()[:60]
+    pd.DataFrame(ts, columns=[f"r{i}" for i in range(ts.shape[1])]).to_csv(f, sep="\t",
+                                                                           index=False)
+    assert main(["predict", str(biomarker.SHIPPED_MODEL), str(f),
+                 "--out", str(tmp_path / "p.json")]) == 0
+    note = ("60 time points, fewer than the model's shortest training scan (78): its "
+            "connectivity is noisier than any the model learned from, so read the "
+            "probability with more caution")
+    assert f"note: {note}" in capsys.readouterr().out
+    assert json.loads((tmp_path / "p.json").read_text())["warnings"] == [note]
+    card = json.loads((biomarker.SHIPPED_DIR / "model_card.json").read_text())
+    assert card["data"]["n_timepoints"] == [78, 316]
+
+
 def test_the_default_output_keeps_the_whole_name_of_the_input(tmp_path, monkeypatch):
     ex = biomarker.example_subjects().iloc[0]
     monkeypatch.chdir(tmp_path)

@@ -51,7 +51,7 @@ def _subgroup_limitation(per_subgroup: dict) -> list[str]:
 
 
 def build_model_card(metrics: dict, config: dict, n_subjects: int, sites, regions,
-                     calibration=None) -> dict:
+                     calibration=None, n_timepoints=None) -> dict:
     """The card as a dict (JSON-serialisable)."""
     ds = config.get("dataset", {})
     return {
@@ -72,6 +72,8 @@ def build_model_card(metrics: dict, config: dict, n_subjects: int, sites, region
             "pipeline": ds.get("pipeline"), "strategy": ds.get("strategy"),
             "derivative": ds.get("derivative"), "n_subjects": int(n_subjects),
             "n_regions": len(regions), "sites": sorted(set(map(str, sites))),
+            # the training scans' lengths: a shorter scan gives a noisier connectome
+            "n_timepoints": None if n_timepoints is None else [int(n) for n in n_timepoints],
         },
         "evaluation": {
             "cv": metrics.get("cv"),
@@ -127,7 +129,9 @@ def card_markdown(card: dict) -> str:
              f"- Pipeline / strategy / derivative: {data['pipeline']} / {data['strategy']} / "
              f"{data['derivative']}",
              f"- Subjects: {data['n_subjects']}, regions: {data['n_regions']}, "
-             f"sites: {len(data['sites'])}", "",
+             f"sites: {len(data['sites'])}"
+             + (f", time points per scan: {data['n_timepoints'][0]}–{data['n_timepoints'][1]}"
+                if data.get("n_timepoints") else ""), "",
              "## Evaluation", f"- Cross-validation: {ev['cv']}",
              f"- Accuracy {_fmt(ev['accuracy'])}{_ci_fmt(ev.get('accuracy_ci95'))}, "
              f"balanced accuracy "
