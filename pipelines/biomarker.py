@@ -919,6 +919,20 @@ def check_subject_series(ts, name="the time series", n_regions=None) -> list:
              "as in training"] if missing else [])
 
 
+def subject_notes(ts, bundle: dict, name="the time series") -> list:
+    """What is unusual about one subject's usable series, for a model ``bundle``: regions
+    without signal (:func:`check_subject_series`, which refuses unusable series), and a
+    scan shorter than the model's shortest training scan."""
+    regions = bundle.get("regions")
+    notes = check_subject_series(ts, name, None if regions is None else len(regions))
+    shortest = (bundle.get("n_timepoints") or [None])[0]
+    if shortest and len(ts) < shortest:  # usable, but noisier than any training scan
+        notes.append(f"{len(ts)} time points, fewer than the model's shortest training "
+                     f"scan ({shortest}): its connectivity is noisier than any the model learned "
+                     "from, so read the probability with more caution")
+    return notes
+
+
 def input_stem(path) -> str:
     """A subject file's name without its extension (``sub.A.1D`` → ``sub.A``)."""
     name = Path(path).name
@@ -1017,13 +1031,7 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None,
     if not isinstance(time_series, np.ndarray):
         time_series = read_subject_input(time_series, model_regions=bundle.get("regions"))
     regions = bundle.get("regions")
-    notes = check_subject_series(time_series, name,
-                                 None if regions is None else len(regions))
-    shortest = (bundle.get("n_timepoints") or [None])[0]
-    if shortest and len(time_series) < shortest:  # usable, but noisier than any training scan
-        notes.append(f"{len(time_series)} time points, fewer than the model's shortest training "
-                     f"scan ({shortest}): its connectivity is noisier than any the model learned "
-                     "from, so read the probability with more caution")
+    notes = subject_notes(time_series, bundle, name)
     sites = None if site is None else np.asarray([str(site)])
     covariates = None
     if getattr(est, "harmonize", "none") == "combat":

@@ -31,9 +31,9 @@ from decoder.errors import DataError, missing_file
 from decoder.evaluation.metrics import chance_level, cluster_bootstrap_interval
 from decoder.results import check_writable
 from pipelines.biomarker import (POSITIVE, SEX_CODES, _metrics_from_proba, _positive_column,
-                                 calibration_table, check_site_name, group_scores, input_stem, load_model,
-                                 per_site_metrics, read_subject_input, sex_label,
-                                 training_sites)
+                                 calibration_table, check_site_name, group_scores, input_stem,
+                                 load_model, per_site_metrics, read_subject_input, sex_label,
+                                 subject_notes, training_sites)
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +259,8 @@ def predict_cohort(files, model=None, participants=None, site=None, atlas=None) 
     rows["p_autism"] = p
     rows["predicted"] = np.where(p > 0.5, POSITIVE, "control")
     rows["in_training"] = _in_training(rows, bundle)
+    # what is unusual about each subject's series, as a single prediction would say
+    rows["notes"] = ["; ".join(subject_notes(ts, bundle, f)) for f, ts in zip(files, series)]
     seen = rows["in_training"] == True  # noqa: E712 (NaN: unknown)
     if seen.any():
         log.info("%d of %d subjects were training subjects of the model: predicted, but "

@@ -228,3 +228,15 @@ def test_a_series_no_connectivity_can_be_computed_from_is_named(trained, tmp_pat
     np.savetxt(bad, ts * 1e200, delimiter="\t", header=good.read_text().splitlines()[0][1:])
     with pytest.raises(DataError, match=r"SITE3_overflow_rois_ho\.1D: "):
         predict_cohort([good, bad], trained["model"])
+
+
+def test_each_subjects_unusual_series_is_noted_in_the_cohort_table(trained, tmp_path):
+    model = biomarker.load_model(trained["model"])
+    shortest = model["n_timepoints"][0]
+    short = tmp_path / "SITE3_short_rois_ho.1D"
+    lines = trained["new"][0].read_text().splitlines()
+    short.write_text("\n".join(lines[:1 + shortest - 5]) + "\n")  # header + a shorter scan
+    table, _ = predict_cohort([trained["new"][1], short], model)
+    assert table["notes"].iloc[0] == ""
+    assert table["notes"].iloc[1].startswith(f"{shortest - 5} time points, fewer than the "
+                                             f"model's shortest training scan ({shortest})")
