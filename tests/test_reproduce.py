@@ -230,3 +230,15 @@ def test_an_interrupted_rerun_leaves_no_comparison_of_other_results(haxby_run, t
     monkeypatch.setattr(pipelines, "run_config", interrupted)
     assert main(["reproduce", str(haxby_run), "--out", str(out)]) == 130
     assert not (out / "reproduction.json").exists()
+
+
+def test_a_run_of_the_embedded_sample_made_by_another_installation_is_reproduced(
+        haxby_run, tmp_path, capsys):
+    metrics = json.loads((haxby_run / "metrics.json").read_text())
+    # where the other installation kept its copy of the sample (not a result: not hashed)
+    metrics["dataset"]["root"] = "/elsewhere/decoder/data/_sample/haxby2001_sub1_slice"
+    (haxby_run / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["reproduce", str(haxby_run), "--out", str(tmp_path / "again")]) == 0
+    said = capsys.readouterr().out
+    from decoder.data.samples import sample_path
+    assert said.startswith("reproduced exactly") and f"data: {sample_path()}" in said
