@@ -227,7 +227,8 @@ def _load_fmriprep(config, root) -> _Subjects:
     # every file the run reads, fetched at once from a DataLad dataset and recorded: the
     # confounds (and their JSON sidecar, which nilearn's load_confounds_strategy reads)
     # beside each image, and the participants table with the labels
-    read = [table_path, *bolds, *_confound_files(bolds)]
+    from decoder.data.bids import confound_files
+    read = [table_path, *bolds, *(f for bold in bolds for f in confound_files(bold))]
     atlas_path = Path(str(ds["atlas"])).expanduser().absolute()
     if atlas_path.is_symlink() or atlas_path.exists():  # (a nilearn atlas name is not a file)
         read.append(atlas_path)
@@ -252,17 +253,6 @@ def _load_fmriprep(config, root) -> _Subjects:
                      table["participant_id"], read, [str(i) for i in range(ts[0].shape[1])],
                      root, dataset_info=dataset_info, confounds=confounds, sex_coded=sex_coded)
 
-
-def _confound_files(bolds) -> list:
-    """fMRIPrep's confounds table and its JSON sidecar beside each image, where present."""
-    from decoder.data.bids import find_confounds
-    found = []
-    for bold in bolds:
-        path = find_confounds(bold)
-        if path is not None:
-            sidecar = path.with_suffix(".json")
-            found += [path] + ([sidecar] if sidecar.is_symlink() or sidecar.exists() else [])
-    return found
 
 
 def _participant_covariates(table) -> tuple[pd.DataFrame, bool]:

@@ -327,7 +327,7 @@ def cohort_scores(rows: pd.DataFrame) -> dict | None:
             "calibration": calibration,
             "confusion_matrix": _metrics_from_proba(diag, proba)["confusion_matrix"],
             "per_site": per_site_metrics(diag, proba, sites),
-            "site_bootstrap": cluster_bootstrap_interval(diag == POSITIVE, proba, sites)}
+            "site_bootstrap": cluster_bootstrap_interval(positive, proba, sites)}
 
 
 def cohort_cli(args, inputs) -> int:

@@ -153,6 +153,17 @@ def find_confounds(bold) -> Path | None:
     return path if path.is_symlink() or path.exists() else None
 
 
+def confound_files(bold) -> list[Path]:
+    """The files the confounds of ``bold`` come from: fMRIPrep's confounds table and its
+    JSON sidecar (which nilearn's ``load_confounds_strategy`` reads), where present (an
+    annexed file not fetched yet counts as present)."""
+    path = find_confounds(bold)
+    if path is None:
+        return []
+    sidecar = path.with_suffix(".json")
+    return [path] + ([sidecar] if sidecar.is_symlink() or sidecar.exists() else [])
+
+
 def _find_events(bold: Path, root: Path, ents: dict) -> Path | None:
     name = re.sub(r"_space-[^_]+", "", bold.name)
     name = re.sub(r"_desc-[^_]+", "", name)

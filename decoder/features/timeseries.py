@@ -209,13 +209,9 @@ def extract_timeseries(bold, atlas, confounds_strategy="simple", t_r=None, radiu
         if Path(atlas["source"]).is_file():
             content["atlas_sha256"] = sha256_file(atlas["source"])
         if confounds_strategy not in (None, "none"):
-            from ..data.bids import find_confounds
-            conf = find_confounds(bold)
-            if conf is not None and conf.is_file():
-                content["confounds_sha256"] = sha256_file(conf)
-                sidecar = conf.with_suffix(".json")
-                if sidecar.is_file():
-                    content["confounds_json_sha256"] = sha256_file(sidecar)
+            from ..data.bids import confound_files
+            content["confounds_sha256"] = [sha256_file(f) for f in confound_files(bold)
+                                           if f.is_file()]
         key = stable_hash({**content, **settings})[:24]
         cached = Path(cache_dir) / f"{key}.npy"
         if cached.is_file():
