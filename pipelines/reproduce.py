@@ -212,8 +212,7 @@ def compare_metrics(a: dict, b: dict) -> dict:
 
 
 def _read_table(path):
-    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    return table
+    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
 
 
 def compare_table(a_path, b_path) -> dict:
@@ -293,10 +292,11 @@ def compare_environment(a: dict, b: dict) -> dict:
     return {"same": not diff, "differences": diff}
 
 
-def compare_runs_exactly(recorded_dir, reproduced_dir) -> dict:
-    """Everything two run folders hold, compared: see the module docstring."""
+def compare_runs_exactly(recorded_dir, reproduced_dir, recorded=None) -> dict:
+    """Everything two run folders hold, compared: see the module docstring.
+    ``recorded``: the recorded run's metrics, when :func:`read_record` has read them."""
     recorded_dir, reproduced_dir = Path(recorded_dir), Path(reproduced_dir)
-    ma = read_record(recorded_dir)
+    ma = recorded if recorded is not None else read_record(recorded_dir)
     mb = json.loads((reproduced_dir / "metrics.json").read_text())
     pa, pb = ma["provenance"], mb["provenance"]
     files, not_compared = {}, []
@@ -350,8 +350,9 @@ def reproduce(run_dir, data=None, out=None, n_jobs=None) -> dict:
     run_dir : path
         A folder written by ``decoder run`` (only read).
     data : path, optional
-        The data root; default: the recorded root if it exists on this machine, else
-        the config's own root or the embedded sample.
+        The data root; default: :func:`data_root` (the recorded root if it exists on
+        this machine, or this installation's copy of an embedded sample; otherwise an
+        error asks for it).
     out : path, optional
         Folder for the rerun and ``reproduction.json`` (default ``RUN_DIR-reproduced``).
     n_jobs : int, optional
@@ -399,7 +400,7 @@ def reproduce(run_dir, data=None, out=None, n_jobs=None) -> dict:
     (out / "reproduction.json").unlink(missing_ok=True)
     log.info("rerunning %s on %s into %s", run_dir, root, out)
     run_config(config, data=str(root), out=out, config_path=run_dir / "metrics.json")
-    result = compare_runs_exactly(run_dir, out)
+    result = compare_runs_exactly(run_dir, out, recorded=metrics)
     result["data"] = str(root)
     result["notes"] = notes
     atomic_write_json(out / "reproduction.json", result)
