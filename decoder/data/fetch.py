@@ -693,14 +693,9 @@ def _manifest_names(manifest) -> set:
 def dataset_list(manifest=None) -> list[dict]:
     """One row per dataset of the manifest: name, title, version, licence, size, citation."""
     from .manifest import load_manifest
-    rows = []
-    for name, entry in load_manifest(manifest).items():
-        rows.append({"name": name, "title": " ".join(str(entry.get("title", "")).split()),
-                     "version": str(entry.get("version", "")),
-                     "license": " ".join(str(entry.get("license", "")).split()),
-                     "size": " ".join(str(entry.get("size", "")).split()),
-                     "citation": " ".join(str(entry.get("citation", "")).split())})
-    return rows
+    fields = ("title", "version", "license", "size", "citation")  # folded YAML on one line
+    return [{"name": name, **{k: " ".join(str(entry.get(k, "")).split()) for k in fields}}
+            for name, entry in load_manifest(manifest).items()]
 
 
 def fetch_cli(args) -> int:
