@@ -132,6 +132,7 @@ def _nested(candidates, unit_codes, unit_run, n_classes, fold_scores_fn, score_u
         raise DataError("cross-validation needs at least 2 runs or subjects, found 1",
                         "add runs, or choose another cv scheme")
     y_true, all_scores, folds, chosen, alphas_used, fold_scores = [], [], [], [], [], []
+    tested = []
     correct = np.zeros(1 + n_permutations)
     total = 0
     for g in groups:
@@ -156,6 +157,7 @@ def _nested(candidates, unit_codes, unit_run, n_classes, fold_scores_fn, score_u
         folds.append(np.full(len(labels), g))
         fold_scores.append(float((pred[:, 0] == labels[:, 0]).mean()))
         chosen.append(c.name)
+        tested.append(g)
         if alpha is not None:
             alphas_used.append(float(alpha))
         log.info("fold %s: %s, alpha %s, accuracy %.3f", g, c.name,
@@ -168,6 +170,7 @@ def _nested(candidates, unit_codes, unit_run, n_classes, fold_scores_fn, score_u
         "fold_groups": [str(g) for g in groups],
         "fold_scores": fold_scores,
         "chosen": chosen,
+        "tested_groups": tested,
         "alphas": alphas_used,
         "null": acc[1:] if n_permutations else None,
         "observed": float(acc[0]),
@@ -193,7 +196,8 @@ def nested_dual_ridge(candidates: list[SampleSet], unit_codes: dict, unit_run: d
     Returns
     -------
     dict with ``y_true``, ``scores`` (test units/samples × classes), ``fold``,
-    ``fold_scores``, ``chosen`` (candidate name per fold), ``alphas`` per fold,
+    ``fold_scores``, ``chosen`` (candidate name per fold), ``tested_groups`` (the
+    held-out group of each of those folds), ``alphas`` per fold,
     ``null`` (accuracy per permutation, or None).
     """
     from ..models.dual_ridge import DEFAULT_ALPHAS
