@@ -30,7 +30,7 @@ import streamlit as st
 from decoder.errors import DecoderError
 from decoder.report import (EDGES_TITLE, RESEARCH_NOTICE, SUBGROUP_NOTE, edge_pattern_views,
                             load_run, provenance_summary, render_report, render_subject_report,
-                            summary)
+                            searchlight_view, summary)
 from decoder.report import app_helpers as helpers
 from decoder.report import figures
 
@@ -299,6 +299,12 @@ def show_run(run):
     if run.weights is not None:
         st.markdown("**Weight maps**")
         show(figures.weight_map(run.weights, classes))
+    light = searchlight_view(run)
+    if light is not None:
+        st.markdown("**Searchlight**")
+        st.table({k: [v] for k, v in light["facts"].items()})
+        show(light["figure"])
+        st.caption(light["note"])
     if m.get("per_site"):
         st.markdown("**Per-site scores**")
         show(figures.per_site_scores(m["per_site"], m.get("chance")))

@@ -61,6 +61,15 @@ def _cmd_run(args) -> int:
         print(f"per repetition ({reps['n_repeats']}): accuracy {reps['accuracy_mean']:.3f} ± "
               f"{reps['accuracy_sd']:.3f}, roc_auc {reps['roc_auc_mean']:.3f} ± "
               f"{reps['roc_auc_sd']:.3f} (mean ± sd)")
+    sl = metrics.get("searchlight")
+    if sl:
+        line = (f"searchlight ({sl['radius_mm']:g} mm, {sl['n_spheres']} spheres): peak "
+                f"accuracy {sl['peak_accuracy']:.3f} at "
+                f"({', '.join(f'{v:g}' for v in sl['peak_xyz_mm'])}) mm")
+        if sl.get("n_permutations"):
+            line += (f"; {sl['n_significant_fwe']} spheres with p_FWE ≤ {sl['fwe_level']:g} "
+                     f"({sl['n_permutations']} permutations)")
+        print(line + " → searchlight_accuracy.nii.gz")
     print(f"results written to {out}/metrics.json")
     return 0
 

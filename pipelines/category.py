@@ -56,6 +56,8 @@ DEFAULTS = {
     "n_permutations": 0,
     "random_state": 0,
     "save_weights": True,
+    # per-voxel decoding of small spheres on the same folds (off while radius is null)
+    "searchlight": {"radius": None, "alpha": 1.0, "n_permutations": 0},
     "compute": dict(COMPUTE_DEFAULTS),
 }
 
@@ -118,6 +120,20 @@ def check_config(config: dict) -> None:
         raise ConfigError(f"dataset.tr must be a positive number of seconds, got {tr!r}",
                           "write e.g. --set dataset.tr=2.5, or null to read RepetitionTime "
                           "from the JSON sidecars")
+    sl = config["searchlight"]
+    if sl["radius"] is not None and not (isinstance(sl["radius"], (int, float))
+                                         and not isinstance(sl["radius"], bool)
+                                         and np.isfinite(sl["radius"]) and sl["radius"] >= 0):
+        raise ConfigError(f"searchlight.radius must be a number of mm ≥ 0, or null for no "
+                          f"searchlight, got {sl['radius']!r}",
+                          "write e.g. --set searchlight.radius=6")
+    if not _positive_number(sl["alpha"]):
+        raise ConfigError(f"searchlight.alpha must be a number above 0, got {sl['alpha']!r}",
+                          "write e.g. --set searchlight.alpha=1")
+    if not isinstance(sl["n_permutations"], int) or isinstance(sl["n_permutations"], bool) \
+            or sl["n_permutations"] < 0:
+        raise ConfigError("searchlight.n_permutations must be a non-negative integer",
+                          "write e.g. --set searchlight.n_permutations=100")
     pct = config["screening_percentile"]
     if pct is not None and not (_positive_number(pct) and pct <= 100):
         raise ConfigError(f"screening_percentile must be a percentage above 0 and at most "
@@ -250,6 +266,34 @@ def _check_classes_span_groups(blocks: pd.DataFrame, classes, group_of_run, runs
                         f"to other {unit}s")
 
 
+def _searchlight(sl, data_, sets, res, unit_codes, unit_run, n_classes, score_unit,
+                 random_state, chance, images) -> dict:
+    """Searchlight maps on the evaluation's folds; adds them to ``images``."""
+    from decoder.evaluation.searchlight import (nested_searchlight, searchlight_summary,
+                                                sphere_neighbours)
+    t0 = time.perf_counter()
+    mask_img = data_.masker.mask_img_
+    if 0 < sl["n_permutations"] < 19:
+        log.warning("searchlight: with %d permutations no sphere can reach p ≤ 0.05 "
+                    "(the smallest p-value is 1/(n+1)); use at least 19",
+                    sl["n_permutations"])
+    neighbours = sphere_neighbours(mask_img, sl["radius"])
+    found = nested_searchlight(sets, res["chosen"], res["tested_groups"], unit_codes,
+                               unit_run, n_classes, neighbours, alpha=sl["alpha"],
+                               score_unit=score_unit, n_permutations=sl["n_permutations"],
+                               random_state=random_state)
+    images["searchlight_accuracy"] = data_.masker.inverse_transform(
+        found.accuracy.astype(np.float32))
+    p = found.p_fwe()
+    if p is not None:
+        images["searchlight_p_fwe"] = data_.masker.inverse_transform(p.astype(np.float32))
+    summary = searchlight_summary(found, mask_img, sl["radius"], sl["alpha"], chance)
+    summary["runtime_s"] = round(time.perf_counter() - t0, 3)
+    log.info("searchlight (%g mm, %d spheres): peak accuracy %.3f in %.1f s", sl["radius"],
+             summary["n_spheres"], summary["peak_accuracy"], summary["runtime_s"])
+    return summary
+
+
 def run(config: dict, data=None, out=None, config_path=None) -> dict:
     """Run category decoding and write the run directory; returns ``metrics.json`` content."""
     t0 = time.perf_counter()
@@ -324,6 +368,12 @@ def run(config: dict, data=None, out=None, config_path=None) -> dict:
                 full[:, est.named_steps["screening"].get_support()] = coef
                 coef = full
             images["weights"] = data_.masker.inverse_transform(coef.astype(np.float32))
+    searchlight = None
+    sl = config["searchlight"]
+    if sl["radius"] is not None:
+        searchlight = _searchlight(sl, data_, sets, res, unit_codes, unit_run, n_classes,
+                                   score_unit, config["random_state"], chance_level(y_true),
+                                   images)
     runtime = time.perf_counter() - t0
     inputs = file_records([p for p in needed if p and Path(p).is_file()], root=root)
     metrics = {
@@ -351,6 +401,7 @@ def run(config: dict, data=None, out=None, config_path=None) -> dict:
         "permutation_p": p_value,
         "permutation_null_mean": float(np.mean(res["null"])) if res["null"] is not None else None,
         "weights": "weights.nii.gz" if "weights" in images else None,
+        "searchlight": searchlight,
         "runtime_s": round(runtime, 3),
         "provenance": build_provenance(config, inputs, dataset_prov, config_path),
     }

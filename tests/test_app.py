@@ -155,6 +155,21 @@ def test_decoding_page_shows_a_run_directory(app):
     assert any(c in " ".join(str(e.value) for e in app.code) for c in ("dual-ridge",))
 
 
+def test_decoding_page_shows_the_searchlight_of_a_run(app, tmp_path):
+    from pipelines import run_config
+    out = tmp_path / "searchlight"
+    run_config({"task": "category", "classes": ["face", "house", "cat"], "delay": 0.0,
+                "window": 3, "searchlight": {"radius": 6, "n_permutations": 19}}, out=out)
+    app.radio(key="page").set_value("Decoding").run()
+    app.text_input(key="run_dir").set_value(str(out)).run()
+    _no_traceback(app)
+    assert any(m.value == "**Searchlight**" for m in app.markdown)
+    facts = next(t.value for t in app.table if "peak accuracy" in t.value.columns)
+    assert "530 spheres" in facts["radius"].iloc[0]
+    assert "spheres with p_FWE ≤ 0.05" in facts["family-wise error"].iloc[0]
+    assert any("neighbouring spheres share voxels" in str(c.value) for c in app.caption)
+
+
 def test_decoding_page_lists_runs_under_results(monkeypatch, tmp_path):
     from test_report import make_category_run
     monkeypatch.setenv("DECODER_MODEL", str(biomarker_run() / "model.skops"))

@@ -19,7 +19,7 @@ from .._utils import atomic_write_text
 from ._run import RunData, load_run
 
 __all__ = ["write_report", "render_report", "render_subject_report", "load_run", "RunData", "summary",
-           "provenance_summary", "edge_pattern_views", "RESEARCH_NOTICE",
+           "provenance_summary", "edge_pattern_views", "searchlight_view", "RESEARCH_NOTICE",
            "SUBGROUP_NOTE"]
 
 RESEARCH_NOTICE = ("Research use only. Not a medical device: a prediction for one person is "
@@ -176,6 +176,51 @@ def _weights_section(run: RunData) -> list[str]:
                      "which voxels encode a category (Haufe et al. 2014)."), anchor="weights")]
 
 
+SEARCHLIGHT_NOTE = (
+    "Each voxel shows the held-out accuracy of a decoder trained on the sphere around it, "
+    "on the same folds (and samples chosen inside the training runs) as the whole-mask "
+    "decoder. Without permutations the map is descriptive: neighbouring spheres share "
+    "voxels, so uncorrected per-voxel tests would overstate what it shows.")
+
+
+def searchlight_view(run: RunData) -> dict | None:
+    """The searchlight of a category run, as the report and the app show it: ``facts``
+    (label → text), ``figure`` (the accuracy map, significant spheres outlined) and
+    ``note``; None for a run without one."""
+    from . import figures
+    info = run.metrics.get("searchlight")
+    acc = run.searchlight.get("searchlight_accuracy")
+    if not info or acc is None:
+        return None
+    size = info["voxels_per_sphere"]
+    facts = {"radius": f"{info['radius_mm']:g} mm ({size['min']}–{size['max']} voxels per "
+                       f"sphere, {info['n_spheres']} spheres)",
+             "estimator": f"{info['estimator']}, alpha {info['alpha']:g}",
+             "peak accuracy": f"{info['peak_accuracy']:.3f} at "
+                              f"({', '.join(f'{v:g}' for v in info['peak_xyz_mm'])}) mm "
+                              f"(chance {info['chance']:.3f})"}
+    if info.get("n_permutations"):
+        facts["family-wise error"] = (
+            f"{info['n_significant_fwe']} of {info['n_spheres']} spheres with p_FWE ≤ "
+            f"{info['fwe_level']:g} ({info['n_permutations']} permutations of the blocks' "
+            f"labels within runs; 95th percentile of the best sphere's null accuracy "
+            f"{info['null_max_95']:.3f})")
+    fig = figures.searchlight_map(acc, run.searchlight.get("searchlight_p_fwe"),
+                                  info.get("chance"), info.get("fwe_level") or 0.05)
+    return {"facts": facts, "figure": fig, "note": SEARCHLIGHT_NOTE}
+
+
+def _searchlight_section(run: RunData) -> list[str]:
+    from . import _html, figures
+    view = searchlight_view(run)
+    if view is None:
+        return []
+    return [_html.section("Searchlight", _html.key_values(view["facts"]),
+                          _html.img(figures.figure_png(view["figure"]),
+                                    "searchlight accuracy map"),
+                          _html.notice(view["note"]), anchor="searchlight")]
+
+
 def _biomarker_sections(run: RunData) -> list[str]:
     from decoder.models.model_card import card_markdown
 
@@ -246,6 +291,7 @@ def render_report(run: RunData) -> str:
     else:
         body += _category_sections(run)
         body += _weights_section(run)
+        body += _searchlight_section(run)
     body += _permutation_section(run)
     if m.get("selected"):
         body.append(_html.section("Selected hyper-parameters",

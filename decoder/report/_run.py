@@ -37,6 +37,9 @@ class RunData:
     repeats : DataFrame or None
         ``repeats.tsv`` (biomarker runs with repeated k-fold): each repetition's folds
         and probabilities.
+    searchlight : dict of str → nibabel image
+        ``searchlight_accuracy`` and, with permutations, ``searchlight_p_fwe``
+        (category runs with a searchlight).
     """
 
     path: Path
@@ -47,6 +50,7 @@ class RunData:
     model_card: dict | None = None
     edges: pd.DataFrame | None = None
     repeats: pd.DataFrame | None = None
+    searchlight: dict = field(default_factory=dict)
 
     @property
     def task(self) -> str:
@@ -56,6 +60,19 @@ class RunData:
     def permutation_null(self):
         null = self.arrays.get("permutation_null")
         return None if null is None or np.size(null) == 0 else np.asarray(null, dtype=float)
+
+
+def _read_image(path: Path, what: str):
+    """A NIfTI of the run folder, read into memory (None when absent)."""
+    if not path.is_file():
+        return None
+    import nibabel as nib
+    try:
+        img = nib.load(str(path))
+        return nib.Nifti1Image(np.asarray(img.dataobj), img.affine)
+    except Exception as exc:  # nibabel raises many types for a corrupt file
+        raise DataError(f"{path}: unreadable NIfTI ({type(exc).__name__})",
+                        f"rerun 'decoder run' to rewrite {what}") from None
 
 
 def load_run(run_dir) -> RunData:
@@ -97,16 +114,11 @@ def load_run(run_dir) -> RunData:
         except (OSError, ValueError, zipfile.BadZipFile) as exc:
             raise DataError(f"{npz}: unreadable ({type(exc).__name__})",
                             "rerun 'decoder run' or delete arrays.npz") from None
-    wfile = path / "weights.nii.gz"
-    if wfile.is_file():
-        import nibabel as nib
-        try:
-            img = nib.load(str(wfile))
-            img = nib.Nifti1Image(np.asarray(img.dataobj), img.affine)
-        except Exception as exc:  # nibabel raises many types for a corrupt file
-            raise DataError(f"{wfile}: unreadable NIfTI ({type(exc).__name__})",
-                            "rerun 'decoder run' to rewrite the weights") from None
-        run.weights = img
+    run.weights = _read_image(path / "weights.nii.gz", "the weights")
+    for name in ("searchlight_accuracy", "searchlight_p_fwe"):
+        img = _read_image(path / f"{name}.nii.gz", "the searchlight maps")
+        if img is not None:
+            run.searchlight[name] = img
     for name in ("predictions", "edges", "repeats"):
         tfile = path / f"{name}.tsv"
         if tfile.is_file():

@@ -141,6 +141,55 @@ def _is_thin(shape) -> bool:
     return min(shape[:3]) <= 2
 
 
+def searchlight_map(acc_img, p_img=None, chance=None, fwe_level: float = 0.05) -> Figure:
+    """Searchlight accuracy at each sphere's centre; with permutations, the spheres
+    whose family-wise error corrected p-value is at most ``fwe_level`` are outlined.
+
+    A thin volume is drawn as a 2D image, a whole-brain volume on axial slices
+    (nilearn), thresholded at chance.
+    """
+    data = np.asarray(acc_img.dataobj, dtype=float)
+    inside = data != 0
+    lo = float(chance) if chance is not None else float(np.nanmin(data[inside]))
+    hi = max(float(np.nanmax(data)), lo + 1e-6)
+    if _is_thin(data.shape):
+        axis = int(np.argmin(data.shape[:3]))
+        mid = data.shape[axis] // 2
+        plane = np.take(data, mid, axis=axis)
+        fig = Figure(figsize=(5.4, 4.2), layout="constrained")
+        ax = fig.subplots()
+        ax.axis("off")
+        im = ax.imshow(np.rot90(np.where(plane == 0, np.nan, plane)), cmap="hot",
+                       vmin=lo, vmax=hi, interpolation="nearest")
+        fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="held-out accuracy")
+        title = "Searchlight accuracy"
+        if p_img is not None:
+            p = np.take(np.asarray(p_img.dataobj, dtype=float), mid, axis=axis)
+            sig = (p > 0) & (p <= fwe_level) & (plane != 0)
+            if sig.any():
+                ax.contour(np.rot90(sig.astype(float)), levels=[0.5], colors="cyan",
+                           linewidths=1.0)
+            title += f" (cyan: p_FWE ≤ {fwe_level:g})"
+        ax.set_title(title, fontsize=9)
+        return fig
+    import nibabel as nib
+    from nilearn import plotting
+    fig = Figure(figsize=(9, 2.4))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.axis("off")
+    display = plotting.plot_stat_map(
+        nib.Nifti1Image(data, acc_img.affine), display_mode="z", cut_coords=6, axes=ax,
+        figure=fig, threshold=lo, vmax=hi, cmap="hot", bg_img=None, draw_cross=False,
+        annotate=False, title="Searchlight accuracy (above chance)")
+    if p_img is not None:
+        p = np.asarray(p_img.dataobj, dtype=float)
+        sig = ((p > 0) & (p <= fwe_level) & inside).astype(float)
+        if sig.any():
+            display.add_contours(nib.Nifti1Image(sig, acc_img.affine), levels=[0.5],
+                                 colors="cyan", linewidths=1.0)
+    return fig
+
+
 def weight_map(img, classes=None, max_classes: int = 8) -> Figure:
     """Decoder weights, one panel per class.
 
