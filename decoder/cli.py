@@ -125,6 +125,11 @@ def _cmd_compare(args) -> int:
     return 0
 
 
+def _cmd_sweep(args) -> int:
+    from pipelines.sweep import sweep_cli
+    return sweep_cli(args)
+
+
 def _cmd_reproduce(args) -> int:
     from pipelines.reproduce import reproduce_cli
     return reproduce_cli(args)
@@ -213,6 +218,22 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("-J", "--jobs", type=int, help="compute.n_jobs for the rerun (results do "
                                                    "not depend on it)")
     rp.set_defaults(func=_cmd_reproduce)
+
+    sw = sub.add_parser("sweep", parents=[common],
+                        help="run every combination of --vary values and compare each "
+                             "variant with the first (paired tests, Holm-adjusted)")
+    sw.add_argument("config", help="YAML config, e.g. configs/abide.yaml")
+    sw.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2",
+                    help="a config key and its values (repeatable); the first value of "
+                         "each is the reference; list values as '[[a], [a, b]]'")
+    sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key in every variant (repeatable)")
+    sw.add_argument("--data", help="data root for every variant")
+    sw.add_argument("--out", help="sweep folder (default: results/<config name>-sweep)")
+    sw.add_argument("-J", "--jobs", type=int, help="compute.n_jobs of every variant")
+    sw.add_argument("--rerun", action="store_true",
+                    help="rerun variants whose folder already holds the same finished run")
+    sw.set_defaults(func=_cmd_sweep)
 
     f = sub.add_parser("fetch", parents=[common], help="fetch a dataset declared in data_manifest.yaml")
     f.add_argument("name", nargs="?",

@@ -1,0 +1,341 @@
+"""Run every variant of a config and compare each with the first, on the same folds.
+
+``decoder sweep CONFIG --vary KEY=V1,V2 [--vary KEY2=...]`` runs the Cartesian
+product of the values given, each variant into its own run folder under the
+sweep's folder, then tests each variant against the first (the reference: the
+first value of every ``--vary``) with :func:`decoder.evaluation.compare.compare_runs`
+— McNemar / DeLong / the corrected resampled t-test for biomarker runs, the
+folds as units for category runs — and Holm-adjusts the accuracy p-values over
+the variants.  ``sweep.tsv`` and ``sweep.json`` hold the table.
+
+Picking the best of several variants on the scores they were evaluated with is
+optimistic (the winner's curse; Varoquaux 2018, Cawley & Talbot 2010): the sweep
+says so, reports every variant, and leaves the choice to nested cross-validation
+or to a choice made before seeing the scores.
+
+A variant whose folder already holds a finished run of the same resolved config on
+the same, unchanged input files is reused rather than rerun (``--rerun`` forces
+it), so an interrupted sweep resumes where it stopped.  A variant that fails is
+recorded with its one-line error and the others go on.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from decoder.config import _coerce_scalar, config_differences
+from decoder.errors import ConfigError, DecoderError
+from decoder.results import atomic_write_json, atomic_write_text, check_writable
+
+log = logging.getLogger(__name__)
+
+MAX_VARIANTS = 256
+
+
+def parse_vary(items) -> list[tuple[str, list]]:
+    """``["model=ridge,logistic", "connectivity.kinds=[[tangent], [tangent, correlation]]"]``
+    → ``[("model", ["ridge", "logistic"]), ("connectivity.kinds", [[...], [...]])]``.
+
+    Values are separated by commas; a value that is itself a list needs the YAML list of
+    lists form.  Each key may be varied once and takes at least one value.
+    """
+    out, seen = [], set()
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--vary {item!r} is not of the form key=value1,value2",
+                              "write e.g. --vary harmonize.method=combat,none")
+        key, _, raw = item.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not key or not raw:
+            raise ConfigError(f"--vary {item!r} has an empty key or no values",
+                              "write e.g. --vary harmonize.method=combat,none")
+        if key in seen:
+            raise ConfigError(f"--vary {key} is given twice",
+                              f"list all its values once: --vary {key}=a,b,c")
+        seen.add(key)
+        if raw.startswith("["):
+            values = _coerce_scalar(raw)
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"--vary {item!r}: not a list of values",
+                                  f"write e.g. --vary '{key}=[[a], [a, b]]'")
+        else:
+            values = [_coerce_scalar(v.strip()) for v in raw.split(",") if v.strip()]
+        dup = [v for i, v in enumerate(values) if v in values[:i]]
+        if dup:
+            raise ConfigError(f"--vary {key}: the value {dup[0]!r} is given twice",
+                              "give each value once")
+        out.append((key, values))
+    if not out:
+        raise ConfigError("nothing to vary", "give at least one --vary KEY=V1,V2")
+    return out
+
+
+def variants(vary) -> list[dict]:
+    """The Cartesian product of the values: one ``{key: value}`` per variant, the first
+    made of every key's first value."""
+    keys = [k for k, _ in vary]
+    combos = list(itertools.product(*[v for _, v in vary]))
+    if len(combos) > MAX_VARIANTS:
+        raise ConfigError(f"--vary gives {len(combos)} variants (more than {MAX_VARIANTS})",
+                          "vary fewer keys or values at once")
+    return [dict(zip(keys, c)) for c in combos]
+
+
+def _set(config: dict, key: str, value) -> dict:
+    config = copy.deepcopy(config)
+    node = config
+    parts = key.split(".")
+    for k in parts[:-1]:
+        if not isinstance(node.get(k), dict):
+            node[k] = {}
+        node = node[k]
+    node[parts[-1]] = copy.deepcopy(value)
+    return config
+
+
+def _text(value) -> str:
+    if isinstance(value, list):
+        return "+".join(_text(v) for v in value)
+    return "null" if value is None else str(value)
+
+
+def folder_name(index: int, settings: dict) -> str:
+    """``02_harmonize.method-none_model-logistic``: numbered, readable, safe as a name."""
+    parts = [f"{k}-{_text(v)}" for k, v in settings.items()]
+    name = re.sub(r"[^A-Za-z0-9._+-]+", "-", "_".join(parts))[:80].strip("-")
+    return f"{index:02d}_{name}"
+
+
+def _reusable(folder: Path, config: dict, data) -> bool:
+    """Whether ``folder`` holds a finished run of ``config`` on the same, unchanged inputs."""
+    from pipelines.reproduce import check_inputs, data_root, read_record
+    if not (folder / "metrics.json").is_file():
+        return False
+    try:
+        metrics = read_record(folder)
+        recorded = metrics["provenance"]["config"]
+        if config_differences(recorded, config):
+            return False
+        root = data_root(metrics, config, data)
+        recorded_root = (metrics.get("dataset") or {}).get("root")
+        if not recorded_root or Path(recorded_root).resolve() != Path(root).resolve():
+            return False
+        check_inputs(metrics["provenance"]["inputs"], Path(root))
+    except (DecoderError, KeyError, TypeError, OSError):
+        return False
+    return True
+
+
+def holm(pvalues) -> list:
+    """Holm's step-down adjustment (family-wise error) of p-values; None stays None."""
+    idx = [i for i, p in enumerate(pvalues) if p is not None]
+    order = sorted(idx, key=lambda i: pvalues[i])
+    m, running = len(order), 0.0
+    out = [None] * len(pvalues)
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
+def sweep(raw: dict, vary, data=None, out=None, n_jobs=None, rerun=False,
+          config_path=None) -> dict:
+    """Run every variant of ``raw`` and compare each with the first.
+
+    Parameters
+    ----------
+    raw : dict
+        The config as read (``--set`` applied).
+    vary : list of (key, values)
+        From :func:`parse_vary`.
+    data : path, optional
+        Data root for every variant.
+    out : path
+        The sweep's folder: one run folder per variant, ``sweep.tsv``, ``sweep.json``.
+    n_jobs : int, optional
+        ``compute.n_jobs`` of every variant.
+    rerun : bool
+        Rerun variants whose folder already holds a reusable run.
+
+    Returns
+    -------
+    dict
+        ``variants`` (settings, folder, status, scores, comparison with the first),
+        ``varied`` keys, ``note``.
+    """
+    from decoder.evaluation.compare import compare_runs
+    from pipelines import check_config, run_config
+
+    out = Path(out)
+    settings = variants(vary)
+    configs = []
+    for s in settings:  # every variant's config is checked before anything runs
+        cfg = raw
+        for k, v in s.items():
+            cfg = _set(cfg, k, v)
+        if n_jobs is not None:
+            cfg = _set(cfg, "compute.n_jobs", n_jobs)
+        try:
+            resolved = check_config(cfg)
+        except ConfigError as err:
+            shown = ", ".join(f"{k}={_text(v)}" for k, v in s.items())
+            raise ConfigError(f"variant {shown}: {err.message}", err.fix) from None
+        configs.append((cfg, resolved))
+    if len({_config_key(r) for _, r in configs}) < len(configs):
+        raise ConfigError("two variants resolve to the same config (a value equal to the "
+                          "default written two ways?)", "give each --vary value once")
+    check_writable(out)
+    rows = []
+    for i, (s, (cfg, resolved)) in enumerate(zip(settings, configs), start=1):
+        folder = out / folder_name(i, s)
+        row = {"variant": i, "settings": s, "folder": str(folder), "status": None,
+               "error": None, "metrics": None}
+        shown = ", ".join(f"{k}={_text(v)}" for k, v in s.items())
+        if not rerun and _reusable(folder, resolved, data):
+            row["status"] = "reused"
+            log.info("variant %d (%s): reusing %s", i, shown, folder)
+        else:
+            log.info("variant %d of %d (%s): running into %s", i, len(settings), shown, folder)
+            try:
+                run_config(cfg, data=data, out=folder, config_path=config_path)
+                row["status"] = "ran"
+            except DecoderError as err:
+                row["status"], row["error"] = "failed", str(err)
+                log.warning("variant %d (%s) failed: %s", i, shown, err)
+        if row["status"] != "failed":
+            row["metrics"] = json.loads((folder / "metrics.json").read_text())
+        rows.append(row)
+    ref = rows[0]
+    for row in rows[1:]:
+        row["comparison"] = None
+        if ref["status"] == "failed" or row["status"] == "failed":
+            row["comparison_note"] = "not compared: a run failed"
+            continue
+        try:
+            row["comparison"] = compare_runs(ref["folder"], row["folder"])
+        except DecoderError as err:
+            why = err.message.replace(f"{ref['folder']} and {row['folder']}", "they")
+            row["comparison_note"] = f"not compared with variant 1: {why}"
+    p = [((r.get("comparison") or {}).get("accuracy") or {}).get("p") for r in rows[1:]]
+    for row, adj in zip(rows[1:], holm(p)):
+        row["p_holm"] = adj
+    table = sweep_table(rows, [k for k, _ in vary])
+    result = {"varied": [k for k, _ in vary], "n_variants": len(rows),
+              "reference": 1, "note": selection_note(len(rows)),
+              "variants": [{k: v for k, v in r.items() if k != "metrics"} |
+                           {"scores": _scores(r["metrics"])} for r in rows],
+              "table": "sweep.tsv"}
+    atomic_write_text(out / "sweep.tsv", table.to_csv(sep="\t", index=False))
+    atomic_write_json(out / "sweep.json", _jsonable(result))
+    result["table_frame"] = table
+    return result
+
+
+def _config_key(resolved: dict) -> str:
+    from decoder.config import config_hash
+    cfg = copy.deepcopy(resolved)
+    cfg.pop("compute", None)
+    return config_hash(cfg)
+
+
+def selection_note(n: int) -> str:
+    return (f"the best of {n} variants, picked on these scores, is an optimistic estimate "
+            f"of its accuracy (the same folds chose it): report every variant, or choose "
+            f"inside nested cross-validation or before seeing the scores")
+
+
+def _scores(metrics) -> dict | None:
+    if not metrics:
+        return None
+    keys = ("accuracy", "accuracy_ci95", "balanced_accuracy", "roc_auc", "roc_auc_ci95",
+            "chance", "n_samples", "runtime_s")
+    return {k: metrics.get(k) for k in keys}
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def sweep_table(rows, keys) -> pd.DataFrame:
+    """One row per variant: its settings, scores with intervals, and the paired test
+    against the first."""
+    records = []
+    for r in rows:
+        m = r["metrics"] or {}
+        comp = r.get("comparison") or {}
+        acc = comp.get("accuracy") or {}
+        auc = comp.get("roc_auc") or {}
+        rec = {"variant": r["variant"]}
+        rec.update({k: _text(r["settings"][k]) for k in keys})
+        ci = m.get("accuracy_ci95") or [None, None]
+        aci = m.get("roc_auc_ci95") or [None, None]
+        rec.update({
+            "accuracy": m.get("accuracy"), "accuracy_lo": ci[0], "accuracy_hi": ci[1],
+            "roc_auc": m.get("roc_auc"), "roc_auc_lo": aci[0], "roc_auc_hi": aci[1],
+            "diff_accuracy": acc.get("diff"), "p_accuracy": acc.get("p"),
+            "p_accuracy_holm": r.get("p_holm"), "test": acc.get("method"),
+            "diff_roc_auc": auc.get("diff"), "p_roc_auc": auc.get("p"),
+            "status": r["status"], "runtime_s": m.get("runtime_s"),
+            "folder": Path(r["folder"]).name,
+            "note": r.get("error") or r.get("comparison_note"),
+        })
+        records.append(rec)
+    return pd.DataFrame.from_records(records)
+
+
+def sweep_cli(args) -> int:
+    """``decoder sweep``: run the variants, print the table; exit 1 when one failed."""
+    from decoder.config import apply_overrides, load_yaml
+    vary = parse_vary(args.vary)
+    raw = apply_overrides(load_yaml(args.config), args.set)
+    out = Path(args.out) if args.out else Path("results") / f"{Path(args.config).stem}-sweep"
+    if args.jobs is not None and (isinstance(args.jobs, bool) or args.jobs == 0):
+        raise ConfigError(f"-J {args.jobs}: the number of processes must be a non-zero "
+                          "integer", "use e.g. -J 2 (or -J -1 for every core)")
+    res = sweep(raw, vary, data=args.data, out=out, n_jobs=args.jobs, rerun=args.rerun,
+                config_path=args.config)
+    table = res["table_frame"]
+    keys = res["varied"]
+
+    def ci(lo, hi):
+        return f" [{lo:.3f}, {hi:.3f}]" if lo is not None and not pd.isna(lo) else ""
+
+    for _, r in table.iterrows():
+        shown = ", ".join(f"{k}={r[k]}" for k in keys)
+        if r["status"] == "failed":
+            print(f"{r['variant']:>2}  {shown}: failed — {r['note']}")
+            continue
+        line = f"{r['variant']:>2}  {shown}: accuracy {r['accuracy']:.3f}" + \
+            ci(r["accuracy_lo"], r["accuracy_hi"])
+        if r["roc_auc"] is not None and not pd.isna(r["roc_auc"]):
+            line += f", roc_auc {r['roc_auc']:.3f}" + ci(r["roc_auc_lo"], r["roc_auc_hi"])
+        if r["variant"] == 1:
+            line += "  (reference)"
+        elif r["p_accuracy"] is not None and not pd.isna(r["p_accuracy"]):
+            line += (f"  vs 1: {r['diff_accuracy']:+.3f}, p={r['p_accuracy']:.3g} "
+                     f"(Holm {r['p_accuracy_holm']:.3g})")
+        elif r["note"]:
+            line += f"  ({r['note']})"
+        if r["status"] == "reused":
+            line += "  [reused]"
+        print(line)
+    print(f"note: {res['note']}")
+    print(f"sweep written to {out}/sweep.tsv")
+    return 1 if (table["status"] == "failed").any() else 0
+
+
+__all__ = ["folder_name", "holm", "parse_vary", "sweep", "sweep_cli", "variants"]

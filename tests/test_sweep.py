@@ -1,0 +1,150 @@
+"""`decoder sweep`: every variant run, compared with the first, resumable, failures kept."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from decoder.errors import ConfigError
+from decoder.evaluation.compare import compare_runs
+from pipelines.sweep import folder_name, holm, parse_vary, sweep, variants
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = {"task": "category", "delay": 0.0, "window": 3, "classes": ["face", "house", "cat"]}
+
+
+def test_vary_values_are_parsed_like_set_values():
+    vary = parse_vary(["model=dual-ridge,lda", "window=1,3",
+                       "connectivity.kinds=[[tangent], [tangent, correlation]]"])
+    assert vary == [("model", ["dual-ridge", "lda"]), ("window", [1, 3]),
+                    ("connectivity.kinds", [["tangent"], ["tangent", "correlation"]])]
+    combos = variants(vary)
+    assert len(combos) == 8
+    assert combos[0] == {"model": "dual-ridge", "window": 1, "connectivity.kinds": ["tangent"]}
+    assert folder_name(2, {"model": "lda", "connectivity.kinds": ["tangent", "correlation"]}) \
+        == "02_model-lda_connectivity.kinds-tangent+correlation"
+
+
+@pytest.mark.parametrize("items, message", [
+    (["model"], "not of the form"),
+    (["model="], "no values"),
+    (["model=lda", "model=svc"], "given twice"),
+    (["model=lda,lda"], "given twice"),
+    (["window=[1, 2"], "not a list"),
+    ([], "nothing to vary"),
+])
+def test_bad_vary_is_one_line(items, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_vary(items)
+
+
+def test_too_many_variants_are_refused():
+    with pytest.raises(ConfigError, match="more than 256"):
+        variants(parse_vary([f"k{i}=a,b,c" for i in range(6)]))
+
+
+def test_holm_matches_the_step_down_rule():
+    assert holm([0.01, 0.04, None, 0.03]) == pytest.approx([0.03, 0.06, None, 0.06])
+    assert holm([0.5, 0.9]) == [1.0, 1.0]
+    assert holm([None]) == [None]
+
+
+def test_every_variant_runs_and_is_compared_with_the_first(tmp_path):
+    out = tmp_path / "sweep"
+    res = sweep(FAST, parse_vary(["model=dual-ridge,lda", "window=3,1"]), out=out)
+    table = pd.read_csv(out / "sweep.tsv", sep="\t")
+    assert list(table["variant"]) == [1, 2, 3, 4]
+    assert list(table["model"]) == ["dual-ridge", "dual-ridge", "lda", "lda"]
+    assert list(table["window"]) == [3, 1, 3, 1]
+    assert (table["status"] == "ran").all()
+    for _, row in table.iterrows():
+        m = json.loads((out / row["folder"] / "metrics.json").read_text())
+        assert m["model"] == row["model"]
+        assert m["provenance"]["config"]["window"] == row["window"]
+        assert m["accuracy"] == pytest.approx(row["accuracy"])
+    # the tests are decoder compare's, against variant 1
+    direct = compare_runs(out / table["folder"][0], out / table["folder"][2])
+    assert table["p_accuracy"][2] == pytest.approx(direct["accuracy"]["p"])
+    assert table["diff_accuracy"][2] == pytest.approx(direct["accuracy"]["diff"])
+    assert pd.isna(table["p_accuracy"][0])
+    assert list(table["p_accuracy_holm"][1:]) == pytest.approx(holm(list(table["p_accuracy"][1:])))
+    saved = json.loads((out / "sweep.json").read_text())
+    assert saved["n_variants"] == 4 and "optimistic" in saved["note"]
+    assert saved["variants"][1]["settings"] == {"model": "dual-ridge", "window": 1}
+    assert res["varied"] == ["model", "window"]
+
+
+def _stamps(out):
+    return {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/metrics.json")}
+
+
+def test_a_finished_sweep_resumes_and_reruns_only_what_changed(sample_copy, tmp_path):
+    out = tmp_path / "sweep"
+    vary = parse_vary(["model=dual-ridge,lda"])
+    sweep(FAST, vary, data=sample_copy, out=out)
+    first = _stamps(out)
+    assert len(first) == 2
+    again = sweep(FAST, vary, data=sample_copy, out=out)
+    assert [v["status"] for v in again["variants"]] == ["reused", "reused"]
+    assert _stamps(out) == first                       # nothing was rewritten
+    assert again["variants"][1]["comparison"]["accuracy"]["p"] is not None
+    # an input file changed since: its runs are not reused
+    events = next(sample_copy.glob("sub-1/func/*run-01_events.tsv"))
+    events.write_text(events.read_text() + "\n")
+    changed = sweep(FAST, vary, data=sample_copy, out=out)
+    assert [v["status"] for v in changed["variants"]] == ["ran", "ran"]
+    forced = sweep(FAST, vary, data=sample_copy, out=out, rerun=True)
+    assert [v["status"] for v in forced["variants"]] == ["ran", "ran"]
+    # another setting for every variant: not the same runs
+    other = sweep({**FAST, "window": 1}, vary, data=sample_copy, out=out)
+    assert [v["status"] for v in other["variants"]] == ["ran", "ran"]
+
+
+def test_a_failing_variant_is_recorded_and_the_others_finish(tmp_path):
+    out = tmp_path / "sweep"
+    res = sweep(FAST, parse_vary(["classes=[[face, house], [face, nosuch]]", "model=dual-ridge,lda"]),
+                out=out)
+    status = [v["status"] for v in res["variants"]]
+    assert status == ["ran", "ran", "failed", "failed"]
+    assert "nosuch" in res["variants"][2]["error"] and "fix:" in res["variants"][2]["error"]
+    assert res["variants"][2]["comparison_note"] == "not compared: a run failed"
+    assert res["variants"][1]["comparison"]["accuracy"]["p"] is not None
+
+
+def test_a_bad_variant_is_named_before_anything_runs(tmp_path):
+    out = tmp_path / "sweep"
+    with pytest.raises(ConfigError, match="variant model=nosuch: unknown model"):
+        sweep(FAST, parse_vary(["model=dual-ridge,nosuch"]), out=out)
+    assert not out.exists()
+
+
+def test_variants_that_cannot_be_paired_say_why(tmp_path):
+    res = sweep(FAST, parse_vary(["samples=volumes,blocks"]), out=tmp_path / "sweep")
+    assert res["variants"][1]["comparison"] is None
+    assert res["variants"][1]["comparison_note"] == \
+        "not compared with variant 1: they decoded different samples or folds"
+
+
+def test_cli_prints_the_table_fails_when_a_variant_failed_and_resumes(tmp_path):
+    out = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "decoder.cli", "sweep", "configs/haxby.yaml", "--out", str(out),
+            "--set", "delay=0", "--set", "window=3",
+            "--vary", "classes=[[face, house], [face, nosuch]]", "--vary", "model=dual-ridge,lda"]
+    for attempt in range(2):
+        proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env,
+                              check=False)
+        assert proc.returncode == 1, proc.stderr
+        lines = proc.stdout.splitlines()
+        assert lines[0].startswith(" 1  classes=face+house, model=dual-ridge: accuracy")
+        assert "(reference)" in lines[0]
+        assert lines[1].startswith(" 2  classes=face+house, model=lda: accuracy")
+        assert "vs 1:" in lines[1] and "(Holm" in lines[1]
+        assert lines[2].startswith(" 3  classes=face+nosuch, model=dual-ridge: failed — ")
+        assert "nosuch" in lines[2] and "fix:" in lines[2]
+        assert "optimistic" in lines[4] and lines[5] == f"sweep written to {out}/sweep.tsv"
+        assert ("[reused]" in lines[0]) == (attempt == 1)
