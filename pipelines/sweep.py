@@ -328,6 +328,8 @@ def sweep_cli(args) -> int:
         elif r["p_accuracy"] is not None and not pd.isna(r["p_accuracy"]):
             line += (f"  vs 1: {r['diff_accuracy']:+.3f}, p={r['p_accuracy']:.3g} "
                      f"(Holm {r['p_accuracy_holm']:.3g})")
+            if r["p_roc_auc"] is not None and not pd.isna(r["p_roc_auc"]):
+                line += f"; roc_auc {r['diff_roc_auc']:+.3f}, p={r['p_roc_auc']:.3g} (DeLong)"
         elif r["note"]:
             line += f"  ({r['note']})"
         if r["status"] == "reused":
