@@ -286,7 +286,8 @@ def _searchlight(sl, data_, sets, res, unit_codes, unit_run, n_classes, score_un
         found.accuracy.astype(np.float32))
     p = found.p_fwe()
     if p is not None:
-        images["searchlight_p_fwe"] = data_.masker.inverse_transform(p.astype(np.float32))
+        # float64: k / (n + 1) such as 1/20 must read back ≤ 0.05 exactly as it was counted
+        images["searchlight_p_fwe"] = data_.masker.inverse_transform(p.astype(np.float64))
     summary = searchlight_summary(found, mask_img, sl["radius"], sl["alpha"], chance)
     summary["runtime_s"] = round(time.perf_counter() - t0, 3)
     log.info("searchlight (%g mm, %d spheres): peak accuracy %.3f in %.1f s", sl["radius"],

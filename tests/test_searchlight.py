@@ -105,13 +105,20 @@ def test_blocks_are_scored_by_their_mean_decision():
                                atol=1e-12)
 
 
-def test_small_chunks_give_the_same_map():
+def test_small_chunks_give_the_same_maps_and_null():
+    from decoder.evaluation.nested import permuted_unit_codes
     A = sphere_neighbours(_mask(), 4.0)
     X, codes, runs = _data(n_voxels=A.shape[1], signal=[3, 4, 5])
-    part = [SearchlightPart(X, codes[:, None], runs, tuple(range(4)))]
+    units = np.arange(len(codes))
+    _, perm = permuted_unit_codes(dict(zip(units, codes)), dict(zip(units, runs)), 9,
+                                  np.random.default_rng(0))
+    part = [SearchlightPart(X, perm, runs, tuple(range(4)))]
     whole = ridge_searchlight(part, A, 3)
-    chunked = ridge_searchlight(part, A, 3, chunk_bytes=1)   # one sphere at a time
+    chunked = ridge_searchlight(part, A, 3, chunk_bytes=1)   # one sphere, one label set
     np.testing.assert_array_equal(whole.accuracy, chunked.accuracy)
+    np.testing.assert_array_equal(whole.fold_accuracy, chunked.fold_accuracy)
+    np.testing.assert_array_equal(whole.null_max, chunked.null_max)
+    np.testing.assert_allclose(whole.null_mean, chunked.null_mean, atol=1e-15)
 
 
 @pytest.mark.filterwarnings("ignore:Use a custom estimator")
@@ -209,7 +216,7 @@ def test_category_run_writes_the_maps_and_the_report_shows_them(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     sl = m["searchlight"]
     acc = np.asarray(nib.load(out / "searchlight_accuracy.nii.gz").dataobj)
-    p = np.asarray(nib.load(out / "searchlight_p_fwe.nii.gz").dataobj)
+    p = nib.load(out / "searchlight_p_fwe.nii.gz").get_fdata()      # as a user reads it
     mask = acc != 0
     assert mask.sum() == sl["n_spheres"] == m["dataset"]["n_voxels"]
     assert acc.max() == pytest.approx(sl["peak_accuracy"], abs=1e-6)
@@ -219,6 +226,15 @@ def test_category_run_writes_the_maps_and_the_report_shows_them(tmp_path):
     assert "searchlight_accuracy.nii.gz" in m["files"]
     html = (out / "report.html").read_text()
     assert 'id="searchlight"' in html and "searchlight accuracy map" in html
+    from decoder.report import load_run, searchlight_view
+    view = searchlight_view(load_run(out))
+    assert view["figure"].axes[0].collections        # the significant spheres outlined
+    # a map replaced by one of another shape is named, not a traceback
+    nib.save(nib.Nifti1Image(np.ones((3, 3, 3)), np.eye(4)), out / "searchlight_p_fwe.nii.gz")
+    proc = subprocess.run([sys.executable, "-m", "decoder.cli", "report", str(out)],
+                          capture_output=True, text=True, check=False, cwd=str(ROOT))
+    assert proc.returncode == 2
+    assert "searchlight_p_fwe.nii.gz: shape (3, 3, 3), not the accuracy map's" in proc.stderr
     # a later run without a searchlight leaves no stale map behind
     run_config({"task": "category", "classes": ["face", "house"], "delay": 0.0, "window": 1},
                out=out)

@@ -141,13 +141,6 @@ class SearchlightResult:
         return (1.0 + exceed) / (1.0 + len(self.null_max))
 
 
-def _group_stats(Xc, Y, rows):
-    """Sufficient statistics of one group: Gram (c,p,p), sums (c,p), X^T Y (c,p,k), Y sums."""
-    Xg = Xc[:, rows, :]                                   # (c, n_g, p)
-    Xt = Xg.transpose(0, 2, 1)
-    return Xt @ Xg, Xg.sum(axis=1), Xt @ Y[rows], Y[rows].sum(axis=0), len(rows)
-
-
 def _one_hot(codes, n_classes):
     """±1 targets (n, n_classes · n_label_sets), as RidgeClassifier's label binariser."""
     n, L = codes.shape
@@ -193,7 +186,8 @@ def ridge_searchlight(parts: list[SearchlightPart], neighbours: sparse.csr_matri
     fold_groups = [g for part in parts for g in part.test_groups]
     correct = np.zeros((n_spheres, len(fold_groups)))
     totals = np.zeros(len(fold_groups))
-    null_correct = np.zeros((n_spheres, L - 1)) if L > 1 else None
+    null_max = np.full(L - 1, -np.inf) if L > 1 else None
+    null_mean = np.zeros(n_spheres) if L > 1 else None
 
     prepared = []
     for part in parts:
@@ -206,53 +200,71 @@ def ridge_searchlight(parts: list[SearchlightPart], neighbours: sparse.csr_matri
         if missing:
             raise DataError(f"searchlight: held-out group {missing[0]!r} has no samples",
                             "check the cross-validation groups")
-        prepared.append((part, Xp, _one_hot(np.asarray(part.codes), n_classes), rows))
+        prepared.append((part, Xp, np.asarray(part.codes), rows))
 
-    # per sphere: its samples, each group's statistics (plus totals and a fold's
-    # solve) and a held-out group's decisions
+    # Memory is bounded whatever the radius and the number of permutations: spheres
+    # are taken in chunks (their samples, each group's Gram matrix and each fold's
+    # inverse), and label sets in blocks (targets, X^T Y per group, decisions).
     n_max = max(len(pp[1]) for pp in prepared)
     n_groups = max(len(pp[3]) for pp in prepared)
-    per_sphere = 8 * (n_max * p + (n_groups + 3) * (p * p + p * n_classes * L) +
-                      2 * n_max * n_classes * L)
-    step = int(max(1, min(n_spheres, chunk_bytes // max(per_sphere, 1))))
+    n_folds = max(len(pp[0].test_groups) for pp in prepared)
+    # Wide label blocks first (one matrix product serves many label sets, which is
+    # where permutations are cheap), then as many spheres as the rest allows.
+    label_free = 8 * (n_max * p + (n_groups + 1) * (p * p + p) + n_folds * p * p + L)
+    per_label = 8 * n_classes * ((n_groups + 3) * p + 2 * n_max)
+    half = chunk_bytes // 2
+    block = int(max(1, min(L, half // (per_label + 8 * n_classes * n_max))))
+    step = int(max(1, min(n_spheres, half // label_free, half // (block * per_label))))
     eye = np.eye(p)
     for start in range(0, n_spheres, step):
         sl = slice(start, min(n_spheres, start + step))
+        hits_all = np.zeros((sl.stop - sl.start, L))      # summed over folds
         fold = 0
-        for part, Xp, Y, rows in prepared:
+        for part, Xp, codes, rows in prepared:
             Xc = np.ascontiguousarray(Xp[:, idx[sl]].transpose(1, 0, 2))   # (c, n, p)
-            stats = {g: _group_stats(Xc, Y, r) for g, r in rows.items()}
-            S, m, XY, ys, n = (sum(s[k] for s in stats.values()) for k in range(5))
-            for g in part.test_groups:
-                Sg, mg, XYg, ysg, ng = stats[g]
-                n_tr = n - ng
-                mu = (m - mg) / n_tr                                         # (c, p)
-                ybar = (ys - ysg) / n_tr                                     # (kL,)
-                G = S - Sg - n_tr * mu[:, :, None] * mu[:, None, :] + alpha * eye
-                B = XY - XYg - n_tr * mu[:, :, None] * ybar[None, None, :]
-                W = np.linalg.solve(G, B)                                    # (c, p, kL)
-                b = ybar[None, :] - np.einsum("cp,cpk->ck", mu, W)
-                D = Xc[:, rows[g], :] @ W + b[:, None, :]                    # (c, n_te, kL)
-                D = D.reshape(D.shape[0], D.shape[1], n_classes, L)
-                labels = part.codes[rows[g]]                                 # (n_te, L)
-                if part.units is not None:
-                    units = np.asarray(part.units)[rows[g]]
-                    uid, first, inv = np.unique(units, return_index=True, return_inverse=True)
-                    agg = np.zeros((D.shape[0], len(uid), n_classes, L))
-                    np.add.at(agg, (slice(None), inv), D)
-                    D, labels = agg, labels[first]
-                pred = D.argmax(axis=2)                                      # (c, n_te, L)
-                hits = (pred == labels[None, :, :]).sum(axis=1)              # (c, L)
-                correct[sl, fold] = hits[:, 0]
-                totals[fold] = len(labels)
-                if null_correct is not None:
-                    null_correct[sl] += hits[:, 1:]
-                fold += 1
+            Xt = {g: Xc[:, r, :].transpose(0, 2, 1) for g, r in rows.items()}
+            gram = {g: (Xt[g] @ Xc[:, r, :], Xc[:, r, :].sum(axis=1), len(r))
+                    for g, r in rows.items()}
+            S, m, n = (sum(v[k] for v in gram.values()) for k in range(3))
+            solvers = {}
+            for g in part.test_groups:                     # label-free: once per fold
+                Sg, mg, ng = gram[g]
+                mu = (m - mg) / (n - ng)                                     # (c, p)
+                G = S - Sg - (n - ng) * mu[:, :, None] * mu[:, None, :] + alpha * eye
+                solvers[g] = (n - ng, mu, np.linalg.inv(G))
+            for lo in range(0, L, block):
+                cols = slice(lo, min(L, lo + block))
+                lb = cols.stop - cols.start
+                Y = _one_hot(codes[:, cols], n_classes)                      # (n, k·lb)
+                xy = {g: (Xt[g] @ Y[r], Y[r].sum(axis=0)) for g, r in rows.items()}
+                XY, ys = (sum(v[k] for v in xy.values()) for k in range(2))
+                for f, g in enumerate(part.test_groups):
+                    n_tr, mu, Ginv = solvers[g]
+                    ybar = (ys - xy[g][1]) / n_tr                            # (k·lb,)
+                    B = XY - xy[g][0] - n_tr * mu[:, :, None] * ybar[None, None, :]
+                    W = Ginv @ B                                             # (c, p, k·lb)
+                    b = ybar[None, :] - np.einsum("cp,cpk->ck", mu, W)
+                    D = Xc[:, rows[g], :] @ W + b[:, None, :]                # (c, n_te, k·lb)
+                    D = D.reshape(D.shape[0], D.shape[1], n_classes, lb)
+                    labels = codes[rows[g], cols]                            # (n_te, lb)
+                    if part.units is not None:
+                        units = np.asarray(part.units)[rows[g]]
+                        uid, first, inv = np.unique(units, return_index=True,
+                                                    return_inverse=True)
+                        agg = np.zeros((D.shape[0], len(uid), n_classes, lb))
+                        np.add.at(agg, (slice(None), inv), D)
+                        D, labels = agg, labels[first]
+                    hits = (D.argmax(axis=2) == labels[None, :, :]).sum(axis=1)  # (c, lb)
+                    hits_all[:, cols] += hits
+                    if lo == 0:
+                        correct[sl, fold + f] = hits[:, 0]
+                        totals[fold + f] = len(labels)
+            fold += len(part.test_groups)
+        if null_max is not None:          # the chunk's spheres are complete: reduce
+            null_acc = hits_all[:, 1:] / totals.sum()
+            null_max = np.maximum(null_max, null_acc.max(axis=0))
+            null_mean[sl] = null_acc.mean(axis=1)
     accuracy = correct.sum(axis=1) / totals.sum()
-    null_max = null_mean = None
-    if null_correct is not None:
-        null_acc = null_correct / totals.sum()
-        null_max, null_mean = null_acc.max(axis=0), null_acc.mean(axis=1)
     return SearchlightResult(accuracy=accuracy, fold_accuracy=correct / totals,
                              fold_groups=fold_groups, null_max=null_max, null_mean=null_mean,
                              sizes=np.diff(neighbours.indptr))

@@ -119,6 +119,11 @@ def load_run(run_dir) -> RunData:
         img = _read_image(path / f"{name}.nii.gz", "the searchlight maps")
         if img is not None:
             run.searchlight[name] = img
+    maps = list(run.searchlight.values())
+    if len(maps) == 2 and maps[0].shape != maps[1].shape:
+        raise DataError(f"{path / 'searchlight_p_fwe.nii.gz'}: shape {maps[1].shape}, not the "
+                        f"accuracy map's {maps[0].shape}",
+                        "rerun 'decoder run' to rewrite the searchlight maps")
     for name in ("predictions", "edges", "repeats"):
         tfile = path / f"{name}.tsv"
         if tfile.is_file():
