@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -30,13 +31,15 @@ class _DuplicateKey(Exception):
 
 
 class _ConfigLoader(yaml.SafeLoader):
-    """YAML's safe loader with two changes for configs.
+    """YAML's safe loader with three changes for configs.
 
     * A key written twice is an error: plain YAML keeps the last value without a
       word, so an edited copy of a line silently wins over the original.
     * Timestamps stay strings: ``name: 2024-01-01`` would otherwise become a
       ``datetime.date``, which no config key expects and which cannot be written
       to ``metrics.json`` at the end of the run.
+    * A number in exponent notation without a decimal point (``1e-3``) is a number,
+      as in YAML 1.2, not a string.
     """
 
     def construct_mapping(self, node, deep=False):
@@ -58,6 +61,12 @@ class _ConfigLoader(yaml.SafeLoader):
 
 _ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp",
                               yaml.SafeLoader.construct_yaml_str)
+# YAML 1.1 reads 1e-3 (an exponent without a decimal point) as a string; 1.2 and every
+# user mean a number
+_ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)"
+                                               r"[eE][-+]?[0-9]+$"),
+                                    list("-+.0123456789"))
 
 
 def _not_text_reason(raw: bytes, exc: UnicodeDecodeError) -> tuple[str, str]:

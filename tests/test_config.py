@@ -2,7 +2,7 @@
 
 import pytest
 
-from decoder.config import apply_overrides, merge_with_defaults, parse_override
+from decoder.config import apply_overrides, load_yaml, merge_with_defaults, parse_override
 from decoder.errors import ConfigError
 from pipelines import resolve_config
 
@@ -41,3 +41,13 @@ def test_required_keys_exist_in_the_category_schema():
 def test_unknown_task_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown task"):
         resolve_config({"task": "astrology"})
+
+
+def test_exponent_notation_is_a_number_in_set_values_and_config_files(tmp_path):
+    assert parse_override("searchlight.alpha=1e-3") == (["searchlight", "alpha"], 0.001)
+    assert parse_override("dataset.tr=2.5e0")[1] == 2.5
+    assert parse_override("name=1e")[1] == "1e"          # not a number: stays text
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("task: category\nsearchlight: {radius: 6, alpha: 5E-1}\nname: 2024-01-01\n")
+    raw = load_yaml(cfg)
+    assert raw["searchlight"]["alpha"] == 0.5 and raw["name"] == "2024-01-01"
