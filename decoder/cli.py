@@ -231,8 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--data", help="data root for every variant")
     sw.add_argument("--out", help="sweep folder (default: results/<config name>-sweep)")
     sw.add_argument("-J", "--jobs", type=int, help="compute.n_jobs of every variant")
-    sw.add_argument("--rerun", action="store_true",
-                    help="rerun variants whose folder already holds the same finished run")
+    sw.add_argument("--resume", action="store_true",
+                    help="reuse variants whose folder already holds a finished run of the "
+                         "same config on the same, unchanged input files")
     sw.set_defaults(func=_cmd_sweep)
 
     f = sub.add_parser("fetch", parents=[common], help="fetch a dataset declared in data_manifest.yaml")

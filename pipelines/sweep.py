@@ -13,10 +13,12 @@ optimistic (the winner's curse; Varoquaux 2018, Cawley & Talbot 2010): the sweep
 says so, reports every variant, and leaves the choice to nested cross-validation
 or to a choice made before seeing the scores.
 
-A variant whose folder already holds a finished run of the same resolved config on
-the same, unchanged input files is reused rather than rerun (``--rerun`` forces
-it), so an interrupted sweep resumes where it stopped.  A variant that fails is
-recorded with its one-line error and the others go on.
+With ``--resume``, a variant whose folder already holds a finished run of the same
+resolved config, on the same data root and with the input files it recorded
+unchanged, is reused rather than rerun, so an interrupted sweep goes on where it
+stopped.  Files added to the dataset since are not looked for, and an edited
+``metrics.json`` is not detected: without ``--resume`` every variant runs.  A variant
+that fails is recorded with its error and the others go on.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from decoder.config import _coerce_scalar, config_differences
-from decoder.errors import ConfigError, DecoderError
+from decoder.errors import ConfigError, DataError, DecoderError
 from decoder.results import atomic_write_json, atomic_write_text, check_writable
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,14 @@ def parse_vary(items) -> list[tuple[str, list]]:
                                   f"write e.g. --vary '{key}=[[a], [a, b]]'")
         else:
             values = [_coerce_scalar(v.strip()) for v in raw.split(",") if v.strip()]
-        dup = [v for i, v in enumerate(values) if v in values[:i]]
+        if not values:
+            raise ConfigError(f"--vary {item!r} has no values",
+                              "write e.g. --vary harmonize.method=combat,none")
+        if key == "compute" or key.startswith("compute."):
+            raise ConfigError(f"--vary {key}: where a run computes does not change its "
+                              "results", "use -J for the number of processes")
+        typed = [(type(v).__name__, repr(v)) for v in values]
+        dup = [v for i, v in enumerate(values) if typed[i] in typed[:i]]
         if dup:
             raise ConfigError(f"--vary {key}: the value {dup[0]!r} is given twice",
                               "give each value once")
@@ -82,10 +91,13 @@ def variants(vary) -> list[dict]:
     """The Cartesian product of the values: one ``{key: value}`` per variant, the first
     made of every key's first value."""
     keys = [k for k, _ in vary]
-    combos = list(itertools.product(*[v for _, v in vary]))
-    if len(combos) > MAX_VARIANTS:
-        raise ConfigError(f"--vary gives {len(combos)} variants (more than {MAX_VARIANTS})",
+    n = 1
+    for _, values in vary:
+        n *= len(values)
+    if n > MAX_VARIANTS:
+        raise ConfigError(f"--vary gives {n} variants (more than {MAX_VARIANTS})",
                           "vary fewer keys or values at once")
+    combos = itertools.product(*[v for _, v in vary])
     return [dict(zip(keys, c)) for c in combos]
 
 
@@ -107,16 +119,25 @@ def _text(value) -> str:
     return "null" if value is None else str(value)
 
 
-def folder_name(index: int, settings: dict) -> str:
+def folder_name(index: int, settings: dict, width: int = 2) -> str:
     """``02_harmonize.method-none_model-logistic``: numbered, readable, safe as a name."""
     parts = [f"{k}-{_text(v)}" for k, v in settings.items()]
     name = re.sub(r"[^A-Za-z0-9._+-]+", "-", "_".join(parts))[:80].strip("-")
-    return f"{index:02d}_{name}"
+    return f"{index:0{width}d}_{name}"
+
+
+def _root_for(config: dict, data) -> Path:
+    """The data root a run of ``config`` reads (as the pipeline resolves it)."""
+    if config["task"] == "category":
+        from pipelines.category import resolve_root
+        return resolve_root(config, data)
+    from pipelines.biomarker import _data_root
+    return _data_root(config, data)
 
 
 def _reusable(folder: Path, config: dict, data) -> bool:
     """Whether ``folder`` holds a finished run of ``config`` on the same, unchanged inputs."""
-    from pipelines.reproduce import check_inputs, data_root, read_record
+    from pipelines.reproduce import check_inputs, read_record
     if not (folder / "metrics.json").is_file():
         return False
     try:
@@ -124,7 +145,7 @@ def _reusable(folder: Path, config: dict, data) -> bool:
         recorded = metrics["provenance"]["config"]
         if config_differences(recorded, config):
             return False
-        root = data_root(metrics, config, data)
+        root = _root_for(config, data)
         recorded_root = (metrics.get("dataset") or {}).get("root")
         if not recorded_root or Path(recorded_root).resolve() != Path(root).resolve():
             return False
@@ -136,7 +157,7 @@ def _reusable(folder: Path, config: dict, data) -> bool:
 
 def holm(pvalues) -> list:
     """Holm's step-down adjustment (family-wise error) of p-values; None stays None."""
-    idx = [i for i, p in enumerate(pvalues) if p is not None]
+    idx = [i for i, p in enumerate(pvalues) if p is not None and not np.isnan(p)]
     order = sorted(idx, key=lambda i: pvalues[i])
     m, running = len(order), 0.0
     out = [None] * len(pvalues)
@@ -146,7 +167,7 @@ def holm(pvalues) -> list:
     return out
 
 
-def sweep(raw: dict, vary, data=None, out=None, n_jobs=None, rerun=False,
+def sweep(raw: dict, vary, data=None, out=None, n_jobs=None, resume=False,
           config_path=None) -> dict:
     """Run every variant of ``raw`` and compare each with the first.
 
@@ -162,8 +183,10 @@ def sweep(raw: dict, vary, data=None, out=None, n_jobs=None, rerun=False,
         The sweep's folder: one run folder per variant, ``sweep.tsv``, ``sweep.json``.
     n_jobs : int, optional
         ``compute.n_jobs`` of every variant.
-    rerun : bool
-        Rerun variants whose folder already holds a reusable run.
+    resume : bool
+        Reuse variants whose folder already holds a finished run of the same config
+        on the same, unchanged inputs (see the module docstring for what is not
+        checked).
 
     Returns
     -------
@@ -192,14 +215,23 @@ def sweep(raw: dict, vary, data=None, out=None, n_jobs=None, rerun=False,
     if len({_config_key(r) for _, r in configs}) < len(configs):
         raise ConfigError("two variants resolve to the same config (a value equal to the "
                           "default written two ways?)", "give each --vary value once")
+    for where in [out, *out.parents]:
+        if (where / "metrics.json").is_file():
+            raise ConfigError(f"--out {out} is {'' if where == out else 'inside '}a run folder "
+                              f"({where})", "give the sweep a folder of its own")
     check_writable(out)
+    width = max(2, len(str(len(settings))))
+    folders = [out / folder_name(i, s, width) for i, s in enumerate(settings, start=1)]
+    for folder in folders:
+        if folder.exists() and not folder.is_dir():
+            raise DataError(f"{folder} is a file, where the sweep writes a run folder",
+                            "move it away, or give the sweep another --out")
     rows = []
-    for i, (s, (cfg, resolved)) in enumerate(zip(settings, configs), start=1):
-        folder = out / folder_name(i, s)
+    for i, (s, (cfg, resolved), folder) in enumerate(zip(settings, configs, folders), start=1):
         row = {"variant": i, "settings": s, "folder": str(folder), "status": None,
                "error": None, "metrics": None}
         shown = ", ".join(f"{k}={_text(v)}" for k, v in s.items())
-        if not rerun and _reusable(folder, resolved, data):
+        if resume and _reusable(folder, resolved, data):
             row["status"] = "reused"
             log.info("variant %d (%s): reusing %s", i, shown, folder)
         else:
@@ -209,7 +241,13 @@ def sweep(raw: dict, vary, data=None, out=None, n_jobs=None, rerun=False,
                 row["status"] = "ran"
             except DecoderError as err:
                 row["status"], row["error"] = "failed", str(err)
-                log.warning("variant %d (%s) failed: %s", i, shown, err)
+                log.info("variant %d (%s) failed: %s", i, shown, err)
+            except Exception as err:  # noqa: BLE001 - an unexpected failure ends this variant only
+                msg = " ".join(str(err).split()) or type(err).__name__
+                row["status"] = "failed"
+                row["error"] = (f"{type(err).__name__}: {msg} — fix: rerun this variant with "
+                                f"'decoder run --debug' for the traceback and report it")
+                log.info("variant %d (%s) failed: %s", i, shown, row["error"])
         if row["status"] != "failed":
             row["metrics"] = json.loads((folder / "metrics.json").read_text())
         rows.append(row)
@@ -229,9 +267,11 @@ def sweep(raw: dict, vary, data=None, out=None, n_jobs=None, rerun=False,
         row["p_holm"] = adj
     table = sweep_table(rows, [k for k, _ in vary])
     result = {"varied": [k for k, _ in vary], "n_variants": len(rows),
-              "reference": 1, "note": selection_note(len(rows)),
+              "reference": 1,
+              "note": selection_note(sum(r["status"] != "failed" for r in rows)),
               "variants": [{k: v for k, v in r.items() if k != "metrics"} |
-                           {"scores": _scores(r["metrics"])} for r in rows],
+                           {"folder": Path(r["folder"]).name,
+                            "scores": _scores(r["metrics"])} for r in rows],
               "table": "sweep.tsv"}
     atomic_write_text(out / "sweep.tsv", table.to_csv(sep="\t", index=False))
     atomic_write_json(out / "sweep.json", _jsonable(result))
@@ -247,6 +287,9 @@ def _config_key(resolved: dict) -> str:
 
 
 def selection_note(n: int) -> str:
+    if n < 2:
+        return f"{'one variant' if n == 1 else 'no variant'} finished: there was nothing to " \
+               "choose between"
     return (f"the best of {n} variants, picked on these scores, is an optimistic estimate "
             f"of its accuracy (the same folds chose it): report every variant, or choose "
             f"inside nested cross-validation or before seeing the scores")
@@ -301,12 +344,16 @@ def sweep_cli(args) -> int:
     """``decoder sweep``: run the variants, print the table; exit 1 when one failed."""
     from decoder.config import apply_overrides, load_yaml
     vary = parse_vary(args.vary)
+    both = sorted({item.partition("=")[0].strip() for item in args.set} & {k for k, _ in vary})
+    if both:
+        raise ConfigError(f"{both[0]} is given both with --set and with --vary",
+                          "give its values with --vary only")
     raw = apply_overrides(load_yaml(args.config), args.set)
     out = Path(args.out) if args.out else Path("results") / f"{Path(args.config).stem}-sweep"
     if args.jobs is not None and (isinstance(args.jobs, bool) or args.jobs == 0):
         raise ConfigError(f"-J {args.jobs}: the number of processes must be a non-zero "
                           "integer", "use e.g. -J 2 (or -J -1 for every core)")
-    res = sweep(raw, vary, data=args.data, out=out, n_jobs=args.jobs, rerun=args.rerun,
+    res = sweep(raw, vary, data=args.data, out=out, n_jobs=args.jobs, resume=args.resume,
                 config_path=args.config)
     table = res["table_frame"]
     keys = res["varied"]

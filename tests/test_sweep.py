@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from decoder.errors import ConfigError
+from decoder.errors import ConfigError, DataError
 from decoder.evaluation.compare import compare_runs
 from pipelines.sweep import folder_name, holm, parse_vary, sweep, variants
 
@@ -35,11 +35,19 @@ def test_vary_values_are_parsed_like_set_values():
     (["model=lda", "model=svc"], "given twice"),
     (["model=lda,lda"], "given twice"),
     (["window=[1, 2"], "not a list"),
+    (["model=,"], "no values"),
+    (["compute.n_jobs=1,2"], "use -J"),
     ([], "nothing to vary"),
 ])
 def test_bad_vary_is_one_line(items, message):
     with pytest.raises(ConfigError, match=message):
         parse_vary(items)
+
+
+def test_values_of_different_types_are_different_values():
+    assert parse_vary(["x=1,true,null,~x"]) == [("x", [1, True, None, "~x"])]
+    with pytest.raises(ConfigError, match="given twice"):
+        parse_vary(["x=null,~"])
 
 
 def test_too_many_variants_are_refused():
@@ -49,6 +57,7 @@ def test_too_many_variants_are_refused():
 
 def test_holm_matches_the_step_down_rule():
     assert holm([0.01, 0.04, None, 0.03]) == pytest.approx([0.03, 0.06, None, 0.06])
+    assert holm([float("nan"), 0.01, 0.02]) == [None, 0.02, 0.02]
     assert holm([0.5, 0.9]) == [1.0, 1.0]
     assert holm([None]) == [None]
 
@@ -88,19 +97,25 @@ def test_a_finished_sweep_resumes_and_reruns_only_what_changed(sample_copy, tmp_
     sweep(FAST, vary, data=sample_copy, out=out)
     first = _stamps(out)
     assert len(first) == 2
-    again = sweep(FAST, vary, data=sample_copy, out=out)
+    again = sweep(FAST, vary, data=sample_copy, out=out, resume=True)
     assert [v["status"] for v in again["variants"]] == ["reused", "reused"]
     assert _stamps(out) == first                       # nothing was rewritten
     assert again["variants"][1]["comparison"]["accuracy"]["p"] is not None
+    # without --resume every variant runs
+    assert [v["status"] for v in sweep(FAST, vary, data=sample_copy, out=out)["variants"]] \
+        == ["ran", "ran"]
+    # the embedded sample is other data than this copy, whatever the config says
+    other_data = sweep(FAST, vary, out=out, resume=True)
+    assert [v["status"] for v in other_data["variants"]] == ["ran", "ran"]
+    assert sweep(FAST, vary, out=out, resume=True)["variants"][0]["status"] == "reused"
+    sweep(FAST, vary, data=sample_copy, out=out)
     # an input file changed since: its runs are not reused
     events = next(sample_copy.glob("sub-1/func/*run-01_events.tsv"))
     events.write_text(events.read_text() + "\n")
-    changed = sweep(FAST, vary, data=sample_copy, out=out)
+    changed = sweep(FAST, vary, data=sample_copy, out=out, resume=True)
     assert [v["status"] for v in changed["variants"]] == ["ran", "ran"]
-    forced = sweep(FAST, vary, data=sample_copy, out=out, rerun=True)
-    assert [v["status"] for v in forced["variants"]] == ["ran", "ran"]
     # another setting for every variant: not the same runs
-    other = sweep({**FAST, "window": 1}, vary, data=sample_copy, out=out)
+    other = sweep({**FAST, "window": 1}, vary, data=sample_copy, out=out, resume=True)
     assert [v["status"] for v in other["variants"]] == ["ran", "ran"]
 
 
@@ -113,6 +128,36 @@ def test_a_failing_variant_is_recorded_and_the_others_finish(tmp_path):
     assert "nosuch" in res["variants"][2]["error"] and "fix:" in res["variants"][2]["error"]
     assert res["variants"][2]["comparison_note"] == "not compared: a run failed"
     assert res["variants"][1]["comparison"]["accuracy"]["p"] is not None
+
+
+def test_an_unexpected_failure_ends_its_variant_only(tmp_path, monkeypatch):
+    import pipelines
+    real = pipelines.run_config
+
+    def flaky(cfg, **kw):
+        if cfg.get("model") == "lda":
+            raise ValueError("something unforeseen")
+        return real(cfg, **kw)
+
+    monkeypatch.setattr(pipelines, "run_config", flaky)
+    res = sweep(FAST, parse_vary(["model=dual-ridge,lda,ridge"]), out=tmp_path / "sweep")
+    assert [v["status"] for v in res["variants"]] == ["ran", "failed", "ran"]
+    assert res["variants"][1]["error"].startswith("ValueError: something unforeseen — fix:")
+    assert (tmp_path / "sweep" / "sweep.tsv").is_file()
+
+
+def test_places_the_sweep_cannot_write_are_refused_before_anything_runs(tmp_path):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "02_model-lda").write_text("not a folder")
+    with pytest.raises(DataError, match="02_model-lda is a file"):
+        sweep(FAST, parse_vary(["model=dual-ridge,lda"]), out=out)
+    assert not (out / "01_model-dual-ridge").exists()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text("{}")
+    with pytest.raises(ConfigError, match="inside a run folder"):
+        sweep(FAST, parse_vary(["model=dual-ridge,lda"]), out=run / "sweep")
 
 
 def test_a_bad_variant_is_named_before_anything_runs(tmp_path):
@@ -136,8 +181,8 @@ def test_cli_prints_the_table_fails_when_a_variant_failed_and_resumes(tmp_path):
             "--set", "delay=0", "--set", "window=3",
             "--vary", "classes=[[face, house], [face, nosuch]]", "--vary", "model=dual-ridge,lda"]
     for attempt in range(2):
-        proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env,
-                              check=False)
+        proc = subprocess.run(args + ["--resume"] * attempt, capture_output=True, text=True,
+                              cwd=ROOT, env=env, check=False)
         assert proc.returncode == 1, proc.stderr
         lines = proc.stdout.splitlines()
         assert lines[0].startswith(" 1  classes=face+house, model=dual-ridge: accuracy")
@@ -148,3 +193,8 @@ def test_cli_prints_the_table_fails_when_a_variant_failed_and_resumes(tmp_path):
         assert "nosuch" in lines[2] and "fix:" in lines[2]
         assert "optimistic" in lines[4] and lines[5] == f"sweep written to {out}/sweep.tsv"
         assert ("[reused]" in lines[0]) == (attempt == 1)
+    proc = subprocess.run(args + ["--set", "model=svc"], capture_output=True, text=True,
+                          cwd=ROOT, env=env, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("decoder: error: model is given both with --set and with "
+                                   "--vary — fix: give its values with --vary only")
