@@ -205,6 +205,12 @@ def _coerce_like(value, default, name: str):
     return value
 
 
+def _text_value(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def merge_with_defaults(user: Mapping, defaults: Mapping, _prefix: str = "") -> dict:
     """Merge ``user`` onto ``defaults``, rejecting unknown keys.
 
@@ -229,6 +235,10 @@ def merge_with_defaults(user: Mapping, defaults: Mapping, _prefix: str = "") -> 
                                   f"write '{name}.<key>: value'; known sub-keys: "
                                   f"{', '.join(k for k in default if k != '*')}")
             out[key] = merge_with_defaults(value, default, _prefix=f"{name}.")
+        elif isinstance(value, Mapping) and default is not None:
+            raise ConfigError(f"config key '{name}' takes a value, not sub-keys "
+                              f"({', '.join(map(str, value))})",
+                              f"write e.g. --set {name}={_text_value(default)}")
         else:
             out[key] = _coerce_like(value, default, name)
     return out

@@ -51,3 +51,8 @@ def test_exponent_notation_is_a_number_in_set_values_and_config_files(tmp_path):
     cfg.write_text("task: category\nsearchlight: {radius: 6, alpha: 5E-1}\nname: 2024-01-01\n")
     raw = load_yaml(cfg)
     assert raw["searchlight"]["alpha"] == 0.5 and raw["name"] == "2024-01-01"
+
+
+def test_sub_keys_under_a_plain_value_are_one_line():
+    with pytest.raises(ConfigError, match=r"config key 'model' takes a value, not sub-keys \(x\)"):
+        resolve_config(apply_overrides({"task": "category"}, ["model.x=1"]))
