@@ -11,7 +11,8 @@ the estimator is fixed to a ridge classifier (one-vs-rest on ±1 targets with an
 intercept, :class:`sklearn.linear_model.RidgeClassifier`), whose fit needs only
 each sphere's Gram matrix ``X_s^T X_s``, column sums and ``X_s^T Y``.  Those are
 summed per run once; a fold's training statistics are the totals minus the
-held-out run's, and all spheres are solved in one batched ``solve``.  The
+held-out run's, and the spheres are solved in batches (one inverse per sphere and
+fold, shared by every label set).  The
 result equals nilearn's SearchLight with ``RidgeClassifier(alpha)`` on the same
 folds (``benchmarks/bench_searchlight.py`` checks it), and label permutations
 only add right-hand sides to the same solves, so a family-wise error corrected
@@ -164,6 +165,9 @@ def ridge_searchlight(parts: list[SearchlightPart], neighbours: sparse.csr_matri
     n_classes : int
     alpha : float
         Ridge penalty (fixed; the features are the run-standardised voxels).
+    chunk_bytes : int
+        About how much memory the spheres and label sets in work at once take;
+        results do not depend on it.
 
     Returns
     -------
