@@ -11,7 +11,7 @@ Two pages, chosen in the sidebar:
   Research use only.
 * **Decoding** — a run directory written by ``decoder run`` (or a fresh run
   of the embedded Haxby sample): scores, confusion matrix, folds,
-  permutation test, weight maps, provenance and the HTML report.
+  permutation test, weight maps, searchlight maps, provenance and the HTML report.
 
 This file only lays out widgets: every computation and every check lives in
 :mod:`decoder.report.app_helpers`, :mod:`decoder.report.figures` and the
