@@ -322,6 +322,8 @@ def sweep_table(rows, keys) -> pd.DataFrame:
         comp = r.get("comparison") or {}
         acc = comp.get("accuracy") or {}
         auc = comp.get("roc_auc") or {}
+        ct = comp.get("corrected_t") or {}
+        ct_acc = (ct.get("accuracy") or {}) if ct.get("available") else {}
         rec = {"variant": r["variant"]}
         rec.update({k: _text(r["settings"][k]) for k in keys})
         ci = m.get("accuracy_ci95") or [None, None]
@@ -332,6 +334,7 @@ def sweep_table(rows, keys) -> pd.DataFrame:
             "diff_accuracy": acc.get("diff"), "p_accuracy": acc.get("p"),
             "p_accuracy_holm": r.get("p_holm"), "test": acc.get("method"),
             "diff_roc_auc": auc.get("diff"), "p_roc_auc": auc.get("p"),
+            "p_accuracy_corrected_t": ct_acc.get("p"),
             "status": r["status"], "runtime_s": m.get("runtime_s"),
             "folder": Path(r["folder"]).name,
             "note": r.get("error") or r.get("comparison_note"),
@@ -375,6 +378,9 @@ def sweep_cli(args) -> int:
         elif r["p_accuracy"] is not None and not pd.isna(r["p_accuracy"]):
             line += (f"  vs 1: {r['diff_accuracy']:+.3f}, p={r['p_accuracy']:.3g} "
                      f"(Holm {r['p_accuracy_holm']:.3g})")
+            if r["p_accuracy_corrected_t"] is not None and not pd.isna(
+                    r["p_accuracy_corrected_t"]):
+                line += f", corrected t p={r['p_accuracy_corrected_t']:.3g}"
             if r["p_roc_auc"] is not None and not pd.isna(r["p_roc_auc"]):
                 line += f"; roc_auc {r['diff_roc_auc']:+.3f}, p={r['p_roc_auc']:.3g} (DeLong)"
         elif r["note"]:

@@ -79,6 +79,10 @@ def test_every_variant_runs_and_is_compared_with_the_first(tmp_path):
     direct = compare_runs(out / table["folder"][0], out / table["folder"][2])
     assert table["p_accuracy"][2] == pytest.approx(direct["accuracy"]["p"])
     assert table["diff_accuracy"][2] == pytest.approx(direct["accuracy"]["diff"])
+    # the same folds: the corrected resampled t-test (training variability) is there too
+    assert direct["corrected_t"]["available"]
+    assert table["p_accuracy_corrected_t"][2] == pytest.approx(
+        direct["corrected_t"]["accuracy"]["p"])
     assert pd.isna(table["p_accuracy"][0])
     assert list(table["p_accuracy_holm"][1:]) == pytest.approx(holm(list(table["p_accuracy"][1:])))
     saved = json.loads((out / "sweep.json").read_text())
@@ -188,7 +192,7 @@ def test_cli_prints_the_table_fails_when_a_variant_failed_and_resumes(tmp_path):
         assert lines[0].startswith(" 1  classes=face+house, model=dual-ridge: accuracy")
         assert "(reference)" in lines[0]
         assert lines[1].startswith(" 2  classes=face+house, model=lda: accuracy")
-        assert "vs 1:" in lines[1] and "(Holm" in lines[1]
+        assert "vs 1:" in lines[1] and "(Holm" in lines[1] and "corrected t p=" in lines[1]
         assert lines[2].startswith(" 3  classes=face+nosuch, model=dual-ridge: failed — ")
         assert "nosuch" in lines[2] and "fix:" in lines[2]
         assert "optimistic" in lines[4] and lines[5] == f"sweep written to {out}/sweep.tsv"
