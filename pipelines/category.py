@@ -120,20 +120,8 @@ def check_config(config: dict) -> None:
         raise ConfigError(f"dataset.tr must be a positive number of seconds, got {tr!r}",
                           "write e.g. --set dataset.tr=2.5, or null to read RepetitionTime "
                           "from the JSON sidecars")
-    sl = config["searchlight"]
-    if sl["radius"] is not None and not (isinstance(sl["radius"], (int, float))
-                                         and not isinstance(sl["radius"], bool)
-                                         and np.isfinite(sl["radius"]) and sl["radius"] >= 0):
-        raise ConfigError(f"searchlight.radius must be a number of mm ≥ 0, or null for no "
-                          f"searchlight, got {sl['radius']!r}",
-                          "write e.g. --set searchlight.radius=6")
-    if not _positive_number(sl["alpha"]):
-        raise ConfigError(f"searchlight.alpha must be a number above 0, got {sl['alpha']!r}",
-                          "write e.g. --set searchlight.alpha=1")
-    if not isinstance(sl["n_permutations"], int) or isinstance(sl["n_permutations"], bool) \
-            or sl["n_permutations"] < 0:
-        raise ConfigError("searchlight.n_permutations must be a non-negative integer",
-                          "write e.g. --set searchlight.n_permutations=100")
+    from decoder.evaluation.searchlight import check_settings
+    check_settings(**config["searchlight"])
     pct = config["screening_percentile"]
     if pct is not None and not (_positive_number(pct) and pct <= 100):
         raise ConfigError(f"screening_percentile must be a percentage above 0 and at most "

@@ -23,6 +23,7 @@ little more than the map itself.
 from __future__ import annotations
 
 import logging
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,26 @@ def mask_coordinates(mask_img) -> np.ndarray:
     return np.column_stack(coord_transform(*np.nonzero(mask), affine))
 
 
+def check_settings(radius=None, alpha=1.0, n_permutations=0) -> None:
+    """A one-line :class:`ConfigError` for a bad searchlight setting, named as in the
+    config (``searchlight.radius``, ``.alpha``, ``.n_permutations``); ``radius`` None
+    means no searchlight.  The pipeline checks a config with it before any data are
+    read, and each function below checks its own argument with it."""
+    def real(v):
+        return isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v)
+
+    if radius is not None and not (real(radius) and radius >= 0):
+        raise ConfigError(f"searchlight.radius must be a number of mm ≥ 0, or null for no "
+                          f"searchlight, got {radius!r}", "write e.g. --set searchlight.radius=6")
+    if not (real(alpha) and alpha > 0):
+        raise ConfigError(f"searchlight.alpha must be a number above 0, got {alpha!r}",
+                          "write e.g. --set searchlight.alpha=1")
+    if not (isinstance(n_permutations, numbers.Integral) and not isinstance(n_permutations, bool)
+            and n_permutations >= 0):
+        raise ConfigError(f"searchlight.n_permutations must be a non-negative integer, got "
+                          f"{n_permutations!r}", "write e.g. --set searchlight.n_permutations=100")
+
+
 def sphere_neighbours(mask_img, radius: float) -> sparse.csr_matrix:
     """Boolean (n_voxels, n_voxels) matrix: row ``i`` holds the in-mask voxels within
     ``radius`` mm (world coordinates) of voxel ``i``, in the mask's voxel order (the
@@ -55,14 +76,10 @@ def sphere_neighbours(mask_img, radius: float) -> sparse.csr_matrix:
     """
     from sklearn.neighbors import NearestNeighbors
 
-    try:
-        radius = float(radius)
-    except (TypeError, ValueError):
-        raise ConfigError(f"searchlight.radius must be a number of mm, got {radius!r}",
-                          "write e.g. --set searchlight.radius=6") from None
-    if not np.isfinite(radius) or radius < 0:
-        raise ConfigError(f"searchlight.radius must be ≥ 0 mm, got {radius:g}",
+    if radius is None:
+        raise ConfigError("searchlight.radius is null, so there are no spheres",
                           "write e.g. --set searchlight.radius=6")
+    check_settings(radius=radius)
     xyz = mask_coordinates(mask_img)
     tree = NearestNeighbors(radius=radius).fit(xyz)
     A = tree.radius_neighbors_graph(xyz, mode="connectivity").astype(bool).tocsr()
@@ -173,10 +190,8 @@ def ridge_searchlight(parts: list[SearchlightPart], neighbours: sparse.csr_matri
     -------
     SearchlightResult
     """
+    check_settings(alpha=alpha)
     alpha = float(alpha)
-    if not np.isfinite(alpha) or alpha <= 0:
-        raise ConfigError(f"searchlight.alpha must be > 0, got {alpha:g}",
-                          "write e.g. --set searchlight.alpha=1")
     if not parts:
         raise DataError("searchlight: no folds to evaluate", "check the cross-validation groups")
     n_voxels = parts[0].X.shape[1]
@@ -304,10 +319,7 @@ def nested_searchlight(candidates, chosen, tested_groups, unit_codes: dict, unit
     random_state : int
     """
     from .nested import permuted_unit_codes
-    if not (isinstance(n_permutations, int) and not isinstance(n_permutations, bool)
-            and n_permutations >= 0):
-        raise ConfigError(f"searchlight.n_permutations must be a whole number ≥ 0, got "
-                          f"{n_permutations!r}", "write e.g. --set searchlight.n_permutations=100")
+    check_settings(n_permutations=n_permutations)
     if len(chosen) != len(tested_groups):
         raise ValueError("one chosen candidate per tested group is needed")
     rng = np.random.default_rng(random_state)
