@@ -105,6 +105,14 @@ class MapResult:
         return text
 
 
+def check_jobs_option(n_jobs) -> None:
+    """A one-line :class:`ConfigError` unless ``-J`` is a non-zero integer (the
+    ``compute.n_jobs`` that commands rerunning configs apply to every run)."""
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
+        raise ConfigError(f"-J {n_jobs}: the number of processes must be a non-zero "
+                          "integer", "use e.g. -J 2 (or -J -1 for every core)")
+
+
 def local_workers(n_jobs: int, n_tasks: int | None = None) -> int:
     """Worker processes for ``n_jobs`` on this machine: -1 (or -k) counts back from the
     number of cores as joblib does, and more processes than cores (or than tasks) are

@@ -25,6 +25,7 @@ import pandas as pd
 
 from decoder import __version__
 from decoder._utils import atomic_write_json, sha256_file
+from decoder.compute import check_jobs_option
 from decoder.config import config_differences, config_hash
 from decoder.errors import ConfigError, DataError
 from decoder.results import TIMING_FIELDS, check_writable
@@ -371,9 +372,7 @@ def reproduce(run_dir, data=None, out=None, n_jobs=None) -> dict:
     check_out(out, run_dir)
     config = copy.deepcopy(metrics["provenance"]["config"])
     if n_jobs is not None:
-        if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
-            raise ConfigError(f"-J {n_jobs}: the number of processes must be a non-zero "
-                              "integer", "use e.g. -J 2 (or -J -1 for every core)")
+        check_jobs_option(n_jobs)
         if not isinstance(config.get("compute"), dict):
             raise ConfigError("this run's config has no compute settings, so -J does not apply",
                               "leave -J out")
