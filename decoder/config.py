@@ -154,17 +154,21 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+def set_nested(config: dict, keys, value) -> None:
+    """Set ``config[k1][k2]...[kn] = value`` in place, making the sections on the way."""
+    node = config
+    for k in keys[:-1]:
+        if not isinstance(node.get(k), dict):
+            node[k] = {}
+        node = node[k]
+    node[keys[-1]] = value
+
+
 def apply_overrides(config: dict, overrides) -> dict:
     """Return a copy of ``config`` with ``--set`` overrides applied (keys checked later)."""
     config = copy.deepcopy(config)
     for item in overrides or []:
-        keys, value = parse_override(item)
-        node = config
-        for k in keys[:-1]:
-            if not isinstance(node.get(k), dict):
-                node[k] = {}
-            node = node[k]
-        node[keys[-1]] = value
+        set_nested(config, *parse_override(item))
     return config
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import logging
 import re
 from pathlib import Path
@@ -33,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from decoder.config import _coerce_scalar, config_differences
+from decoder.compute import check_jobs_option
+from decoder.config import _coerce_scalar, config_differences, set_nested
 from decoder.errors import ConfigError, DataError, DecoderError
 from decoder.results import atomic_write_json, atomic_write_text, check_writable
 
@@ -101,22 +101,14 @@ def variants(vary) -> list[dict]:
     return [dict(zip(keys, c)) for c in combos]
 
 
-def _set(config: dict, key: str, value) -> dict:
-    config = copy.deepcopy(config)
-    node = config
-    parts = key.split(".")
-    for k in parts[:-1]:
-        if not isinstance(node.get(k), dict):
-            node[k] = {}
-        node = node[k]
-    node[parts[-1]] = copy.deepcopy(value)
-    return config
-
-
 def _text(value) -> str:
     if isinstance(value, list):
         return "+".join(_text(v) for v in value)
     return "null" if value is None else str(value)
+
+
+def _shown(settings: dict) -> str:
+    return ", ".join(f"{k}={_text(v)}" for k, v in settings.items())
 
 
 def folder_name(index: int, settings: dict, width: int = 2) -> str:
@@ -135,24 +127,25 @@ def _root_for(config: dict, data) -> Path:
     return _data_root(config, data)
 
 
-def _reusable(folder: Path, config: dict, data) -> bool:
-    """Whether ``folder`` holds a finished run of ``config`` on the same, unchanged inputs."""
+def _reusable(folder: Path, config: dict, data) -> dict | None:
+    """The ``metrics.json`` of ``folder`` when it holds a finished run of ``config`` on the
+    same, unchanged inputs; otherwise None."""
     from pipelines.reproduce import check_inputs, read_record
     if not (folder / "metrics.json").is_file():
-        return False
+        return None
     try:
         metrics = read_record(folder)
         recorded = metrics["provenance"]["config"]
         if config_differences(recorded, config):
-            return False
+            return None
         root = _root_for(config, data)
         recorded_root = (metrics.get("dataset") or {}).get("root")
         if not recorded_root or Path(recorded_root).resolve() != Path(root).resolve():
-            return False
+            return None
         check_inputs(metrics["provenance"]["inputs"], Path(root))
     except (DecoderError, KeyError, TypeError, OSError):
-        return False
-    return True
+        return None
+    return metrics
 
 
 def holm(pvalues) -> list:
@@ -201,16 +194,15 @@ def sweep(raw: dict, vary, data=None, out=None, n_jobs=None, resume=False,
     settings = variants(vary)
     configs = []
     for s in settings:  # every variant's config is checked before anything runs
-        cfg = raw
+        cfg = copy.deepcopy(raw)
         for k, v in s.items():
-            cfg = _set(cfg, k, v)
+            set_nested(cfg, k.split("."), copy.deepcopy(v))
         if n_jobs is not None:
-            cfg = _set(cfg, "compute.n_jobs", n_jobs)
+            set_nested(cfg, ["compute", "n_jobs"], n_jobs)
         try:
             resolved = check_config(cfg)
         except ConfigError as err:
-            shown = ", ".join(f"{k}={_text(v)}" for k, v in s.items())
-            raise ConfigError(f"variant {shown}: {err.message}", err.fix) from None
+            raise ConfigError(f"variant {_shown(s)}: {err.message}", err.fix) from None
         configs.append((cfg, resolved))
     if len({_config_key(r) for _, r in configs}) < len(configs):
         raise ConfigError("two variants resolve to the same config (a value equal to the "
@@ -230,14 +222,15 @@ def sweep(raw: dict, vary, data=None, out=None, n_jobs=None, resume=False,
     for i, (s, (cfg, resolved), folder) in enumerate(zip(settings, configs, folders), start=1):
         row = {"variant": i, "settings": s, "folder": str(folder), "status": None,
                "error": None, "metrics": None}
-        shown = ", ".join(f"{k}={_text(v)}" for k, v in s.items())
-        if resume and _reusable(folder, resolved, data):
+        shown = _shown(s)
+        row["metrics"] = _reusable(folder, resolved, data) if resume else None
+        if row["metrics"] is not None:
             row["status"] = "reused"
             log.info("variant %d (%s): reusing %s", i, shown, folder)
         else:
             log.info("variant %d of %d (%s): running into %s", i, len(settings), shown, folder)
             try:
-                run_config(cfg, data=data, out=folder, config_path=config_path)
+                row["metrics"] = run_config(cfg, data=data, out=folder, config_path=config_path)
                 row["status"] = "ran"
             except DecoderError as err:
                 row["status"], row["error"] = "failed", str(err)
@@ -248,8 +241,6 @@ def sweep(raw: dict, vary, data=None, out=None, n_jobs=None, resume=False,
                 row["error"] = (f"{type(err).__name__}: {msg} — fix: rerun this variant with "
                                 f"'decoder run --debug' for the traceback and report it")
                 log.info("variant %d (%s) failed: %s", i, shown, row["error"])
-        if row["status"] != "failed":
-            row["metrics"] = json.loads((folder / "metrics.json").read_text())
         rows.append(row)
     ref = rows[0]
     for row in rows[1:]:
@@ -274,7 +265,7 @@ def sweep(raw: dict, vary, data=None, out=None, n_jobs=None, resume=False,
                             "scores": _scores(r["metrics"])} for r in rows],
               "table": "sweep.tsv"}
     atomic_write_text(out / "sweep.tsv", table.to_csv(sep="\t", index=False))
-    atomic_write_json(out / "sweep.json", _jsonable(result))
+    atomic_write_json(out / "sweep.json", result)
     result["table_frame"] = table
     return result
 
@@ -301,16 +292,6 @@ def _scores(metrics) -> dict | None:
     keys = ("accuracy", "accuracy_ci95", "balanced_accuracy", "roc_auc", "roc_auc_ci95",
             "chance", "n_samples", "runtime_s")
     return {k: metrics.get(k) for k in keys}
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 def sweep_table(rows, keys) -> pd.DataFrame:
@@ -353,9 +334,8 @@ def sweep_cli(args) -> int:
                           "give its values with --vary only")
     raw = apply_overrides(load_yaml(args.config), args.set)
     out = Path(args.out) if args.out else Path("results") / f"{Path(args.config).stem}-sweep"
-    if args.jobs is not None and (isinstance(args.jobs, bool) or args.jobs == 0):
-        raise ConfigError(f"-J {args.jobs}: the number of processes must be a non-zero "
-                          "integer", "use e.g. -J 2 (or -J -1 for every core)")
+    if args.jobs is not None:
+        check_jobs_option(args.jobs)
     res = sweep(raw, vary, data=args.data, out=out, n_jobs=args.jobs, resume=args.resume,
                 config_path=args.config)
     table = res["table_frame"]
