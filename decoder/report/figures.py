@@ -165,7 +165,7 @@ def searchlight_map(acc_img, p_img=None, chance=None, fwe_level: float = 0.05) -
         title = "Searchlight accuracy"
         if p_img is not None:
             p = np.take(np.asarray(p_img.dataobj, dtype=float), mid, axis=axis)
-            sig = (p > 0) & (p <= fwe_level + 1e-9) & (plane != 0)
+            sig = (p > 0) & (p <= fwe_level) & (plane != 0)
             if sig.any():
                 ax.contour(np.rot90(sig.astype(float)), levels=[0.5], colors="cyan",
                            linewidths=1.0)
@@ -183,7 +183,7 @@ def searchlight_map(acc_img, p_img=None, chance=None, fwe_level: float = 0.05) -
         annotate=False, title="Searchlight accuracy (above chance)")
     if p_img is not None:
         p = np.asarray(p_img.dataobj, dtype=float)
-        sig = ((p > 0) & (p <= fwe_level + 1e-9) & inside).astype(float)
+        sig = ((p > 0) & (p <= fwe_level) & inside).astype(float)
         if sig.any():
             display.add_contours(nib.Nifti1Image(sig, acc_img.affine), levels=[0.5],
                                  colors="cyan", linewidths=1.0)
