@@ -141,26 +141,27 @@ def nearest_write_error(path) -> tuple:
     return where, None
 
 
-def check_writable(path, folder: bool = True) -> Path:
+def check_writable(path, folder: bool = True, option: str = "--out") -> Path:
     """Refuse, before any work, an output that cannot be written: a one-line error naming it.
 
-    ``folder``: ``path`` is an output folder rather than a file.  Nothing is created
+    ``folder``: ``path`` is an output folder rather than a file; ``option``: the
+    command-line option that names it, for the fix.  Nothing is created
     (:func:`nearest_write_error`).
     """
     path = Path(path)
     what = "folder" if folder else "file"
     if folder and path.exists() and not path.is_dir():
         raise DataError(f"output folder {path} exists and is not a folder",
-                        "choose another output folder (--out)")
+                        f"choose another output folder ({option})")
     if not folder and path.is_dir():
-        raise DataError(f"output file {path} is a folder", "give a file name (--out)")
+        raise DataError(f"output file {path} is a folder", f"give a file name ({option})")
     where, err = nearest_write_error(path if folder else path.parent)
     if isinstance(err, NotADirectoryError):
         raise DataError(f"cannot write the output {what} {path}: {where} is a file",
-                        "choose another output location (--out)")
+                        f"choose another output location ({option})")
     if err is not None:
         raise DataError(f"cannot write the output {what} {path} ({err.strerror or err})",
-                        "choose another output location (--out)")
+                        f"choose another output location ({option})")
     return path
 
 

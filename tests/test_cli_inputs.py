@@ -164,9 +164,9 @@ def test_fetch_to_an_existing_file_is_refused_naming_it(tmp_path, capsys):
     target = tmp_path / "data.txt"
     target.write_text("mine")
     _fails(capsys, "fetch", "haxby-sample", "--to", target,
-           fragments=[f"--to {target} is a file", "fix:"])
+           fragments=[f"output folder {target} exists and is not a folder", "fix:", "(--to)"])
     _fails(capsys, "fetch", "haxby-sample", "--to", target / "inside",
-           fragments=[f"cannot create the folder {target / 'inside'}", "is a file"])
+           fragments=[f"cannot write the output folder {target / 'inside'}", "is a file", "(--to)"])
     assert target.read_text() == "mine"
 
 

@@ -623,7 +623,8 @@ def fetch(name: str, subjects=None, to=None, jobs: int = 1, base_url: str | None
         entry = {"name": Path(name.rstrip("/")).name.split("#")[-1] or "dataset",
                  "kind": "datalad", "source": name, "files": {}}
     target = Path(to) if to else Path("data") / entry["name"]
-    target = _check_target(target.expanduser().absolute())
+    from ..results import check_writable
+    target = check_writable(target.expanduser().absolute(), option="--to")
     kind = entry["kind"]
     if kind == "embedded" and not base_url and subjects:
         _check_embedded_subjects(entry, subjects)
@@ -653,22 +654,6 @@ def _check_jobs(jobs) -> int:
         raise ConfigError(f"-J/--jobs {jobs}: must be a positive number of parallel downloads",
                           "use e.g. -J 4, or leave it out for one download at a time")
     return jobs
-
-
-def _check_target(target: Path) -> Path:
-    """Refuse a ``--to`` that cannot hold the dataset before anything is cloned or downloaded."""
-    if target.exists() and not target.is_dir():
-        raise DataError(f"--to {target} is a file, not a folder",
-                        "choose a new or empty folder with --to")
-    from ..results import nearest_write_error
-    where, err = nearest_write_error(target)       # nothing is created here
-    if isinstance(err, NotADirectoryError):
-        raise DataError(f"cannot create the folder {target}: {where} is a file",
-                        "choose another folder with --to")
-    if err is not None:
-        raise DataError(f"cannot write the folder {target} ({err.strerror or err})",
-                        "choose a folder you can write to with --to")
-    return target
 
 
 def _check_embedded_subjects(entry: dict, subjects) -> None:
