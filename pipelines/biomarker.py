@@ -171,26 +171,17 @@ def _data_root(config, data):
 
 
 def _load_abide(config, root) -> _Subjects:
-    from decoder.data.abide import PHENOTYPIC_FILE, load_abide
+    from decoder.data.abide import PHENOTYPIC_FILE, load_abide, select_abide
     ds = config["dataset"]
-    folder = Path(root) / "Outputs" / ds["pipeline"] / ds["strategy"] / ds["derivative"]
-    wanted = [Path(root) / PHENOTYPIC_FILE]
-    if folder.is_dir():  # annexed files are symlinks until their content is fetched
-        wanted += sorted(p for p in folder.iterdir() if p.name.endswith(f"_{ds['derivative']}.1D"))
-    dataset_info = ensure_local(root, wanted)
-    d = load_abide(root, ds["pipeline"], ds["strategy"], ds["derivative"], sites=ds["sites"],
-                   max_subjects=ds["max_subjects"])
-    if ds["exclude"]:
-        excluded = {ds["exclude"]} if isinstance(ds["exclude"], str) else set(ds["exclude"])
-        from decoder.data.abide import load_phenotypes
-        unknown = sorted(map(str, excluded - set(load_phenotypes(root).index.astype(str))))
-        if unknown:  # a typo would leave the subject in, silently
-            raise ConfigError(f"dataset.exclude: '{unknown[0]}' is not a FILE_ID of "
-                              f"{PHENOTYPIC_FILE}", "check the spelling (e.g. NYU_0050952)")
-        d = d.subset(np.flatnonzero([i not in excluded for i in d.file_ids]))
+    table = Path(root) / PHENOTYPIC_FILE
+    ensure_local(root, [table])  # the table chooses the subjects, whose files alone are got
+    choice = dict(sites=ds["sites"], max_subjects=ds["max_subjects"], exclude=ds["exclude"])
+    sel = select_abide(root, ds["pipeline"], ds["strategy"], ds["derivative"], **choice)
+    dataset_info = ensure_local(root, [table, *sel.files])
+    d = load_abide(root, ds["pipeline"], ds["strategy"], ds["derivative"], **choice)
     # the phenotypic table is an input too: labels, sites, age and sex come from it
     return _Subjects(d.time_series, d.diagnosis, d.sites, d.covariates, d.file_ids,
-                     [*d.files, Path(root) / PHENOTYPIC_FILE], d.regions, root, d.notes,
+                     [*d.files, table], d.regions, root, d.notes,
                      dataset_info, confounds=d.confounds)
 
 

@@ -538,6 +538,21 @@ def test_excluding_a_subject_that_does_not_exist_is_an_error(tmp_path, capsys):
     assert rc == 2 and "dataset.exclude: 'NOPE_001' is not a FILE_ID" in err
 
 
+def test_an_excluded_subjects_damaged_file_is_never_read(tmp_path, capsys):
+    # the one-line error for a truncated file says to exclude the subject: that must work
+    root = make_layout(tmp_path / "abide", n_sites=3, per_site=8)
+    damaged = root / "Outputs/cpac/filt_noglobal/rois_ho/SITE0_0000001_rois_ho.1D"
+    damaged.write_text(damaged.read_text().splitlines()[0] + "\n1\t2\t3\t4\t5\t6\n")
+    args = ["run", str(CONFIG), "--data", str(root), "--out", str(tmp_path / "o"),
+            "--set", "save_model=false", "--set", "cv=stratified-kfold", "--set", "n_splits=2"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "SITE0_0000001_rois_ho.1D: only 1 time points" in err and "dataset.exclude" in err
+    assert main([*args, "--set", "dataset.exclude=SITE0_0000001"]) == 0
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["n_samples"] == 23
+
+
 def test_a_dask_scheduler_is_refused_for_biomarker_runs_with_the_reason(tmp_path, capsys):
     rc = main(["run", str(CONFIG), "--out", str(tmp_path / "o"), "--scheduler", "tcp://h:1"])
     err = capsys.readouterr().err.strip()

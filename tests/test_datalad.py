@@ -257,6 +257,34 @@ def test_biomarker_run_on_a_clone_of_images_gets_every_file_it_reads(tmp_path):
     assert git("status", "--porcelain", cwd=clone_) == ""
 
 
+def test_abide_run_on_a_clone_gets_only_the_chosen_subjects_files(tmp_path):
+    """An ABIDE dataset (everything annexed): a run of two sites out of three gets the
+    phenotypic table and those sites' files, and leaves the third site's unfetched."""
+    import datalad.api as dl
+    from test_abide_reader import make_layout
+    src = tmp_path / "origin"
+    ds = dl.create(path=str(src), result_renderer="disabled")
+    make_layout(src, n_sites=3, per_site=8)
+    dl.save(dataset=str(src), message="toy ABIDE", result_renderer="disabled")
+    store = tmp_path / "store"
+    dl.create_sibling_ria(url=f"ria+file://{store}", name="ria", dataset=str(src),
+                          new_store_ok=True, result_renderer="disabled")
+    dl.push(dataset=str(src), to="ria", result_renderer="disabled")
+    clone_ = clone(f"ria+file://{store}#{ds.id}", tmp_path / "clone")
+    out = tmp_path / "run"
+    res = decoder_cli("run", "configs/abide.yaml", "--data", str(clone_), "--out", str(out),
+                      "--set", "dataset.sites=SITE0,SITE2", "--set", "save_model=false",
+                      "--set", "cv=stratified-kfold", "--set", "n_splits=2")
+    assert res.returncode == 0, res.stderr
+    files = sorted((clone_ / "Outputs/cpac/filt_noglobal/rois_ho").iterdir())
+    fetched = {f.name.split("_")[0] for f in files if f.exists()}
+    assert len(files) == 24 and fetched == {"SITE0", "SITE2"}
+    keys = json.loads((out / "metrics.json").read_text())["provenance"]["dataset"]["files"]
+    assert len(keys) == 17 and "Phenotypic_V1_0b_preprocessed1.csv" in keys
+    assert not any("SITE1" in k for k in keys)
+    assert git("status", "--porcelain", cwd=clone_) == ""
+
+
 # ---------------------------------------------------------------------------
 # decoder run --datalad, then datalad rerun
 # ---------------------------------------------------------------------------

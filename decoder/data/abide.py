@@ -321,32 +321,33 @@ def _missing_regions(ts: np.ndarray) -> int:
     return int((~regions_with_signal(ts)).sum())
 
 
-def load_abide(root, pipeline: str = "cpac", strategy: str = "filt_noglobal",
-               derivative: str = "rois_ho", sites=None, max_subjects: int | None = None,
-               file_ids=None) -> AbideDataset:
-    """Load every subject present in an ABIDE PCP folder.
+@dataclass
+class AbideSelection:
+    """The subjects a run reads, chosen from the phenotypic table and the file names.
 
-    Parameters
-    ----------
-    root : path
-        Folder holding ``Phenotypic_V1_0b_preprocessed1.csv`` and ``Outputs/``.
-    pipeline, strategy, derivative : str
-        Which PCP output to read (see module constants).
-    sites : list of str, optional
-        Keep only these ``SITE_ID`` values.
-    max_subjects : int, optional
-        Keep the first ``max_subjects`` subjects in file-name order after the
-        site filter (for quick runs and tests).
-    file_ids : list of str, optional
-        Keep only these subjects.
+    Nothing but the phenotypic table is read, so on a DataLad dataset only the chosen
+    subjects' files need to be fetched (:func:`select_abide`)."""
 
-    Returns
-    -------
-    AbideDataset
+    folder: Path
+    files: list
+    file_ids: list
+    rows: pd.DataFrame
+
+
+def select_abide(root, pipeline: str = "cpac", strategy: str = "filt_noglobal",
+                 derivative: str = "rois_ho", sites=None, max_subjects: int | None = None,
+                 file_ids=None, exclude=None) -> AbideSelection:
+    """Choose the subjects of an ABIDE PCP folder without reading their time series.
+
+    Parameters are those of :func:`load_abide`.  Every check that needs only the
+    phenotypic table and the file names is made here: a file whose FILE_ID is not in
+    the table, an unknown site or excluded FILE_ID, a diagnosis that is not 1 or 2,
+    an empty site.
     """
     folder = abide_folder(root, pipeline, strategy, derivative)
     pheno = load_phenotypes(root)
     suffix = f"_{derivative}.1D"
+    # an annexed file whose content is not fetched yet is a symlink: listed all the same
     files = sorted(p for p in folder.iterdir() if p.name.endswith(suffix))
     if not files:
         raise DataError(f"no *{suffix} files in {folder}",
@@ -361,6 +362,13 @@ def load_abide(root, pipeline: str = "cpac", strategy: str = "filt_noglobal",
     if file_ids is not None:
         wanted = set(map(str, file_ids))
         keep &= np.array([i in wanted for i in ids])
+    if exclude is not None:
+        excluded = {exclude} if isinstance(exclude, str) else set(map(str, exclude))
+        bad = sorted(excluded - set(pheno.index.astype(str)))
+        if bad:  # a typo would leave the subject in, silently
+            raise ConfigError(f"dataset.exclude: '{bad[0]}' is not a FILE_ID of "
+                              f"{PHENOTYPIC_FILE}", "check the spelling (e.g. NYU_0050952)")
+        keep &= np.array([i not in excluded for i in ids])
     if sites is not None:
         sites = [sites] if isinstance(sites, str) else list(sites)
         known = set(pheno.loc[ids, "SITE_ID"].astype(str))
@@ -374,7 +382,7 @@ def load_abide(root, pipeline: str = "cpac", strategy: str = "filt_noglobal",
         idx = idx[: int(max_subjects)]
     if idx.size == 0:
         raise DataError(f"no ABIDE subject left in {folder} after filtering",
-                        "relax dataset.sites / dataset.max_subjects")
+                        "relax dataset.sites / dataset.max_subjects / dataset.exclude")
     files = [files[i] for i in idx]
     ids = [ids[i] for i in idx]
     rows = pheno.loc[ids]
@@ -389,6 +397,39 @@ def load_abide(root, pipeline: str = "cpac", strategy: str = "filt_noglobal",
         raise DataError(f"{PHENOTYPIC_FILE}: SITE_ID of '{blank[0]}' is empty",
                         "fill in the site (leave-site-out and ComBat need it), or exclude "
                         "the subject with --set dataset.exclude=...")
+    return AbideSelection(folder, files, ids, rows)
+
+
+def load_abide(root, pipeline: str = "cpac", strategy: str = "filt_noglobal",
+               derivative: str = "rois_ho", sites=None, max_subjects: int | None = None,
+               file_ids=None, exclude=None) -> AbideDataset:
+    """Load every subject present in an ABIDE PCP folder.
+
+    Parameters
+    ----------
+    root : path
+        Folder holding ``Phenotypic_V1_0b_preprocessed1.csv`` and ``Outputs/``.
+    pipeline, strategy, derivative : str
+        Which PCP output to read (see module constants).
+    sites : list of str, optional
+        Keep only these ``SITE_ID`` values.
+    max_subjects : int, optional
+        Keep the first ``max_subjects`` subjects in file-name order after the
+        other filters (for quick runs and tests).
+    file_ids : list of str, optional
+        Keep only these subjects.
+    exclude : str or list of str, optional
+        Leave these subjects out (each must be a ``FILE_ID`` of the phenotypic table);
+        their files are never read, so a damaged file can be excluded.
+
+    Returns
+    -------
+    AbideDataset
+    """
+    sel = select_abide(root, pipeline, strategy, derivative, sites=sites,
+                       max_subjects=max_subjects, file_ids=file_ids, exclude=exclude)
+    files, ids, rows = sel.files, sel.file_ids, sel.rows
+    dx = pd.to_numeric(rows["DX_GROUP"], errors="coerce")
     series, regions, missing = [], None, []
     for path in files:
         ts, names = read_timeseries(path)
