@@ -26,6 +26,10 @@ def _cmd_run(args) -> int:
         sets.append(f"compute.scheduler={args.scheduler}")
     raw = apply_overrides(load_yaml(args.config), sets)
     out = Path(args.out) if args.out else Path("results") / Path(args.config).stem
+    if getattr(args, "dry_run", False):
+        from pipelines.plan import format_plan, plan
+        print("\n".join(format_plan(plan(raw, data=args.data, out=out))))
+        return 0
     from .results import check_writable
     check_writable(out)  # now, not after the whole run
     if getattr(args, "datalad", False):  # record with `datalad run`, replay with `datalad rerun`
@@ -165,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--set compute.scheduler=ADDRESS")
     r.add_argument("--datalad", action="store_true",
                    help="record the run with 'datalad run' in the dataset holding --out")
+    r.add_argument("--dry-run", action="store_true",
+                   help="say what the run would read, get and write, and check its subjects, "
+                        "classes and folds, without running, getting or writing anything")
     r.set_defaults(func=_cmd_run)
 
     rep = sub.add_parser("report", parents=[common], help="(re)write report.html for a run directory")

@@ -185,15 +185,24 @@ def _load_abide(config, root) -> _Subjects:
                      dataset_info, confounds=d.confounds)
 
 
-def _load_fmriprep(config, root) -> _Subjects:
-    from decoder.features.timeseries import TimeSeriesExtractor
+def fmriprep_inputs(config, root, fetch: bool = True):
+    """The subjects and files of a ``dataset.kind: fmriprep`` run, nothing but the
+    participants table read: ``(table_path, rows, bolds, read)``.
+
+    ``rows`` are the participants table's rows with an image, ``bolds`` their images and
+    ``read`` every file the run reads (table, images, confounds and their sidecars, atlas
+    file).  With ``fetch`` false an annexed table whose content is not here is an error.
+    """
     ds = config["dataset"]
     if not ds["atlas"]:
         raise ConfigError("dataset.atlas is required for dataset.kind: fmriprep",
                           "set dataset.atlas to a NIfTI/coordinates file or e.g. 'power'")
     table_path = root / ds["participants"]
-    if table_path.is_symlink() and not table_path.exists():  # annexed, content not fetched
+    if fetch and table_path.is_symlink() and not table_path.exists():  # annexed, not fetched
         ensure_local(root, [table_path])
+    if table_path.is_symlink() and not table_path.exists():
+        raise DataError(f"the participants table {table_path} is not here yet",
+                        "run without --dry-run, which gets it (the subjects come from it)")
     if not table_path.is_file():
         raise DataError(f"participants table not found: {table_path}",
                         "add a participants.tsv with participant_id, diagnosis and site columns")
@@ -223,6 +232,13 @@ def _load_fmriprep(config, root) -> _Subjects:
     atlas_path = Path(str(ds["atlas"])).expanduser().absolute()
     if atlas_path.is_symlink() or atlas_path.exists():  # (a nilearn atlas name is not a file)
         read.append(atlas_path)
+    return table_path, rows, bolds, read
+
+
+def _load_fmriprep(config, root) -> _Subjects:
+    from decoder.features.timeseries import TimeSeriesExtractor
+    ds = config["dataset"]
+    table_path, rows, bolds, read = fmriprep_inputs(config, root)
     # (an atlas outside the dataset is recorded, not fetched)
     dataset_info = ensure_local(root, [p for p in read if p.is_relative_to(root)])
     table = pd.DataFrame(rows)
@@ -334,6 +350,38 @@ def _positive_column(est):
     return list(est.classes_).index(POSITIVE)
 
 
+def check_two_classes(diagnosis) -> None:
+    """A one-line error when every subject has the same diagnosis."""
+    diagnosis = np.asarray(diagnosis).astype(str)
+    if len(set(diagnosis)) < 2:
+        raise DataError(f"all {len(diagnosis)} subjects are {diagnosis[0]}: a classifier needs "
+                        "both autism and control subjects",
+                        "check the diagnoses and the dataset filters (dataset.sites, "
+                        "dataset.exclude)")
+
+
+def check_folds(config, diagnosis, sites):
+    """The config's cross-validation for these subjects, checked: ``(scheme, splitter,
+    uses_groups)``; a one-line error when the data cannot fill its folds."""
+    scheme = _CV_ALIASES.get(config["cv"], config["cv"])
+    splitter, uses_groups = make_cv(scheme, groups=sites, n_splits=config["n_splits"],
+                                    n_repeats=config["n_repeats"],
+                                    random_state=config["random_state"])
+    n_sites = len(np.unique(sites)) if sites is not None else 0
+    if uses_groups and scheme != "leave-site-out" and n_sites < config["n_splits"]:
+        raise DataError(f"cv '{scheme}' with {config['n_splits']} folds needs at least "
+                        f"{config['n_splits']} sites, the data have {n_sites}",
+                        f"lower n_splits (--set n_splits={max(n_sites, 2)}) or use "
+                        "cv: leave-site-out")
+    if not uses_groups:
+        counts = pd.Series(np.asarray(diagnosis)).value_counts()
+        if counts.min() < config["n_splits"]:
+            raise DataError(f"cv '{scheme}' with {config['n_splits']} folds needs at least "
+                            f"{config['n_splits']} subjects per class, the smallest class has "
+                            f"{counts.min()}", "lower n_splits or add subjects")
+    return scheme, splitter, uses_groups
+
+
 def cross_validate(config, covs, diagnosis, sites, covariates, labels=None, halves=None,
                    patterns=None, estimators=None):
     """Out-of-fold autism probabilities and the fold assignment.
@@ -360,23 +408,8 @@ def cross_validate(config, covs, diagnosis, sites, covariates, labels=None, halv
     folds : list of (train, test) index arrays
     """
     from sklearn.base import clone
-    scheme = _CV_ALIASES.get(config["cv"], config["cv"])
     y = np.asarray(diagnosis if labels is None else labels)
-    splitter, uses_groups = make_cv(scheme, groups=sites, n_splits=config["n_splits"],
-                                    n_repeats=config["n_repeats"],
-                                    random_state=config["random_state"])
-    n_sites = len(np.unique(sites)) if sites is not None else 0
-    if uses_groups and scheme != "leave-site-out" and n_sites < config["n_splits"]:
-        raise DataError(f"cv '{scheme}' with {config['n_splits']} folds needs at least "
-                        f"{config['n_splits']} sites, the data have {n_sites}",
-                        f"lower n_splits (--set n_splits={max(n_sites, 2)}) or use "
-                        "cv: leave-site-out")
-    if not uses_groups:
-        counts = pd.Series(y).value_counts()
-        if counts.min() < config["n_splits"]:
-            raise DataError(f"cv '{scheme}' with {config['n_splits']} folds needs at least "
-                            f"{config['n_splits']} subjects per class, the smallest class has "
-                            f"{counts.min()}", "lower n_splits or add subjects")
+    scheme, splitter, uses_groups = check_folds(config, y, sites)
     folds = list(splitter.split(covs, y, sites if uses_groups else None))
     n_rep = config["n_repeats"] if scheme == "repeated-stratified-kfold" else 1
     proba = np.full((n_rep, len(y)), np.nan)
@@ -675,11 +708,7 @@ def run(config, data=None, out=None, config_path=None) -> dict:
     scheme = _CV_ALIASES.get(config["cv"], config["cv"])
     subjects = load_subjects(config, data)
     diag = subjects.diagnosis.astype(str)
-    if len(set(diag)) < 2:
-        raise DataError(f"all {len(diag)} subjects are {diag[0]}: a classifier needs both "
-                        "autism and control subjects",
-                        "check the diagnoses and the dataset filters (dataset.sites, "
-                        "dataset.exclude)")
+    check_two_classes(diag)
     shrinkage = config["connectivity"]["shrinkage"]
     covs = subject_covariances(subjects.time_series, shrinkage=shrinkage)
     halves = (split_half_covariances(subjects.time_series, shrinkage=shrinkage)

@@ -283,19 +283,32 @@ def _searchlight(sl, data_, sets, res, unit_codes, unit_run, n_classes, score_un
     return summary
 
 
-def run(config: dict, data=None, out=None, config_path=None) -> dict:
-    """Run category decoding and write the run directory; returns ``metrics.json`` content."""
-    t0 = time.perf_counter()
-    check_config(config)
+def find_inputs(config: dict, data=None, fetch: bool = True):
+    """The files a run reads: ``(root, runs, mask_path, needed)``, nothing loaded.
+
+    On a DataLad dataset the BOLD sidecars are got first (the TR is read from them).
+    With ``fetch`` false nothing is got and, unless ``dataset.tr`` is set, the runs'
+    TR is NaN (not read).  ``needed`` lists every file to get and record: sidecars,
+    images, events, confounds and the mask.
+    """
     ds = config["dataset"]
     root = resolve_root(config, data)
     subjects = _check_subjects(root, ds)
     # on a DataLad dataset, sidecars may be annexed: get them before reading the TR
     sidecars = sorted(set(root.glob(f"*task-{ds['task']}*_bold.json")) |
                       set(root.glob(f"sub-*/**/*task-{ds['task']}*_bold.json")))
-    if sidecars:
+    tr = ds["tr"]
+    if sidecars and fetch:
         ensure_local(root, sidecars)
-    runs = find_runs(root, ds["task"], subjects=subjects, space=ds["space"], tr=ds["tr"])
+    elif not fetch and not tr:
+        tr = float("nan")  # not read: the sidecars or images may not be here yet
+    runs = find_runs(root, ds["task"], subjects=subjects, space=ds["space"], tr=tr)
+    lacking = [r for r in runs if r.events is None]
+    if lacking:  # before anything is got or loaded
+        raise DataError(f"no events.tsv for {lacking[0].bold}"
+                        + (f" ({len(lacking) - 1} more runs without)" if len(lacking) > 1
+                           else ""), "add <bold name>_events.tsv with onset, duration, "
+                        "trial_type")
     mask_path = find_mask(root, runs[0].subject, ds["mask"])
     if ds["mask"] not in ("auto", "compute", None) and mask_path and not mask_path.is_file() \
             and not mask_path.is_symlink():
@@ -304,6 +317,15 @@ def run(config: dict, data=None, out=None, config_path=None) -> dict:
     needed = sidecars + [r.bold for r in runs] + [r.events for r in runs if r.events] + \
              [r.confounds for r in runs if r.confounds and ds["confounds"]] + \
              ([mask_path] if mask_path else [])
+    return root, runs, mask_path, needed
+
+
+def run(config: dict, data=None, out=None, config_path=None) -> dict:
+    """Run category decoding and write the run directory; returns ``metrics.json`` content."""
+    t0 = time.perf_counter()
+    check_config(config)
+    ds = config["dataset"]
+    root, runs, mask_path, needed = find_inputs(config, data)
     dataset_prov = ensure_local(root, needed)
     mask_img = load_mask(mask_path) if mask_path else None
     cl = config["cleaning"]

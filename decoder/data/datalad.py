@@ -339,6 +339,39 @@ class DataladInputs:
         """The listed files whose content is not present locally."""
         return [p for p in (self._abs(x) for x in paths) if not _has_content(p)]
 
+    def content_summary(self, paths) -> dict:
+        """What getting ``paths`` would take, without getting or reading anything.
+
+        Parameters
+        ----------
+        paths : iterable of path
+            Files (absolute, or relative to ``root``).
+
+        Returns
+        -------
+        dict
+            ``n_files``; ``present`` and ``bytes_present``: the files whose content is
+            here and their size; ``to_get``: the files (relative to ``root``) that a
+            DataLad dataset holds without their content, and ``bytes_to_get``, their
+            size from the git-annex keys (``None`` when a key does not record it);
+            ``absent``: files that are neither here nor in a dataset.
+        """
+        files = [self._abs(p) for p in paths]
+        present = [p for p in files if _has_content(p)]
+        lacking = [p for p in files if not _has_content(p)]
+        keys = {}
+        if self.is_datalad and lacking:
+            rels = [self._rel_top(p) for p in lacking]
+            found = self._keys(rels)
+            keys = {p: found.get(rel) for p, rel in zip(lacking, rels)}
+        to_get = [p for p in lacking if keys.get(p)]
+        sizes = [annex_key_size(keys[p]) for p in to_get]
+        return {"n_files": len(files), "present": len(present),
+                "bytes_present": sum(p.stat().st_size for p in present),
+                "to_get": [self._rel_root(p) for p in to_get],
+                "bytes_to_get": None if any(s is None for s in sizes) else sum(sizes),
+                "absent": [self._rel_root(p) for p in lacking if not keys.get(p)]}
+
     def get(self, paths, progress=None) -> list[Path]:
         """Make the content of ``paths`` present locally; return their absolute paths.
 

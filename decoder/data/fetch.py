@@ -312,16 +312,10 @@ def _allow_private_host(top: Path, url: str, echo) -> None:
 
 def _files_summary(dlin: "_dl.DataladInputs", files: list[str]) -> tuple[list[str], int, int]:
     """(files to download, bytes to download or -1 if unknown, bytes already present)."""
-    todo = [f for f in files if not _dl._has_content(dlin.top / f)]
-    keys = dlin._keys(todo)
-    sizes = [_dl.annex_key_size(keys.get(f)) for f in todo]
-    need = -1 if any(s is None for s in sizes) else sum(sizes)
-    have = 0
-    for f in files:
-        if f not in todo:
-            p = dlin.top / f
-            have += p.stat().st_size if p.exists() else 0
-    return todo, need, have
+    s = dlin.content_summary(files)
+    todo = s["to_get"] + s["absent"]  # an absent file is named by the get that follows
+    need = -1 if s["absent"] or s["bytes_to_get"] is None else s["bytes_to_get"]
+    return todo, need, s["bytes_present"]
 
 
 def _announce(n_todo: int, need: int, have_n: int, have: int, echo) -> None:
