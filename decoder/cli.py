@@ -241,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--resume", action="store_true",
                     help="reuse variants whose folder already holds a finished run of the "
                          "same config on the same, unchanged input files")
+    sw.add_argument("--dry-run", action="store_true",
+                    help="plan every variant (what it would read and how it would be "
+                         "evaluated) without running, getting or writing anything")
     sw.set_defaults(func=_cmd_sweep)
 
     f = sub.add_parser("fetch", parents=[common], help="fetch a dataset declared in data_manifest.yaml")

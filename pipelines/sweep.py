@@ -161,7 +161,7 @@ def holm(pvalues) -> list:
 
 
 def sweep(raw: dict, vary, data=None, out=None, n_jobs=None, resume=False,
-          config_path=None) -> dict:
+          config_path=None, dry_run=False) -> dict:
     """Run every variant of ``raw`` and compare each with the first.
 
     Parameters
@@ -180,12 +180,17 @@ def sweep(raw: dict, vary, data=None, out=None, n_jobs=None, resume=False,
         Reuse variants whose folder already holds a finished run of the same config
         on the same, unchanged inputs (see the module docstring for what is not
         checked).
+    dry_run : bool
+        Plan every variant (:func:`pipelines.plan.plan`) instead of running it: nothing
+        is run, got or written.
 
     Returns
     -------
     dict
         ``variants`` (settings, folder, status, scores, comparison with the first),
-        ``varied`` keys, ``note``.
+        ``varied`` keys, ``note``.  With ``dry_run``: ``variants`` (settings, folder,
+        ``plan`` or ``error``, and ``status``: ``would run``, ``would be reused`` or
+        ``would fail``) and ``dry_run``.
     """
     from decoder.evaluation.compare import compare_runs
     from pipelines import check_config, run_config
@@ -218,6 +223,8 @@ def sweep(raw: dict, vary, data=None, out=None, n_jobs=None, resume=False,
         if folder.exists() and not folder.is_dir():
             raise DataError(f"{folder} is a file, where the sweep writes a run folder",
                             "move it away, or give the sweep another --out")
+    if dry_run:
+        return _dry_run(settings, configs, folders, data, resume)
     rows = []
     for i, (s, (cfg, resolved), folder) in enumerate(zip(settings, configs, folders), start=1):
         row = {"variant": i, "settings": s, "folder": str(folder), "status": None,
@@ -268,6 +275,47 @@ def sweep(raw: dict, vary, data=None, out=None, n_jobs=None, resume=False,
     atomic_write_json(out / "sweep.json", result)
     result["table_frame"] = table
     return result
+
+
+def _dry_run(settings, configs, folders, data, resume) -> dict:
+    """Each variant's plan, or the one-line error that would stop it."""
+    from pipelines.plan import plan
+    rows = []
+    for i, (s, (cfg, resolved), folder) in enumerate(zip(settings, configs, folders), start=1):
+        row = {"variant": i, "settings": s, "folder": str(folder), "plan": None,
+               "error": None}
+        if resume and _reusable(folder, resolved, data) is not None:
+            row["status"] = "would be reused"
+        else:
+            try:
+                row["plan"] = plan(cfg, data=data, out=folder)
+                row["status"] = "would run"
+            except DecoderError as err:
+                row["status"], row["error"] = "would fail", str(err)
+        rows.append(row)
+    return {"dry_run": True, "varied": list(settings[0]), "n_variants": len(rows),
+            "variants": rows}
+
+
+def _print_dry_run(res) -> int:
+    from pipelines.plan import format_plan
+    for row in res["variants"]:
+        shown = _shown(row["settings"])
+        if row["status"] == "would fail":
+            print(f"{row['variant']:>2}  {shown}: would fail — {row['error']}")
+            continue
+        if row["status"] == "would be reused":
+            print(f"{row['variant']:>2}  {shown}: would be reused ({row['folder']})")
+            continue
+        lines = format_plan(row["plan"])
+        # the lines that differ between variants: what is read and how it is evaluated
+        kept = [ln for ln in lines if ln.startswith(("inputs:", "subjects:", "runs:",
+                                                     "classes:", "evaluation:", "output:"))]
+        print(f"{row['variant']:>2}  {shown}: would run")
+        for ln in kept:
+            print(f"      {ln}")
+    print("dry run: nothing was got, run or written")
+    return 1 if any(r["status"] == "would fail" for r in res["variants"]) else 0
 
 
 def _config_key(resolved: dict) -> str:
@@ -337,7 +385,9 @@ def sweep_cli(args) -> int:
     if args.jobs is not None:
         check_jobs_option(args.jobs)
     res = sweep(raw, vary, data=args.data, out=out, n_jobs=args.jobs, resume=args.resume,
-                config_path=args.config)
+                config_path=args.config, dry_run=getattr(args, "dry_run", False))
+    if res.get("dry_run"):
+        return _print_dry_run(res)
     table = res["table_frame"]
     keys = res["varied"]
 

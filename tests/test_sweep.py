@@ -202,3 +202,32 @@ def test_cli_prints_the_table_fails_when_a_variant_failed_and_resumes(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("decoder: error: model is given both with --set and with "
                                    "--vary — fix: give its values with --vary only")
+
+
+def test_a_dry_run_plans_every_variant_and_writes_nothing(sample_copy, tmp_path, capsys):
+    from decoder.cli import main
+    out = tmp_path / "sweep"
+    vary = parse_vary(["classes=[[face, house], [face, nosuch]]", "model=dual-ridge,lda"])
+    res = sweep(FAST, vary, data=sample_copy, out=out, dry_run=True)
+    assert [v["status"] for v in res["variants"]] == ["would run", "would run",
+                                                      "would fail", "would fail"]
+    assert "nosuch" in res["variants"][2]["error"] and not out.exists()
+    assert res["variants"][0]["plan"]["design"]["classes"] == {"face": 144, "house": 144}
+    # after a real sweep, --resume --dry-run says which variants would be reused
+    sweep(FAST, parse_vary(["model=dual-ridge,lda"]), data=sample_copy, out=out)
+    stamps = _stamps(out)
+    again = sweep(FAST, parse_vary(["model=dual-ridge,lda,svc"]), data=sample_copy, out=out,
+                  resume=True, dry_run=True)
+    assert [v["status"] for v in again["variants"]] == ["would be reused", "would be reused",
+                                                        "would run"]
+    assert _stamps(out) == stamps
+    out2 = tmp_path / "sweep2"
+    rc = main(["sweep", "configs/haxby.yaml", "--data", str(sample_copy), "--out", str(out2),
+               "--set", "classes=face,house", "--vary", "model=dual-ridge,lda", "--dry-run"])
+    lines = capsys.readouterr().out.splitlines()
+    assert rc == 0 and lines[0] == " 1  model=dual-ridge: would run"
+    assert lines[1].startswith("      inputs: 26 files, 26 here")
+    assert "      evaluation: 12 folds (one run held out each); samples volumes, model lda, " \
+        "cv leave-one-run-out, n_permutations 0, searchlight off" in lines
+    assert f"      output: {out2}/02_model-lda" in lines
+    assert lines[-1] == "dry run: nothing was got, run or written" and not out2.exists()
