@@ -831,7 +831,11 @@ def model_files(est, metrics, config, subjects, name="model.skops") -> dict:
     card = build_model_card(metrics, config, len(subjects.diagnosis), subjects.sites,
                             subjects.regions, calibration=metrics.get("calibration"),
                             n_timepoints=n_timepoints)
+    age = pd.to_numeric(subjects.covariates.get("age"), errors="coerce") \
+        if "age" in subjects.covariates else pd.Series(dtype=float)
+    ages = [float(age.min()), float(age.max())] if age.notna().any() else None
     bundle = {"estimator": est, "regions": list(subjects.regions), "n_timepoints": n_timepoints,
+              "ages": ages,  # the training subjects' age range (decoder predict notes others)
               "positive_class": POSITIVE, "classes": CLASSES,
               # who it was trained on: scores on them would not be external (decoder predict)
               "subjects": [str(i) for i in subjects.ids],
@@ -891,7 +895,7 @@ MIN_TIMEPOINTS = 20
 MAX_MISSING_REGIONS = 0.10
 
 
-def check_subject_series(ts, name="the time series", n_regions=None) -> list:
+def check_subject_series(ts, name="the time series", n_regions=None, trained_on=None) -> list:
     """Refuse a time series no model should be asked about; return warnings for one that
     is usable but unusual.
 
@@ -899,7 +903,8 @@ def check_subject_series(ts, name="the time series", n_regions=None) -> list:
     training — unconnected — and noted; more than :data:`MAX_MISSING_REGIONS` of them, a
     time point with NaN/inf in a region that has signal, or fewer than
     :data:`MIN_TIMEPOINTS` time points are one-line errors naming ``name``: a probability
-    computed from them would look as confident as any other.
+    computed from them would look as confident as any other.  ``trained_on`` names the
+    model's atlas in the fix for a series of another size (:func:`model_atlas`).
     """
     ts = np.asarray(ts, dtype=float)
     if ts.ndim != 2:
@@ -907,7 +912,8 @@ def check_subject_series(ts, name="the time series", n_regions=None) -> list:
                         f"{ts.shape}", "pass one subject's region time series")
     if n_regions is not None and ts.shape[1] != n_regions:
         raise DataError(f"{name}: {ts.shape[1]} regions, the model expects {n_regions}",
-                        "extract the time series with the atlas the model was trained on")
+                        "extract the time series with the atlas the model was trained on"
+                        + (f" ({trained_on})" if trained_on else ""))
     if ts.shape[0] < MIN_TIMEPOINTS:
         raise DataError(f"{name}: {ts.shape[0]} time points, at least {MIN_TIMEPOINTS} are "
                         "needed to estimate connectivity",
@@ -934,7 +940,8 @@ def subject_notes(ts, bundle: dict, name="the time series") -> list:
     without signal (:func:`check_subject_series`, which refuses unusable series), and a
     scan shorter than the model's shortest training scan."""
     regions = bundle.get("regions")
-    notes = check_subject_series(ts, name, None if regions is None else len(regions))
+    notes = check_subject_series(ts, name, None if regions is None else len(regions),
+                                 trained_on=model_atlas(bundle))
     shortest = (bundle.get("n_timepoints") or [None])[0]
     if shortest and len(ts) < shortest:  # usable, but noisier than any training scan
         notes.append(f"{len(ts)} time points, fewer than the model's shortest training "
@@ -952,11 +959,87 @@ def input_stem(path) -> str:
     return name
 
 
-def read_subject_input(path, atlas=None, model_regions=None):
-    """A subject's time series from a .1D/.tsv/.csv file or a BOLD NIfTI + atlas."""
+def model_atlas(bundle: dict) -> str | None:
+    """The atlas a model was trained on, in words (``ABIDE rois_ho, 111 regions``)."""
+    ds = (bundle or {}).get("dataset") or {}
+    regions = (bundle or {}).get("regions")
+    size = f"{len(regions)} regions" if regions is not None else None
+    if ds.get("kind") == "abide" and ds.get("derivative"):
+        return ", ".join(x for x in (f"ABIDE {ds['derivative']}", size) if x)
+    return size
+
+
+def align_regions(ts, names, model_regions, name="the time series", trained_on=None):
+    """A series' columns in the model's region order, matched by the names in its header.
+
+    A file without a header (:func:`decoder.data.timeseries_io.named_regions`), one
+    whose header numbers the columns in order (``V1, V2, …``, ``r0, r1, …``), or a model
+    that does not name its regions, is taken column by column.  A header that
+    names the model's regions in another order is reordered; one that names other
+    regions is a one-line error: matched by position, its columns would be scored as
+    regions they are not.  Where the model's regions are atlas label values (ABIDE's
+    ``#10``), a name ending in the value (``roi_10``) names that region.
+    """
+    import re
+    from decoder.data.timeseries_io import named_regions
+    names = [str(n) for n in names]
+    model = None if model_regions is None else [str(r) for r in model_regions]
+    if model is None or not named_regions(names) or not named_regions(model) or names == model:
+        return ts
+    found = [re.search(r"(\d+)\s*$", n) for n in names]
+    numbers = [int(m.group(1)) for m in found] if all(found) else None
+    if numbers in (list(range(len(names))), list(range(1, len(names) + 1))):
+        return ts  # columns numbered in order ('V1', 'r0', …): positions, not region labels
+    if numbers is not None and all(r.isdigit() for r in model):
+        # the model's regions are atlas label values: 'roi_10', 'ROI 10' or '#10' name 10
+        names, model = [str(n) for n in numbers], [str(int(r)) for r in model]
+        if names == model:
+            return ts
+    if len(set(names)) == len(names) and sorted(names) == sorted(model):
+        log.info("%s: columns put in the model's region order by their header", name)
+        return ts[:, [names.index(r) for r in model]]
+    other = [n for n in names if n not in set(model)]
+    shown = ", ".join(other[:3]) + (", …" if len(other) > 3 else "")
+    what = f"regions the model does not have ({shown})" if other else \
+        "some of the model's regions twice or not at all"
+    raise DataError(f"{name}: its header names {what}",
+                    "give the series of the model's atlas"
+                    + (f" ({trained_on})" if trained_on else "")
+                    + " with its region labels, or a file without a header whose columns "
+                    "are in the model's region order")
+
+
+def owner_id(stem, ids):
+    """The identifier among ``ids`` that names a file of this stem: the stem itself, or
+    the stem's start followed by ``_`` (``Pitt_0050003`` names ``Pitt_0050003_rois_ho``);
+    the longest wins."""
+    stem = str(stem)
+    return next((i for i in sorted(map(str, ids), key=len, reverse=True)
+                 if stem == i or stem.startswith(i + "_")), None)
+
+
+def training_subject(name, bundle: dict) -> bool | None:
+    """Whether the subject of the file ``name`` was one the model was trained on, by its
+    file name; None for a model saved without its list of training subjects."""
+    trained = (bundle or {}).get("subjects")
+    if trained is None:
+        return None
+    return owner_id(input_stem(name), trained) is not None
+
+
+def read_subject_input(path, atlas=None, model_regions=None, model=None):
+    """A subject's time series from a .1D/.tsv/.csv file or a BOLD NIfTI + atlas.
+
+    ``model`` (a bundle from :func:`load_model`), or ``model_regions`` alone, gives the
+    regions the series must have: a header that names them in another order is
+    reordered, one that names others is refused (:func:`align_regions`).
+    """
     from decoder.data.timeseries_io import read_timeseries
     path = Path(path)
     name = path.name.lower()
+    trained_on = None
+    if model is not None:
+        model_regions, trained_on = model.get("regions"), model_atlas(model)
     if name.endswith((".nii", ".nii.gz")):
         if atlas is None:
             raise DataError(f"{path}: a NIfTI input needs --atlas",
@@ -967,8 +1050,11 @@ def read_subject_input(path, atlas=None, model_regions=None):
     else:
         if atlas is not None:
             log.warning("%s is already a region time series: --atlas is not used", path)
-        ts, _ = read_timeseries(path)
-    check_subject_series(ts, str(path), None if model_regions is None else len(model_regions))
+        ts, names = read_timeseries(path)
+        if model_regions is not None and ts.shape[1] == len(model_regions):
+            ts = align_regions(ts, names, model_regions, str(path), trained_on)
+    check_subject_series(ts, str(path), None if model_regions is None else len(model_regions),
+                         trained_on=trained_on)
     return ts
 
 
@@ -1039,9 +1125,18 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None,
     bundle = model if isinstance(model, dict) else load_model(model)
     est = bundle["estimator"]
     if not isinstance(time_series, np.ndarray):
-        time_series = read_subject_input(time_series, model_regions=bundle.get("regions"))
-    regions = bundle.get("regions")
+        time_series = read_subject_input(time_series, model=bundle)
     notes = subject_notes(time_series, bundle, name)
+    in_training = training_subject(name, bundle)
+    if in_training:
+        notes.append("this subject was one of the model's training subjects: its probability "
+                     "is not a held-out prediction and is optimistic (the model's held-out "
+                     "scores describe new subjects)")
+    ages = bundle.get("ages")
+    if age is not None and ages and not ages[0] <= float(age) <= ages[1]:
+        notes.append(f"age {float(age):g} is outside the ages of the model's training subjects "
+                     f"({ages[0]:g}–{ages[1]:g} years): the model has not learned from "
+                     "subjects of this age")
     sites = None if site is None else np.asarray([str(site)])
     covariates = None
     if getattr(est, "harmonize", "none") == "combat":
@@ -1053,7 +1148,8 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None,
                              "sites: no site adjustment")
         if age is None and site is not None and str(site) in known:
             raise DataError(f"this model harmonises site '{site}' with ComBat and needs the "
-                            "subject's age", "give the subject's age (--age) and sex (--sex)")
+                            "subject's age", "give the subject's age (and sex, if known; "
+                            "male is assumed otherwise), or leave the site out")
         # An unknown or unseen site gets no site adjustment ('pooled'), for which
         # ComBat's covariate terms cancel exactly: any placeholder age/sex works.
         covariates = pd.DataFrame({"age": [float(age) if age is not None else 0.0],
@@ -1072,6 +1168,8 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None,
                         "age": None if age is None else float(age),
                         "sex": sex_label(sex),
                         "mean_fd": None if mean_fd is None else float(mean_fd)},
+              # True: trained on this subject (by its file name); None: not known
+              "in_training": in_training,
               "cv": bundle.get("cv"),
               "calibration_bin": _bin_rate((bundle.get("cv") or {}).get("calibration"), p),
               "subgroups": subgroup_accuracy(age, sex,
@@ -1124,8 +1222,7 @@ def predict_cli(args) -> int:
     out = getattr(args, "out", None) or input_stem(args.input) + "_prediction.json"
     check_writable(out, folder=False)
     bundle = load_model(args.model)
-    ts = read_subject_input(args.input, atlas=getattr(args, "atlas", None),
-                            model_regions=bundle.get("regions"))
+    ts = read_subject_input(args.input, atlas=getattr(args, "atlas", None), model=bundle)
     result = predict_subject(ts, bundle, site=getattr(args, "site", None),
                              age=getattr(args, "age", None), sex=getattr(args, "sex", None),
                              mean_fd=getattr(args, "mean_fd", None), name=str(args.input))

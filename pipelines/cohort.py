@@ -32,8 +32,8 @@ from decoder.evaluation.metrics import chance_level, cluster_bootstrap_interval
 from decoder.results import check_writable
 from pipelines.biomarker import (POSITIVE, SEX_CODES, _metrics_from_proba, _positive_column,
                                  calibration_table, check_site_name, group_scores, input_stem,
-                                 load_model, per_site_metrics, read_subject_input, sex_label,
-                                 subject_notes, training_sites)
+                                 load_model, owner_id, per_site_metrics, read_subject_input,
+                                 sex_label, subject_notes, training_sites)
 
 log = logging.getLogger(__name__)
 
@@ -129,14 +129,9 @@ def _number(value):
         return value
 
 
-def _owner(stem, ids):
-    """The identifier among ``ids`` (longest first) that names a file of this stem."""
-    return next((i for i in ids if stem == i or stem.startswith(i + "_")), None)
-
-
 def _n_matched(files, column) -> int:
     ids = sorted(column.dropna().astype(str).str.strip(), key=len, reverse=True)
-    return sum(_owner(input_stem(f), ids) is not None for f in files)
+    return sum(owner_id(input_stem(f), ids) is not None for f in files)
 
 
 def match_subjects(files, table, table_path="the participants table") -> list:
@@ -145,7 +140,7 @@ def match_subjects(files, table, table_path="the participants table") -> list:
     out, seen = [], {}
     for f in files:
         stem = input_stem(f)
-        sid = _owner(stem, ids)
+        sid = owner_id(stem, ids)
         if sid is None:
             raise DataError(f"{f}: no row of {table_path} matches this file",
                             "add a row whose subject is the start of the file name")
@@ -210,7 +205,7 @@ def predict_cohort(files, model=None, participants=None, site=None, atlas=None) 
         rows["site"] = np.nan
     if site is not None:
         rows["site"] = rows["site"].fillna(str(site))
-    series = [read_subject_input(f, atlas=atlas, model_regions=bundle.get("regions"))
+    series = [read_subject_input(f, atlas=atlas, model=bundle)
               for f in files]
     known_site = rows["site"].notna()
     sites = np.where(known_site, rows["site"].astype(str), "__unknown__")
@@ -294,7 +289,7 @@ def _in_training(rows, bundle) -> pd.Series:
     trained = bundle.get("subjects")
     if trained is not None:  # matched as files are to table rows: the id, or id + '_...'
         trained = sorted(set(map(str, trained)), key=len, reverse=True)
-        return pd.Series([_owner(sid, trained) is not None
+        return pd.Series([owner_id(sid, trained) is not None
                           for sid in rows["subject"].astype(str)],
                          index=rows.index, dtype=object)
     sites = set(map(str, bundle.get("sites") or ()))

@@ -191,7 +191,7 @@ def test_a_site_written_in_another_case_is_not_taken_for_a_new_site(trained, cap
         biomarker.predict_subject(ts, bundle, site="site0", age=12)
     rc = main(["predict", str(trained["model"]), str(trained["seen"][0]), "--site", "SITE0"])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and "--age" in err and "predict_subject" not in err
+    assert rc == 2 and "needs the subject's age" in err and "predict_subject" not in err
     # a site the model never saw is said to get no adjustment
     result = biomarker.predict_subject(ts, bundle, site="ELSEWHERE", age=12)
     assert result["warnings"] == ["site 'ELSEWHERE' is not one of the model's 3 training "
@@ -240,3 +240,25 @@ def test_each_subjects_unusual_series_is_noted_in_the_cohort_table(trained, tmp_
     assert table["notes"].iloc[0] == ""
     assert table["notes"].iloc[1].startswith(f"{shortest - 5} time points, fewer than the "
                                              f"model's shortest training scan ({shortest})")
+
+
+def test_one_subject_predicted_alone_is_flagged_when_the_model_was_trained_on_it(
+        trained, tmp_path, capsys):
+    for f, seen in ((trained["seen"][0], True), (trained["new"][0], False)):
+        out = tmp_path / f"{f.stem}.json"
+        assert main(["predict", str(trained["model"]), str(f), "--out", str(out)]) == 0
+        printed = capsys.readouterr().out
+        result = json.loads(out.read_text())
+        assert result["in_training"] is seen
+        assert ("one of the model's training subjects" in printed) is seen
+        assert any("training subjects" in w for w in result["warnings"]) is seen
+
+
+def test_an_age_outside_the_training_ages_is_noted(trained):
+    bundle = biomarker.load_model(trained["model"])
+    assert bundle["ages"] == [10.0, 21.0]         # sites 0-2 of the toy layout
+    ts = biomarker.read_subject_input(trained["new"][0])
+    assert not biomarker.predict_subject(ts, bundle, age=15)["warnings"]
+    notes = biomarker.predict_subject(ts, bundle, age=3)["warnings"]
+    assert notes == ["age 3 is outside the ages of the model's training subjects (10–21 "
+                     "years): the model has not learned from subjects of this age"]

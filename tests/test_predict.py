@@ -316,3 +316,42 @@ def test_the_json_records_what_the_prediction_was_given(tmp_path):
                  "--age", "12", "--sex", "2", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["given"] == {"site": "NYU", "age": 12.0,
                                                     "sex": "female", "mean_fd": None}
+
+
+def _with_header(path, ts, header):
+    path.write_text("\t".join(header) + "\n" + "\n".join(
+        "\t".join(f"{v:.6f}" for v in row) for row in ts) + "\n")
+    return path
+
+
+def test_columns_are_matched_to_the_models_regions_by_their_header(tmp_path):
+    from decoder.data.timeseries_io import read_timeseries
+    bundle = biomarker.load_model()
+    ts, names = read_timeseries(biomarker.example_subjects().iloc[0]["path"])
+    reference = biomarker.predict_subject(ts, bundle)["probability"]
+    order = np.random.default_rng(0).permutation(ts.shape[1])
+    for header in ([f"#{names[i]}" for i in order], [f"roi_{names[i]}" for i in order]):
+        shuffled = _with_header(tmp_path / "shuffled.1D", ts[:, order], header)
+        assert biomarker.predict_subject(shuffled, bundle)["probability"] == \
+            pytest.approx(reference, abs=1e-9)
+    # columns numbered in order are positions: taken as they stand
+    numbered = _with_header(tmp_path / "numbered.tsv", ts, [f"V{i + 1}" for i in range(len(names))])
+    assert biomarker.predict_subject(numbered, bundle)["probability"] == \
+        pytest.approx(reference, abs=1e-9)
+    # a header naming other regions would be scored as regions it is not: refused
+    other = _with_header(tmp_path / "other.1D", ts, [f"#{int(n) + 1000}" for n in names])
+    with pytest.raises(DataError, match=r"other.1D: its header names regions the model does "
+                                        r"not have \(1010, 1011, 1012, …\) — fix: .*ABIDE rois_ho"):
+        biomarker.predict_subject(other, bundle)
+    twice = _with_header(tmp_path / "twice.1D", ts, [f"#{names[0]}", *map("#{}".format,
+                                                                          names[:-1])])
+    with pytest.raises(DataError, match="twice or not at all"):
+        biomarker.predict_subject(twice, bundle)
+
+
+def test_a_series_of_another_atlas_names_the_models_atlas(tmp_path):
+    ts = _example_series()[:, :100]
+    with pytest.raises(DataError, match=r"100 regions, the model expects 111 — fix: extract "
+                                        r"the time series with the atlas the model was trained "
+                                        r"on \(ABIDE rois_ho, 111 regions\)"):
+        biomarker.predict_subject(ts, biomarker.load_model())

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, DataError, missing_file
-from .timeseries_io import read_timeseries, regions_with_signal
+from .timeseries_io import named_regions, read_timeseries, regions_with_signal
 
 log = logging.getLogger(__name__)
 
@@ -312,11 +312,6 @@ def _sex_codes(rows, path) -> np.ndarray:
     return np.asarray(codes, dtype=float)
 
 
-def _named(regions) -> bool:
-    """Whether region names came from a header (not the reader's 0, 1, … stand-ins)."""
-    return list(regions) != [str(i) for i in range(len(regions))]
-
-
 def _missing_regions(ts: np.ndarray) -> int:
     return int((~regions_with_signal(ts)).sum())
 
@@ -445,7 +440,7 @@ def load_abide(root, pipeline: str = "cpac", strategy: str = "filt_noglobal",
                             f"{len(regions)}",
                             "all files of one derivative must use the same atlas; "
                             "re-download the odd one")
-        elif names != regions and _named(names) and _named(regions):
+        elif names != regions and named_regions(names) and named_regions(regions):
             k = next(i for i, (a, b) in enumerate(zip(names, regions)) if a != b)
             raise DataError(f"{path}: column {k + 1} is region #{names[k]}, but in "
                             f"{files[0].name} it is #{regions[k]}",

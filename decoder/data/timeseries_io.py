@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..errors import DataError, missing_file
 
-__all__ = ["read_timeseries", "regions_with_signal", "TIMESERIES_SUFFIXES"]
+__all__ = ["read_timeseries", "regions_with_signal", "named_regions", "TIMESERIES_SUFFIXES"]
 
 TIMESERIES_SUFFIXES = (".1d", ".tsv", ".csv", ".txt")
 
@@ -35,6 +35,12 @@ def regions_with_signal(ts) -> np.ndarray:
     finite = np.isfinite(ts)
     return (np.where(finite, ts, -np.inf).max(axis=0)
             > np.where(finite, ts, np.inf).min(axis=0))
+
+
+def named_regions(regions) -> bool:
+    """Whether region names came from a header (not :func:`read_timeseries`'s stand-ins
+    ``"0", "1", …`` for a file without one)."""
+    return list(map(str, regions)) != [str(i) for i in range(len(regions))]
 
 
 def _separator(path: Path, first_data_line: str) -> str | None:

@@ -524,7 +524,7 @@ def analyse_example(file_id: str, bundle: dict, card: dict | None = None) -> Sub
         raise DataError(f"unknown example subject '{file_id}'",
                         f"choose one of: {', '.join(table['file_id'].astype(str))}")
     row = row.iloc[0]
-    ts = read_subject_input(row["path"], model_regions=bundle.get("regions"))
+    ts = read_subject_input(row["path"], model=bundle)
     age = row.get("age")
     sex = row.get("sex")
     return analyse_subject(ts, bundle, str(file_id), card=card, site=row.get("site"),
@@ -578,11 +578,12 @@ def analyse_upload(data: bytes, name: str, bundle: dict, card: dict | None = Non
             regions = bundle.get("regions")
             if (regions is not None and atlas_spec.get("coords") is not None
                     and len(atlas_spec["coords"]) != len(regions)):
+                from pipelines.biomarker import model_atlas
                 raise DataError(f"atlas '{atlas}' has {len(atlas_spec['coords'])} regions, the "
                                 f"model expects {len(regions)}",
-                                "use the atlas the model was trained on")
+                                f"use the atlas the model was trained on ({model_atlas(bundle)})")
         try:
-            ts = read_subject_input(path, atlas=atlas_spec, model_regions=bundle.get("regions"))
+            ts = read_subject_input(path, atlas=atlas_spec, model=bundle)
         except DataError as err:
             raise DataError(str(err.message).replace(str(path), f"'{name}'"), err.fix) from None
         except ValueError as err:  # nilearn: image and atlas that do not overlap, etc.
