@@ -103,8 +103,12 @@ def show_subject(result, card, pngs=None):
     c1.metric(f"Predicted probability of {pos}", f"{result.probability:.2f}")
     c2.metric("Model's held-out accuracy", f"{(result.cv or {}).get('accuracy') or float('nan'):.2f}")
     c3.metric("Model's held-out ROC AUC", f"{(result.cv or {}).get('roc_auc') or float('nan'):.2f}")
-    st.markdown(f"**Predicted probability of {pos}: {result.probability:.2f}** "
-                f"(classified as *{result.predicted}*; {result.n_timepoints} time points)")
+    near = abs(result.probability - 0.5) < 0.1
+    st.markdown(f"**Predicted probability of {pos}: {result.probability:.2f}**, classified "
+                f"as *{result.predicted}*: the model calls {pos} above 0.5, the cut-off at "
+                "which its accuracy is measured"
+                + ("; this probability is close to it, so the call says little either way"
+                   if near else "") + f" ({result.n_timepoints} time points).")
     st.markdown(helpers.uncertainty_text(result))
     st.info(result.caveat)
     for note in result.notes:   # e.g. regions without signal in this scan
@@ -113,15 +117,21 @@ def show_subject(result, card, pngs=None):
         st.caption(result.subgroups)
     pngs = pngs or subject_pngs(result)
     left, right = st.columns(2)
-    left.image(pngs["probability"])
-    right.image(pngs["matrix"])
-    st.markdown("**Strongest connections**")
+    left.image(pngs["probability"], caption=f"This subject's probability of {pos} against "
+               "those of the model's held-out training subjects")
+    right.image(pngs["matrix"], caption="This scan's connectivity: the correlation between "
+                "every pair of regions' time series")
+    st.markdown("**Strongest connections in this scan**")
+    st.caption("This subject's highest correlations between regions. They describe the scan, "
+               "not the reasons for the prediction: the model weighs thousands of connections "
+               "(see what it goes with, below).")
     if pngs["glass"] is not None:
-        st.image(pngs["glass"])
+        st.image(pngs["glass"], caption="The 20 strongest connections of this scan on a glass "
+                 "brain (line colour: correlation)")
     else:
         st.caption("Region coordinates are not known for this atlas, so the strongest "
                    "connections are listed instead of drawn on a glass brain.")
-    st.dataframe(result.edges, hide_index=True, height=220)
+    st.dataframe(helpers.edges_for_display(result.edges), hide_index=True, height=220)
     st.download_button("Download this subject's report (HTML)",
                        render_subject_report(result, card, pngs),
                        file_name=f"{result.name.split('.')[0]}_report.html", mime="text/html",
@@ -129,22 +139,30 @@ def show_subject(result, card, pngs=None):
     with st.expander("Model card"):
         if card and "model" in card:
             from decoder.models.model_card import card_markdown
-            st.markdown(card_markdown(card))
+            st.markdown(card_markdown(card, level=4))
         elif card:
             st.json(card)
         else:
             st.write("No model card ships with this model.")
 
 
-def subject_details(prefix):
+UNKNOWN_SITE, OTHER_SITE = "not given", "another site (not in training)"
+
+
+def subject_details(prefix, bundle, card):
     """Optional site, age and sex of an uploaded subject (ComBat models use them; the
     subgroup accuracy needs age and sex)."""
     c1, c2, c3 = st.columns(3)
-    site = c1.text_input("Scanner site (optional)", key=f"{prefix}_site")
-    age = c2.number_input("Age in years (optional)", min_value=0.0, max_value=120.0, value=None,
-                          key=f"{prefix}_age")
+    sites = helpers.model_sites(bundle, card)
+    site = c1.selectbox("Scanner site (optional)", [UNKNOWN_SITE, *sites, OTHER_SITE],
+                        key=f"{prefix}_site",
+                        help="One of the model's training sites, or another one. A model with "
+                             "site harmonisation adjusts a training site's scans.")
+    # no bounds here: the prediction checks the age and names what was typed
+    age = c2.number_input("Age in years (optional)", value=None, key=f"{prefix}_age")
     sex = c3.selectbox("Sex (optional)", list(helpers.SEX_CHOICES), key=f"{prefix}_sex")
-    return {"site": site or None, "age": age, "sex": helpers.SEX_CHOICES[sex]}
+    site = None if site in (UNKNOWN_SITE, OTHER_SITE) else site  # no site adjustment
+    return {"site": site, "age": age, "sex": helpers.SEX_CHOICES[sex]}
 
 
 def cohort_section(bundle):
@@ -209,6 +227,8 @@ def cohort_section(bundle):
 def biomarker_page():
     st.title("Connectome biomarker")
     st.warning(RESEARCH_NOTICE)
+    with st.expander("Terms used on this page"):
+        st.markdown(helpers.GLOSSARY)
     path = helpers.model_path()
     mtime = path.stat().st_mtime if path.is_file() else 0.0
     bundle, card = cached_model(str(path), mtime)
@@ -234,21 +254,24 @@ def biomarker_page():
                    f"{', '.join(helpers.TIMESERIES_EXTENSIONS)}, at most "
                    f"{helpers.MAX_TIMESERIES_BYTES // 2**20} MB.")
         up = st.file_uploader("Time series", type=["1D", "tsv", "csv"], key="ts_upload")
-        details = subject_details("ts")
+        details = subject_details("ts", bundle, card)
         if up is not None:
             result = helpers.analyse_upload(up.getvalue(), up.name, bundle, card, **details)
     else:
+        from pipelines.biomarker import model_atlas
+        usable = helpers.usable_atlases(bundle)
         st.caption("A preprocessed 4D BOLD image in the atlas space, at most "
                    f"{helpers.MAX_NIFTI_BYTES // 2**20} MB, and the atlas the model was "
-                   "trained with.")
+                   f"trained with ({model_atlas(bundle)})"
+                   + (": upload it as a labels image (none of the atlases bundled here has "
+                      "the model's regions)." if not usable else "."))
         up = st.file_uploader("BOLD image", type=["nii", "gz"], key="bold_upload")
-        atlas_choice = st.selectbox("Atlas", ["Upload a labels atlas", *helpers.BUNDLED_ATLASES],
-                                    key="atlas")
+        atlas_choice = st.selectbox("Atlas", ["Upload a labels atlas", *usable], key="atlas")
         atlas_up = None
         if atlas_choice == "Upload a labels atlas":
             atlas_up = st.file_uploader("Labels atlas (NIfTI)", type=["nii", "gz"],
                                         key="atlas_upload")
-        details = subject_details("bold")
+        details = subject_details("bold", bundle, card)
         if up is not None and (atlas_up is not None or atlas_choice != "Upload a labels atlas"):
             with st.spinner("Extracting region time series…"):
                 result = helpers.analyse_upload(
@@ -279,8 +302,8 @@ def show_run(run):
                                "permutation_p")):
         v = m.get(key)
         col.metric(key.replace("_", " "), "—" if v is None else f"{v:.3f}")
-    with st.expander("Summary", expanded=False):
-        st.table({k: [str(v)] for k, v in summary(m).items()})
+    with st.expander("Summary", expanded=True):
+        st.table({"": list(summary(m)), "value": [str(v) for v in summary(m).values()]})
     classes = m.get("classes") or []
     left, right = st.columns(2)
     if m.get("confusion_matrix") and classes:
@@ -344,14 +367,19 @@ def decoding_page():
         default = str(found[0]) if found else ""
         run_dir = st.text_input("Run directory (written by 'decoder run')", value=default,
                                 key="run_dir")
+        if run_dir and Path(run_dir).name == "metrics.json":  # the file itself: its folder
+            run_dir = str(Path(run_dir).parent)
         if not run_dir:
             st.caption("No run directory yet: run 'decoder run configs/haxby.yaml', or the "
                        "embedded sample from here.")
             return
     else:
         st.caption("Category decoding of 8 object categories, Haxby et al. (2001), subject 1, "
-                   "one axial slice; leave-one-run-out, with a permutation test.")
-        n_perm = st.number_input("Permutations", min_value=0, max_value=1000, value=100,
+                   "one axial slice, leave-one-run-out: the run 'decoder run "
+                   "configs/haxby.yaml' makes (the labelling delay and window are chosen "
+                   "inside each training fold). A permutation test adds a p-value; it takes "
+                   "longer.")
+        n_perm = st.number_input("Permutations", min_value=0, max_value=1000, value=0,
                                  step=50, key="n_permutations")
         if st.button("Run", type="primary", key="run_haxby"):
             out = Path(tempfile.mkdtemp(prefix="decoder-haxby-"))

@@ -736,6 +736,9 @@ def run(config, data=None, out=None, config_path=None) -> dict:
     fold_scores = []
     for tr, te in folds:
         fold_scores.append(float(np.mean((proba[te] > 0.5) == (diag[te] == POSITIVE))))
+    # the site each fold held out (figures name the folds by it)
+    fold_groups = ([str(np.asarray(sites)[te][0]) for _, te in folds]
+                   if scheme == "leave-site-out" else None)
     perm_p, null = None, None
     if config["n_permutations"] and config["n_permutations"] > 0:
         perm_p, null = permutation_test(config, covs, diag, sites, covariates,
@@ -761,6 +764,7 @@ def run(config, data=None, out=None, config_path=None) -> dict:
                                                      random_state=config["random_state"]),
         "chance": chance_level(diag),
         "fold_scores": fold_scores,
+        "fold_groups": fold_groups,
         "permutation_p": perm_p,
         "confusion_matrix": m["confusion_matrix"],
         "per_class": m["per_class"],

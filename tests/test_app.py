@@ -79,7 +79,7 @@ def test_valid_time_series_upload_is_predicted(app):
     app.radio(key="source").set_value("Upload a time series").run()
     data = (EXAMPLES / "UM_1_0050272_rois_ho.1D").read_bytes()
     app.file_uploader(key="ts_upload").upload("UM_1_0050272_rois_ho.1D", data, "text/plain")
-    app.text_input(key="ts_site").set_value("UM_1")
+    app.selectbox(key="ts_site").set_value("another site (not in training)")
     app.run()
     _no_traceback(app)
     assert _errors(app) == []
@@ -94,7 +94,7 @@ def test_an_upload_with_site_age_and_sex_gets_the_accuracy_of_its_subgroup(app):
     app.radio(key="source").set_value("Upload a time series").run()
     data = (EXAMPLES / "UM_1_0050272_rois_ho.1D").read_bytes()
     app.file_uploader(key="ts_upload").upload("UM_1_0050272_rois_ho.1D", data, "text/plain")
-    app.text_input(key="ts_site").set_value("SITE0")
+    app.selectbox(key="ts_site").set_value("SITE0")
     app.number_input(key="ts_age").set_value(14.0)
     app.selectbox(key="ts_sex").set_value("male")
     app.run()
@@ -128,7 +128,20 @@ def test_bold_upload_without_an_atlas_waits_and_a_bad_image_is_an_error(app):
     app.file_uploader(key="bold_upload").upload("b.nii.gz", b"not gzip" * 100,
                                                  "application/gzip").run()
     assert _errors(app) == []  # nothing happens before an atlas is chosen
-    app.selectbox(key="atlas").set_value("power").run()
+    # no bundled atlas has the model's regions: none is offered, and the page says which
+    assert app.selectbox(key="atlas").options == ["Upload a labels atlas"]
+    assert any("the atlas the model was trained with (ABIDE rois_ho" in str(c.value)
+               for c in app.caption)
+    import gzip
+    import io
+
+    import nibabel as nib
+    import numpy as np
+    atlas = nib.Nifti1Image(np.arange(8, dtype=np.int16).reshape(2, 2, 2), np.eye(4))
+    raw = io.BytesIO()
+    raw.write(atlas.to_bytes())
+    app.file_uploader(key="atlas_upload").upload("atlas.nii.gz", gzip.compress(raw.getvalue()),
+                                                  "application/gzip").run()
     _no_traceback(app)
     assert len(_errors(app)) == 1 and "not gzip-compressed NIfTI" in _errors(app)[0]
 
@@ -283,3 +296,26 @@ def test_a_cohort_of_training_subjects_is_flagged_as_not_external(app):
     assert _errors(app) == []
     assert any("were all training subjects of the model" in w.value for w in app.warning)
     assert not any("left out of the scores" in i.value for i in app.info)
+
+
+def test_a_clinician_gets_the_terms_explained_and_picks_a_site_from_the_models(app):
+    assert any("**ROC AUC**" in m.value and "**Held-out**" in m.value for m in app.markdown)
+    app.radio(key="source").set_value("Upload a time series").run()
+    options = app.selectbox(key="ts_site").options
+    assert options[0] == "not given" and options[-1] == "another site (not in training)"
+    assert options[1:-1] == sorted(json.loads(
+        (biomarker_run() / "model_card.json").read_text())["data"]["sites"])
+    # an age typed out of range is named as typed, not as a clamped value
+    data = (EXAMPLES / "UM_1_0050272_rois_ho.1D").read_bytes()
+    app.file_uploader(key="ts_upload").upload("UM_1_0050272_rois_ho.1D", data, "text/plain")
+    app.number_input(key="ts_age").set_value(-5.0)
+    app.run()
+    _no_traceback(app)
+    assert _errors(app) and "age -5.0 is not an age in years" in _errors(app)[0]
+
+
+def test_the_decoding_page_takes_the_path_of_metrics_json_itself(app):
+    app.radio(key="page").set_value("Decoding").run()
+    app.text_input(key="run_dir").set_value(str(category_run() / "metrics.json")).run()
+    _no_traceback(app)
+    assert _errors(app) == [] and _metric(app, "accuracy") != "—"

@@ -396,3 +396,28 @@ def test_cohort_errors_name_exactly_the_upload_concerned(private_tmp, model):
         helpers.analyse_cohort([(short, "x.1D"), (short, "x.tsv")], model[0])
     with pytest.raises(DataError, match="invalid file name"):
         helpers.analyse_cohort([(short, ".hidden.1D")], model[0])
+
+
+def test_bundled_atlas_sizes_are_nilearns_and_only_a_matching_one_is_offered():
+    from decoder.features.timeseries import load_atlas
+    for name, n in helpers.BUNDLED_ATLAS_SIZES.items():
+        assert len(load_atlas(name)["coords"]) == n
+    assert helpers.usable_atlases({"regions": list(range(111))}) == []
+    assert helpers.usable_atlases({"regions": list(range(264))}) == ["power"]
+
+
+def test_the_strongest_connections_are_shown_with_region_names_and_correlations():
+    edges = pd.DataFrame({"region_a": ["10", "11"], "region_b": ["12", "13"],
+                          "name_a": ["Left Frontal Pole", "Right Insula"],
+                          "name_b": ["Left Insula", "Left Insula"], "value": [0.88123, -0.5]})
+    shown = helpers.edges_for_display(edges)
+    assert shown.columns.tolist() == ["region", "with region", "correlation"]
+    assert shown.iloc[0].tolist() == ["Left Frontal Pole", "Left Insula", 0.881]
+    plain = helpers.edges_for_display(edges.drop(columns=["name_a", "name_b"]))
+    assert plain["region"].tolist() == ["10", "11"]
+
+
+def test_the_site_picker_offers_the_models_training_sites(model):
+    bundle, card = model
+    assert helpers.model_sites(bundle, card) == sorted(map(str, bundle["sites"]))
+    assert helpers.model_sites({}, {"data": {"sites": ["B", "A"]}}) == ["A", "B"]

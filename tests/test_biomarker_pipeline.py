@@ -50,6 +50,10 @@ def test_cli_run_on_abide_layout_writes_contract_model_and_card(tmp_path):
         assert key in metrics, key
     assert metrics["cv"] == "leave-site-out" and len(metrics["fold_scores"]) == 4
     assert set(metrics["per_site"]) == {"SITE0", "SITE1", "SITE2", "SITE3"}
+    # each fold is named by the site it held out, and scores that site alone
+    assert sorted(metrics["fold_groups"]) == sorted(metrics["per_site"])
+    for site, score in zip(metrics["fold_groups"], metrics["fold_scores"]):
+        assert score == pytest.approx(metrics["per_site"][site]["accuracy"])
     # the planted coupling is learnable across sites
     assert metrics["roc_auc"] > 0.8
     inputs = metrics["provenance"]["inputs"]
@@ -132,6 +136,7 @@ def test_stratified_kfold_and_dataset_keys_via_set(tmp_path):
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["cv"] == "stratified-kfold" and len(metrics["fold_scores"]) == 5
+    assert metrics["fold_groups"] is None  # folds of mixed sites are numbered
     assert metrics["dataset"]["derivative"] == "rois_cc200"
 
 

@@ -109,6 +109,16 @@ def _fmt(v):
     return f"{v:.3f}" if isinstance(v, float) else ("—" if v is None else str(v))
 
 
+def _words(v) -> str:
+    """A card value in words: lists joined, settings as ``key value`` pairs (not Python)."""
+    if isinstance(v, dict):
+        return "; ".join(f"{str(k).replace('_', ' ')} {_words(x)}" for k, x in v.items()
+                         if x not in (None, [], {}))
+    if isinstance(v, (list, tuple)):
+        return " + ".join(map(str, v)) if v else "none"
+    return _fmt(v)
+
+
 def _ci_range(ci) -> str:
     return f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "—"
 
@@ -117,14 +127,16 @@ def _ci_fmt(ci) -> str:
     return f" (95% CI {_ci_range(ci)})" if ci else ""
 
 
-def card_markdown(card: dict) -> str:
-    """A human-readable Markdown rendering of the card."""
+def card_markdown(card: dict, level: int = 1) -> str:
+    """A human-readable Markdown rendering of the card; ``level``: the heading level of
+    its title (its sections one below), e.g. 4 inside a page that has its own title."""
     ev, data, model = card["evaluation"], card["data"], card["model"]
     lines = ["# Model card — connectome biomarker", "",
              "## Model", f"- Task: {model['task']}",
-             f"- Classes: {model['classes']} (positive: {model['positive_class']})",
-             f"- Connectivity: {model['connectivity']}", f"- Harmonisation: {model['harmonize']}",
-             f"- Estimator: {model['estimator']}", f"- Format: {model['format']}", "",
+             f"- Classes: {', '.join(map(str, model['classes'] or [])) or '—'} (positive: {model['positive_class']})",
+             f"- Connectivity: {_words(model['connectivity'])}",
+             f"- Site harmonisation: {_words(model['harmonize'])}",
+             f"- Estimator: {model['estimator']}", f"- File format: {model['format']}", "",
              "## Data", f"- Source: {data['source']}",
              f"- Pipeline / strategy / derivative: {data['pipeline']} / {data['strategy']} / "
              f"{data['derivative']}",
@@ -184,6 +196,8 @@ def card_markdown(card: dict) -> str:
     lines += ["## Intended use", card["intended_use"], "", "## Limitations"]
     lines += [f"- {x}" for x in card["limitations"]]
     lines += ["", "## Citation", card["citation"], ""]
+    if level > 1:  # '# ' and '## ' headings, moved down together
+        lines = [("#" * (level - 1) + ln) if ln.startswith("#") else ln for ln in lines]
     return "\n".join(lines)
 
 

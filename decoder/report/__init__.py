@@ -47,7 +47,8 @@ def summary(metrics: dict) -> dict:
     for key in _SUMMARY_KEYS:
         if key in metrics and metrics[key] is not None:
             v = metrics[key]
-            out[key] = v if not isinstance(v, dict) else v.get("estimator", json.dumps(v))
+            out[key] = (v.get("estimator", json.dumps(v)) if isinstance(v, dict)
+                        else round(v, 3) if isinstance(v, float) else v)
             ci = metrics.get(f"{key}_ci95") if key in intervals else None
             if ci:  # right below the score it belongs to
                 name, how = intervals[key]

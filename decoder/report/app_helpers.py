@@ -31,7 +31,8 @@ __all__ = [
     "example_subjects", "check_upload", "save_upload", "analyse_subject", "analyse_example",
     "analyse_upload", "wilson_interval", "uncertainty_text", "site_caveat", "subgroup_caveat",
     "SEX_CHOICES", "find_run_dirs", "run_embedded_haxby", "MAX_COHORT_FILES", "CohortResult",
-    "analyse_cohort", "example_cohort",
+    "analyse_cohort", "example_cohort", "usable_atlases", "model_sites", "GLOSSARY",
+    "edges_for_display",
 ]
 
 MAX_TIMESERIES_BYTES = 10 * 1024 * 1024     # a 1,000 × 400 float table is ~4 MB
@@ -39,6 +40,9 @@ MAX_NIFTI_BYTES = 200 * 1024 * 1024          # Streamlit's own default upload li
 TIMESERIES_EXTENSIONS = (".1d", ".tsv", ".csv")
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 BUNDLED_ATLASES = ("power", "dosenbach", "seitzman")   # coordinates shipped with nilearn
+#: their numbers of regions (checked against nilearn in the tests): an atlas is offered for a
+#: model only when they match, since a series of another size cannot be scored
+BUNDLED_ATLAS_SIZES = {"power": 264, "dosenbach": 160, "seitzman": 300}
 MODEL_ENV = "DECODER_MODEL"
 
 
@@ -121,7 +125,9 @@ def check_upload(name: str, size: int, kind: str) -> str:
         raise DataError(f"'{name}' is empty", "upload the file again")
     if size > limit:
         raise DataError(f"'{name}' is {size / 2**20:.1f} MB, over the {limit / 2**20:.0f} MB "
-                        "limit", "upload a parcellated time series, or crop the image")
+                        "limit", "upload a parcellated time series, or crop the image"
+                        if kind == "nifti" else "a subject's region time series is far smaller: "
+                        "check that this is one subject's parcellated series")
     return suffix
 
 
@@ -381,6 +387,52 @@ def site_caveat(site, card: dict | None) -> str:
 SEX_CHOICES = {"unknown": None, "male": 1, "female": 2}
 
 
+#: the terms the biomarker page uses, for readers who are not statisticians
+GLOSSARY = """\
+- **Held-out**: scored by a model that did not see that subject. The model's accuracy was
+  measured this way (cross-validation): its training subjects were split into groups (for
+  a leave-site-out evaluation, one group per site), and each group was scored by a model
+  fitted on the others. "Held-out training subjects" are the training subjects as scored
+  by those models.
+- **Probability**: the model's estimate that the subject belongs to the autism group,
+  calibrated on the held-out training subjects. It is not a diagnosis.
+- **Accuracy**: the share of held-out subjects classified correctly, at the 0.5 cut-off.
+- **ROC AUC**: the chance that a random autistic subject gets a higher probability than a
+  random control (0.5: no better than a coin, 1: perfect ranking).
+- **Chance**: the accuracy of always guessing the larger group.
+- **95% interval**: the range within which the true rate lies with 95% confidence, given
+  how few subjects it rests on.
+- **Brier score**: the mean squared distance between the probabilities and the outcomes
+  (0: perfect; 0.25: always saying 0.5).
+- **Site**: the scanner and centre that acquired the scan. Accuracy varies between sites,
+  and may be lower at a site the model never saw.
+"""
+
+
+def edges_for_display(edges: pd.DataFrame) -> pd.DataFrame:
+    """The strongest-connection table with readable columns: region names where the atlas
+    gives them (else its labels) and the correlation, rounded."""
+    e = edges.copy()
+    named = {"name_a", "name_b"} <= set(e.columns)
+    out = pd.DataFrame({"region": e["name_a"] if named else e["region_a"],
+                        "with region": e["name_b"] if named else e["region_b"],
+                        "correlation": e["value"].astype(float).round(3)})
+    return out
+
+
+def usable_atlases(bundle: dict) -> list:
+    """The bundled atlases whose number of regions is the model's (often none: a model
+    trained on ABIDE's parcellations needs that atlas)."""
+    n = len(bundle.get("regions") or ())
+    return [a for a in BUNDLED_ATLASES if BUNDLED_ATLAS_SIZES[a] == n]
+
+
+def model_sites(bundle: dict, card: dict | None = None) -> list:
+    """The model's training sites (for a site picker), from the bundle or its card."""
+    sites = bundle.get("sites") or ((card or {}).get("data") or {}).get("sites") or []
+    return sorted(map(str, sites))
+
+
 def subgroup_caveat(age, sex, card: dict | None) -> str:
     """One sentence on the model's held-out accuracy for subjects of this subject's sex
     and age band (``per_subgroup`` of its evaluation), next to the overall accuracy;
@@ -630,22 +682,16 @@ def find_run_dirs(root="results") -> list[Path]:
                   reverse=True)
 
 
-def run_embedded_haxby(out_dir, n_permutations: int = 100, fast: bool = True) -> Path:
-    """Run the category-decoding config on the embedded Haxby sample into ``out_dir``.
-
-    ``fast`` fixes the labelling delay and window (``delay=0``, ``window=3``,
-    the values the nested search picks on this sample) instead of searching
-    them inside each fold, which takes seconds instead of half a minute.
-    """
+def run_embedded_haxby(out_dir, n_permutations: int = 0) -> Path:
+    """Run ``configs/haxby.yaml`` on the embedded Haxby sample into ``out_dir``: the run
+    ``decoder run configs/haxby.yaml`` makes (delay and window chosen inside each
+    training fold), with ``n_permutations``."""
     from decoder.config import apply_overrides, load_yaml
     from pipelines import run_config
     config = Path(__file__).resolve().parents[2] / "configs" / "haxby.yaml"
     raw = load_yaml(config) if config.is_file() else {"task": "category",
                                                       "name": "haxby-slice"}
-    overrides = [f"n_permutations={int(n_permutations)}"]
-    if fast:
-        overrides += ["delay=0", "window=3"]
-    raw = apply_overrides(raw, overrides)
+    raw = apply_overrides(raw, [f"n_permutations={int(n_permutations)}"])
     out = Path(out_dir)
     run_config(raw, out=out, config_path=config if config.is_file() else None)
     return out

@@ -113,7 +113,8 @@ def fold_scores(scores, groups=None, chance=None) -> Figure:
     ax.set_xticks(range(len(scores)), labels, rotation=60, ha="right", fontsize=7)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("accuracy")
-    ax.set_title(f"Held-out accuracy per fold (mean {np.nanmean(scores):.3f})"
+    # the mean of the folds weighs each fold once, the pooled accuracy each sample once
+    ax.set_title(f"Held-out accuracy per fold (line: mean of the folds, {np.nanmean(scores):.3f})"
                  if len(scores) else "Held-out accuracy per fold", fontsize=10)
     return fig
 
@@ -421,15 +422,21 @@ def probability_vs_training(probability=None, calibration=None,
     return fig
 
 
-_SCORE_COLUMNS = ["n", "n_autism", "accuracy", "accuracy 95% CI", "balanced_accuracy",
-                  "roc_auc", "ROC AUC 95% CI"]
+_SCORE_COLUMNS = ["n", "autism", "accuracy", "accuracy 95% CI", "balanced accuracy",
+                  "ROC AUC", "ROC AUC 95% CI"]
 
 
 def _score_row(m: dict) -> dict:
     """One group's held-out scores (``per_site`` / ``per_subgroup`` entry) as a table row."""
-    return {"n": m.get("n"), "n_autism": m.get("n_autism"), "accuracy": m.get("accuracy"),
-            "accuracy 95% CI": _ci_text(m), "balanced_accuracy": m.get("balanced_accuracy"),
-            "roc_auc": m.get("roc_auc"), "ROC AUC 95% CI": _ci_text(m, "roc_auc")}
+    return {"n": m.get("n"), "autism": m.get("n_autism"), "accuracy": _round(m.get("accuracy")),
+            "accuracy 95% CI": _ci_text(m), "balanced accuracy": _round(m.get("balanced_accuracy")),
+            # a site of one class has no ROC AUC: said, not left blank
+            "ROC AUC": _round(m.get("roc_auc")) if m.get("roc_auc") is not None else "n/a",
+            "ROC AUC 95% CI": _ci_text(m, "roc_auc")}
+
+
+def _round(v, digits: int = 3):
+    return None if v is None else round(float(v), digits)
 
 
 def _ci_text(m: dict, key: str = "accuracy") -> str | None:
@@ -471,7 +478,7 @@ def per_site_scores(per_site: dict, chance=None) -> Figure:
     fig = Figure(figsize=(max(4.5, 0.45 * len(df) + 2), 3.2))
     ax = fig.add_subplot()
     acc = df["accuracy"].astype(float).fillna(0).to_numpy()
-    auc = df["roc_auc"].astype(float).to_numpy()
+    auc = pd.to_numeric(df["ROC AUC"], errors="coerce").to_numpy(float)
     ax.bar(x - 0.2, acc, 0.4, label="accuracy")
     ax.bar(x + 0.2, np.nan_to_num(auc), 0.4, label="ROC AUC (blank: one class)")
     if chance is not None:
