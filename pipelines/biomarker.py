@@ -832,12 +832,12 @@ def model_files(est, metrics, config, subjects, name="model.skops") -> dict:
     from decoder.models.model_card import build_model_card, card_files
     lengths = [len(ts) for ts in subjects.time_series]
     n_timepoints = [min(lengths), max(lengths)]
-    card = build_model_card(metrics, config, len(subjects.diagnosis), subjects.sites,
-                            subjects.regions, calibration=metrics.get("calibration"),
-                            n_timepoints=n_timepoints)
     age = pd.to_numeric(subjects.covariates.get("age"), errors="coerce") \
         if "age" in subjects.covariates else pd.Series(dtype=float)
     ages = [float(age.min()), float(age.max())] if age.notna().any() else None
+    card = build_model_card(metrics, config, len(subjects.diagnosis), subjects.sites,
+                            subjects.regions, calibration=metrics.get("calibration"),
+                            n_timepoints=n_timepoints, ages=ages)
     bundle = {"estimator": est, "regions": list(subjects.regions), "n_timepoints": n_timepoints,
               "ages": ages,  # the training subjects' age range (decoder predict notes others)
               "positive_class": POSITIVE, "classes": CLASSES,

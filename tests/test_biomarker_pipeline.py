@@ -432,6 +432,12 @@ def test_the_model_card_reports_and_cautions_on_the_subgroup_scores():
     assert "| male | 700 | 340 | 0.710 | — | 0.770 |" in md and "| age band (years) |" in md
     assert not [x for x in build_model_card({}, {}, 1, ["A"], [0])["limitations"]
                 if x.startswith("Held-out accuracy differs")]
+    # whom the model was trained on comes from the data, not from a fixed sentence
+    aged = build_model_card({"per_subgroup": per_subgroup}, {"dataset": {"kind": "abide"}}, 840,
+                            ["A"], [0], ages=[6.5, 58.0])
+    assert aged["data"]["ages"] == [6.5, 58.0] and "ages 6.5–58 years" in card_markdown(aged)
+    assert ("Training subjects: 700 male and 140 female, aged 6.5–58 years. Subjects outside "
+            "these ages") in " ".join(aged["limitations"])
 
 
 @pytest.mark.parametrize("cv", ["leave-site-out", "stratified-kfold"])

@@ -50,9 +50,24 @@ def _subgroup_limitation(per_subgroup: dict) -> list[str]:
             + "; ".join(parts) + ". Small groups give uncertain estimates."]
 
 
+def _population_limitation(ages, by_sex) -> str:
+    """Whom the training subjects were: their sexes and ages, where known."""
+    parts = []
+    if by_sex:
+        parts.append(" and ".join(f"{g.get('n')} {name}" for name, g in by_sex.items()))
+    if ages:
+        parts.append(f"aged {ages[0]:g}–{ages[1]:g} years")
+    if not parts:
+        return ("The training subjects' sexes and ages limit whom the model describes; "
+                "they are not recorded here.")
+    return ("Training subjects: " + ", ".join(parts) + ". Subjects outside these ages, and "
+            "groups with few training subjects, are less well described.")
+
+
 def build_model_card(metrics: dict, config: dict, n_subjects: int, sites, regions,
-                     calibration=None, n_timepoints=None) -> dict:
-    """The card as a dict (JSON-serialisable)."""
+                     calibration=None, n_timepoints=None, ages=None) -> dict:
+    """The card as a dict (JSON-serialisable); ``ages``: the training subjects' youngest
+    and oldest age in years."""
     ds = config.get("dataset", {})
     return {
         "model": {
@@ -74,6 +89,7 @@ def build_model_card(metrics: dict, config: dict, n_subjects: int, sites, region
             "n_regions": len(regions), "sites": sorted(set(map(str, sites))),
             # the training scans' lengths: a shorter scan gives a noisier connectome
             "n_timepoints": None if n_timepoints is None else [int(n) for n in n_timepoints],
+            "ages": None if ages is None else [float(a) for a in ages],
         },
         "evaluation": {
             "cv": metrics.get("cv"),
@@ -96,7 +112,7 @@ def build_model_card(metrics: dict, config: dict, n_subjects: int, sites, region
             "Trained on ABIDE I sites; a new scanner or preprocessing pipeline changes "
             "connectivity, so accuracy on new sites may be lower than reported.",
             "Input must be the same atlas/derivative (same regions, same order) as training.",
-            "Sex and age distributions are those of ABIDE I (mostly male, 6–64 years).",
+            _population_limitation(ages, (metrics.get("per_subgroup") or {}).get("sex")),
         ] + _subgroup_limitation(metrics.get("per_subgroup"))
           + _motion_limitation(metrics.get("confounds") or {}),
         "citation": CITATION,
@@ -143,7 +159,9 @@ def card_markdown(card: dict, level: int = 1) -> str:
              f"- Subjects: {data['n_subjects']}, regions: {data['n_regions']}, "
              f"sites: {len(data['sites'])}"
              + (f", time points per scan: {data['n_timepoints'][0]}–{data['n_timepoints'][1]}"
-                if data.get("n_timepoints") else ""), "",
+                if data.get("n_timepoints") else "")
+             + (f", ages {data['ages'][0]:g}–{data['ages'][1]:g} years"
+                if data.get("ages") else ""), "",
              "## Evaluation", f"- Cross-validation: {ev['cv']}",
              f"- Accuracy {_fmt(ev['accuracy'])}{_ci_fmt(ev.get('accuracy_ci95'))}, "
              f"balanced accuracy "
