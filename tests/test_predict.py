@@ -355,3 +355,11 @@ def test_a_series_of_another_atlas_names_the_models_atlas(tmp_path):
                                         r"the time series with the atlas the model was trained "
                                         r"on \(ABIDE rois_ho, 111 regions\)"):
         biomarker.predict_subject(ts, biomarker.load_model())
+
+
+def test_the_shipped_model_knows_its_training_ages_and_notes_a_younger_child():
+    bundle = biomarker.load_model()
+    assert bundle["ages"] == [6.47, 58.0]
+    notes = biomarker.predict_subject(_example_series(), bundle, age=3)["warnings"]
+    assert any("age 3 is outside the ages of the model's training subjects (6.47–58 years)"
+               in n for n in notes)
