@@ -219,7 +219,7 @@ def cohort_section(bundle):
                        "should not be read at face value there.")
         if sc.get("per_site"):
             st.dataframe(figures.per_site_table(sc["per_site"]), hide_index=True)
-    st.dataframe(res.table, hide_index=False)
+    st.dataframe(helpers.cohort_for_display(res.table), hide_index=False)
     st.download_button("Download the predictions (TSV)", res.tsv, file_name="predictions.tsv",
                        mime="text/tab-separated-values", key="cohort_download")
 

@@ -32,7 +32,7 @@ __all__ = [
     "analyse_upload", "wilson_interval", "uncertainty_text", "site_caveat", "subgroup_caveat",
     "SEX_CHOICES", "find_run_dirs", "run_embedded_haxby", "MAX_COHORT_FILES", "CohortResult",
     "analyse_cohort", "example_cohort", "usable_atlases", "model_sites", "GLOSSARY",
-    "edges_for_display",
+    "edges_for_display", "cohort_for_display",
 ]
 
 MAX_TIMESERIES_BYTES = 10 * 1024 * 1024     # a 1,000 × 400 float table is ~4 MB
@@ -407,6 +407,19 @@ GLOSSARY = """\
 - **Site**: the scanner and centre that acquired the scan. Accuracy varies between sites,
   and may be lower at a site the model never saw.
 """
+
+
+def cohort_for_display(table: pd.DataFrame) -> pd.DataFrame:
+    """The cohort table as the page shows it: sex in words (the download keeps the codes
+    the participants table gave) and probabilities rounded."""
+    from pipelines.biomarker import sex_label
+    shown = table.copy()
+    if "sex" in shown:
+        shown["sex"] = [sex_label(v) for v in shown["sex"]]
+    for col in shown.columns:
+        if col.startswith("p_"):
+            shown[col] = pd.to_numeric(shown[col], errors="coerce").round(3)
+    return shown
 
 
 def edges_for_display(edges: pd.DataFrame) -> pd.DataFrame:
