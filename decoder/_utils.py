@@ -114,3 +114,10 @@ def atomic_write_json(path, obj, indent: int = 2) -> None:
 def stable_hash(obj) -> str:
     """SHA-256 of the canonical JSON form of ``obj`` (sorted keys)."""
     return hashlib.sha256(to_json(obj, sort_keys=True).encode()).hexdigest()
+
+
+def absolute_path(path) -> Path:
+    """``path`` made absolute with ``..`` and ``.`` removed (symlinks are kept, as
+    DataLad and git-annex need the path as it is laid out): ``../data`` and
+    ``/x/y/../data`` name one file for DataLad as for the file system."""
+    return Path(os.path.abspath(Path(path).expanduser()))

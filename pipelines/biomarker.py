@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from decoder._utils import atomic_write_json, user_cache_dir
+from decoder._utils import absolute_path, atomic_write_json, user_cache_dir
 from decoder.data.datalad import ensure_local
 from decoder.errors import ConfigError, DataError, check_choice
 from decoder.evaluation.confounds import confound_check
@@ -167,7 +167,7 @@ def _data_root(config, data):
                           "Phenotypic_V1_0b_preprocessed1.csv and Outputs/); "
                           "'decoder fetch abide-pcp' downloads it to data/abide-pcp (187 MB)")
     # absolute, so the input paths built from it are not read as relative to the root
-    return Path(root).expanduser().absolute()
+    return absolute_path(root)
 
 
 def _load_abide(config, root) -> _Subjects:
@@ -229,7 +229,7 @@ def fmriprep_inputs(config, root, fetch: bool = True):
     # beside each image, and the participants table with the labels
     from decoder.data.bids import confound_files
     read = [table_path, *bolds, *(f for bold in bolds for f in confound_files(bold))]
-    atlas_path = Path(str(ds["atlas"])).expanduser().absolute()
+    atlas_path = absolute_path(str(ds["atlas"]))
     if atlas_path.is_symlink() or atlas_path.exists():  # (a nilearn atlas name is not a file)
         read.append(atlas_path)
     return table_path, rows, bolds, read

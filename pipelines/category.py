@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from decoder._utils import absolute_path
 from decoder.compute import COMPUTE_DEFAULTS, backend_from_config
 from decoder.data.bids import find_mask, find_runs, load_mask
 from decoder.data.datalad import ensure_local
@@ -134,9 +135,9 @@ def resolve_root(config: dict, data=None) -> Path:
     # absolute, so file paths built from it mean the same to DataLad (which takes paths
     # relative to the root) whatever the working directory
     if data:
-        return Path(data).expanduser().absolute()
+        return absolute_path(data)
     if config["dataset"]["root"]:
-        return Path(config["dataset"]["root"]).expanduser().absolute()
+        return absolute_path(config["dataset"]["root"])
     from decoder.data.samples import sample_path
     return sample_path(config["dataset"]["name"])
 

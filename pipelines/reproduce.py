@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from decoder import __version__
-from decoder._utils import atomic_write_json, sha256_file
+from decoder._utils import absolute_path, atomic_write_json, sha256_file
 from decoder.compute import check_jobs_option
 from decoder.config import config_differences, config_hash
 from decoder.errors import ConfigError, DataError
@@ -106,7 +106,7 @@ def data_root(metrics, config, data) -> Path | None:
     config's own root.  A recorded root that is not on this machine is an error rather
     than a silent switch to other data."""
     if data:
-        return Path(data).expanduser().absolute()
+        return absolute_path(data)
     recorded = (metrics.get("dataset") or {}).get("root")
     if recorded and Path(recorded).is_dir():
         return Path(recorded)
@@ -115,7 +115,7 @@ def data_root(metrics, config, data) -> Path | None:
         return resolve_root({**config, "dataset": {**config["dataset"], "root": None}})
     configured = (config.get("dataset") or {}).get("root")
     if configured and Path(configured).expanduser().is_dir():
-        return Path(configured).expanduser().absolute()
+        return absolute_path(configured)
     where = recorded or configured or "a folder it did not record"
     raise DataError(f"the run read its data from {where}, which is not on this machine",
                     "pass --data with the data the run used")

@@ -186,6 +186,16 @@ def test_get_fetches_only_the_listed_files_and_drops_them_on_request(haxby_ds, t
 
 
 @needs_shared
+def test_a_clone_given_as_a_relative_path_with_dots_gets_its_files(haxby_ds, tmp_path):
+    clone(haxby_ds["url"], tmp_path / "clone")
+    (tmp_path / "work").mkdir()
+    res = decoder_cli("run", ROOT / "configs" / "haxby.yaml", "--data", "../clone",
+                      "--out", tmp_path / "out", *FAST, cwd=tmp_path / "work")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "clone" / BOLD1).exists()
+
+
+@needs_shared
 def test_content_present_before_is_never_dropped(haxby_ds, tmp_path):
     ds = clone(haxby_ds["url"], tmp_path / "clone")
     ensure_local(ds, [BOLD1])

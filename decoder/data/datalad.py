@@ -43,6 +43,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .._utils import absolute_path
 from ..errors import DataError
 
 __all__ = ["DataladInputs", "ensure_local", "is_datalad_dataset", "dataset_root",
@@ -295,7 +296,7 @@ class DataladInputs:
     """
 
     def __init__(self, root, drop_fetched: bool = False, jobs: int = 1):
-        self.root = Path(root).expanduser().absolute()
+        self.root = absolute_path(root)
         self.drop_fetched = bool(drop_fetched)
         self.jobs = max(1, int(jobs or 1))
         self.top = dataset_root(self.root)
@@ -314,7 +315,7 @@ class DataladInputs:
     # -- paths -------------------------------------------------------------
     def _abs(self, path) -> Path:
         p = Path(path).expanduser()
-        return p if p.is_absolute() else self.root / p
+        return absolute_path(p if p.is_absolute() else self.root / p)
 
     def _rel_top(self, path: Path) -> str:
         """Path relative to the dataset top (without resolving annex symlinks)."""

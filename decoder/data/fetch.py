@@ -30,7 +30,7 @@ import socket
 import urllib.parse
 from pathlib import Path
 
-from .._utils import sha256_file
+from .._utils import absolute_path, sha256_file
 from ..errors import ConfigError, DataError
 from . import datalad as _dl
 from .manifest import embedded_path, file_patterns, get_entry, load_checksums
@@ -618,7 +618,7 @@ def fetch(name: str, subjects=None, to=None, jobs: int = 1, base_url: str | None
                  "kind": "datalad", "source": name, "files": {}}
     target = Path(to) if to else Path("data") / entry["name"]
     from ..results import check_writable
-    target = check_writable(target.expanduser().absolute(), option="--to")
+    target = check_writable(absolute_path(target), option="--to")
     kind = entry["kind"]
     if kind == "embedded" and not base_url and subjects:
         _check_embedded_subjects(entry, subjects)
