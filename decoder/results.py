@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -110,7 +111,11 @@ RUN_FILES = ("arrays.npz", "weights.nii.gz", "model.skops", "model_card.json",
 
 
 def _previous_files(out: Path) -> set:
-    """What the run already in ``out`` wrote (its ``files`` list, else :data:`RUN_FILES`)."""
+    """What the run already in ``out`` wrote: its ``files`` list (:data:`RUN_FILES` for a
+    run recorded without one); nothing when ``out`` holds no finished run, whose files of
+    the same names would be the user's own."""
+    if not (out / "metrics.json").is_file():
+        return set()
     try:
         listed = json.loads((out / "metrics.json").read_text()).get("files")
     except (OSError, ValueError, AttributeError):
@@ -170,8 +175,9 @@ def write_run(out_dir, metrics: dict, images: dict | None = None,
               report: bool = True, files: dict | None = None) -> Path:
     """Write a complete run directory; ``metrics.json`` goes last.
 
-    Everything is written at the end of a run, each file atomically, so that a run
-    that fails before it leaves an earlier run's results as they were.  ``metrics.json``
+    Everything is written at the end of a run, first to a staging folder and then moved
+    in, so that a run that fails before (or while writing: a full disk) leaves an earlier
+    run's results as they were.  ``metrics.json``
     lists the files written (``files``); those of an earlier run in the same folder
     that this run did not write (a model, weight maps, a permutation null) are then
     removed, so that the folder — and its report — describes this run only.
@@ -192,23 +198,34 @@ def write_run(out_dir, metrics: dict, images: dict | None = None,
     files : dict of name → bytes, optional
         Other files of the run (e.g. ``model.skops``, the model card).
     """
+    import shutil
+    import tempfile
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     earlier = _previous_files(out)
     written = ([f"{n}.nii.gz" for n in images or {}] + [f"{n}.tsv" for n in tables or {}]
                + (["arrays.npz"] if arrays else []) + list(files or {}))
     metrics["files"] = sorted(written)
-    for name, data in (files or {}).items():
-        atomic_write_bytes(out / name, data)
-    for name, img in (images or {}).items():
-        save_nifti(out / f"{name}.nii.gz", img)
-    for name, df in (tables or {}).items():
-        atomic_write_text(out / f"{name}.tsv", df.to_csv(sep="\t", index=True))
-    if arrays:
-        bio = io.BytesIO()
-        np.savez_compressed(bio, **{k: np.asarray(v) for k, v in arrays.items()})
-        atomic_write_bytes(out / "arrays.npz", bio.getvalue())
-    atomic_write_json(out / "metrics.json", metrics)
+    # Every file is first written to a staging folder inside ``out``: a write that fails
+    # (a full disk) leaves the earlier run whole, not mixed with half of this one.  The
+    # files are then moved in by renames, which need no space, metrics.json last.
+    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    try:
+        for name, data in (files or {}).items():
+            atomic_write_bytes(stage / name, data)
+        for name, img in (images or {}).items():
+            save_nifti(stage / f"{name}.nii.gz", img)
+        for name, df in (tables or {}).items():
+            atomic_write_text(stage / f"{name}.tsv", df.to_csv(sep="\t", index=True))
+        if arrays:
+            bio = io.BytesIO()
+            np.savez_compressed(bio, **{k: np.asarray(v) for k, v in arrays.items()})
+            atomic_write_bytes(stage / "arrays.npz", bio.getvalue())
+        atomic_write_json(stage / "metrics.json", metrics)
+        for name in [*written, "metrics.json"]:
+            os.replace(stage / name, out / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     for name in sorted(earlier - set(written)):   # the earlier run's, not this one's
         (out / name).unlink(missing_ok=True)
     if report:

@@ -500,6 +500,44 @@ def test_a_later_run_in_the_same_folder_leaves_nothing_of_the_earlier_one(tmp_pa
     assert not (out / "arrays.npz").exists() and (out / "my_notes.txt").exists()
 
 
+def test_files_of_your_own_in_a_folder_without_a_run_are_left_alone(tmp_path):
+    root = make_layout(tmp_path / "abide", n_sites=3, per_site=8)
+    out = tmp_path / "mine"
+    out.mkdir()
+    for name in ("arrays.npz", "edges.tsv", "repeats.tsv"):   # names a run may write too
+        (out / name).write_text(f"my {name}")
+    assert main(["run", str(CONFIG), "--data", str(root), "--out", str(out),
+                 "--set", "save_model=false"]) == 0
+    assert (out / "arrays.npz").read_text() == "my arrays.npz"   # not written by a run
+    assert (out / "repeats.tsv").read_text() == "my repeats.tsv"
+    assert (out / "edges.tsv").read_text() != "my edges.tsv"     # the run's own, replaced
+
+
+def test_a_run_that_fails_while_writing_leaves_the_earlier_run_whole(tmp_path, monkeypatch,
+                                                                     capsys):
+    import errno
+
+    from decoder import results
+    root = make_layout(tmp_path / "abide", n_sites=3, per_site=8)
+    out = tmp_path / "run"
+    assert main(["run", str(CONFIG), "--data", str(root), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    calls = []
+
+    def full_disk(path, data):  # the third file of the next run finds the disk full
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data)
+
+    real = results.atomic_write_bytes
+    monkeypatch.setattr(results, "atomic_write_bytes", full_disk)
+    assert main(["run", str(CONFIG), "--data", str(root), "--out", str(out),
+                 "--set", "connectivity.kinds=[correlation]"]) != 0
+    capsys.readouterr()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staging left either
+
+
 def test_an_output_folder_that_cannot_be_written_is_named_before_the_data_are_read(
         tmp_path, capsys):
     (tmp_path / "a_file").write_text("x")
