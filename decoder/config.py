@@ -259,6 +259,29 @@ def flatten(config: Mapping, prefix: str = "") -> dict:
     return flat
 
 
+#: the most permutations a run accepts: p-values down to 1e-5, in hours rather than years
+MAX_PERMUTATIONS = 100_000
+
+
+def check_run_numbers(config: Mapping) -> None:
+    """``random_state`` and ``n_permutations``, checked alike for every pipeline.
+
+    A seed must be a whole number from 0 to 2**32 - 1 (what numpy and scikit-learn
+    accept); a permutation count a whole number from 0 to :data:`MAX_PERMUTATIONS`.
+    """
+    from .errors import ConfigError
+    seed = config.get("random_state")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+        raise ConfigError(f"random_state must be a whole number from 0 to 4294967295, got "
+                          f"{seed!r}", "write e.g. --set random_state=0")
+    n = config.get("n_permutations")
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_PERMUTATIONS:
+        raise ConfigError(f"n_permutations must be a whole number from 0 to "
+                          f"{MAX_PERMUTATIONS:,}, got {n!r}",
+                          "write e.g. --set n_permutations=1000 (the smallest p-value is "
+                          "1/(n + 1))")
+
+
 def config_hash(config: Mapping) -> str:
     """Content hash of a resolved config (sorted-key JSON, SHA-256)."""
     from ._utils import stable_hash

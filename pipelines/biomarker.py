@@ -123,7 +123,8 @@ def check_config(config) -> None:
     check_choice("cv", _CV_ALIASES.get(config["cv"], config["cv"]), CV_SCHEMES)
     _count(config, "n_splits", 2)
     _count(config, "n_repeats", 1)
-    _count(config, "n_permutations", 0)
+    from decoder.config import check_run_numbers
+    check_run_numbers(config)
     _count(config, "inner_splits", 2)
     if config["compute"].get("scheduler"):
         raise ConfigError("compute.scheduler: biomarker runs fit their folds in local "

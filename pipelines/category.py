@@ -63,6 +63,9 @@ DEFAULTS = {
 }
 
 CV_CHOICES = ("leave-one-run-out", "leave-one-subject-out")
+#: nilearn's first-level HRF models (betas.hrf_model)
+HRF_MODELS = ("glover", "spm", "glover + derivative", "spm + derivative",
+              "glover + derivative + dispersion", "spm + derivative + dispersion", "fir")
 
 
 def _whole_number(v) -> bool:
@@ -96,9 +99,23 @@ def check_config(config: dict) -> None:
     if config["blocks"]["aggregate"] not in ("scores", "average"):
         raise ConfigError("blocks.aggregate must be 'scores' or 'average'",
                           "scores: average the volumes' decision values; average: the patterns")
-    if not isinstance(config["n_permutations"], int) or config["n_permutations"] < 0:
-        raise ConfigError("n_permutations must be a non-negative integer",
-                          "write e.g. --set n_permutations=1000")
+    from decoder.config import check_run_numbers
+    check_run_numbers(config)
+    b = config["betas"]
+    if b["method"] not in ("lsa", "lss") or b["unit"] not in ("block", "trial"):
+        raise ConfigError(f"betas.method must be lsa or lss and betas.unit block or trial, got "
+                          f"{b['method']!r} and {b['unit']!r}", "write e.g. --set betas.unit=trial")
+    if b["hrf_model"] not in HRF_MODELS:
+        raise ConfigError(f"betas.hrf_model {b['hrf_model']!r} is not a nilearn HRF model",
+                          f"use one of: {', '.join(HRF_MODELS)}")
+    gap = config["blocks"]["max_gap"]
+    if gap is not None and not (_positive_number(gap) or gap == 0):
+        raise ConfigError(f"blocks.max_gap must be a number of seconds (0 or more), got {gap!r}",
+                          "write e.g. --set blocks.max_gap=4, or null for one TR")
+    hp = config["cleaning"]["high_pass"]
+    if hp is not None and not _positive_number(hp):
+        raise ConfigError(f"cleaning.high_pass must be a frequency in Hz above 0, got {hp!r}",
+                          "write e.g. --set cleaning.high_pass=0.008, or null for none")
     delay = config["delay"]
     if delay != "auto" and not (isinstance(delay, (int, float)) and not isinstance(delay, bool)
                                 and delay >= 0):
@@ -107,6 +124,12 @@ def check_config(config: dict) -> None:
     # the window is a number of volumes: a fraction would be truncated by the moving
     # average while the config recorded with the results kept the fraction, and 0 would
     # pass as "no smoothing" although 1 is the value that means it
+    cands = config["delay_candidates"]
+    if delay == "auto" and not (isinstance(cands, list) and cands and all(
+            isinstance(d, (int, float)) and not isinstance(d, bool) and np.isfinite(d)
+            and d >= 0 for d in cands)):
+        raise ConfigError(f"delay_candidates must be seconds (0 or more), at least one, got "
+                          f"{cands!r}", "write e.g. --set delay_candidates=0,2.5,5")
     window = config["window"]
     if window != "auto" and not _whole_number(window):
         raise ConfigError(f"window must be 'auto' or a whole number of volumes (1: no "
@@ -327,6 +350,12 @@ def run(config: dict, data=None, out=None, config_path=None) -> dict:
     check_config(config)
     ds = config["dataset"]
     root, runs, mask_path, needed = find_inputs(config, data)
+    hp = config["cleaning"]["high_pass"]
+    slowest = max(r.tr for r in runs)
+    if hp and hp >= 0.5 / slowest:  # at or above the Nyquist frequency: nothing would be left
+        raise DataError(f"cleaning.high_pass {hp:g} Hz is not below the Nyquist frequency of "
+                        f"the data ({0.5 / slowest:g} Hz at TR {slowest:g} s)",
+                        "write e.g. --set cleaning.high_pass=0.008 (Hz, about 1/128 s)")
     dataset_prov = ensure_local(root, needed)
     mask_img = load_mask(mask_path) if mask_path else None
     cl = config["cleaning"]

@@ -113,3 +113,59 @@ def test_an_unknown_subject_is_named_with_the_subjects_present(tmp_path, subject
     with pytest.raises(DataError, match=r"subject\(s\) 99 not in the dataset .* "
                                         r"\(subjects present: 1\)"):
         _category(tmp_path, dataset={"subjects": subjects})
+
+
+# ------------------------------------------------------------------ values that would mislead
+@pytest.mark.parametrize("overrides, named", [
+    ({"random_state": -1}, "random_state must be a whole number from 0 to 4294967295"),
+    ({"random_state": 2 ** 32}, "random_state must be a whole number"),
+    ({"n_permutations": 10 ** 12}, "n_permutations must be a whole number from 0 to 100,000"),
+    ({"blocks": {"max_gap": -1}}, "blocks.max_gap must be a number of seconds"),
+    ({"blocks": {"max_gap": float("nan")}}, "blocks.max_gap must be a number of seconds"),
+    ({"cleaning": {"high_pass": -1}}, "cleaning.high_pass must be a frequency in Hz above 0"),
+    ({"delay_candidates": []}, "delay_candidates must be seconds (0 or more), at least one"),
+    ({"betas": {"unit": "foo"}}, "betas.unit block or trial"),
+    ({"betas": {"hrf_model": "foo"}}, "betas.hrf_model 'foo' is not a nilearn HRF model"),
+])
+def test_values_that_would_fail_later_or_mislead_are_refused_first(overrides, named):
+    with pytest.raises(ConfigError, match=named.replace("(", r"\(").replace(")", r"\)")):
+        check_config({"task": "category", **overrides})
+
+
+def test_a_biomarker_seed_is_checked_the_same_way():
+    with pytest.raises(ConfigError, match="random_state must be a whole number"):
+        check_config({"task": "biomarker", "random_state": -3})
+
+
+def test_a_high_pass_above_the_nyquist_frequency_is_named(sample_copy, tmp_path):
+    with pytest.raises(DataError, match=r"cleaning.high_pass 1e\+09 Hz is not below the Nyquist "
+                                        r"frequency of the data \(0.2 Hz at TR 2.5 s\)"):
+        _category(tmp_path, data=sample_copy, cleaning={"high_pass": 1e9})
+
+
+@pytest.mark.parametrize("damage, named", [
+    ("header only", "run-04_events.tsv: no events (only a header, or no trial_type)"),
+    ("negative duration", "run-04_events.tsv: negative duration on line 2"),
+])
+def test_events_that_would_silently_change_the_samples_are_refused(sample_copy, tmp_path,
+                                                                   damage, named):
+    events = next(sample_copy.rglob("*run-04_events.tsv"))
+    lines = events.read_text().splitlines()
+    if damage == "header only":
+        events.write_text(lines[0] + "\n")
+    else:
+        cols = lines[0].split("\t")
+        row = lines[1].split("\t")
+        row[cols.index("duration")] = "-0.5"
+        events.write_text("\n".join([lines[0], "\t".join(row), *lines[2:]]) + "\n")
+    with pytest.raises(DataError, match=named.replace("(", r"\(").replace(")", r"\)")):
+        _category(tmp_path, data=sample_copy)
+
+
+def test_a_run_constant_over_time_is_refused_like_a_run_of_nan(sample_copy, tmp_path):
+    img = nib.load(sample_copy / RUN3)
+    nib.save(nib.Nifti1Image(np.ones(img.shape, dtype=np.float32), img.affine),
+             sample_copy / RUN3)
+    with pytest.raises(DataError, match="run-03_bold.nii.gz: every voxel in the mask is "
+                                        "constant over time"):
+        _category(tmp_path, data=sample_copy)

@@ -207,8 +207,16 @@ def read_events(path, n_volumes: int | None = None, tr: float | None = None) -> 
         ev[col] = vals.astype(float)
     ev = ev.dropna(subset=["trial_type"]).copy()
     ev["trial_type"] = ev["trial_type"].astype(str)
+    if ev.empty:  # the run would be dropped without a word
+        raise DataError(f"{path}: no events (only a header, or no trial_type)",
+                        "add the run's events (onset, duration, trial_type), or move the run "
+                        "out of the dataset")
     if (ev["onset"] < 0).any():
         raise DataError(f"{path}: negative onset", "onsets are seconds from the first volume")
+    if (ev["duration"] < 0).any():
+        row = int(np.flatnonzero((ev["duration"] < 0).to_numpy())[0]) + 2
+        raise DataError(f"{path}: negative duration on line {row}",
+                        "write durations in seconds (0 for an instantaneous event)")
     if n_volumes is not None and tr is not None:
         end = n_volumes * tr
         late = ev[ev["onset"] >= end]

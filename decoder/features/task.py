@@ -114,6 +114,10 @@ def _load_run(job):
     n_vol = img.shape[3]
     check_finite_in_mask(np.asanyarray(img.dataobj), masker.mask_img_, r.bold)
     X = masker.transform(img).astype(np.float64)
+    if X.shape[0] > 1 and not np.ptp(X, axis=0).any():  # z-scored, it would decode as zeros
+        raise DataError(f"{r.bold}: every voxel in the mask is constant over time",
+                        "check the image (an empty placeholder, or a failed preprocessing "
+                        "step?) or leave the run out")
     conf = load_confounds(r, p["confounds"]) if p["confounds"] else None
     conf_arr, sample_mask = (conf if conf is not None else (None, None))
     if sample_mask is not None:
