@@ -116,6 +116,7 @@ def test_leave_site_out_folds_are_the_sites(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "repeats.tsv").write_text("subject\tfold_r0\n")       # from an earlier repeated run
+    (out / "metrics.json").write_text(json.dumps({"files": ["repeats.tsv"]}))
     assert main(["run", str(CONFIG), "--data", str(root), "--out", str(out),
                  "--set", "save_model=false"]) == 0
     pred = pd.read_csv(out / "predictions.tsv", sep="\t")
@@ -322,7 +323,7 @@ def test_run_reports_the_connections_that_go_with_the_output(tmp_path):
     ("connectivity.shrinkage=1.5", "connectivity.shrinkage '1.5'"),
     ("harmonize.unseen_site=nearest", "harmonize.unseen_site 'nearest'"),
     ("n_splits=1", "n_splits '1'"),
-    ("n_permutations=-5", "n_permutations '-5'"),
+    ("n_permutations=-5", "n_permutations must be a whole number from 0"),
     ("compute.n_jobs=0", "compute.n_jobs '0'"),
 ])
 def test_a_wrong_choice_is_named_before_any_data_are_read(tmp_path, capsys, setting, named):
