@@ -31,6 +31,8 @@ import pandas as pd
 
 from decoder._utils import absolute_path, atomic_write_json, user_cache_dir
 from decoder.data.datalad import ensure_local
+from decoder.data.timeseries_io import (MAX_MISSING_REGIONS, MIN_TIMEPOINTS,  # noqa: F401
+                                         check_subject_series)
 from decoder.errors import ConfigError, DataError, check_choice
 from decoder.evaluation.confounds import confound_check
 from decoder.evaluation.compare import auc_interval
@@ -890,54 +892,6 @@ def load_model(path=None) -> dict:
         cv["per_subgroup"] = ((card or {}).get("evaluation") or {}).get("per_subgroup")
         bundle["cv"] = cv
     return bundle
-
-
-#: fewest time points a new subject's connectivity is estimated from (ABIDE's shortest
-#: scans have 78; below 20 a 111-region correlation matrix is mostly noise)
-MIN_TIMEPOINTS = 20
-#: fraction of regions without signal above which a subject is refused (at most 7 of
-#: 111, 6 %, in ABIDE's 871 training subjects)
-MAX_MISSING_REGIONS = 0.10
-
-
-def check_subject_series(ts, name="the time series", n_regions=None, trained_on=None) -> list:
-    """Refuse a time series no model should be asked about; return warnings for one that
-    is usable but unusual.
-
-    A region without signal (constant, or with no finite value) is treated as in
-    training — unconnected — and noted; more than :data:`MAX_MISSING_REGIONS` of them, a
-    time point with NaN/inf in a region that has signal, or fewer than
-    :data:`MIN_TIMEPOINTS` time points are one-line errors naming ``name``: a probability
-    computed from them would look as confident as any other.  ``trained_on`` names the
-    model's atlas in the fix for a series of another size (:func:`model_atlas`).
-    """
-    ts = np.asarray(ts, dtype=float)
-    if ts.ndim != 2:
-        raise DataError(f"{name}: expected a table of time points × regions, got shape "
-                        f"{ts.shape}", "pass one subject's region time series")
-    if n_regions is not None and ts.shape[1] != n_regions:
-        raise DataError(f"{name}: {ts.shape[1]} regions, the model expects {n_regions}",
-                        "extract the time series with the atlas the model was trained on"
-                        + (f" ({trained_on})" if trained_on else ""))
-    if ts.shape[0] < MIN_TIMEPOINTS:
-        raise DataError(f"{name}: {ts.shape[0]} time points, at least {MIN_TIMEPOINTS} are "
-                        "needed to estimate connectivity",
-                        "use the full resting-state time series")
-    from decoder.data.timeseries_io import regions_with_signal
-    finite = np.isfinite(ts)
-    signal = regions_with_signal(ts)
-    missing = int((~signal).sum())
-    if missing > MAX_MISSING_REGIONS * ts.shape[1]:
-        raise DataError(f"{name}: {missing} of {ts.shape[1]} regions have no signal "
-                        "(constant, or no finite value)",
-                        "check the extraction (atlas, mask, registration) of this scan")
-    bad_rows = int((~finite[:, signal]).any(axis=1).sum())
-    if bad_rows:
-        raise DataError(f"{name}: {bad_rows} of {ts.shape[0]} time points hold NaN or inf "
-                        "values", "remove those time points (censored frames) or "
-                        "interpolate them before predicting")
-    return ([f"{missing} of {ts.shape[1]} regions have no signal: treated as unconnected, "
-             "as in training"] if missing else [])
 
 
 def subject_notes(ts, bundle: dict, name="the time series") -> list:

@@ -301,8 +301,13 @@ def test_an_age_that_is_not_a_number_is_imputed_and_said(tmp_path, caplog):
     assert any("SITE1_0000103" in n for n in d.notes)
 
 
-@pytest.mark.parametrize("content, named", [("#10\t#11\n1\t2\n3\t4\n", "only 2 time points"),
-                                            ("#10\t#11\n" + "1\t2\n" * 20, "fewer than 2 regions")])
+@pytest.mark.parametrize("content, named", [
+    ("#10\t#11\n1\t2\n3\t4\n", "2 time points, at least 20 are needed"),
+    ("#10\t#11\n" + "1\t2\n" * 20, "fewer than 2 regions with signal"),
+    # a series a prediction refuses is none to train on either
+    ("#10\t#11\n" + "".join(f"{i}\t{i % 3}\n" for i in range(30)) + "inf\t1\n",
+     "1 of 31 time points hold NaN or inf values"),
+])
 def test_a_subject_file_without_usable_signal_is_named(tmp_path, content, named):
     root = make_layout(tmp_path, n_regions=2)
     bad = root / "Outputs" / "cpac" / "filt_noglobal" / "rois_ho" / "SITE1_0000102_rois_ho.1D"

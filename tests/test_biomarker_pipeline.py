@@ -597,7 +597,8 @@ def test_an_excluded_subjects_damaged_file_is_never_read(tmp_path, capsys):
             "--set", "save_model=false", "--set", "cv=stratified-kfold", "--set", "n_splits=2"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert "SITE0_0000001_rois_ho.1D: only 1 time points" in err and "dataset.exclude" in err
+    assert "SITE0_0000001_rois_ho.1D: 1 time points, at least 20" in err
+    assert "--set dataset.exclude=SITE0_0000001" in err
     assert main([*args, "--set", "dataset.exclude=SITE0_0000001"]) == 0
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert metrics["n_samples"] == 23

@@ -48,7 +48,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, DataError, missing_file
-from .timeseries_io import named_regions, read_timeseries, regions_with_signal
+from .timeseries_io import (check_subject_series, named_regions, read_timeseries,
+                            regions_with_signal)
 
 log = logging.getLogger(__name__)
 
@@ -426,13 +427,16 @@ def load_abide(root, pipeline: str = "cpac", strategy: str = "filt_noglobal",
     files, ids, rows = sel.files, sel.file_ids, sel.rows
     dx = pd.to_numeric(rows["DX_GROUP"], errors="coerce")
     series, regions, missing = [], None, []
-    for path in files:
+    for path, fid in zip(files, ids):
         ts, names = read_timeseries(path)
-        # named here: found later, in the connectivity step, the file would be unknown
-        if len(ts) < 3:
-            raise DataError(f"{path}: only {len(ts)} time points",
-                            "exclude the subject (--set dataset.exclude=...) or re-download "
-                            "the file")
+        # named here: found later, in the connectivity step, the file would be unknown; the
+        # rules are those a prediction applies (a series no model should be asked about is
+        # none to learn from either)
+        try:
+            check_subject_series(ts, str(path), max_missing=1.0)  # empty regions: kept
+        except DataError as err:
+            raise DataError(err.message, "exclude the subject (--set dataset.exclude="
+                            f"{fid}) or re-download the file") from None
         if regions is None:
             regions = names
         elif ts.shape[1] != len(regions):

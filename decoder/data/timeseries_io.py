@@ -19,7 +19,8 @@ import pandas as pd
 
 from ..errors import DataError, missing_file
 
-__all__ = ["read_timeseries", "regions_with_signal", "named_regions", "TIMESERIES_SUFFIXES"]
+__all__ = ["read_timeseries", "regions_with_signal", "named_regions", "check_subject_series",
+           "MIN_TIMEPOINTS", "MAX_MISSING_REGIONS", "TIMESERIES_SUFFIXES"]
 
 TIMESERIES_SUFFIXES = (".1d", ".tsv", ".csv", ".txt")
 
@@ -158,3 +159,53 @@ def read_timeseries(path) -> tuple[np.ndarray, list[str]]:
     if regions is None:
         regions = [str(i) for i in range(data.shape[1])]
     return data, regions
+
+
+#: fewest time points a new subject's connectivity is estimated from (ABIDE's shortest
+#: scans have 78; below 20 a 111-region correlation matrix is mostly noise)
+MIN_TIMEPOINTS = 20
+#: fraction of regions without signal above which a subject is refused (at most 7 of
+#: 111, 6 %, in ABIDE's 871 training subjects)
+MAX_MISSING_REGIONS = 0.10
+
+
+def check_subject_series(ts, name="the time series", n_regions=None, trained_on=None,
+                         max_missing=MAX_MISSING_REGIONS) -> list:
+    """Refuse a time series no model should be asked about; return warnings for one that
+    is usable but unusual.
+
+    A region without signal (constant, or with no finite value) is treated as in
+    training — unconnected — and noted; more than :data:`MAX_MISSING_REGIONS` of them, a
+    time point with NaN/inf in a region that has signal, or fewer than
+    :data:`MIN_TIMEPOINTS` time points are one-line errors naming ``name``: a probability
+    computed from them would look as confident as any other.  ``trained_on`` names the
+    model's atlas in the fix for a series of another size
+    (:func:`pipelines.biomarker.model_atlas`); ``max_missing``: the fraction of regions
+    without signal above which it is refused (a training set keeps them, as missing).
+    """
+    ts = np.asarray(ts, dtype=float)
+    if ts.ndim != 2:
+        raise DataError(f"{name}: expected a table of time points × regions, got shape "
+                        f"{ts.shape}", "pass one subject's region time series")
+    if n_regions is not None and ts.shape[1] != n_regions:
+        raise DataError(f"{name}: {ts.shape[1]} regions, the model expects {n_regions}",
+                        "extract the time series with the atlas the model was trained on"
+                        + (f" ({trained_on})" if trained_on else ""))
+    if ts.shape[0] < MIN_TIMEPOINTS:
+        raise DataError(f"{name}: {ts.shape[0]} time points, at least {MIN_TIMEPOINTS} are "
+                        "needed to estimate connectivity",
+                        "use the full resting-state time series")
+    finite = np.isfinite(ts)
+    signal = regions_with_signal(ts)
+    missing = int((~signal).sum())
+    if missing > max_missing * ts.shape[1]:
+        raise DataError(f"{name}: {missing} of {ts.shape[1]} regions have no signal "
+                        "(constant, or no finite value)",
+                        "check the extraction (atlas, mask, registration) of this scan")
+    bad_rows = int((~finite[:, signal]).any(axis=1).sum())
+    if bad_rows:
+        raise DataError(f"{name}: {bad_rows} of {ts.shape[0]} time points hold NaN or inf "
+                        "values", "remove those time points (censored frames) or "
+                        "interpolate them before predicting")
+    return ([f"{missing} of {ts.shape[1]} regions have no signal: treated as unconnected, "
+             "as in training"] if missing else [])
