@@ -27,6 +27,7 @@ import copy
 import itertools
 import logging
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,12 @@ def parse_vary(items) -> list[tuple[str, list]]:
                 raise ConfigError(f"--vary {item!r}: not a list of values",
                                   f"write e.g. --vary '{key}=[[a], [a, b]]'")
         else:
-            values = [_coerce_scalar(v.strip()) for v in raw.split(",") if v.strip()]
+            parts = [v.strip() for v in raw.split(",")]
+            if any(not v for v in parts) and any(parts):  # 'a,,b' or 'a,': a value lost
+                raise ConfigError(f"--vary {item!r} has an empty value",
+                                  "separate the values by single commas, e.g. "
+                                  f"--vary {key}=a,b (null for an empty setting)")
+            values = [_coerce_scalar(v) for v in parts if v]
         if not values:
             raise ConfigError(f"--vary {item!r} has no values",
                               "write e.g. --vary harmonize.method=combat,none")
@@ -209,6 +215,11 @@ def sweep(raw: dict, vary, data=None, out=None, n_jobs=None, resume=False,
         except ConfigError as err:
             raise ConfigError(f"variant {_shown(s)}: {err.message}", err.fix) from None
         configs.append((cfg, resolved))
+    for s, (_, resolved) in zip(settings, configs):  # e.g. no --data for a biomarker
+        try:
+            _root_for(resolved, data)
+        except ConfigError as err:
+            raise ConfigError(f"variant {_shown(s)}: {err.message}", err.fix) from None
     if len({_config_key(r) for _, r in configs}) < len(configs):
         raise ConfigError("two variants resolve to the same config (a value equal to the "
                           "default written two ways?)", "give each --vary value once")
@@ -420,7 +431,11 @@ def sweep_cli(args) -> int:
         print(line)
     print(f"note: {res['note']}")
     print(f"sweep written to {out}/sweep.tsv")
-    return 1 if (table["status"] == "failed").any() else 0
+    failed = int((table["status"] == "failed").sum())
+    if failed:  # the reasons are in the table above; the exit status alone is easy to miss
+        print(f"decoder: error: {failed} of {len(table)} variants failed (listed above, and in "
+              f"{out}/sweep.tsv)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 __all__ = ["folder_name", "holm", "parse_vary", "sweep", "sweep_cli", "variants"]

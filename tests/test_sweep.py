@@ -36,6 +36,8 @@ def test_vary_values_are_parsed_like_set_values():
     (["model=lda,lda"], "given twice"),
     (["window=[1, 2"], "not a list"),
     (["model=,"], "no values"),
+    (["delay=0,,2.5"], "has an empty value"),
+    (["delay=0,"], "has an empty value"),
     (["compute.n_jobs=1,2"], "use -J"),
     ([], "nothing to vary"),
 ])
@@ -231,3 +233,19 @@ def test_a_dry_run_plans_every_variant_and_writes_nothing(sample_copy, tmp_path,
         "cv leave-one-run-out, n_permutations 0, searchlight off" in lines
     assert f"      output: {out2}/02_model-lda" in lines
     assert lines[-1] == "dry run: nothing was got, run or written" and not out2.exists()
+
+
+def test_a_biomarker_sweep_without_a_data_root_stops_before_any_run(tmp_path):
+    with pytest.raises(ConfigError, match="variant model=ridge: no data root"):
+        sweep({"task": "biomarker"}, parse_vary(["model=ridge,logistic"]), out=tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+
+
+def test_failed_variants_are_also_said_on_stderr(tmp_path, capsys):
+    from decoder.cli import main
+    rc = main(["sweep", "configs/haxby.yaml", "--out", str(tmp_path / "s"),
+               "--set", "delay=0", "--set", "window=3",
+               "--vary", "classes=[[face, house], [face, nosuch]]"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and err == (f"decoder: error: 1 of 2 variants failed (listed above, and in "
+                               f"{tmp_path / 's'}/sweep.tsv)")
