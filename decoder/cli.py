@@ -18,13 +18,13 @@ log = logging.getLogger("decoder")
 
 
 def _cmd_run(args) -> int:
-    from .config import apply_overrides, load_yaml
+    from .config import apply_overrides, load_config
     from pipelines import run_config
 
     sets = list(args.set)
     if getattr(args, "scheduler", None):
         sets.append(f"compute.scheduler={args.scheduler}")
-    raw = apply_overrides(load_yaml(args.config), sets)
+    raw = apply_overrides(load_config(args.config), sets)
     out = Path(args.out) if args.out else Path("results") / Path(args.config).stem
     if getattr(args, "dry_run", False):
         from pipelines.plan import format_plan, plan
@@ -81,9 +81,12 @@ def _cmd_run(args) -> int:
 def _cmd_report(args) -> int:
     from .report import write_report
     from .results import check_writable
-    if Path(args.run_dir).is_dir():  # (a missing folder is named by write_report)
-        check_writable(args.run_dir)
-    path = write_report(Path(args.run_dir))
+    run_dir = Path(args.run_dir)
+    if run_dir.name == "metrics.json" and run_dir.is_file():  # the run's record: its folder
+        run_dir = run_dir.parent
+    if run_dir.is_dir():  # (a missing folder is named by write_report)
+        check_writable(run_dir)
+    path = write_report(run_dir)
     print(f"report written to {path}")
     return 0
 

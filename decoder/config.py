@@ -121,6 +121,17 @@ def load_yaml(path) -> dict:
     return data
 
 
+def load_config(path) -> dict:
+    """A run's config file (:func:`load_yaml`), which must name its ``task``: a file
+    without one is named here, with its path (later only the key would be)."""
+    data = load_yaml(path)
+    if "task" not in data:
+        raise ConfigError(f"{path}: no 'task' key" + ("" if data else " (the file is empty)"),
+                          "add e.g. 'task: category' or 'task: biomarker', or start from a "
+                          "config in configs/")
+    return data
+
+
 def _coerce_scalar(text: str):
     """Parse the value of ``--set key=value`` like a config file's value (numbers, bools,
     null, lists; dates stay strings)."""

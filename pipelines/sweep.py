@@ -385,13 +385,13 @@ def sweep_table(rows, keys) -> pd.DataFrame:
 
 def sweep_cli(args) -> int:
     """``decoder sweep``: run the variants, print the table; exit 1 when one failed."""
-    from decoder.config import apply_overrides, load_yaml
+    from decoder.config import apply_overrides, load_config
     vary = parse_vary(args.vary)
     both = sorted({item.partition("=")[0].strip() for item in args.set} & {k for k, _ in vary})
     if both:
         raise ConfigError(f"{both[0]} is given both with --set and with --vary",
                           "give its values with --vary only")
-    raw = apply_overrides(load_yaml(args.config), args.set)
+    raw = apply_overrides(load_config(args.config), args.set)
     out = Path(args.out) if args.out else Path("results") / f"{Path(args.config).stem}-sweep"
     if args.jobs is not None:
         check_jobs_option(args.jobs)

@@ -2,7 +2,8 @@
 
 import pytest
 
-from decoder.config import apply_overrides, load_yaml, merge_with_defaults, parse_override
+from decoder.config import (apply_overrides, load_config, load_yaml, merge_with_defaults,
+                            parse_override)
 from decoder.errors import ConfigError
 from pipelines import resolve_config
 
@@ -56,3 +57,24 @@ def test_exponent_notation_is_a_number_in_set_values_and_config_files(tmp_path):
 def test_sub_keys_under_a_plain_value_are_one_line():
     with pytest.raises(ConfigError, match=r"config key 'model' takes a value, not sub-keys \(x\)"):
         resolve_config(apply_overrides({"task": "category"}, ["model.x=1"]))
+
+
+@pytest.mark.parametrize("text, named", [("", "no 'task' key (the file is empty)"),
+                                         ("# only a comment\n", "no 'task' key (the file is empty)"),
+                                         ("name: x\n", "no 'task' key — fix:")])
+def test_a_config_without_a_task_is_named_with_its_file(tmp_path, text, named):
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: ") and named in str(err.value)
+
+
+def test_decoder_report_takes_the_path_of_metrics_json_itself(tmp_path, capsys):
+    from decoder.cli import main
+    out = tmp_path / "run"
+    assert main(["run", "configs/haxby.yaml", "--out", str(out), "--set", "delay=0",
+                 "--set", "window=3", "--set", "classes=face,house"]) == 0
+    (out / "report.html").unlink()
+    assert main(["report", str(out / "metrics.json")]) == 0
+    assert (out / "report.html").is_file()
