@@ -330,3 +330,23 @@ def test_biomarker_pipeline_gets_dropped_abide_files_and_records_the_dataset(buc
     assert info["dataset_id"] == dataset_id.strip()
     assert info["commit"] == git("rev-parse", "HEAD", cwd=to).strip()
     assert git("status", "--porcelain", cwd=to) == ""
+
+
+def test_fetch_finds_the_git_annex_of_its_environment_when_it_is_not_activated(tmp_path):
+    import subprocess
+    import sys
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}  # the environment's bin folder left out
+    res = subprocess.run([sys.executable, "-m", "decoder.cli", "fetch", "haxby-sample",
+                          "--to", str(tmp_path / "sample")], capture_output=True, text=True,
+                         cwd=REPO, env=env, check=False)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "sample" / "sub-1").is_dir()
+
+
+def test_without_git_annex_anywhere_nothing_is_created(tmp_path, monkeypatch):
+    from decoder.data import datalad as dl
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(dl.sys, "executable", str(tmp_path / "empty" / "python"))
+    with pytest.raises(DataError, match="git-annex is not installed"):
+        fetch("haxby-sample", to=tmp_path / "sample", echo=lambda m: None)
+    assert not (tmp_path / "sample").exists()

@@ -241,8 +241,22 @@ def _import_datalad():
         import datalad.api as dl
     except ImportError:
         raise DataError("the data root is a DataLad dataset but DataLad is not installed",
-                        "pip install 'decoder[datalad]' (DataLad and git-annex)") from None
+                        "pip install -e '.[datalad]' (DataLad and git-annex)") from None
+    _find_git_annex()
     return dl
+
+
+def _find_git_annex() -> None:
+    """Make the git-annex installed beside this interpreter (PyPI's ``git-annex``, in a
+    virtual environment that is not activated) visible to DataLad, or stop in one line
+    before anything is created: without it a clone is left half made."""
+    here = str(Path(sys.executable).parent)
+    if shutil.which("git-annex") is None and shutil.which("git-annex", path=here):
+        os.environ["PATH"] = here + os.pathsep + os.environ.get("PATH", "")
+    if shutil.which("git-annex") is None:
+        raise DataError("git-annex is not installed (DataLad needs it to get files)",
+                        "pip install git-annex in this environment, or install it with your "
+                        "package manager")
 
 
 def _short_reason(text: str | None) -> str:
