@@ -80,10 +80,22 @@ def read_participants(path, files=None) -> pd.DataFrame:
     table = pd.DataFrame(out)
     table = table[table["subject"].notna() & (table["subject"] != "")]
     table = table.set_index("subject")  # repeated ids are an error once a file needs them
-    for name in ("age", "mean_fd"):
+    for name, unit, low, high in (("age", "years", 0, 120), ("mean_fd", "mm", 0, np.inf)):
         if name in table:
-            values = pd.to_numeric(table[name], errors="coerce")
-            table[name] = values.where(values != _ABIDE_MISSING)
+            number = pd.to_numeric(table[name], errors="coerce")
+            values = number.where(number != _ABIDE_MISSING)
+            # what --age and --mean-fd refuse is refused here too, naming the subject: read
+            # as missing (or used), it would change the prediction without a word
+            given = table[name].notna() & (table[name] != "") & (number != _ABIDE_MISSING)
+            inside = values.between(low, high, inclusive="neither" if name == "age" else "left")
+            bad = given & ~inside
+            if bad.any():
+                sid = bad.idxmax()
+                raise DataError(f"{path}: {name} of '{sid}' is '{table[name][sid]}'",
+                                f"write a number of {unit}"
+                                + (" above 0 and under 120" if name == "age" else " (0 or more)")
+                                + f", or leave it empty (or {_ABIDE_MISSING})")
+            table[name] = values
     if "sex" in table:
         codes = []
         for value in table["sex"]:

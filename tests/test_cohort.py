@@ -262,3 +262,20 @@ def test_an_age_outside_the_training_ages_is_noted(trained):
     notes = biomarker.predict_subject(ts, bundle, age=3)["warnings"]
     assert notes == ["age 3 is outside the ages of the model's training subjects (10–21 "
                      "years): the model has not learned from subjects of this age"]
+
+
+@pytest.mark.parametrize("row, named", [
+    ("s01\t-5\t0.1", "age of 's01' is '-5'"),
+    ("s01\ttwelve\t0.1", "age of 's01' is 'twelve'"),
+    ("s01\t12\tabc", "mean_fd of 's01' is 'abc'"),
+    ("s01\t12\t-0.2", "mean_fd of 's01' is '-0.2'"),
+])
+def test_participant_values_are_checked_like_the_single_subject_options(tmp_path, row, named):
+    from pipelines.cohort import read_participants
+    table = tmp_path / "participants.tsv"
+    table.write_text("subject\tage\tmean_fd\n" + row + "\n")
+    with pytest.raises(DataError, match=named):
+        read_participants(table)
+    table.write_text("subject\tage\tmean_fd\ns01\t-9999\t\ns02\t12.5\t0.1\n")  # ABIDE's code
+    values = read_participants(table)
+    assert pd.isna(values.loc["s01", "age"]) and values.loc["s02", "age"] == 12.5
