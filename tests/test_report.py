@@ -343,3 +343,22 @@ def test_the_interval_with_sites_resampled_follows_the_subject_interval():
             "ROC AUC 95% CI 0.720–0.800") in card_markdown(card)
     assert "sites resampled" not in card_markdown(
         {**card, "evaluation": {**card["evaluation"], "site_bootstrap": None}})
+
+
+@pytest.mark.parametrize("key, value, named", [
+    ("accuracy", "high", "'accuracy' is not a number (str)"),
+    ("provenance", "x", "'provenance' is not an object"),
+    ("provenance", {"inputs": "abc"}, "'provenance' is not an object"),
+    ("fold_scores", "x", "'fold_scores' is not a list of numbers"),
+    ("confusion_matrix", [[1, "a"]], "'confusion_matrix' is not a table of counts"),
+])
+def test_a_damaged_metrics_json_is_named_with_its_key(tmp_path, key, value, named):
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(category_run(), run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics[key] = value
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(DataError) as err:
+        load_run(run)
+    assert named in str(err.value) and str(run / "metrics.json") in str(err.value)

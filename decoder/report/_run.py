@@ -75,6 +75,40 @@ def _read_image(path: Path, what: str):
                         f"rerun 'decoder run' to rewrite {what}") from None
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+#: the keys reports and comparisons read, with the shape each must have (None allowed)
+_SHAPES = {
+    "accuracy": (_number, "a number"), "balanced_accuracy": (_number, "a number"),
+    "roc_auc": (_number, "a number"), "chance": (_number, "a number"),
+    "permutation_p": (_number, "a number"),
+    "fold_scores": (lambda v: isinstance(v, list) and all(x is None or _number(x) for x in v),
+                    "a list of numbers"),
+    "confusion_matrix": (lambda v: isinstance(v, list) and all(
+        isinstance(r, list) and all(_number(x) for x in r) for r in v), "a table of counts"),
+    "classes": (lambda v: isinstance(v, list), "a list"),
+    "provenance": (lambda v: isinstance(v, dict) and all(
+        isinstance(v.get(k), t) or v.get(k) is None
+        for k, t in (("config", dict), ("inputs", list), ("dataset", dict))),
+                   "an object (config, inputs, dataset)"),
+    "per_site": (lambda v: isinstance(v, dict), "an object"),
+    "per_subgroup": (lambda v: isinstance(v, dict), "an object"),
+    "searchlight": (lambda v: isinstance(v, dict), "an object"),
+}
+
+
+def _check_metrics(metrics: dict, mfile: Path) -> None:
+    """A ``metrics.json`` edited or damaged by hand is named with its key, not met later as
+    a Python error in a figure or a test."""
+    for key, (ok, what) in _SHAPES.items():
+        value = metrics.get(key)
+        if value is not None and not ok(value):
+            raise DataError(f"{mfile}: '{key}' is not {what} ({type(value).__name__})",
+                            "rerun 'decoder run' to rewrite the run directory")
+
+
 def load_run(run_dir) -> RunData:
     """Load a run directory; a missing or broken ``metrics.json`` is a one-line error.
 
@@ -105,6 +139,7 @@ def load_run(run_dir) -> RunData:
                         "rerun 'decoder run' to rewrite the run directory") from None
     if not isinstance(metrics, dict):
         raise DataError(f"{mfile}: not a metrics object", "rerun 'decoder run'")
+    _check_metrics(metrics, mfile)
     run = RunData(path=path, metrics=metrics)
     npz = path / "arrays.npz"
     if npz.is_file():
