@@ -695,7 +695,7 @@ def find_run_dirs(root="results") -> list[Path]:
                   reverse=True)
 
 
-def run_embedded_haxby(out_dir, n_permutations: int = 0) -> Path:
+def run_embedded_haxby(out_dir, n_permutations: int = 100) -> Path:
     """Run ``configs/haxby.yaml`` on the embedded Haxby sample into ``out_dir``: the run
     ``decoder run configs/haxby.yaml`` makes (delay and window chosen inside each
     training fold), with ``n_permutations``."""
