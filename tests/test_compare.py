@@ -262,7 +262,8 @@ def test_category_runs_use_the_folds_as_units(tmp_path):
     assert res["n_paired"] == m3["n_samples"]
     # other classes decode other samples: not comparable
     run_config({**common, "classes": ["face", "cat"], "window": 3}, out=tmp_path / "fc")
-    with pytest.raises(DataError, match="different samples or folds"):
+    with pytest.raises(DataError, match=r"different samples or folds \(classes face,house → "
+                                        r"face,cat\)"):
         compare_runs(tmp_path / "w3", tmp_path / "fc")
 
 

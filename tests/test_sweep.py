@@ -177,7 +177,8 @@ def test_variants_that_cannot_be_paired_say_why(tmp_path):
     res = sweep(FAST, parse_vary(["samples=volumes,blocks"]), out=tmp_path / "sweep")
     assert res["variants"][1]["comparison"] is None
     assert res["variants"][1]["comparison_note"] == \
-        "not compared with variant 1: they decoded different samples or folds"
+        "not compared with variant 1: they decoded different samples or folds (samples " \
+        "volumes → blocks)"
 
 
 def test_cli_prints_the_table_fails_when_a_variant_failed_and_resumes(tmp_path):

@@ -358,6 +358,13 @@ def _check_options(n_permutations, random_state, out):
         check_writable(out, folder=False)
 
 
+def _shown(value) -> str:
+    """A config value as a sentence shows it (lists joined by commas)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
 def compare_runs(run_a, run_b, n_permutations=10000, random_state=0, out=None) -> dict:
     """Paired comparison of two runs (B against A) on their common samples.
 
@@ -411,7 +418,15 @@ def compare_runs(run_a, run_b, n_permutations=10000, random_state=0, out=None) -
         (ma.get("provenance") or {}).get("config"), (mb.get("provenance") or {}).get("config"))
     biomarker = task == "biomarker"
     label = "diagnosis" if biomarker else "true"
-    other_samples = DataError(f"{run_a} and {run_b} decoded different samples or folds",
+    # the settings that make the samples differ, where the configs say so
+    sample_keys = ("classes", "samples", "cv", "dataset.", "blocks.", "betas.", "delay",
+                   "n_splits", "random_state")
+    why = [d for d in res["config_differences"]
+           if any(d["key"] == k or (k.endswith(".") and d["key"].startswith(k))
+                  for k in sample_keys)]
+    shown = "; ".join(f"{d['key']} {_shown(d['a'])} → {_shown(d['b'])}" for d in why[:3])
+    other_samples = DataError(f"{run_a} and {run_b} decoded different samples or folds"
+                              + (f" ({shown})" if shown else ""),
                               "compare runs with the same data, classes, samples and cv")
     if biomarker:  # pair subjects by ID
         n_a, n_b = len(pa), len(pb)
