@@ -1098,8 +1098,14 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None,
                      "subjects of this age")
     sites = None if site is None else np.asarray([str(site)])
     covariates = None
+    if getattr(est, "harmonize", "none") != "combat" and site is not None:
+        notes.append("this model does not harmonise sites: the site given is recorded, "
+                     "not used")
     if getattr(est, "harmonize", "none") == "combat":
         known = training_sites(est)
+        if site is None:
+            notes.append("no site given: the scan gets no site adjustment (ComBat), as for "
+                         "a site the model never saw")
         if site is not None:
             check_site_name(site, known)
             if str(site) not in known:
@@ -1118,8 +1124,14 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None,
     if given:
         covariates = (pd.DataFrame(index=[0]) if covariates is None else covariates).assign(
             **given)
-    p = float(est.predict_proba([time_series], sites=sites, covariates=covariates)
-              [0, _positive_column(est)])
+    harmonize_log = logging.getLogger("decoder.features.harmonize")
+    level = harmonize_log.level
+    harmonize_log.setLevel(logging.ERROR)  # one subject of a new site: said in the notes
+    try:
+        p = float(est.predict_proba([time_series], sites=sites, covariates=covariates)
+                  [0, _positive_column(est)])
+    finally:
+        harmonize_log.setLevel(level)
     result = {"probability": p, "predicted": POSITIVE if p > 0.5 else "control",
               "positive_class": POSITIVE,
               # what the prediction was given about the subject (None: not given)

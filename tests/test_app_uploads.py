@@ -138,11 +138,12 @@ def test_regions_without_signal_are_noted_on_the_page_and_in_the_report(private_
     data = "\n".join("\t".join(r) for r in rows).encode()
     res = helpers.analyse_upload(data, "s.1D", *model)
     note = "1 of 111 regions have no signal: treated as unconnected, as in training"
-    assert res.notes == [note]
+    assert note in res.notes
     assert note in render_subject_report(res, model[1])
     clean = helpers.analyse_upload((EXAMPLES / "USM_0050433_rois_ho.1D").read_bytes(),
                                    "c.1D", *model)
-    assert clean.notes == []
+    # (this toy model harmonises sites: a scan without a site is said to get no adjustment)
+    assert not [n for n in clean.notes if "regions have no signal" in n]
 
 
 def _bold_and_atlas(n_vols=40):

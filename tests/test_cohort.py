@@ -258,10 +258,23 @@ def test_an_age_outside_the_training_ages_is_noted(trained):
     bundle = biomarker.load_model(trained["model"])
     assert bundle["ages"] == [10.0, 21.0]         # sites 0-2 of the toy layout
     ts = biomarker.read_subject_input(trained["new"][0])
-    assert not biomarker.predict_subject(ts, bundle, age=15)["warnings"]
+    assert not [w for w in biomarker.predict_subject(ts, bundle, age=15)["warnings"]
+                if w.startswith("age")]
     notes = biomarker.predict_subject(ts, bundle, age=3)["warnings"]
-    assert notes == ["age 3 is outside the ages of the model's training subjects (10–21 "
-                     "years): the model has not learned from subjects of this age"]
+    assert ("age 3 is outside the ages of the model's training subjects (10–21 years): the "
+            "model has not learned from subjects of this age") in notes
+
+
+def test_a_combat_model_says_when_a_subject_gets_no_site_adjustment(trained, caplog):
+    bundle = biomarker.load_model(trained["model"])
+    ts = biomarker.read_subject_input(trained["new"][0])
+    notes = biomarker.predict_subject(ts, bundle)["warnings"]
+    assert any(n.startswith("no site given: the scan gets no site adjustment") for n in notes)
+    caplog.clear()
+    notes = biomarker.predict_subject(ts, bundle, site="ELSEWHERE", age=12)["warnings"]
+    assert notes == ["site 'ELSEWHERE' is not one of the model's 3 training sites: no site "
+                     "adjustment"]
+    assert "ComBat" not in caplog.text  # said once, in the notes
 
 
 @pytest.mark.parametrize("row, named", [
