@@ -79,6 +79,21 @@ def clone(url: str, dest: Path) -> Path:
     return dest
 
 
+def published_clone(tmp_path: Path, make, message: str = "toy data"):
+    """A dataset whose files ``make(folder)`` writes, saved (everything annexed), pushed to
+    a RIA store and cloned without content: ``(clone, origin, dataset id)``."""
+    import datalad.api as dl
+    src = tmp_path / "origin"
+    ds = dl.create(path=str(src), result_renderer="disabled")
+    make(src)
+    dl.save(dataset=str(src), message=message, result_renderer="disabled")
+    store = tmp_path / "store"
+    dl.create_sibling_ria(url=f"ria+file://{store}", name="ria", dataset=str(src),
+                          new_store_ok=True, result_renderer="disabled")
+    dl.push(dataset=str(src), to="ria", result_renderer="disabled")
+    return clone(f"ria+file://{store}#{ds.id}", tmp_path / "clone"), src, ds.id
+
+
 # ---------------------------------------------------------------------------
 # plain folders: a no-op
 # ---------------------------------------------------------------------------
@@ -242,23 +257,15 @@ def test_biomarker_run_on_a_clone_of_images_gets_every_file_it_reads(tmp_path):
     """fMRIPrep-style images in a DataLad dataset (everything annexed): a run on a fresh
     clone gets the images, their confounds and the participants table, and records the
     dataset's id and commit."""
-    import datalad.api as dl
     from test_biomarker_fmriprep import _run, make_fmriprep
-    src = tmp_path / "origin"
-    ds = dl.create(path=str(src), result_renderer="disabled")
     make_fmriprep(tmp_path / "made", n_per_site=4)
-    shutil.copytree(tmp_path / "made", src, dirs_exist_ok=True)
-    dl.save(dataset=str(src), message="toy derivatives", result_renderer="disabled")
-    store = tmp_path / "store"
-    dl.create_sibling_ria(url=f"ria+file://{store}", name="ria", dataset=str(src),
-                          new_store_ok=True, result_renderer="disabled")
-    dl.push(dataset=str(src), to="ria", result_renderer="disabled")
-    clone_ = clone(f"ria+file://{store}#{ds.id}", tmp_path / "clone")
+    clone_, src, ds_id = published_clone(
+        tmp_path, lambda d: shutil.copytree(tmp_path / "made", d, dirs_exist_ok=True))
     assert not (clone_ / "participants.tsv").exists()  # annexed, not fetched yet
     out = tmp_path / "run"
     assert _run(clone_, out, "--set", "save_model=false", "--set", "n_splits=2") == 0
     prov = json.loads((out / "metrics.json").read_text())["provenance"]
-    assert prov["dataset"]["dataset_id"] == ds.id
+    assert prov["dataset"]["dataset_id"] == ds_id
     assert prov["dataset"]["commit"] == git("rev-parse", "HEAD", cwd=src).strip()
     keys = prov["dataset"]["files"]
     confounds = [k for k in keys if k.endswith("_desc-confounds_timeseries.tsv")]
@@ -270,17 +277,8 @@ def test_biomarker_run_on_a_clone_of_images_gets_every_file_it_reads(tmp_path):
 def test_abide_run_on_a_clone_gets_only_the_chosen_subjects_files(tmp_path):
     """An ABIDE dataset (everything annexed): a run of two sites out of three gets the
     phenotypic table and those sites' files, and leaves the third site's unfetched."""
-    import datalad.api as dl
     from test_abide_reader import make_layout
-    src = tmp_path / "origin"
-    ds = dl.create(path=str(src), result_renderer="disabled")
-    make_layout(src, n_sites=3, per_site=8)
-    dl.save(dataset=str(src), message="toy ABIDE", result_renderer="disabled")
-    store = tmp_path / "store"
-    dl.create_sibling_ria(url=f"ria+file://{store}", name="ria", dataset=str(src),
-                          new_store_ok=True, result_renderer="disabled")
-    dl.push(dataset=str(src), to="ria", result_renderer="disabled")
-    clone_ = clone(f"ria+file://{store}#{ds.id}", tmp_path / "clone")
+    clone_, _, _ = published_clone(tmp_path, lambda d: make_layout(d, n_sites=3, per_site=8))
     out = tmp_path / "run"
     res = decoder_cli("run", "configs/abide.yaml", "--data", str(clone_), "--out", str(out),
                       "--set", "dataset.sites=SITE0,SITE2", "--set", "save_model=false",

@@ -143,16 +143,8 @@ def test_on_a_fresh_clone_of_openneuro_ds000105_it_counts_what_would_be_got(tmp_
 def test_an_abide_clone_without_its_table_is_planned_as_a_run_would_start(tmp_path, capsys):
     _datalad()
     import datalad.api as dl
-    from test_datalad import clone
-    src = tmp_path / "origin"
-    ds = dl.create(path=str(src), result_renderer="disabled")
-    make_layout(src, n_sites=2, per_site=4)
-    dl.save(dataset=str(src), message="toy ABIDE", result_renderer="disabled")
-    store = tmp_path / "store"
-    dl.create_sibling_ria(url=f"ria+file://{store}", name="ria", dataset=str(src),
-                          new_store_ok=True, result_renderer="disabled")
-    dl.push(dataset=str(src), to="ria", result_renderer="disabled")
-    clone_ = clone(f"ria+file://{store}#{ds.id}", tmp_path / "clone")
+    from test_datalad import published_clone
+    clone_, _, _ = published_clone(tmp_path, lambda d: make_layout(d, n_sites=2, per_site=4))
     rc, text, _ = _dry(capsys, ABIDE, "--data", clone_)
     assert rc == 0 and "inputs: 9 files, 0 here (0 B), 9 to get (" in text
     assert "subjects: chosen from the table above, which is not here yet" in text
