@@ -307,6 +307,16 @@ def _searchlight(sl, data_, sets, res, unit_codes, unit_run, n_classes, score_un
     return summary
 
 
+def check_high_pass(config: dict, trs) -> None:
+    """A high-pass cut-off at or above the data's Nyquist frequency would leave nothing."""
+    hp = config["cleaning"]["high_pass"]
+    trs = [t for t in trs if np.isfinite(t)]
+    if hp and trs and hp >= 0.5 / max(trs):
+        raise DataError(f"cleaning.high_pass {hp:g} Hz is not below the Nyquist frequency of "
+                        f"the data ({0.5 / max(trs):g} Hz at TR {max(trs):g} s)",
+                        "write e.g. --set cleaning.high_pass=0.008 (Hz, about 1/128 s)")
+
+
 def find_inputs(config: dict, data=None, fetch: bool = True):
     """The files a run reads: ``(root, runs, mask_path, needed)``, nothing loaded.
 
@@ -350,12 +360,7 @@ def run(config: dict, data=None, out=None, config_path=None) -> dict:
     check_config(config)
     ds = config["dataset"]
     root, runs, mask_path, needed = find_inputs(config, data)
-    hp = config["cleaning"]["high_pass"]
-    slowest = max(r.tr for r in runs)
-    if hp and hp >= 0.5 / slowest:  # at or above the Nyquist frequency: nothing would be left
-        raise DataError(f"cleaning.high_pass {hp:g} Hz is not below the Nyquist frequency of "
-                        f"the data ({0.5 / slowest:g} Hz at TR {slowest:g} s)",
-                        "write e.g. --set cleaning.high_pass=0.008 (Hz, about 1/128 s)")
+    check_high_pass(config, [r.tr for r in runs])
     dataset_prov = ensure_local(root, needed)
     mask_img = load_mask(mask_path) if mask_path else None
     cl = config["cleaning"]

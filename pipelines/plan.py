@@ -50,6 +50,8 @@ def _category_design(config, root, runs) -> dict:
             except DataError:
                 if r.bold.exists():
                     raise
+    from pipelines.category import check_high_pass
+    check_high_pass(config, trs)
     events = [r.events for r in runs if r.events is not None]
     design = {"subjects": sorted({r.subject for r in runs}), "n_runs": len(runs),
               "tr_s": sorted(set(trs)) or None, "classes": None, "events_to_get": 0}

@@ -54,6 +54,8 @@ def test_a_dry_run_stops_on_what_would_stop_the_run_in_one_line(tmp_path, sample
     assert rc == 2 and "dog" in err and "\n" not in err
     rc, _, err = _dry(capsys, HAXBY, "--data", sample_copy, "--set", "cv=leave-one-subject-out")
     assert rc == 2 and "needs at least 2 subjects" in err
+    rc, _, err = _dry(capsys, HAXBY, "--data", sample_copy, "--set", "cleaning.high_pass=0.3")
+    assert rc == 2 and "is not below the Nyquist frequency of the data (0.2 Hz" in err
     (tmp_path / "file").write_text("mine")
     rc, _, err = _dry(capsys, HAXBY, "--out", tmp_path / "file")
     assert rc == 2 and "is not a folder" in err and (tmp_path / "file").read_text() == "mine"
