@@ -121,3 +121,27 @@ def absolute_path(path) -> Path:
     DataLad and git-annex need the path as it is laid out): ``../data`` and
     ``/x/y/../data`` name one file for DataLad as for the file system."""
     return Path(os.path.abspath(Path(path).expanduser()))
+
+
+def table_file_problem(path) -> tuple[str, str] | None:
+    """Why a file meant as a CSV/TSV table is not one, from its first bytes: ``(what it
+    is, what to do)``, or None when it looks like text.  A spreadsheet saved in its own
+    format or in UTF-16 (what Excel's "Unicode text" writes) is named as such."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return None
+    save = "save it from the spreadsheet as CSV or tab-separated text, UTF-8"
+    if head.startswith(b"PK\x03\x04"):
+        return "an Excel workbook (.xlsx), not a text table", save
+    if head.startswith(b"\xd0\xcf\x11\xe0"):
+        return "an Excel 97–2003 workbook (.xls), not a text table", save
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16 text", save
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # (not a character cut at the end of the sample)
+            return f"not UTF-8 text (byte {exc.start})", save
+    return None

@@ -59,6 +59,10 @@ def read_participants(path, files=None) -> pd.DataFrame:
     if not path.is_file():
         raise missing_file(path, "participants table",
                         "pass a TSV or CSV with one row per subject (a 'subject' column)")
+    from decoder._utils import table_file_problem
+    problem = table_file_problem(path)  # a workbook or UTF-16 export, named as such
+    if problem:
+        raise DataError(f"{path}: {problem[0]}", problem[1])
     sep = _separator(path)
     try:
         # index_col=False: a spreadsheet export that ends every row with a separator must

@@ -292,3 +292,17 @@ def test_participant_values_are_checked_like_the_single_subject_options(tmp_path
     table.write_text("subject\tage\tmean_fd\ns01\t-9999\t\ns02\t12.5\t0.1\n")  # ABIDE's code
     values = read_participants(table)
     assert pd.isna(values.loc["s01", "age"]) and values.loc["s02", "age"] == 12.5
+
+
+@pytest.mark.parametrize("content, named", [
+    (b"PK\x03\x04" + b"\x00" * 100, "an Excel workbook (.xlsx), not a text table"),
+    ("subject\tage\ns01\t12\n".encode("utf-16"), "UTF-16 text"),
+    ("subject\tage\ns\xe9b\t12\n".encode("latin-1"), "not UTF-8 text (byte 13)"),
+])
+def test_a_spreadsheet_not_saved_as_text_is_named_as_such(tmp_path, content, named):
+    from pipelines.cohort import read_participants
+    table = tmp_path / "participants.csv"
+    table.write_bytes(content)
+    with pytest.raises(DataError, match=named.replace("(", r"\(").replace(")", r"\)")) as err:
+        read_participants(table)
+    assert "save it from the spreadsheet as CSV or tab-separated text, UTF-8" in str(err.value)

@@ -169,3 +169,10 @@ def test_a_run_constant_over_time_is_refused_like_a_run_of_nan(sample_copy, tmp_
     with pytest.raises(DataError, match="run-03_bold.nii.gz: every voxel in the mask is "
                                         "constant over time"):
         _category(tmp_path, data=sample_copy)
+
+
+def test_a_class_listed_twice_is_named():
+    from decoder.features.task import select_classes
+    blocks = pd.DataFrame({"trial_type": ["face", "house"]})
+    with pytest.raises(DataError, match="class 'face' is listed twice in classes"):
+        select_classes(blocks, ["face", "face"])

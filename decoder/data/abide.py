@@ -268,6 +268,11 @@ def load_phenotypes(root) -> pd.DataFrame:
     if not path.is_file():
         raise missing_file(path, "phenotypic table",
                         f"download {PHENOTYPIC_FILE} from the ABIDE PCP bucket into the data root")
+    from .._utils import table_file_problem
+    problem = table_file_problem(path)  # e.g. opened in a spreadsheet and saved as .xlsx
+    if problem:
+        raise DataError(f"{path}: {problem[0]}", f"{problem[1]}, or download "
+                        f"{PHENOTYPIC_FILE} again from the ABIDE PCP bucket")
     try:
         table = pd.read_csv(path, low_memory=False)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:

@@ -201,6 +201,10 @@ def select_classes(blocks: pd.DataFrame, classes) -> list:
         if isinstance(classes, str):  # 'face,house' written in YAML: the same list as --set
             classes = [c.strip() for c in classes.split(",") if c.strip()]
         chosen = [str(c) for c in classes]
+        twice = sorted({c for c in chosen if chosen.count(c) > 1})
+        if twice:  # else 'face,face' ends as "only one class in the training labels"
+            raise DataError(f"class {twice[0]!r} is listed twice in classes",
+                            "list each class once, e.g. --set classes=face,house")
         unknown = [c for c in chosen if c not in present]
         if unknown:
             raise DataError(f"unknown class name(s) {', '.join(map(repr, unknown))}",
