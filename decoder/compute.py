@@ -186,7 +186,7 @@ class DaskBackend:
             from distributed import Client
         except ImportError:  # pragma: no cover - dask is an optional extra
             raise ConfigError("compute.scheduler is set but dask.distributed is not installed",
-                              "pip install 'decoder[dask]' or remove compute.scheduler") from None
+                              "pip install -e '.[dask]' or remove compute.scheduler") from None
         self._owns = not isinstance(scheduler, Client)
         if not self._owns:
             self.client = scheduler
@@ -202,8 +202,11 @@ class DaskBackend:
             raise ConfigError(f"cannot reach the Dask scheduler at {where} "
                               f"({_one_line(exc, 120)})",
                               "start it ('dask scheduler' and 'dask worker <address>'), "
-                              "check the address, or unset compute.scheduler "
-                              "to run locally") from None
+                              "check the address, or "
+                              + ("unset $DECODER_SCHEDULER"
+                                 if os.environ.get("DECODER_SCHEDULER") == where
+                                 else "unset compute.scheduler")
+                              + " to run locally") from None
 
     @property
     def name(self) -> str:

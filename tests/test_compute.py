@@ -80,7 +80,14 @@ def test_bad_settings_are_one_line_config_errors(monkeypatch):
     with pytest.raises(ConfigError) as err:
         get_backend("tcp://127.0.0.1:9", timeout=1)  # nothing listens on the discard port
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in str(err.value)
+    assert "unset compute.scheduler" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_a_scheduler_set_by_the_environment_is_named_as_such_in_the_fix(monkeypatch):
+    monkeypatch.setenv("DECODER_SCHEDULER", "tcp://127.0.0.1:9")
+    with pytest.raises(ConfigError, match=r"unset \$DECODER_SCHEDULER to run locally"):
+        get_backend("tcp://127.0.0.1:9", timeout=1)
 
 
 def test_environment_variable_selects_the_scheduler(monkeypatch):
