@@ -970,11 +970,11 @@ def align_regions(ts, names, model_regions, name="the time series", trained_on=N
 
 def owner_id(stem, ids):
     """The identifier among ``ids`` that names a file of this stem: the stem itself, or
-    the stem's start followed by ``_`` (``Pitt_0050003`` names ``Pitt_0050003_rois_ho``);
-    the longest wins."""
+    the stem's start followed by ``_`` (``Pitt_0050003`` names ``Pitt_0050003_rois_ho``).
+    ``ids`` are strings, longest first, so that the longest match wins (callers sort
+    them once, not once per file)."""
     stem = str(stem)
-    return next((i for i in sorted(map(str, ids), key=len, reverse=True)
-                 if stem == i or stem.startswith(i + "_")), None)
+    return next((i for i in ids if stem == i or stem.startswith(i + "_")), None)
 
 
 def training_subject(name, bundle: dict) -> bool | None:
@@ -983,6 +983,7 @@ def training_subject(name, bundle: dict) -> bool | None:
     trained = (bundle or {}).get("subjects")
     if trained is None:
         return None
+    trained = sorted(set(map(str, trained)), key=len, reverse=True)
     return owner_id(input_stem(name), trained) is not None
 
 
