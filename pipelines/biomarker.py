@@ -178,10 +178,10 @@ def _load_abide(config, root) -> _Subjects:
     ds = config["dataset"]
     table = Path(root) / PHENOTYPIC_FILE
     ensure_local(root, [table])  # the table chooses the subjects, whose files alone are got
-    choice = dict(sites=ds["sites"], max_subjects=ds["max_subjects"], exclude=ds["exclude"])
-    sel = select_abide(root, ds["pipeline"], ds["strategy"], ds["derivative"], **choice)
+    sel = select_abide(root, ds["pipeline"], ds["strategy"], ds["derivative"],
+                       sites=ds["sites"], max_subjects=ds["max_subjects"], exclude=ds["exclude"])
     dataset_info = ensure_local(root, [table, *sel.files])
-    d = load_abide(root, ds["pipeline"], ds["strategy"], ds["derivative"], **choice)
+    d = load_abide(root, ds["pipeline"], ds["strategy"], ds["derivative"], selection=sel)
     # the phenotypic table is an input too: labels, sites, age and sex come from it
     return _Subjects(d.time_series, d.diagnosis, d.sites, d.covariates, d.file_ids,
                      [*d.files, table], d.regions, root, d.notes,

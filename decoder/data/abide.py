@@ -403,7 +403,8 @@ def select_abide(root, pipeline: str = "cpac", strategy: str = "filt_noglobal",
 
 def load_abide(root, pipeline: str = "cpac", strategy: str = "filt_noglobal",
                derivative: str = "rois_ho", sites=None, max_subjects: int | None = None,
-               file_ids=None, exclude=None) -> AbideDataset:
+               file_ids=None, exclude=None,
+               selection: AbideSelection | None = None) -> AbideDataset:
     """Load every subject present in an ABIDE PCP folder.
 
     Parameters
@@ -422,13 +423,17 @@ def load_abide(root, pipeline: str = "cpac", strategy: str = "filt_noglobal",
     exclude : str or list of str, optional
         Leave these subjects out (each must be a ``FILE_ID`` of the phenotypic table);
         their files are never read, so a damaged file can be excluded.
+    selection : AbideSelection, optional
+        The subjects :func:`select_abide` already chose (with these arguments), so that
+        a caller that needed them first, to fetch their files, does not choose twice.
 
     Returns
     -------
     AbideDataset
     """
-    sel = select_abide(root, pipeline, strategy, derivative, sites=sites,
-                       max_subjects=max_subjects, file_ids=file_ids, exclude=exclude)
+    sel = selection or select_abide(root, pipeline, strategy, derivative, sites=sites,
+                                    max_subjects=max_subjects, file_ids=file_ids,
+                                    exclude=exclude)
     files, ids, rows = sel.files, sel.file_ids, sel.rows
     dx = pd.to_numeric(rows["DX_GROUP"], errors="coerce")
     series, regions, missing = [], None, []
