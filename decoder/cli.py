@@ -106,10 +106,9 @@ def _cmd_compare(args) -> int:
     print(f"{res['task']}: B ({args.run_b}) vs A ({args.run_a}), paired on "
           f"{res['n_paired']} {unit}")
     diffs = res.get("config_differences") or []
-    print("B differs from A in: " + ("; ".join(f"{d['key']} {d['a']} → {d['b']}"
-                                               for d in diffs[:6])
-                                     + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
-                                     if diffs else "nothing (the same config)"))
+    from .config import differences_text
+    print("B differs from A in: " + (differences_text(diffs) if diffs
+                                     else "nothing (the same config)"))
     print(f"accuracy  A {res['a']['accuracy']:.3f}  B {res['b']['accuracy']:.3f}  "
           f"B-A {acc['diff']:+.3f}  p={acc['p']:.3g} ({acc['method']}; right only with B: "
           f"{acc['b_only']}, only with A: {acc['a_only']})")

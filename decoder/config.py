@@ -318,3 +318,10 @@ def config_differences(a: Mapping, b: Mapping, skip=("compute",)) -> list[dict]:
 
     walk(a or {}, b or {}, "")
     return out
+
+
+def differences_text(diffs, limit: int = 6, value=str) -> str:
+    """:func:`config_differences` as a sentence: ``harmonize.method combat → none; …``,
+    at most ``limit`` of them and then how many more; ``value`` writes each setting."""
+    text = "; ".join(f"{d['key']} {value(d['a'])} → {value(d['b'])}" for d in diffs[:limit])
+    return text + (f"; and {len(diffs) - limit} more" if len(diffs) > limit else "")

@@ -358,13 +358,6 @@ def _check_options(n_permutations, random_state, out):
         check_writable(out, folder=False)
 
 
-def _shown(value) -> str:
-    """A config value as a sentence shows it (lists joined by commas)."""
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
-    return str(value)
-
-
 def compare_runs(run_a, run_b, n_permutations=10000, random_state=0, out=None) -> dict:
     """Paired comparison of two runs (B against A) on their common samples.
 
@@ -413,7 +406,7 @@ def compare_runs(run_a, run_b, n_permutations=10000, random_state=0, out=None) -
                     "config_sha256": (m.get("provenance") or {}).get("config_sha256"),
                     "accuracy": m.get("accuracy"), "roc_auc": m.get("roc_auc")}
     # what B changes (a comparison of two configs should say which two)
-    from ..config import config_differences
+    from ..config import config_differences, differences_text
     res["config_differences"] = config_differences(
         (ma.get("provenance") or {}).get("config"), (mb.get("provenance") or {}).get("config"))
     biomarker = task == "biomarker"
@@ -424,7 +417,8 @@ def compare_runs(run_a, run_b, n_permutations=10000, random_state=0, out=None) -
     why = [d for d in res["config_differences"]
            if any(d["key"] == k or (k.endswith(".") and d["key"].startswith(k))
                   for k in sample_keys)]
-    shown = "; ".join(f"{d['key']} {_shown(d['a'])} → {_shown(d['b'])}" for d in why[:3])
+    shown = differences_text(why, limit=3, value=lambda v: ",".join(map(str, v))
+                             if isinstance(v, (list, tuple)) else str(v))
     other_samples = DataError(f"{run_a} and {run_b} decoded different samples or folds"
                               + (f" ({shown})" if shown else ""),
                               "compare runs with the same data, classes, samples and cv")
