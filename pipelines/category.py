@@ -121,15 +121,15 @@ def check_config(config: dict) -> None:
                                 and delay >= 0):
         raise ConfigError(f"delay must be 'auto' or a non-negative number, got {delay!r}",
                           "write e.g. --set delay=auto")
-    # the window is a number of volumes: a fraction would be truncated by the moving
-    # average while the config recorded with the results kept the fraction, and 0 would
-    # pass as "no smoothing" although 1 is the value that means it
     cands = config["delay_candidates"]
     if delay == "auto" and not (isinstance(cands, list) and cands and all(
             isinstance(d, (int, float)) and not isinstance(d, bool) and np.isfinite(d)
             and d >= 0 for d in cands)):
         raise ConfigError(f"delay_candidates must be seconds (0 or more), at least one, got "
                           f"{cands!r}", "write e.g. --set delay_candidates=0,2.5,5")
+    # the window is a number of volumes: a fraction would be truncated by the moving
+    # average while the config recorded with the results kept the fraction, and 0 would
+    # pass as "no smoothing" although 1 is the value that means it
     window = config["window"]
     if window != "auto" and not _whole_number(window):
         raise ConfigError(f"window must be 'auto' or a whole number of volumes (1: no "
