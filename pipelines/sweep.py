@@ -212,14 +212,10 @@ def sweep(raw: dict, vary, data=None, out=None, n_jobs=None, resume=False,
             set_nested(cfg, ["compute", "n_jobs"], n_jobs)
         try:
             resolved = check_config(cfg)
+            _root_for(resolved, data)  # e.g. no --data for a biomarker run
         except ConfigError as err:
             raise ConfigError(f"variant {_shown(s)}: {err.message}", err.fix) from None
         configs.append((cfg, resolved))
-    for s, (_, resolved) in zip(settings, configs):  # e.g. no --data for a biomarker
-        try:
-            _root_for(resolved, data)
-        except ConfigError as err:
-            raise ConfigError(f"variant {_shown(s)}: {err.message}", err.fix) from None
     if len({_config_key(r) for _, r in configs}) < len(configs):
         raise ConfigError("two variants resolve to the same config (a value equal to the "
                           "default written two ways?)", "give each --vary value once")
