@@ -303,7 +303,8 @@ def show_run(run):
         v = m.get(key)
         col.metric(key.replace("_", " "), "—" if v is None else f"{v:.3f}")
     with st.expander("Summary", expanded=True):
-        st.table({"": list(summary(m)), "value": [str(v) for v in summary(m).values()]})
+        facts = summary(m)
+        st.table({"": list(facts), "value": [str(v) for v in facts.values()]})
     classes = m.get("classes") or []
     left, right = st.columns(2)
     if m.get("confusion_matrix") and classes:
@@ -367,8 +368,6 @@ def decoding_page():
         default = str(found[0]) if found else ""
         run_dir = st.text_input("Run directory (written by 'decoder run')", value=default,
                                 key="run_dir")
-        if run_dir and Path(run_dir).name == "metrics.json":  # the file itself: its folder
-            run_dir = str(Path(run_dir).parent)
         if not run_dir:
             st.caption("No run directory yet: run 'decoder run configs/haxby.yaml', or the "
                        "embedded sample from here.")

@@ -79,11 +79,9 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from .report import write_report
+    from .report import run_folder, write_report
     from .results import check_writable
-    run_dir = Path(args.run_dir)
-    if run_dir.name == "metrics.json" and run_dir.is_file():  # the run's record: its folder
-        run_dir = run_dir.parent
+    run_dir = run_folder(args.run_dir)  # (its metrics.json names it too)
     if run_dir.is_dir():  # (a missing folder is named by write_report)
         check_writable(run_dir)
     path = write_report(run_dir)

@@ -16,9 +16,10 @@ import json
 from pathlib import Path
 
 from .._utils import atomic_write_text
-from ._run import RunData, load_run
+from ._run import RunData, load_run, run_folder
 
-__all__ = ["write_report", "render_report", "render_subject_report", "load_run", "RunData", "summary",
+__all__ = ["write_report", "render_report", "render_subject_report", "load_run", "run_folder",
+           "RunData", "summary",
            "provenance_summary", "edge_pattern_views", "searchlight_view", "RESEARCH_NOTICE",
            "SUBGROUP_NOTE"]
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..errors import DataError
 
-__all__ = ["RunData", "load_run"]
+__all__ = ["RunData", "load_run", "run_folder"]
 
 
 @dataclass
@@ -109,6 +109,13 @@ def _check_metrics(metrics: dict, mfile: Path) -> None:
                             "rerun 'decoder run' to rewrite the run directory")
 
 
+def run_folder(path) -> Path:
+    """The run directory a path names: the folder itself, or the folder of the
+    ``metrics.json`` given in its place."""
+    path = Path(path).expanduser()
+    return path.parent if path.name == "metrics.json" and path.is_file() else path
+
+
 def load_run(run_dir) -> RunData:
     """Load a run directory; a missing or broken ``metrics.json`` is a one-line error.
 
@@ -116,7 +123,7 @@ def load_run(run_dir) -> RunData:
     ----------
     run_dir : str or Path
         A folder written by ``decoder run`` (``metrics.json`` is written last,
-        so its presence means the run completed).
+        so its presence means the run completed), or its ``metrics.json``.
 
     Raises
     ------
@@ -124,7 +131,7 @@ def load_run(run_dir) -> RunData:
         If the folder or ``metrics.json`` is missing or unreadable, or an
         optional file is corrupt.
     """
-    path = Path(run_dir).expanduser()
+    path = run_folder(run_dir)
     if not path.is_dir():
         raise DataError(f"run directory not found: {path}",
                         "pass a folder written by 'decoder run CONFIG --out DIR'")
