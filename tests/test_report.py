@@ -127,7 +127,7 @@ def test_write_run_writes_a_self_contained_report_with_every_figure(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     for text in ("0.812", "leave-one-run-out", "Provenance", metrics["provenance"]["config_sha256"],
                  metrics["provenance"]["inputs"][0]["sha256"], *CLASSES,
-                 "<code>decoder reproduce run</code>"):
+                 f"<code>decoder reproduce {out.resolve()}</code>"):
         assert text in html, text
     for anchor in ("summary", "confusion", "per-class", "folds", "weights", "permutation",
                    "provenance"):
@@ -264,6 +264,68 @@ def test_thin_weight_volume_is_drawn_as_one_2d_panel_per_class():
     assert len(panels) == 8
     assert [ax.get_title() for ax in panels] == [f"c{i}" for i in range(8)]
     assert panels[0].images[0].get_array().shape == (20, 40)
+
+
+def test_a_binary_models_single_weight_map_is_titled_by_the_direction_it_points():
+    img = nib.Nifti1Image(np.random.default_rng(0).normal(size=(40, 20, 1, 1)), np.eye(4))
+    fig = figures.weight_map(img, ["face", "house"])
+    panels = [ax for ax in fig.axes if ax.images]
+    # one coefficient vector, positive towards classes[1]: not a map of "face"
+    assert [ax.get_title() for ax in panels] == ["house (+) vs face (−)"]
+
+
+def test_a_weight_slice_says_where_it_lies_and_which_way_it_faces():
+    # RAS+ voxel axes: columns run left to right, rows posterior (bottom) to anterior (top)
+    where, ends = figures._plane_orientation(np.diag([2.0, 2.0, 2.0, 1.0]), 2, 3)
+    assert (where, ends) == ("z = 6 mm", ("L", "R", "P", "A"))
+    # a flipped x axis (radiological storage, as in the Haxby sample) swaps the sides
+    flipped = np.array([[-3.0, 0, 0, 60], [0, 3, 0, -30], [0, 0, 3, -9], [0, 0, 0, 1]])
+    assert figures._plane_orientation(flipped, 2, 0) == ("z = -9 mm", ("R", "L", "P", "A"))
+    img = nib.Nifti1Image(np.ones((6, 5, 1, 2)), flipped)
+    fig = figures.weight_map(img, ["a", "b"])
+    assert "z = -9 mm" in fig._suptitle.get_text()
+    assert {t.get_text() for t in fig.axes[0].texts} == {"R", "L", "P", "A"}
+
+
+def test_names_with_a_dollar_sign_are_drawn_as_text_not_parsed_as_mathtext():
+    names = ["$x^$", "a$b"]   # an unbalanced "$" fails mathtext parsing
+    png = figures.figure_png(figures.confusion_matrix([[3, 1], [0, 4]], names))
+    assert png.startswith(b"\x89PNG")
+    png = figures.figure_png(figures.per_site_scores(
+        {"$SITE": {"n": 4, "accuracy": 0.5, "roc_auc": 0.6}}))
+    assert png.startswith(b"\x89PNG")
+    # and the caller's own matplotlib settings are left as they were
+    import matplotlib
+    assert matplotlib.rcParams["text.parse_math"] is True
+
+
+def test_the_report_of_a_run_with_a_dollar_in_a_class_name_is_written(tmp_path):
+    out = make_category_run(tmp_path / "run", classes=["$x^$", "house", "cat"])
+    html = (out / "report.html").read_text()
+    assert len(_images(html)) == 5 and "$x^$" in html
+
+
+def test_report_gives_values_behind_its_figures_and_the_data_behind_the_run(tmp_path):
+    out = make_category_run(tmp_path / "run")
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics["provenance"]["dataset"] = {"is_datalad": False, "dataset_id": None, "commit": None}
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    html = (out / write_report(out).name).read_text()
+    # a reader without the image still gets the numbers
+    assert 'alt="Held-out accuracy per fold: run-1 0.750, run-2 0.875, run-3 0.812"' in html
+    assert re.search(r'alt="Confusion matrix \(counts\)\. true face: \d+ as face', html)
+    # what a score is, where the bare name would mislead
+    assert "chance (majority class)" in html and "roc_auc (mean one-vs-rest)" in html
+    # not a DataLad dataset: said, not left out
+    assert "none (not a DataLad dataset)" in html
+    assert "data.name" in html
+
+
+def test_report_says_when_weight_maps_are_left_out_of_the_figure(tmp_path):
+    classes = [f"c{i}" for i in range(10)]
+    out = make_category_run(tmp_path / "run", classes=classes)
+    html = (out / "report.html").read_text()
+    assert "The first 8 of 10 maps are drawn; all are in weights.nii.gz." in html
 
 
 def test_whole_brain_weight_map_uses_nilearn_slices():

@@ -45,10 +45,14 @@ def summary(metrics: dict) -> dict:
         out["dataset"] = ds.get("name") or ds.get("kind") or ds.get("root")
     intervals = {"accuracy": ("accuracy 95% CI", "Wilson"),  # independent subjects only
                  "roc_auc": ("ROC AUC 95% CI", "DeLong")}
+    # what a score means where the name alone could mislead
+    labels = {"chance": "chance (majority class)"}
+    if (metrics.get("n_classes") or 0) > 2:
+        labels["roc_auc"] = "roc_auc (mean one-vs-rest)"
     for key in _SUMMARY_KEYS:
         if key in metrics and metrics[key] is not None:
             v = metrics[key]
-            out[key] = (v.get("estimator", json.dumps(v)) if isinstance(v, dict)
+            out[labels.get(key, key)] = (v.get("estimator", json.dumps(v)) if isinstance(v, dict)
                         else round(v, 3) if isinstance(v, float) else v)
             ci = metrics.get(f"{key}_ci95") if key in intervals else None
             if ci:  # right below the score it belongs to
@@ -74,9 +78,17 @@ def provenance_summary(metrics: dict) -> dict:
                                     "config_path", "config_sha256") if prov.get(k) is not None}
     for lib, ver in (prov.get("libraries") or {}).items():
         out[lib] = ver
-    for key, val in (prov.get("dataset") or {}).items():
+    ds = metrics.get("dataset") if isinstance(metrics.get("dataset"), dict) else {}
+    for key in ("name", "root", "n_runs", "n_voxels", "n_sites"):
+        if isinstance(ds.get(key), (str, int, float)):
+            out[f"data.{key}"] = ds[key]
+    dl = prov.get("dataset") or {}
+    for key, val in dl.items():
         if isinstance(val, (str, int, float)):
             out[f"dataset.{key}"] = val
+    if dl and not dl.get("is_datalad"):   # say so, rather than leave the reader guessing
+        for key in ("dataset_id", "commit"):
+            out.setdefault(f"dataset.{key}", "none (not a DataLad dataset)")
     return out
 
 
@@ -141,20 +153,27 @@ def _category_sections(run: RunData) -> list[str]:
     out = []
     classes = m.get("classes") or []
     if m.get("confusion_matrix") and classes:
+        rows = "; ".join(f"true {c}: " + ", ".join(f"{int(k)} as {p}" for k, p in
+                                                  zip(row, classes) if k)
+                         for c, row in zip(classes, m["confusion_matrix"]))
         out.append(_html.section("Confusion matrix", _fig(
-            figures.confusion_matrix, "confusion matrix", m["confusion_matrix"], classes),
-            anchor="confusion"))
+            figures.confusion_matrix, f"Confusion matrix (counts). {rows}",
+            m["confusion_matrix"], classes), anchor="confusion"))
     if m.get("per_class"):
         df = pd.DataFrame(m["per_class"]).T.rename_axis("class").reset_index()
         if "support" in df:
             df["support"] = df["support"].astype(int)
         out.append(_html.section("Per-class scores", _fig(
-            figures.per_class_scores, "per-class scores", m["per_class"]),
+            figures.per_class_scores, "Precision, recall and F1 per class (values in the "
+            "table below)", m["per_class"]),
             _html.table(df), anchor="per-class"))
     if m.get("fold_scores"):
+        groups = m.get("fold_groups") or [str(i + 1) for i in range(len(m["fold_scores"]))]
+        values = ", ".join(f"{g} {v:.3f}" if isinstance(v, (int, float)) else f"{g} —"
+                           for g, v in zip(groups, m["fold_scores"]))
         out.append(_html.section("Cross-validation folds", _fig(
-            figures.fold_scores, "fold scores", m["fold_scores"], m.get("fold_groups"),
-            m.get("chance")), anchor="folds"))
+            figures.fold_scores, f"Held-out accuracy per fold: {values}", m["fold_scores"],
+            m.get("fold_groups"), m.get("chance")), anchor="folds"))
     return out
 
 
@@ -172,10 +191,19 @@ def _weights_section(run: RunData) -> list[str]:
     from . import _html, figures
     if run.weights is None:
         return []
+    n_maps = run.weights.shape[3] if len(run.weights.shape) == 4 else 1
+    shown = ("" if n_maps <= WEIGHT_MAPS_SHOWN else
+             f" The first {WEIGHT_MAPS_SHOWN} of {n_maps} maps are drawn; all are in "
+             "weights.nii.gz.")
     return [_html.section("Weight maps", _fig(
-        figures.weight_map, "decoder weight maps", run.weights, run.metrics.get("classes")),
+        figures.weight_map, "Decoder weight maps (red positive, blue negative)", run.weights,
+        run.metrics.get("classes"), max_classes=WEIGHT_MAPS_SHOWN),
         _html.notice("Weights of a linear decoder show which voxels the model uses, not "
-                     "which voxels encode a category (Haufe et al. 2014)."), anchor="weights")]
+                     "which voxels encode a category (Haufe et al. 2014)." + shown),
+        anchor="weights")]
+
+
+WEIGHT_MAPS_SHOWN = 8
 
 
 SEARCHLIGHT_NOTE = (
@@ -279,6 +307,18 @@ def _biomarker_sections(run: RunData) -> list[str]:
     return out
 
 
+def _run_argument(path) -> str:
+    """The run folder as ``decoder reproduce`` takes it: relative to the current folder
+    when it lies below it (the folder the run was started from), absolute otherwise."""
+    import shlex
+    path = Path(path).resolve()
+    try:
+        text = str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        text = str(path)
+    return shlex.quote(text)
+
+
 def render_report(run: RunData) -> str:
     """The report of a loaded run as one HTML string."""
     from . import _html
@@ -301,12 +341,13 @@ def render_report(run: RunData) -> str:
                                   anchor="selected"))
     body.append(_html.section(
         "Provenance", _html.key_values(provenance_summary(m)),
-        "<p>To rerun this result from this folder and compare every number: "
-        f"<code>decoder reproduce {_html.esc(run.path.name)}</code></p>",
+        "<p>To rerun this result and compare every number: "
+        f"<code>decoder reproduce {_html.esc(_run_argument(run.path))}</code></p>",
         "<h3>Inputs</h3>", _html.table(_inputs_table(m)),
         "<h3>Configuration</h3>", _html.pre(json.dumps(prov.get("config"), indent=2)),
         anchor="provenance"))
-    subtitle = f"{run.path.name} · decoder {prov.get('version', '?')} · {prov.get('created', '')}"
+    name = m.get("name") if isinstance(m.get("name"), str) else None
+    subtitle = f"{name + ' · ' if name and name != run.path.name else ''}{run.path.name} · decoder {prov.get('version', '?')} · {prov.get('created', '')}"
     return _html.page(title, subtitle, "".join(body))
 
 

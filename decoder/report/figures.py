@@ -9,6 +9,7 @@ report.  :func:`figure_png` turns a figure into PNG bytes.
 
 from __future__ import annotations
 
+import functools
 import io
 
 import matplotlib
@@ -27,12 +28,27 @@ __all__ = [
 ]
 
 _DPI = 100
+# Class, site and region names are data, not TeX: a "$" in one must be drawn as
+# it is, not parsed as mathtext (which fails on an unbalanced "$").  Applied
+# while a figure is built (text objects take the setting when created) and
+# while it is drawn (tick labels are created then), without changing the
+# caller's own matplotlib settings.
+_PLAIN_TEXT = {"text.parse_math": False}
+
+
+def _plain_text(func):
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(_PLAIN_TEXT):
+            return func(*args, **kwargs)
+    return wrapper
 
 
 def figure_png(fig: Figure, dpi: int = _DPI) -> bytes:
     """PNG bytes of a figure (tight bounding box)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    with matplotlib.rc_context(_PLAIN_TEXT):
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return buf.getvalue()
 
 
@@ -42,6 +58,7 @@ def _fmt(v, digits=3):
 
 
 # ------------------------------------------------------------------ classification
+@_plain_text
 def confusion_matrix(matrix, classes, normalize: bool = True) -> Figure:
     """Confusion matrix, rows = true class, columns = predicted class.
 
@@ -78,6 +95,7 @@ def confusion_matrix(matrix, classes, normalize: bool = True) -> Figure:
     return fig
 
 
+@_plain_text
 def per_class_scores(per_class: dict) -> Figure:
     """Precision, recall and F1 per class (``metrics.json["per_class"]``)."""
     classes = list(per_class)
@@ -86,17 +104,18 @@ def per_class_scores(per_class: dict) -> Figure:
     fig = Figure(figsize=(max(4.5, 0.7 * len(classes) + 2), 3.2))
     ax = fig.add_subplot()
     width = 0.26
-    for k, key in enumerate(keys):
+    for k, (key, hatch) in enumerate(zip(keys, ("", "//", ".."))):  # not colour alone
         vals = [per_class[c].get(key) or 0.0 for c in classes]
-        ax.bar(x + (k - 1) * width, vals, width, label=key)
+        ax.bar(x + (k - 1) * width, vals, width, label=key, hatch=hatch, edgecolor="white")
     ax.set_xticks(x, classes, rotation=30, ha="right")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("score")
-    ax.legend(loc="lower right", fontsize=8, ncols=3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # off the bars
     ax.set_title("Per-class scores", fontsize=10)
     return fig
 
 
+@_plain_text
 def fold_scores(scores, groups=None, chance=None) -> Figure:
     """Accuracy of each cross-validation fold, with the chance level."""
     scores = np.asarray(scores, dtype=float)
@@ -107,7 +126,7 @@ def fold_scores(scores, groups=None, chance=None) -> Figure:
     ax.bar(range(len(scores)), scores, color="#4c72b0")
     if chance is not None:
         ax.axhline(chance, color="crimson", ls="--", lw=1, label=f"chance {chance:.3f}")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # off the bars
     if len(scores):
         ax.axhline(float(np.nanmean(scores)), color="black", lw=1, alpha=0.6)
     ax.set_xticks(range(len(scores)), labels, rotation=60, ha="right", fontsize=7)
@@ -119,6 +138,7 @@ def fold_scores(scores, groups=None, chance=None) -> Figure:
     return fig
 
 
+@_plain_text
 def permutation_histogram(null, observed: float, p_value=None) -> Figure:
     """Histogram of the permutation null with the observed score."""
     null = np.asarray(null, dtype=float).ravel()
@@ -142,6 +162,7 @@ def _is_thin(shape) -> bool:
     return min(shape[:3]) <= 2
 
 
+@_plain_text
 def searchlight_map(acc_img, p_img=None, chance=None, fwe_level: float = 0.05) -> Figure:
     """Searchlight accuracy at each sphere's centre; with permutations, the spheres
     whose family-wise error corrected p-value is at most ``fwe_level`` are outlined.
@@ -191,6 +212,32 @@ def searchlight_map(acc_img, p_img=None, chance=None, fwe_level: float = 0.05) -
     return fig
 
 
+_WORLD_ENDS = (("L", "R"), ("P", "A"), ("I", "S"))   # RAS+: negative end, positive end
+_PLANE_NAMES = ("x", "y", "z")
+
+
+def _plane_orientation(affine, axis: int, index: int):
+    """Where a voxel plane lies and how it is drawn once ``np.rot90``-ed.
+
+    Returns ``("z = 12.5 mm", (left, right, bottom, top))``: the world coordinate
+    of the plane (its axis read from the affine) and the anatomical letter at
+    each edge of the drawn image (columns run along the first remaining voxel
+    axis, rows upwards along the second).
+    """
+    A = np.asarray(affine, dtype=float)[:3, :3]
+    normal = int(np.argmax(np.abs(A[:, axis])))
+    centre = np.zeros(3)
+    centre[axis] = index
+    mm = float((np.asarray(affine, dtype=float) @ np.append(centre, 1.0))[normal])
+    ends = []
+    for voxel_axis in [a for a in range(3) if a != axis]:
+        world = int(np.argmax(np.abs(A[:, voxel_axis])))
+        low, high = _WORLD_ENDS[world]
+        ends += [low, high] if A[world, voxel_axis] > 0 else [high, low]
+    return f"{_PLANE_NAMES[normal]} = {mm:g} mm", tuple(ends)
+
+
+@_plain_text
 def weight_map(img, classes=None, max_classes: int = 8) -> Figure:
     """Decoder weights, one panel per class.
 
@@ -202,7 +249,9 @@ def weight_map(img, classes=None, max_classes: int = 8) -> Figure:
     ----------
     img : nibabel image (3D or 4D, last axis = class)
     classes : list of str, optional
-        Panel titles, in the order of the 4th axis.
+        Panel titles, in the order of the 4th axis.  A single map with two
+        classes is the one weight vector of a binary model, titled
+        "classes[1] (+) vs classes[0] (−)".
     max_classes : int
         At most this many panels.
     """
@@ -212,10 +261,17 @@ def weight_map(img, classes=None, max_classes: int = 8) -> Figure:
     if data.ndim != 4:
         raise ValueError(f"weight image must be 3D or 4D, got {data.ndim}D")
     n = min(data.shape[3], max_classes)
-    names = list(classes or [])[:n] + [f"map {i}" for i in range(len(classes or []), n)]
+    classes = [str(c) for c in (classes or [])]
+    if data.shape[3] == 1 and len(classes) == 2:
+        # a two-class linear model has a single weight vector, towards classes[1]
+        names = [f"{classes[1]} (+) vs {classes[0]} (−)"]
+    else:
+        names = classes[:n] + [f"map {i}" for i in range(len(classes), n)]
     if _is_thin(data.shape):
         axis = int(np.argmin(data.shape[:3]))
-        planes = [np.take(data[..., k], data.shape[axis] // 2, axis=axis) for k in range(n)]
+        index = data.shape[axis] // 2
+        where, ends = _plane_orientation(img.affine, axis, index)
+        planes = [np.take(data[..., k], index, axis=axis) for k in range(n)]
         lim = max(float(np.nanmax(np.abs(np.stack(planes)))) if planes else 0.0, 1e-12)
         ncols = min(4, n)
         nrows = int(np.ceil(n / ncols))
@@ -229,11 +285,15 @@ def weight_map(img, classes=None, max_classes: int = 8) -> Figure:
             plane = np.where(planes[k] == 0, np.nan, planes[k])
             im = ax.imshow(np.rot90(plane), cmap="RdBu_r", vmin=-lim, vmax=lim,
                            interpolation="nearest")
-            ax.set_title(names[k], fontsize=9)
+            ax.set_title(names[k], fontsize=9, pad=9)
+            for (x, y), letter in zip(((0, .5), (1, .5), (.5, 0), (.5, 1)), ends):
+                ax.text(x, y, letter, transform=ax.transAxes, fontsize=7, ha="center",
+                        va="center", color="0.3")
         if im is not None:
             fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.025, pad=0.02,
-                         label="weight")
-        fig.suptitle("Decoder weights (one map per class)", fontsize=10)
+                         label="weight (a.u.)")
+        per_class = "one map per class; " if data.shape[3] > 1 else ""
+        fig.suptitle(f"Decoder weights ({per_class}{where})", fontsize=10)
         return fig
     import nibabel as nib
     from nilearn import plotting
@@ -245,11 +305,12 @@ def weight_map(img, classes=None, max_classes: int = 8) -> Figure:
         ax.axis("off")
         plotting.plot_stat_map(sub, display_mode="z", cut_coords=5, axes=ax, figure=fig,
                                title=names[k], colorbar=k == 0, vmax=lim,
-                               draw_cross=False, annotate=False, bg_img=None)
+                               draw_cross=False, annotate=True, bg_img=None)
     return fig
 
 
 # ------------------------------------------------------------------ connectomes
+@_plain_text
 def connectivity_matrix(matrix, labels=None, title: str = "Connectivity matrix") -> Figure:
     """A subject's connectivity matrix (diagonal blanked)."""
     m = np.array(matrix, dtype=float)
@@ -332,6 +393,7 @@ def strongest_edges(matrix, labels=None, k: int = 20, names=None) -> pd.DataFram
     return pd.DataFrame({**table, "value": [float(vals[o]) for o in order]})
 
 
+@_plain_text
 def connectome_glass_brain(matrix, coords, k: int = 20,
                            title: str = "Strongest connections") -> Figure:
     """The ``k`` strongest edges on a glass brain (nilearn ``plot_connectome``).
@@ -366,6 +428,7 @@ def connectome_glass_brain(matrix, coords, k: int = 20,
 
 
 # ------------------------------------------------------------------ biomarker
+@_plain_text
 def probability_vs_training(probability=None, calibration=None,
                             training_probabilities=None, training_labels=None,
                             positive: str = "autism") -> Figure:
@@ -471,6 +534,7 @@ def confound_table(confounds: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@_plain_text
 def per_site_scores(per_site: dict, chance=None) -> Figure:
     """Held-out accuracy and ROC AUC per site (bars; n under each site)."""
     df = per_site_table(per_site)
