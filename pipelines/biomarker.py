@@ -1192,6 +1192,10 @@ def predict_cli(args) -> int:
         return cohort_cli(args, inputs)
     args.input = inputs[0]
     out = getattr(args, "out", None) or input_stem(args.input) + "_prediction.json"
+    if Path(out).suffix.lower() in (".tsv", ".csv"):   # a table is what a cohort gives
+        raise DataError(f"--out {out}: one subject's prediction is written as JSON",
+                        f"use --out {Path(out).with_suffix('.json')}, or give several inputs "
+                        "(or --participants) for a table of predictions")
     check_writable(out, folder=False)
     bundle = load_model(args.model)
     ts = read_subject_input(args.input, atlas=getattr(args, "atlas", None), model=bundle)

@@ -351,7 +351,7 @@ def cohort_cli(args, inputs) -> int:
     if per_subject:
         raise DataError(f"{per_subject[0]} applies to one subject, not to a cohort",
                         "give each subject's value in a --participants table")
-    out = check_writable(getattr(args, "out", None) or "predictions.tsv", folder=False)
+    out, summary_path = _cohort_outputs(getattr(args, "out", None) or "predictions.tsv")
     table, scores = predict_cohort(inputs, args.model, getattr(args, "participants", None),
                                    site=getattr(args, "site", None),
                                    atlas=getattr(args, "atlas", None))
@@ -360,8 +360,8 @@ def cohort_cli(args, inputs) -> int:
                "n_in_training": int((table["in_training"] == True).sum()),  # noqa: E712
                "n_predicted_autism": int((table["predicted"] == POSITIVE).sum()),
                "table": str(out), "scores": scores}
-    atomic_write_text(out, table.to_csv(sep="\t"))
-    atomic_write_json(out.with_suffix(".json"), summary)
+    atomic_write_text(out, table.to_csv(sep="," if out.suffix.lower() == ".csv" else "\t"))
+    atomic_write_json(summary_path, summary)
     print(f"{len(table)} subjects: {summary['n_predicted_autism']} predicted {POSITIVE}")
     if summary["n_in_training"]:
         print(f"{summary['n_in_training']} of them were training subjects of the model"
@@ -379,5 +379,15 @@ def cohort_cli(args, inputs) -> int:
         cal = scores["calibration"]
         print(f"calibration: mean predicted probability {cal['mean_predicted']:.3f}, observed "
               f"autism rate {cal['observed_rate']:.3f}, Brier score {cal['brier']:.3f}")
-    print(f"predictions written to {out} (summary: {out.with_suffix('.json')})")
+    print(f"predictions written to {out} (summary: {summary_path})")
     return 0
+
+
+def _cohort_outputs(out):
+    """The table and the JSON summary of ``--out``: ``x.tsv`` (or ``x.csv``, comma-separated)
+    with ``x.json`` beside it; ``--out x.json`` names the summary, the table is ``x.tsv``
+    (so that neither overwrites the other)."""
+    out = check_writable(out, folder=False)
+    if out.suffix.lower() == ".json":
+        return check_writable(out.with_suffix(".tsv"), folder=False), out
+    return out, check_writable(out.with_suffix(".json"), folder=False)

@@ -119,6 +119,20 @@ def test_with_abides_table_the_cohort_is_scored_and_training_subjects_are_left_o
     assert np.allclose(new["p_autism"], again["p_autism"])
 
 
+def test_a_cohort_out_named_json_keeps_the_table_beside_it_not_under_it(trained, tmp_path):
+    out = tmp_path / "p.json"
+    assert main(["predict", str(trained["model"]), *map(str, trained["new"][:2]),
+                 "--out", str(out)]) == 0
+    # the summary is the .json asked for; the table did not get overwritten by it
+    assert json.loads(out.read_text())["table"] == str(tmp_path / "p.tsv")
+    assert len(pd.read_csv(tmp_path / "p.tsv", sep="\t")) == 2
+    # a .csv table is comma-separated
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(trained["model"]), *map(str, trained["new"][:2]),
+                 "--out", str(out)]) == 0
+    assert len(pd.read_csv(out)) == 2 and (tmp_path / "p.json").exists()
+
+
 def test_without_a_table_subjects_are_named_after_their_files_and_not_scored(trained, tmp_path):
     out = tmp_path / "p.tsv"
     assert main(["predict", str(trained["model"]), *map(str, trained["new"][:2]),

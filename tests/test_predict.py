@@ -46,6 +46,15 @@ def test_predict_cli_on_example_1d_prints_probability_and_writes_json(tmp_path, 
     assert result["cv"]["scheme"] == "leave-site-out"
 
 
+def test_one_subjects_prediction_asked_as_a_table_is_refused_before_any_work(tmp_path, capsys):
+    ex = biomarker.example_subjects().iloc[0]
+    out = tmp_path / "p.tsv"
+    assert main(["predict", str(biomarker.SHIPPED_MODEL), ex["path"], "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "written as JSON" in err and "p.json" in err
+    assert not out.exists()
+
+
 def test_predict_tells_the_accuracy_for_the_subjects_sex_and_age_band(tmp_path, capsys):
     ex = biomarker.example_subjects().iloc[0]                   # a girl of 8
     card = json.loads((biomarker.SHIPPED_MODEL.parent / "model_card.json").read_text())
