@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Mapping
 from .errors import ConfigError, DecoderError
 
 __all__ = ["COMPUTE_DEFAULTS", "LocalBackend", "DaskBackend", "MapResult",
-           "get_backend", "backend_from_config", "map_subjects"]
+           "get_backend", "backend_from_config", "check_compute", "map_subjects"]
 
 log = logging.getLogger("decoder.compute")
 
@@ -272,10 +272,31 @@ def get_backend(scheduler=None, n_jobs: int = 1, timeout: float = 30):
         return LocalBackend(n_jobs)
     if isinstance(scheduler, str):
         scheduler = scheduler.strip()
-        if "://" not in scheduler:
-            raise ConfigError(f"compute.scheduler {scheduler!r} is not a scheduler address",
-                              "write it as tcp://host:8786 (the address 'dask scheduler' prints)")
+        _check_address(scheduler)
     return DaskBackend(scheduler, timeout=timeout)
+
+
+def _check_address(scheduler: str) -> None:
+    if "://" not in scheduler or any(c.isspace() for c in scheduler):
+        raise ConfigError(f"compute.scheduler {scheduler!r} is not a scheduler address",
+                          "write it as tcp://host:8786 (the address 'dask scheduler' prints)")
+
+
+def check_compute(compute: Mapping | None) -> None:
+    """Check a config's ``compute`` section without starting or contacting anything.
+
+    ``n_jobs`` must be a non-zero integer and ``scheduler``, when given as text, an
+    address; a dry run and a sweep check this for every config before any work
+    (whether the scheduler answers is known only when a run connects to it).
+    """
+    compute = dict(compute or {})
+    n_jobs = compute.get("n_jobs", 1)
+    if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs == 0:
+        raise ConfigError(f"compute.n_jobs must be a non-zero integer, got {n_jobs!r}",
+                          "write e.g. --set compute.n_jobs=4 (or -1 for all cores)")
+    scheduler = compute.get("scheduler")
+    if isinstance(scheduler, str) and scheduler.strip():
+        _check_address(scheduler.strip())
 
 
 def backend_from_config(config: Mapping | None):

@@ -101,6 +101,8 @@ def check_config(config: dict) -> None:
                           "scores: average the volumes' decision values; average: the patterns")
     from decoder.config import check_run_numbers
     check_run_numbers(config)
+    from decoder.compute import check_compute
+    check_compute(config["compute"])
     b = config["betas"]
     if b["method"] not in ("lsa", "lss") or b["unit"] not in ("block", "trial"):
         raise ConfigError(f"betas.method must be lsa or lss and betas.unit block or trial, got "

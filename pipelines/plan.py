@@ -150,9 +150,9 @@ def plan(raw: dict, data=None, out=None) -> dict:
         ``task``, ``config_sha256`` (as a run records it), ``data_root``, ``inputs``
         (:meth:`DataladInputs.content_summary` plus ``dataset``: id and commit of a
         DataLad dataset, or None), ``design`` (subjects or runs, classes, folds and the
-        main settings; None when the table that chooses the subjects is not here yet)
-        and ``output`` (``path``, ``holds_run``).  Problems that would stop the run
-        before its inputs are read raise the same one-line errors.
+        main settings; None when the table that chooses the subjects is not here yet),
+        ``output`` (``path``, ``holds_run``) and ``scheduler`` (or None).  Problems that
+        would stop the run before its inputs are read raise the same one-line errors.
     """
     config = check_config(raw)
     task = config["task"]
@@ -170,7 +170,8 @@ def plan(raw: dict, data=None, out=None) -> dict:
                         + (f" ({len(inputs['absent']) - 1} more)" if len(inputs['absent']) > 1
                            else ""), "check --data and the dataset's layout")
     return {"task": task, "config_sha256": config_hash(config), "data_root": str(root),
-            "inputs": inputs, "design": design, "output": out_info}
+            "inputs": inputs, "design": design, "output": out_info,
+            "scheduler": (config.get("compute") or {}).get("scheduler") or None}
 
 
 def _size(n) -> str:
@@ -220,6 +221,8 @@ def format_plan(p: dict) -> list[str]:
                      if d["fold_unit"] in ("run", "subject", "site")
                      else f"evaluation: {d['n_folds']} folds")
         lines[-1] += f"; {settings}"
+    if p.get("scheduler"):
+        lines.append(f"compute: Dask scheduler {p['scheduler']} (not contacted in a dry run)")
     if p["output"]:
         o = p["output"]
         lines.append(f"output: {o['path']}" + (" (holds a run, which this run would replace)"

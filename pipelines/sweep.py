@@ -166,6 +166,20 @@ def holm(pvalues) -> list:
     return out
 
 
+def _check_schedulers_answer(resolved_configs) -> None:
+    """Connect once to each Dask scheduler the variants name, before the first variant runs:
+    one that does not answer stops the sweep with its one-line error, rather than failing
+    every variant in turn."""
+    from decoder.compute import backend_from_config
+    seen = set()
+    for config in resolved_configs:
+        scheduler = (config.get("compute") or {}).get("scheduler")
+        if isinstance(scheduler, str) and scheduler.strip() and scheduler not in seen:
+            seen.add(scheduler)
+            with backend_from_config(config):
+                pass
+
+
 def sweep(raw: dict, vary, data=None, out=None, n_jobs=None, resume=False,
           config_path=None, dry_run=False) -> dict:
     """Run every variant of ``raw`` and compare each with the first.
@@ -232,6 +246,7 @@ def sweep(raw: dict, vary, data=None, out=None, n_jobs=None, resume=False,
                             "move it away, or give the sweep another --out")
     if dry_run:
         return _dry_run(settings, configs, folders, data, resume)
+    _check_schedulers_answer([resolved for _, resolved in configs])
     rows = []
     for i, (s, (cfg, resolved), folder) in enumerate(zip(settings, configs, folders), start=1):
         row = {"variant": i, "settings": s, "folder": str(folder), "status": None,

@@ -66,6 +66,17 @@ def test_a_dry_run_stops_on_what_would_stop_the_run_in_one_line(tmp_path, sample
     assert _snapshot(sample_copy) == before
 
 
+def test_a_dry_run_checks_the_compute_settings_the_run_would_refuse(tmp_path, capsys):
+    for args, words in ((("-J", "0"), "compute.n_jobs must be a non-zero integer, got 0"),
+                        (("--set", "compute.n_jobs=two"), "compute.n_jobs"),
+                        (("--scheduler", "bogus"), "'bogus' is not a scheduler address")):
+        rc, _, err = _dry(capsys, HAXBY, "--out", tmp_path / "o", *args)
+        assert rc == 2 and words in err and "\n" not in err, args
+    # an address is accepted and said to be untried: a dry run contacts nothing
+    rc, text, _ = _dry(capsys, HAXBY, "--out", tmp_path / "o", "--scheduler", "tcp://h:8786")
+    assert rc == 0 and "compute: Dask scheduler tcp://h:8786 (not contacted in a dry run)" in text
+
+
 def test_an_abide_plan_counts_subjects_sites_and_folds_without_reading_series(tmp_path,
                                                                                capsys):
     root = make_layout(tmp_path / "abide", n_sites=3, per_site=8)

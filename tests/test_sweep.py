@@ -173,6 +173,27 @@ def test_a_bad_variant_is_named_before_anything_runs(tmp_path):
     assert not out.exists()
 
 
+def test_a_scheduler_that_does_not_answer_stops_the_sweep_before_any_variant(tmp_path,
+                                                                             monkeypatch):
+    import decoder.compute as compute
+    calls = []
+
+    def unreachable(self, scheduler, timeout=30):
+        calls.append(scheduler)
+        raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}", "start it")
+
+    monkeypatch.setattr(compute.DaskBackend, "__init__", unreachable)
+    out = tmp_path / "sweep"
+    cfg = {**FAST, "compute": {"scheduler": "tcp://nowhere:8786"}}
+    with pytest.raises(ConfigError, match="cannot reach the Dask scheduler"):
+        sweep(cfg, parse_vary(["model=dual-ridge,lda"]), out=out)
+    assert calls == ["tcp://nowhere:8786"]          # asked once, not once per variant
+    assert not any(out.glob("0*"))
+    with pytest.raises(ConfigError, match="variant model=lda: compute.scheduler 'nowhere'"):
+        sweep({**FAST, "compute": {"scheduler": "nowhere"}},
+              parse_vary(["model=lda,dual-ridge"]), out=out)
+
+
 def test_variants_that_cannot_be_paired_say_why(tmp_path):
     res = sweep(FAST, parse_vary(["samples=volumes,blocks"]), out=tmp_path / "sweep")
     assert res["variants"][1]["comparison"] is None
