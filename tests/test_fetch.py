@@ -235,6 +235,28 @@ def test_fetch_openneuro_clone_pins_version_and_fails_offline_in_one_line(tmp_pa
         fetch("ds000105", subjects=["9"], to=to, base_url=str(bundle), echo=lambda m: None)
 
 
+def test_a_failed_clone_gives_gits_reason_not_the_command_line():
+    from decoder.data.fetch import _clone_reason
+    msg = ("CommandError: 'git -c diff.ignoreSubmodules=none clone --progress "
+           "https://github.com/OpenNeuroDatasets/ds000105.git /tmp/w/ds' failed with exitcode "
+           "128 [err: 'Cloning into '/tmp/w/ds'... fatal: unable to access 'https://github.com/"
+           "OpenNeuroDatasets/ds000105.git/': Could not resolve host: github.com']")
+    assert _clone_reason(msg) == ("unable to access 'https://github.com/OpenNeuroDatasets/"
+                                  "ds000105.git/': Could not resolve host: github.com")
+    assert _clone_reason("no dataset created") == "no dataset created"
+
+
+def test_subject_ids_that_swallow_the_dataset_name_or_are_missing_are_said(tmp_path):
+    res = decoder_cli("fetch", "--subjects", "1", "2", "ds000105", "--to", str(tmp_path / "d"))
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert ("'ds000105' after --subjects was read as a subject ID" in res.stderr
+            and "decoder fetch ds000105 --subjects 1 2" in res.stderr)
+    # "--subjects" with no ID is not "every subject"
+    res = decoder_cli("fetch", "ds000105", "--subjects", "--to", str(tmp_path / "d"))
+    assert res.returncode == 2 and "--subjects is given without any subject ID" in res.stderr
+    assert not (tmp_path / "d").exists()
+
+
 def test_embedded_sample_becomes_a_datalad_dataset_idempotently(tmp_path):
     to = tmp_path / "sample"
     first = fetch("haxby-sample", to=to, echo=lambda m: None)

@@ -250,10 +250,20 @@ def _clone(source: str, target: Path, echo) -> Path:
         msg = err[0].get("message") if err else "no dataset created"
         if isinstance(msg, (list, tuple)):
             msg = msg[0] % tuple(msg[1:]) if len(msg) > 1 else msg[0]
-        msg = " ".join(str(msg).split())[:300]
+        msg = _clone_reason(msg)
         raise DataError(f"cannot clone {source}: {msg}",
                         "check the URL (or --base-url) and the network connection")
     return target
+
+
+def _clone_reason(msg) -> str:
+    """The reason in a failed clone's message: git's first ``fatal:`` line (e.g. "Could not
+    resolve host") when it has one, since DataLad puts them after the whole command
+    line; else the start of the message."""
+    import re
+    text = " ".join(str(msg).split())
+    fatal = re.findall(r"fatal: (.+?)(?= fatal: |['\"]?\]|$)", text)
+    return (fatal[0].strip(" '\"") if fatal else text)[:300]
 
 
 def _pin(top: Path, entry: dict, custom_source: bool, echo) -> None:
@@ -685,7 +695,15 @@ def fetch_cli(args) -> int:
                   f"licence: {row['license']}\n    size: {row['size']}\n"
                   f"    cite: {row['citation']}")
         return 0
+    if args.subjects == []:   # "--subjects" with no ID would otherwise fetch everyone
+        raise ConfigError("--subjects is given without any subject ID",
+                          "list them, e.g. --subjects 1 2, or leave --subjects out for all")
     if not args.name:
+        if args.subjects:   # nargs="*" took the name that followed the IDs
+            raise ConfigError(f"no dataset named ('{args.subjects[-1]}' after --subjects was "
+                              "read as a subject ID)", "put the dataset name before --subjects, "
+                              f"e.g. 'decoder fetch {args.subjects[-1]} --subjects "
+                              f"{' '.join(args.subjects[:-1]) or 'ID'}'")
         raise ConfigError("no dataset named",
                           "give one, e.g. 'decoder fetch abide-pcp'; 'decoder fetch --list' "
                           "lists them")
