@@ -24,6 +24,8 @@ def _cmd_run(args) -> int:
     sets = list(args.set)
     if getattr(args, "scheduler", None):
         sets.append(f"compute.scheduler={args.scheduler}")
+    if getattr(args, "jobs", None) is not None:
+        sets.append(f"compute.n_jobs={args.jobs}")
     raw = apply_overrides(load_config(args.config), sets)
     out = Path(args.out) if args.out else Path("results") / Path(args.config).stem
     if getattr(args, "dry_run", False):
@@ -105,8 +107,10 @@ def _cmd_compare(args) -> int:
           f"{res['n_paired']} {unit}")
     diffs = res.get("config_differences") or []
     from .config import differences_text
-    print("B differs from A in: " + (differences_text(diffs) if diffs
-                                     else "nothing (the same config)"))
+    missing = res.get("config_missing") or []
+    print("B differs from A in: " + (
+        f"not known (no config recorded in the metrics.json of {' and '.join(missing)})"
+        if missing else differences_text(diffs) if diffs else "nothing (the same config)"))
     print(f"accuracy  A {res['a']['accuracy']:.3f}  B {res['b']['accuracy']:.3f}  "
           f"B-A {acc['diff']:+.3f}  p={acc['p']:.3g} ({acc['method']}; right only with B: "
           f"{acc['b_only']}, only with A: {acc['a_only']})")
@@ -167,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--scheduler", metavar="ADDRESS",
                    help="Dask scheduler address (tcp://host:8786); same as "
                         "--set compute.scheduler=ADDRESS")
+    r.add_argument("-J", "--jobs", type=int, metavar="N",
+                   help="local worker processes (-1: one per core); same as "
+                        "--set compute.n_jobs=N (results do not depend on it)")
     r.add_argument("--datalad", action="store_true",
                    help="record the run with 'datalad run' in the dataset holding --out")
     r.add_argument("--dry-run", action="store_true",
@@ -198,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--mean-fd", type=float, dest="mean_fd",
                     help="mean framewise displacement (mm), for a model trained with "
                          "confounds.remove: [mean_fd] (default: the training median)")
-    pr.add_argument("--out", help="JSON file for one subject's prediction; for a cohort, the "
-                                  "table (default predictions.tsv, with a .json summary beside)")
+    pr.add_argument("--out", help="JSON file for one subject's prediction (default "
+                                  "<input name>_prediction.json here); for a cohort, the table "
+                                  "(default predictions.tsv, with a .json summary beside)")
     pr.set_defaults(func=_cmd_predict)
 
     c = sub.add_parser("compare", parents=[common],

@@ -88,7 +88,8 @@ def load_yaml(path) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}",
+        raise ConfigError(f"config {path} is a folder, not a file" if path.is_dir()
+                          else f"config file not found: {path}",
                           "pass the path of a YAML config, e.g. configs/haxby.yaml")
     try:
         raw = path.read_bytes()

@@ -203,6 +203,24 @@ def test_biomarker_runs_pair_subjects_by_id(tmp_path):
     assert not res["corrected_t"]["available"]
 
 
+def test_runs_without_a_recorded_config_are_not_said_to_differ_in_everything(tmp_path,
+                                                                              capsys):
+    from decoder.cli import main
+    ids = [f"sub{i:03d}" for i in range(40)]
+    diag = np.array(["autism", "control"] * 20)
+    p = np.linspace(0.1, 0.9, 40)
+    _write_biomarker_run(tmp_path / "a", ids, diag, p)
+    _write_biomarker_run(tmp_path / "b", ids, diag, p[::-1])
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    metrics["provenance"] = {"config": {"task": "biomarker", "model": "ridge"}}
+    (tmp_path / "a" / "metrics.json").write_text(json.dumps(metrics))
+    res = compare_runs(tmp_path / "a", tmp_path / "b")
+    assert res["config_missing"] == ["B"] and res["config_differences"] == []
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert ("B differs from A in: not known (no config recorded in the metrics.json of B)"
+            in capsys.readouterr().out)
+
+
 def test_mismatched_runs_are_one_line_errors(tmp_path, capsys):
     _write_biomarker_run(tmp_path / "a", ["s1", "s2", "s3"], ["autism", "control", "autism"],
                          [0.7, 0.2, 0.4])

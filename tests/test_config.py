@@ -78,3 +78,10 @@ def test_decoder_report_takes_the_path_of_metrics_json_itself(tmp_path, capsys):
     (out / "report.html").unlink()
     assert main(["report", str(out / "metrics.json")]) == 0
     assert (out / "report.html").is_file()
+
+
+def test_a_config_path_that_is_a_folder_or_absent_says_which(tmp_path):
+    with pytest.raises(ConfigError, match=r"is a folder, not a file"):
+        load_config(tmp_path)
+    with pytest.raises(ConfigError, match=r"config file not found: .*nothere\.yaml"):
+        load_config(tmp_path / "nothere.yaml")

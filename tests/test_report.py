@@ -179,6 +179,9 @@ def test_report_of_a_missing_or_unfinished_run_is_a_one_line_error(tmp_path, cap
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "run directory not found" in err and "fix:" in err
+    (tmp_path / "notes.txt").write_text("a file")
+    assert main(["report", str(tmp_path / "notes.txt")]) == 2
+    assert "notes.txt is a file, not a run directory" in capsys.readouterr().err
     (tmp_path / "half").mkdir()
     assert main(["report", str(tmp_path / "half")]) == 2
     assert "no metrics.json" in capsys.readouterr().err

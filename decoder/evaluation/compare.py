@@ -407,8 +407,11 @@ def compare_runs(run_a, run_b, n_permutations=10000, random_state=0, out=None) -
                     "accuracy": m.get("accuracy"), "roc_auc": m.get("roc_auc")}
     # what B changes (a comparison of two configs should say which two)
     from ..config import config_differences, differences_text
-    res["config_differences"] = config_differences(
-        (ma.get("provenance") or {}).get("config"), (mb.get("provenance") or {}).get("config"))
+    configs = {k: (m.get("provenance") or {}).get("config") for k, m in (("A", ma), ("B", mb))}
+    # a run without a recorded config (an older version's) differs in nothing that is known
+    res["config_missing"] = [k for k, c in configs.items() if not isinstance(c, dict)]
+    res["config_differences"] = ([] if res["config_missing"] else
+                                 config_differences(configs["A"], configs["B"]))
     biomarker = task == "biomarker"
     label = "diagnosis" if biomarker else "true"
     # the settings that make the samples differ, where the configs say so

@@ -133,7 +133,8 @@ def load_run(run_dir) -> RunData:
     """
     path = run_folder(run_dir)
     if not path.is_dir():
-        raise DataError(f"run directory not found: {path}",
+        raise DataError(f"{path} is a file, not a run directory" if path.exists()
+                        else f"run directory not found: {path}",
                         "pass a folder written by 'decoder run CONFIG --out DIR'")
     mfile = path / "metrics.json"
     if not mfile.is_file():
