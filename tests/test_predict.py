@@ -372,3 +372,15 @@ def test_the_shipped_model_knows_its_training_ages_and_notes_a_younger_child():
     notes = biomarker.predict_subject(_example_series(), bundle, age=3)["warnings"]
     assert any("age 3 is outside the ages of the model's training subjects (6.47–58 years)"
                in n for n in notes)
+
+
+def test_a_file_that_is_not_a_time_series_table_is_not_called_a_cut_short_download(tmp_path,
+                                                                                  capsys):
+    notes = tmp_path / "README.md"
+    notes.write_text("# Notes\n\nThis folder holds the scans of site A, acquired in 2019.\n"
+                     "See the protocol, page two.\n")
+    rc = main(["predict", str(biomarker.SHIPPED_MODEL), str(notes)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "README.md: not a time-series table" in err and "re-download" not in err
+    assert ".1D/.tsv/.csv table" in err

@@ -73,6 +73,13 @@ def _is_number(token: str) -> bool:
     return True
 
 
+#: extensions of region time-series tables; a damaged file with another extension is
+#: more likely not a time series at all than a cut-short download
+TABLE_SUFFIXES = (".1d", ".tsv", ".csv", ".txt")
+_TABLE_FIX = ("pass a .1D/.tsv/.csv table (one row per time point), or a NIfTI image with "
+              "--atlas")
+
+
 def read_timeseries(path) -> tuple[np.ndarray, list[str]]:
     """Read one subject's region time series.
 
@@ -107,9 +114,7 @@ def read_timeseries(path) -> tuple[np.ndarray, list[str]]:
     try:
         text = path.read_text()
     except UnicodeDecodeError:
-        raise DataError(f"{path}: not a text time-series file",
-                        "pass a .1D/.tsv/.csv table (one row per time point), or a NIfTI "
-                        "image with --atlas") from None
+        raise DataError(f"{path}: not a text time-series file", _TABLE_FIX) from None
     lines = text.splitlines()
     header_lines = [i for i, ln in enumerate(lines) if ln.lstrip().startswith("#")]
     # (a line of tabs alone is a time point of missing values, not a blank line)
@@ -138,6 +143,9 @@ def read_timeseries(path) -> tuple[np.ndarray, list[str]]:
     if bad.size:
         lineno = body[bad[0]][0] + 1
         where = "last line" if bad[0] == len(body) - 1 else f"line {lineno}"
+        if path.suffix.lower() not in TABLE_SUFFIXES:   # e.g. a README given by mistake
+            raise DataError(f"{path}: not a time-series table ({where} has {counts[bad[0]]} "
+                            f"values, expected {expected})", _TABLE_FIX)
         raise DataError(f"{path}: truncated or malformed — {where} has {counts[bad[0]]} values, "
                         f"expected {expected}",
                         "re-download the file (it was cut short) or remove it from the folder")
@@ -149,6 +157,9 @@ def read_timeseries(path) -> tuple[np.ndarray, list[str]]:
                            engine="c" if sep is not None else "python",
                            dtype=np.float64).to_numpy()
     except (ValueError, pd.errors.ParserError) as exc:
+        if path.suffix.lower() not in TABLE_SUFFIXES:
+            raise DataError(f"{path}: not a time-series table (non-numeric values)",
+                            _TABLE_FIX) from None
         raise DataError(f"{path}: non-numeric values in the time series "
                         f"({' '.join(str(exc).split())[:120]})",
                         "the table must hold numbers only, one row per time point") from None
