@@ -32,6 +32,9 @@ SUBGROUP_NOTE = ("Held-out scores of the same predictions within each sex and ag
                  "diagnosis, gives an uncertain estimate; a lower score there means the model "
                  "should be trusted less for such a person.")
 
+#: weight maps drawn in the report (all of them are in weights.nii.gz)
+WEIGHT_MAPS_SHOWN = 8
+
 _SUMMARY_KEYS = ("task", "cv", "samples", "model", "n_samples", "n_classes", "accuracy",
                  "balanced_accuracy", "roc_auc", "chance", "permutation_p", "n_permutations",
                  "runtime_s")
@@ -203,9 +206,6 @@ def _weights_section(run: RunData) -> list[str]:
         anchor="weights")]
 
 
-WEIGHT_MAPS_SHOWN = 8
-
-
 SEARCHLIGHT_NOTE = (
     "Each voxel shows the held-out accuracy of a decoder trained on the sphere around it, "
     "on the same folds (and samples chosen inside the training runs) as the whole-mask "
@@ -347,7 +347,9 @@ def render_report(run: RunData) -> str:
         "<h3>Configuration</h3>", _html.pre(json.dumps(prov.get("config"), indent=2)),
         anchor="provenance"))
     name = m.get("name") if isinstance(m.get("name"), str) else None
-    subtitle = f"{name + ' · ' if name and name != run.path.name else ''}{run.path.name} · decoder {prov.get('version', '?')} · {prov.get('created', '')}"
+    named = f"{name} · " if name and name != run.path.name else ""
+    subtitle = (f"{named}{run.path.name} · decoder {prov.get('version', '?')} · "
+                f"{prov.get('created', '')}")
     return _html.page(title, subtitle, "".join(body))
 
 
