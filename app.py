@@ -28,9 +28,9 @@ from pathlib import Path
 import streamlit as st
 
 from decoder.errors import DecoderError
-from decoder.report import (EDGES_TITLE, RESEARCH_NOTICE, SUBGROUP_NOTE, edge_pattern_views,
-                            load_run, provenance_summary, render_report, render_subject_report,
-                            searchlight_view, summary)
+from decoder.report import (EDGES_TITLE, RESEARCH_NOTICE, SUBGROUP_NOTE, WEIGHT_MAPS_SHOWN,
+                            edge_pattern_views, load_run, provenance_summary, render_report,
+                            render_subject_report, searchlight_view, summary, weight_maps_note)
 from decoder.report import app_helpers as helpers
 from decoder.report import figures
 
@@ -322,7 +322,8 @@ def show_run(run):
                                                m.get("permutation_p")))
     if run.weights is not None:
         st.markdown("**Weight maps**")
-        show(figures.weight_map(run.weights, classes))
+        show(figures.weight_map(run.weights, classes, max_classes=WEIGHT_MAPS_SHOWN),
+             caption=weight_maps_note(run))
     light = searchlight_view(run)
     if light is not None:
         st.markdown("**Searchlight**")

@@ -20,7 +20,8 @@ from ._run import RunData, load_run, run_folder
 
 __all__ = ["write_report", "render_report", "render_subject_report", "load_run", "run_folder",
            "RunData", "summary",
-           "provenance_summary", "edge_pattern_views", "searchlight_view", "RESEARCH_NOTICE",
+           "provenance_summary", "edge_pattern_views", "searchlight_view", "weight_maps_note",
+           "WEIGHT_MAPS_SHOWN", "RESEARCH_NOTICE",
            "SUBGROUP_NOTE"]
 
 RESEARCH_NOTICE = ("Research use only. Not a medical device: a prediction for one person is "
@@ -190,20 +191,26 @@ def _permutation_section(run: RunData) -> list[str]:
         run.metrics["accuracy"], run.metrics.get("permutation_p")), anchor="permutation")]
 
 
+def weight_maps_note(run: RunData) -> str:
+    """How to read a category run's weight maps (the report's notice, the app's caption),
+    saying when only the first :data:`WEIGHT_MAPS_SHOWN` are drawn."""
+    shape = run.weights.shape
+    n_maps = shape[3] if len(shape) == 4 else 1
+    shown = ("" if n_maps <= WEIGHT_MAPS_SHOWN else
+             f" The first {WEIGHT_MAPS_SHOWN} of {n_maps} maps are drawn; all are in "
+             "weights.nii.gz.")
+    return ("Weights of a linear decoder show which voxels the model uses, not which voxels "
+            "encode a category (Haufe et al. 2014)." + shown)
+
+
 def _weights_section(run: RunData) -> list[str]:
     from . import _html, figures
     if run.weights is None:
         return []
-    n_maps = run.weights.shape[3] if len(run.weights.shape) == 4 else 1
-    shown = ("" if n_maps <= WEIGHT_MAPS_SHOWN else
-             f" The first {WEIGHT_MAPS_SHOWN} of {n_maps} maps are drawn; all are in "
-             "weights.nii.gz.")
     return [_html.section("Weight maps", _fig(
         figures.weight_map, "Decoder weight maps (red positive, blue negative)", run.weights,
         run.metrics.get("classes"), max_classes=WEIGHT_MAPS_SHOWN),
-        _html.notice("Weights of a linear decoder show which voxels the model uses, not "
-                     "which voxels encode a category (Haufe et al. 2014)." + shown),
-        anchor="weights")]
+        _html.notice(weight_maps_note(run)), anchor="weights")]
 
 
 SEARCHLIGHT_NOTE = (
