@@ -52,20 +52,55 @@ def file_records(paths, root=None) -> list[dict]:
     return records
 
 
+_SOURCE = None
+
+
+def source_identity() -> dict:
+    """Which code made a result: ``sha256`` of the package's Python sources
+    (``decoder/`` and ``pipelines/``, an uncommitted edit included) and, in a git
+    checkout, the ``git_commit``.  The version number alone does not change between
+    commits.  Computed once per process."""
+    global _SOURCE
+    if _SOURCE is None:
+        import hashlib
+        import subprocess
+        top = Path(__file__).resolve().parents[1]
+        digest = hashlib.sha256()
+        for folder in ("decoder", "pipelines"):
+            for path in sorted((top / folder).rglob("*.py")):
+                digest.update(path.relative_to(top).as_posix().encode() + b"\0")
+                digest.update(path.read_bytes())
+        commit = None
+        if (top / ".git").exists():
+            try:
+                commit = subprocess.run(["git", "-C", str(top), "rev-parse", "HEAD"],
+                                        capture_output=True, text=True,
+                                        timeout=10).stdout.strip() or None
+            except (OSError, subprocess.SubprocessError):
+                commit = None
+        _SOURCE = {"sha256": digest.hexdigest(), "git_commit": commit}
+    return dict(_SOURCE)
+
+
 def build_provenance(config: dict, inputs: list[dict], dataset: dict | None = None,
                      config_path=None) -> dict:
     """The provenance block of ``metrics.json``.
 
-    Library versions, the command, the config and its hash, the input files
-    with their checksums and the dataset's id and commit.  When a torch model
+    Library versions, the code (:func:`source_identity`), the command, the config
+    and its hash, the input files with their checksums and the dataset's id and
+    commit.  When a torch model
     ran in this process, the torch version and the device it could use
     (``accelerator``: the CUDA device's name, or ``"cpu"``) are recorded too:
     torch fits differ slightly between devices.
     """
+    import nibabel
     import nilearn
+    import pandas
+    import scipy
     import sklearn
     libraries = {"numpy": np.__version__, "scikit-learn": sklearn.__version__,
-                 "nilearn": nilearn.__version__}
+                 "nilearn": nilearn.__version__, "scipy": scipy.__version__,
+                 "pandas": pandas.__version__, "nibabel": nibabel.__version__}
     extra = {}
     torch = sys.modules.get("torch")
     if torch is not None:  # a torch model ran: its results depend on version and device
@@ -75,6 +110,7 @@ def build_provenance(config: dict, inputs: list[dict], dataset: dict | None = No
     return {
         "package": "decoder",
         "version": __version__,
+        "source": source_identity(),
         "python": platform.python_version(),
         "libraries": libraries,
         **extra,

@@ -106,7 +106,11 @@ def data_root(metrics, config, data) -> Path | None:
     config's own root.  A recorded root that is not on this machine is an error rather
     than a silent switch to other data."""
     if data:
-        return absolute_path(data)
+        root = absolute_path(data)
+        if not root.is_dir():
+            raise DataError(f"--data {data} is {'a file' if root.exists() else 'not found'}, "
+                            "not a folder", "pass the folder the run read its data from")
+        return root
     recorded = (metrics.get("dataset") or {}).get("root")
     if recorded and Path(recorded).is_dir():
         return Path(recorded)
@@ -283,13 +287,15 @@ def compare_environment(a: dict, b: dict) -> dict:
     """Package, Python and library versions (and the torch device) of two runs."""
     def env(p):
         out = {"decoder": p.get("version"), "python": p.get("python"),
+               "decoder source": (p.get("source") or {}).get("sha256"),
                **(p.get("libraries") or {})}
         if p.get("accelerator"):
             out["accelerator"] = p["accelerator"]
         return out
     ea, eb = env(a), env(b)
+    # what the recorded run did not record (an older version's run) is not a difference
     diff = {k: [ea.get(k), eb.get(k)] for k in sorted(set(ea) | set(eb))
-            if ea.get(k) != eb.get(k)}
+            if ea.get(k) is not None and ea.get(k) != eb.get(k)}
     return {"same": not diff, "differences": diff}
 
 
@@ -386,9 +392,16 @@ def reproduce(run_dir, data=None, out=None, n_jobs=None) -> dict:
     try:
         check_config(config)
     except ConfigError as err:  # a key this version no longer knows, or a changed choice
+        from decoder.results import source_identity
         recorded = metrics["provenance"].get("version")
-        fix = (f"install decoder {recorded} to reproduce it" if recorded != __version__ else
-               "this version wrote no such config: restore the metrics.json the run wrote")
+        source = metrics["provenance"].get("source") or {}
+        same_code = (source.get("sha256") == source_identity()["sha256"] if source
+                     else recorded == __version__)
+        commit = source.get("git_commit")
+        fix = ("this code wrote no such config: restore the metrics.json the run wrote"
+               if same_code else
+               f"rerun it with the code that wrote it (git checkout {commit[:12]})" if commit
+               else f"install decoder {recorded} to reproduce it")
         raise ConfigError(f"the run's recorded config does not fit decoder {__version__} "
                           f"(it was written by {recorded}): {err.message}", fix) from None
     root = data_root(metrics, config, data)
@@ -445,8 +458,9 @@ def reproduce_cli(args) -> int:
               f"{res['dataset']['reproduced']['commit']}")
     env = res["environment"]
     if not env["same"]:
-        print("environment differs: " + ", ".join(f"{k} {a} → {b}" for k, (a, b)
-                                                  in env["differences"].items()))
+        print("environment differs: " + ", ".join(
+            f"{k} {str(a)[:12]} → {str(b)[:12]}" if k == "decoder source" else f"{k} {a} → {b}"
+            for k, (a, b) in env["differences"].items()))
     for note in res.get("notes", []):
         print(f"note: {note}")
     print(f"comparison written to {Path(res['reproduction']) / 'reproduction.json'}")

@@ -149,9 +149,33 @@ def _reusable(folder: Path, config: dict, data) -> dict | None:
         if not recorded_root or Path(recorded_root).resolve() != Path(root).resolve():
             return None
         check_inputs(metrics["provenance"]["inputs"], Path(root))
+        if not _same_environment(metrics["provenance"]):
+            return None
     except (DecoderError, KeyError, TypeError, OSError):
         return None
     return metrics
+
+
+def _same_environment(provenance: dict) -> bool:
+    """Whether this installation (decoder's version and source, Python, and the library
+    versions the run recorded) is the one that wrote a run: a result from another setup
+    is rerun, not reused."""
+    import platform
+    from importlib import metadata
+
+    from decoder import __version__
+    from decoder.results import source_identity
+    from pipelines.reproduce import compare_environment
+    libraries = {}
+    for name in provenance.get("libraries") or {}:
+        try:
+            libraries[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            libraries[name] = None
+    now = {"version": __version__, "python": platform.python_version(),
+           "source": source_identity(), "libraries": libraries}
+    recorded = {k: provenance.get(k) for k in ("version", "python", "source", "libraries")}
+    return compare_environment(recorded, now)["same"]
 
 
 def holm(pvalues) -> list:

@@ -214,8 +214,10 @@ def test_runs_without_a_recorded_config_are_not_said_to_differ_in_everything(tmp
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
     metrics["provenance"] = {"config": {"task": "biomarker", "model": "ridge"}}
     (tmp_path / "a" / "metrics.json").write_text(json.dumps(metrics))
-    res = compare_runs(tmp_path / "a", tmp_path / "b")
+    res = compare_runs(tmp_path / "a", tmp_path / "b", n_permutations=200, random_state=7)
     assert res["config_missing"] == ["B"] and res["config_differences"] == []
+    # the settings of the random tests are part of the result
+    assert res["n_permutations"] == 200 and res["random_state"] == 7
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     assert ("B differs from A in: not known (no config recorded in the metrics.json of B)"
             in capsys.readouterr().out)

@@ -322,6 +322,8 @@ def test_report_gives_values_behind_its_figures_and_the_data_behind_the_run(tmp_
     # not a DataLad dataset: said, not left out
     assert "none (not a DataLad dataset)" in html
     assert "data.name" in html
+    # which code made it: the version number alone does not change between commits
+    assert f"<td>{metrics['provenance']['source']['sha256']}</td>" in html
 
 
 def test_report_says_when_weight_maps_are_left_out_of_the_figure(tmp_path):

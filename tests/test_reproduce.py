@@ -216,6 +216,28 @@ def test_data_that_are_gone_or_incomplete_are_refused_not_replaced(copy_run, tmp
     assert main(["reproduce", str(run), "--out", str(tmp_path / "a"),
                  "--data", str(tmp_path / "elsewhere")]) == 0
     assert f"data: {tmp_path / 'elsewhere'}" in capsys.readouterr().out
+    # --data that is not a folder says so, not that every input is missing
+    (tmp_path / "notes.txt").write_text("not data")
+    for wrong, word in ((tmp_path / "nowhere", "not found"), (tmp_path / "notes.txt", "a file")):
+        assert main(["reproduce", str(run), "--out", str(tmp_path / "b"),
+                     "--data", str(wrong)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"--data {wrong} is {word}, not a folder" in err and "\n" not in err
+
+
+def test_a_run_records_the_code_and_libraries_that_made_it(haxby_run, tmp_path, capsys):
+    from pipelines.reproduce import compare_environment
+    prov = json.loads((haxby_run / "metrics.json").read_text())["provenance"]
+    assert len(prov["source"]["sha256"]) == 64
+    assert {"numpy", "scikit-learn", "nilearn", "scipy", "pandas", "nibabel"} <= set(
+        prov["libraries"])
+    # other code is an environment difference; what an older run did not record is not
+    other = {**prov, "source": {"sha256": "0" * 64, "git_commit": None}}
+    assert compare_environment(other, prov)["differences"] == {
+        "decoder source": ["0" * 64, prov["source"]["sha256"]]}
+    older = {k: v for k, v in prov.items() if k != "source"}
+    older["libraries"] = {k: prov["libraries"][k] for k in ("numpy", "scikit-learn", "nilearn")}
+    assert compare_environment(older, prov)["same"]
 
 
 def test_an_interrupted_rerun_leaves_no_comparison_of_other_results(haxby_run, tmp_path,

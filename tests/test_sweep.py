@@ -125,6 +125,21 @@ def test_a_finished_sweep_resumes_and_reruns_only_what_changed(sample_copy, tmp_
     assert [v["status"] for v in other["variants"]] == ["ran", "ran"]
 
 
+def test_a_run_from_another_setup_is_rerun_not_reused(sample_copy, tmp_path):
+    from pipelines.sweep import _reusable
+    out = tmp_path / "sweep"
+    vary = parse_vary(["model=dual-ridge,lda"])
+    sweep(FAST, vary, data=sample_copy, out=out)
+    folder = next(out.glob("01_*"))
+    from pipelines import check_config
+    config = check_config({**FAST, "model": "dual-ridge"})
+    assert _reusable(folder, config, sample_copy) is not None
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["provenance"]["libraries"]["scikit-learn"] = "1.3.0"
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    assert _reusable(folder, config, sample_copy) is None
+
+
 def test_a_failing_variant_is_recorded_and_the_others_finish(tmp_path):
     out = tmp_path / "sweep"
     res = sweep(FAST, parse_vary(["classes=[[face, house], [face, nosuch]]", "model=dual-ridge,lda"]),

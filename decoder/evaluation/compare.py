@@ -400,7 +400,8 @@ def compare_runs(run_a, run_b, n_permutations=10000, random_state=0, out=None) -
     if task != mb.get("task"):
         raise DataError(f"cannot compare a {task} run with a {mb.get('task')} run",
                         "compare two runs of the same task")
-    res = {"task": task}
+    # the settings of the tests, so that a p-value from random flips can be rerun
+    res = {"task": task, "n_permutations": n_permutations, "random_state": random_state}
     for key, run, m in (("a", run_a, ma), ("b", run_b, mb)):
         res[key] = {"path": str(run), "name": m.get("name"), "cv": m.get("cv"),
                     "config_sha256": (m.get("provenance") or {}).get("config_sha256"),

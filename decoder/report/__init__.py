@@ -76,10 +76,16 @@ def summary(metrics: dict) -> dict:
 
 
 def provenance_summary(metrics: dict) -> dict:
-    """Version, creation time, command, config hash and dataset identity."""
+    """Version, source, creation time, command, config hash, libraries and dataset
+    identity."""
     prov = metrics.get("provenance") or {}
     out = {k: prov.get(k) for k in ("package", "version", "python", "created", "command",
                                     "config_path", "config_sha256") if prov.get(k) is not None}
+    source = prov.get("source") or {}
+    if source.get("git_commit"):
+        out["source commit"] = source["git_commit"]
+    if source.get("sha256"):
+        out["source sha256"] = source["sha256"]
     for lib, ver in (prov.get("libraries") or {}).items():
         out[lib] = ver
     ds = metrics.get("dataset") if isinstance(metrics.get("dataset"), dict) else {}
