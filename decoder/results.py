@@ -55,6 +55,17 @@ def file_records(paths, root=None) -> list[dict]:
 _SOURCE = None
 
 
+def _command() -> str | None:
+    """The command line as a user would type it again: ``decoder run …`` whether it came
+    through the ``decoder`` script or ``python -m decoder.cli`` (arguments quoted)."""
+    import shlex
+    if not sys.argv:
+        return None
+    program = Path(sys.argv[0]).name
+    head = "decoder" if program in ("decoder", "cli.py", "__main__.py") else sys.argv[0]
+    return " ".join([head] + [shlex.quote(a) for a in sys.argv[1:]])
+
+
 def source_identity() -> dict:
     """Which code made a result: ``sha256`` of the package's Python sources
     (``decoder/`` and ``pipelines/``, an uncommitted edit included) and, in a git
@@ -114,7 +125,8 @@ def build_provenance(config: dict, inputs: list[dict], dataset: dict | None = No
         "python": platform.python_version(),
         "libraries": libraries,
         **extra,
-        "command": " ".join(sys.argv) if sys.argv else None,
+        "command": _command(),
+        "working_directory": os.getcwd(),
         "config": config,
         "config_path": str(config_path) if config_path else None,
         "config_sha256": config_hash(config),

@@ -336,7 +336,7 @@ def compare_runs_exactly(recorded_dir, reproduced_dir, recorded=None) -> dict:
     verdict = ("identical" if same and max_diff == 0 else "within-tolerance" if same
                else "differs")
     return {
-        "run": str(recorded_dir), "reproduction": str(reproduced_dir),
+        "run": str(recorded_dir.resolve()), "reproduction": str(reproduced_dir.resolve()),
         "verdict": verdict, "reproduced": same, "tolerance": TOLERANCE,
         "max_abs_diff": max_diff, "not_compared": not_compared,
         "scores": {k: [ma.get(k), mb.get(k)] for k in ("accuracy", "roc_auc")

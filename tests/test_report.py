@@ -308,7 +308,8 @@ def test_the_report_of_a_run_with_a_dollar_in_a_class_name_is_written(tmp_path):
     assert len(_images(html)) == 5 and "$x^$" in html
 
 
-def test_report_gives_values_behind_its_figures_and_the_data_behind_the_run(tmp_path):
+def test_report_gives_values_behind_its_figures_and_the_data_behind_the_run(tmp_path,
+                                                                            monkeypatch):
     out = make_category_run(tmp_path / "run")
     metrics = json.loads((out / "metrics.json").read_text())
     metrics["provenance"]["dataset"] = {"is_datalad": False, "dataset_id": None, "commit": None}
@@ -322,6 +323,11 @@ def test_report_gives_values_behind_its_figures_and_the_data_behind_the_run(tmp_
     # not a DataLad dataset: said, not left out
     assert "none (not a DataLad dataset)" in html
     assert "data.name" in html
+    # the command as one would type it again, and where it ran
+    import sys
+    from decoder.results import _command
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/decoder", "run", "my config.yaml"])
+    assert _command() == "decoder run 'my config.yaml'"
     # which code made it: the version number alone does not change between commits
     assert f"<td>{metrics['provenance']['source']['sha256']}</td>" in html
 

@@ -44,6 +44,7 @@ def test_a_run_folder_is_rerun_and_found_identical_without_touching_it(haxby_run
     assert all(f["same"] and f["max_abs_diff"] == 0 for f in res["files"].values())
     assert res["inputs"]["same"] and res["inputs"]["n"] >= 25  # 12 runs, their events, mask
     assert res["config_same"] and res["environment"]["same"]
+    assert res["run"] == str(haxby_run.resolve()) and res["reproduction"] == str(out.resolve())
     assert _checksums(haxby_run) == before  # the run folder is only read
 
 
