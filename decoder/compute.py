@@ -138,9 +138,7 @@ class LocalBackend:
     """
 
     def __init__(self, n_jobs: int = 1):
-        if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs == 0:
-            raise ConfigError(f"compute.n_jobs must be a non-zero integer, got {n_jobs!r}",
-                              "write e.g. --set compute.n_jobs=4 (or -1 for all cores)")
+        _check_n_jobs(n_jobs)
         self.n_jobs = n_jobs
 
     @property
@@ -276,6 +274,12 @@ def get_backend(scheduler=None, n_jobs: int = 1, timeout: float = 30):
     return DaskBackend(scheduler, timeout=timeout)
 
 
+def _check_n_jobs(n_jobs) -> None:
+    if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs == 0:
+        raise ConfigError(f"compute.n_jobs must be a non-zero integer, got {n_jobs!r}",
+                          "write e.g. --set compute.n_jobs=4 (or -1 for all cores)")
+
+
 def _check_address(scheduler: str) -> None:
     if "://" not in scheduler or any(c.isspace() for c in scheduler):
         raise ConfigError(f"compute.scheduler {scheduler!r} is not a scheduler address",
@@ -290,10 +294,7 @@ def check_compute(compute: Mapping | None) -> None:
     (whether the scheduler answers is known only when a run connects to it).
     """
     compute = dict(compute or {})
-    n_jobs = compute.get("n_jobs", 1)
-    if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs == 0:
-        raise ConfigError(f"compute.n_jobs must be a non-zero integer, got {n_jobs!r}",
-                          "write e.g. --set compute.n_jobs=4 (or -1 for all cores)")
+    _check_n_jobs(compute.get("n_jobs", 1))
     scheduler = compute.get("scheduler")
     if isinstance(scheduler, str) and scheduler.strip():
         _check_address(scheduler.strip())
