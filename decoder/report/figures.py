@@ -212,29 +212,28 @@ def searchlight_map(acc_img, p_img=None, chance=None, fwe_level: float = 0.05) -
     return fig
 
 
-_WORLD_ENDS = (("L", "R"), ("P", "A"), ("I", "S"))   # RAS+: negative end, positive end
-_PLANE_NAMES = ("x", "y", "z")
+_OPPOSITE = {"L": "R", "R": "L", "P": "A", "A": "P", "I": "S", "S": "I"}
+_PLANE_NAMES = {"L": "x", "R": "x", "P": "y", "A": "y", "I": "z", "S": "z"}
 
 
 def _plane_orientation(affine, axis: int, index: int):
     """Where a voxel plane lies and how it is drawn once ``np.rot90``-ed.
 
     Returns ``("z = 12.5 mm", (left, right, bottom, top))``: the world coordinate
-    of the plane (its axis read from the affine) and the anatomical letter at
-    each edge of the drawn image (columns run along the first remaining voxel
-    axis, rows upwards along the second).
+    of the plane and the anatomical letter at each edge of the drawn image
+    (columns run along the first remaining voxel axis, rows upwards along the
+    second), from nibabel's axis codes of the affine.
     """
-    A = np.asarray(affine, dtype=float)[:3, :3]
-    normal = int(np.argmax(np.abs(A[:, axis])))
+    from nibabel.orientations import aff2axcodes
+    codes = aff2axcodes(affine)           # the world direction each voxel axis points to
     centre = np.zeros(3)
     centre[axis] = index
-    mm = float((np.asarray(affine, dtype=float) @ np.append(centre, 1.0))[normal])
+    world = np.asarray(affine, dtype=float) @ np.append(centre, 1.0)
+    mm = float(world["xyz".index(_PLANE_NAMES[codes[axis]])])
     ends = []
     for voxel_axis in [a for a in range(3) if a != axis]:
-        world = int(np.argmax(np.abs(A[:, voxel_axis])))
-        low, high = _WORLD_ENDS[world]
-        ends += [low, high] if A[world, voxel_axis] > 0 else [high, low]
-    return f"{_PLANE_NAMES[normal]} = {mm:g} mm", tuple(ends)
+        ends += [_OPPOSITE[codes[voxel_axis]], codes[voxel_axis]]
+    return f"{_PLANE_NAMES[codes[axis]]} = {mm:g} mm", tuple(ends)
 
 
 @_plain_text
