@@ -93,6 +93,24 @@ def source_identity() -> dict:
     return dict(_SOURCE)
 
 
+#: libraries whose versions every run records (torch too when a torch model ran)
+RECORDED_LIBRARIES = ("numpy", "scikit-learn", "nilearn", "scipy", "pandas", "nibabel")
+
+
+def current_environment(libraries=RECORDED_LIBRARIES) -> dict:
+    """This installation as provenance records it: ``version`` and ``source`` of decoder,
+    ``python``, and the installed version of each of ``libraries`` (None if absent)."""
+    from importlib import metadata
+    versions = {}
+    for name in libraries:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"version": __version__, "source": source_identity(),
+            "python": platform.python_version(), "libraries": versions}
+
+
 def build_provenance(config: dict, inputs: list[dict], dataset: dict | None = None,
                      config_path=None) -> dict:
     """The provenance block of ``metrics.json``.
@@ -104,26 +122,16 @@ def build_provenance(config: dict, inputs: list[dict], dataset: dict | None = No
     (``accelerator``: the CUDA device's name, or ``"cpu"``) are recorded too:
     torch fits differ slightly between devices.
     """
-    import nibabel
-    import nilearn
-    import pandas
-    import scipy
-    import sklearn
-    libraries = {"numpy": np.__version__, "scikit-learn": sklearn.__version__,
-                 "nilearn": nilearn.__version__, "scipy": scipy.__version__,
-                 "pandas": pandas.__version__, "nibabel": nibabel.__version__}
+    libraries = RECORDED_LIBRARIES
     extra = {}
     torch = sys.modules.get("torch")
     if torch is not None:  # a torch model ran: its results depend on version and device
-        libraries["torch"] = torch.__version__
+        libraries = libraries + ("torch",)
         extra["accelerator"] = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
                                 else "cpu")
     return {
         "package": "decoder",
-        "version": __version__,
-        "source": source_identity(),
-        "python": platform.python_version(),
-        "libraries": libraries,
+        **current_environment(libraries),
         **extra,
         "command": _command(),
         "working_directory": os.getcwd(),

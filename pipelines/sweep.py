@@ -160,20 +160,9 @@ def _same_environment(provenance: dict) -> bool:
     """Whether this installation (decoder's version and source, Python, and the library
     versions the run recorded) is the one that wrote a run: a result from another setup
     is rerun, not reused."""
-    import platform
-    from importlib import metadata
-
-    from decoder import __version__
-    from decoder.results import source_identity
+    from decoder.results import current_environment
     from pipelines.reproduce import compare_environment
-    libraries = {}
-    for name in provenance.get("libraries") or {}:
-        try:
-            libraries[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            libraries[name] = None
-    now = {"version": __version__, "python": platform.python_version(),
-           "source": source_identity(), "libraries": libraries}
+    now = current_environment(tuple(provenance.get("libraries") or ()))
     recorded = {k: provenance.get(k) for k in ("version", "python", "source", "libraries")}
     return compare_environment(recorded, now)["same"]
 
