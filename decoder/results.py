@@ -115,12 +115,11 @@ def build_provenance(config: dict, inputs: list[dict], dataset: dict | None = No
                      config_path=None) -> dict:
     """The provenance block of ``metrics.json``.
 
-    Library versions, the code (:func:`source_identity`), the command, the config
-    and its hash, the input files with their checksums and the dataset's id and
-    commit.  When a torch model
-    ran in this process, the torch version and the device it could use
-    (``accelerator``: the CUDA device's name, or ``"cpu"``) are recorded too:
-    torch fits differ slightly between devices.
+    This installation (:func:`current_environment`), the command and the folder it
+    ran in, the config and its hash, the input files with their checksums and the
+    dataset's id and commit.  When a torch model ran in this process, the torch
+    version and the device it could use (``accelerator``: the CUDA device's name, or
+    ``"cpu"``) are recorded too: torch fits differ slightly between devices.
     """
     libraries = RECORDED_LIBRARIES
     extra = {}
