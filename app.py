@@ -189,7 +189,14 @@ def cohort_section(bundle):
         res = helpers.analyse_cohort(uploads, bundle, table=table, site=site)
     st.subheader(f"Cohort: {len(res.table)} subjects")
     n_pos = int((res.table["predicted"] == "autism").sum())
-    st.write(f"{n_pos} predicted autism, {len(res.table) - n_pos} control.")
+    n_failed = len(res.failed)
+    st.write(f"{n_pos} predicted autism, {len(res.table) - n_pos - n_failed} control"
+             + (f", {n_failed} not predicted." if n_failed else "."))
+    if n_failed:
+        st.warning(f"{n_failed} file(s) could not be predicted and are left out of the "
+                   "scores (the table's error column says why):\n\n"
+                   + "\n".join(f"- {e}" for e in res.failed[:10])
+                   + (f"\n- … and {n_failed - 10} more" if n_failed > 10 else ""))
     sc = res.scores
     if sc and sc.get("includes_training_subjects"):
         st.warning(f"The {sc['n']} subjects with a diagnosis were all training subjects of "

@@ -205,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--mean-fd", type=float, dest="mean_fd",
                     help="mean framewise displacement (mm), for a model trained with "
                          "confounds.remove: [mean_fd] (default: the training median)")
+    pr.add_argument("--skip-bad", action="store_true", dest="skip_bad",
+                    help="for a cohort: a file that cannot be predicted gets its reason in "
+                         "the table's error column and the others go on (default: stop)")
     pr.add_argument("--out", help="JSON file for one subject's prediction (default "
                                   "<input name>_prediction.json here); for a cohort, the table "
                                   "(default predictions.tsv, with a .json summary beside)")

@@ -171,7 +171,8 @@ def match_subjects(files, table, table_path="the participants table") -> list:
     return out
 
 
-def predict_cohort(files, model=None, participants=None, site=None, atlas=None) -> tuple:
+def predict_cohort(files, model=None, participants=None, site=None, atlas=None,
+                   skip_bad=False) -> tuple:
     """Probabilities of autism for many subjects, and scores where diagnoses are known.
 
     Parameters
@@ -188,12 +189,18 @@ def predict_cohort(files, model=None, participants=None, site=None, atlas=None) 
         The site of every subject without one in the table (e.g. a whole new cohort).
     atlas : path, optional
         Labels atlas for NIfTI inputs.
+    skip_bad : bool
+        A file that cannot be predicted (unreadable, too short, other regions, no usable
+        covariance) stops everything by default; with ``skip_bad`` it gets a row with
+        its reason in ``error`` and no probability, and the others are predicted and
+        scored without it.
 
     Returns
     -------
     table : DataFrame
         One row per subject: ``input``, ``site``, ``p_autism``, ``predicted`` and, where
-        known, ``age``, ``sex``, ``diagnosis``.
+        known, ``age``, ``sex``, ``diagnosis``; with ``skip_bad``, ``error`` (empty for a
+        subject predicted).
     scores : dict or None
         With diagnoses: the model's scores on these subjects (``n``, ``accuracy`` with
         its Wilson ``accuracy_ci95``, ``balanced_accuracy``, ``roc_auc`` with DeLong's
@@ -221,8 +228,19 @@ def predict_cohort(files, model=None, participants=None, site=None, atlas=None) 
         rows["site"] = np.nan
     if site is not None:
         rows["site"] = rows["site"].fillna(str(site))
-    series = [read_subject_input(f, atlas=atlas, model=bundle)
-              for f in files]
+    series, errors = _read_series(files, atlas, bundle, skip_bad)
+    if skip_bad:
+        rows["error"] = [_one_line(errors[f]) if f in errors else "" for f in files]
+        if len(errors) == len(files):
+            first = next(iter(errors.values()))
+            if len(files) == 1:
+                raise first
+            raise DataError(f"none of the {len(files)} files could be predicted; the first: "
+                            f"{first.message}", first.fix)
+        ok = np.array([f not in errors for f in files])
+        table, rows = rows, rows[ok]   # the index keeps each subject's place
+        files = [f for f in files if f not in errors]
+        series = [ts for ts in series if ts is not None]
     known_site = rows["site"].notna()
     sites = np.where(known_site, rows["site"].astype(str), "__unknown__")
     covariates = None
@@ -272,19 +290,52 @@ def predict_cohort(files, model=None, participants=None, site=None, atlas=None) 
     rows["in_training"] = _in_training(rows, bundle)
     # what is unusual about each subject's series, as a single prediction would say
     rows["notes"] = ["; ".join(subject_notes(ts, bundle, f)) for f, ts in zip(files, series)]
+    if skip_bad and errors:  # the skipped files back in their places, without a probability
+        rows = pd.concat([rows, table[~ok]]).loc[table.index]
+        log.warning("%d of %d files could not be predicted and are left out of the scores "
+                    "(their reasons are in the table's 'error' column)", len(errors),
+                    len(rows))
     seen = rows["in_training"] == True  # noqa: E712 (NaN: unknown)
     if seen.any():
         log.info("%d of %d subjects were training subjects of the model: predicted, but "
                  "left out of the scores unless no other subject has a diagnosis",
                  int(seen.sum()), len(rows))
-    scores = cohort_scores(rows[~seen]) if (~seen).any() else None
+    predicted = rows["p_autism"].notna()
+    scores = cohort_scores(rows[~seen & predicted]) if (~seen & predicted).any() else None
     if scores is None:
-        scores = cohort_scores(rows)
+        scores = cohort_scores(rows[predicted])
         if scores is not None:
             scores["includes_training_subjects"] = True
+    if "error" in rows:  # last, beside the notes
+        rows = rows[[c for c in rows.columns if c != "error"] + ["error"]]
     if "sex" in rows:  # ABIDE's codes as written (2, not 2.0); missing stays missing
         rows["sex"] = rows["sex"].astype("Int64")
     return rows.set_index("subject"), scores
+
+
+def _read_series(files, atlas, bundle, skip_bad):
+    """Each file's time series (None for one that fails, with ``skip_bad``) and the
+    failures (file → DataError)."""
+    series, errors = [], {}
+    for f in files:
+        try:
+            ts = read_subject_input(f, atlas=atlas, model=bundle)
+            if skip_bad:  # what the batch prediction would refuse, known per file here
+                _name_the_subject([f], [ts], bundle["estimator"])
+        except DataError as err:
+            if not skip_bad:
+                if len(files) > 1:
+                    raise DataError(err.message, f"{err.fix} (or --skip-bad to predict the "
+                                    "other subjects without it)") from None
+                raise
+            errors[f] = err
+            ts = None
+        series.append(ts)
+    return series, errors
+
+
+def _one_line(err: DataError) -> str:
+    return f"{err.message} ({err.fix})" if err.fix else err.message
 
 
 def _name_the_subject(files, series, est) -> None:
@@ -354,15 +405,23 @@ def cohort_cli(args, inputs) -> int:
     out, summary_path = _cohort_outputs(getattr(args, "out", None) or "predictions.tsv")
     table, scores = predict_cohort(inputs, args.model, getattr(args, "participants", None),
                                    site=getattr(args, "site", None),
-                                   atlas=getattr(args, "atlas", None))
+                                   atlas=getattr(args, "atlas", None),
+                                   skip_bad=bool(getattr(args, "skip_bad", False)))
+    failed = (table.loc[table["error"] != "", ["input", "error"]] if "error" in table
+              else table.iloc[:0][["input"]].assign(error=""))
     summary = {"model": str(args.model), "participants": getattr(args, "participants", None),
-               "n_subjects": int(len(table)),
+               "n_subjects": int(len(table)), "n_failed": int(len(failed)),
+               "failed": [{"input": str(i), "error": str(e)}
+                          for i, e in zip(failed["input"], failed["error"])],
                "n_in_training": int((table["in_training"] == True).sum()),  # noqa: E712
                "n_predicted_autism": int((table["predicted"] == POSITIVE).sum()),
                "table": str(out), "scores": scores}
     atomic_write_text(out, table.to_csv(sep="," if out.suffix.lower() == ".csv" else "\t"))
     atomic_write_json(summary_path, summary)
-    print(f"{len(table)} subjects: {summary['n_predicted_autism']} predicted {POSITIVE}")
+    print(f"{len(table)} subjects: {summary['n_predicted_autism']} predicted {POSITIVE}"
+          + (f", {len(failed)} not predicted (--skip-bad)" if len(failed) else ""))
+    for i, e in zip(failed["input"], failed["error"]):
+        print(f"not predicted: {e}" if str(i) in e else f"not predicted: {i}: {e}")
     if summary["n_in_training"]:
         print(f"{summary['n_in_training']} of them were training subjects of the model"
               + (": their scores are not external" if scores and

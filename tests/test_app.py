@@ -274,6 +274,23 @@ def test_uploaded_cohort_files_without_a_table_are_predicted(app):
     assert not any(m.label == "With a diagnosis" for m in app.metric)  # nothing to score
 
 
+def test_a_cohort_file_that_cannot_be_predicted_is_listed_and_the_others_go_on(app):
+    app.radio(key="source").set_value("Upload a cohort").run()
+    uploader = app.file_uploader(key="cohort_files")
+    for name in ("NYU_0050952_rois_ho.1D", "USM_0050433_rois_ho.1D"):
+        uploader.upload(name, (EXAMPLES / name).read_bytes(), "text/plain")
+    lines = (EXAMPLES / "UM_1_0050272_rois_ho.1D").read_text().splitlines()
+    uploader.upload("UM_1_0050272_rois_ho.1D", "\n".join(lines[:6]).encode(), "text/plain")
+    app.run()
+    _no_traceback(app)
+    assert _errors(app) == []
+    assert any(h.value == "Cohort: 3 subjects" for h in app.subheader)
+    warned = [w.value for w in app.warning if "could not be predicted" in w.value]
+    assert len(warned) == 1 and "- UM_1_0050272_rois_ho.1D: " in warned[0]
+    shown = next(d.value for d in app.dataframe if "p_autism" in d.value.columns)
+    assert shown["p_autism"].isna().tolist() == [False, False, True]
+
+
 def test_a_bad_cohort_upload_is_a_one_line_error(app):
     app.radio(key="source").set_value("Upload a cohort").run()
     app.file_uploader(key="cohort_files").upload("x.1D", b"\x00\x01binary", "text/plain")

@@ -389,10 +389,16 @@ def test_cohort_uploads_keep_their_own_names_for_matching_and_display(private_tm
 def test_cohort_errors_name_exactly_the_upload_concerned(private_tmp, model):
     data = (EXAMPLES / "NYU_0050952_rois_ho.1D").read_text().splitlines()
     short = "\n".join(data[:6]).encode()  # 5 time points
-    with pytest.raises(DataError) as err:
-        helpers.analyse_cohort([(data and "\n".join(data).encode(), "ñn.1D"),
-                                (short, "scan.1D")], model[0])
-    assert str(err.value).startswith("scan.1D: ")
+    res = helpers.analyse_cohort([("\n".join(data).encode(), "ñn.1D"), (short, "scan.1D")],
+                                 model[0])
+    assert res.failed == [res.table.loc["scan", "error"]]   # listed; the other goes on
+    assert res.failed[0].startswith("scan.1D: ") and str(private_tmp) not in res.failed[0]
+    assert np.isnan(res.table.loc["scan", "p_autism"])
+    assert 0 <= res.table.loc["ñn", "p_autism"] <= 1 and res.table.loc["ñn", "error"] == ""
+    with pytest.raises(DataError) as err:   # nothing left to predict
+        helpers.analyse_cohort([(short, "scan.1D"), (short[:40], "other.1D")], model[0])
+    assert str(err.value).startswith("none of the 2 files could be predicted; the first: "
+                                     "scan.1D: ")
     with pytest.raises(DataError, match="'x.tsv' and 'x.1D' are both subject 'x'"):
         helpers.analyse_cohort([(short, "x.1D"), (short, "x.tsv")], model[0])
     with pytest.raises(DataError, match="invalid file name"):

@@ -320,3 +320,40 @@ def test_a_spreadsheet_not_saved_as_text_is_named_as_such(tmp_path, content, nam
     with pytest.raises(DataError, match=named.replace("(", r"\(").replace(")", r"\)")) as err:
         read_participants(table)
     assert "save it from the spreadsheet as CSV or tab-separated text, UTF-8" in str(err.value)
+
+
+def test_with_skip_bad_a_file_that_cannot_be_predicted_is_listed_and_the_rest_go_on(
+        trained, tmp_path, capsys):
+    good = [str(f) for f in trained["new"][:6]]
+    short, empty = (tmp_path / f.name for f in trained["new"][6:8])  # rows in the table
+    short.write_text("\n".join(Path(good[0]).read_text().splitlines()[:6]) + "\n")
+    empty.write_text("")
+    files = [good[0], str(short), *good[1:3], str(empty), *good[3:]]
+    out = tmp_path / "cohort.tsv"
+    # by default the first bad file stops everything, and says how to go on without it
+    rc = main(["predict", str(trained["model"]), *files, "--participants",
+               str(trained["table"]), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and err.count(short.name) == 1
+    assert "--skip-bad" in err and not out.exists()
+    assert main(["predict", str(trained["model"]), *files, "--participants",
+                 str(trained["table"]), "--out", str(out), "--skip-bad"]) == 0
+    printed = capsys.readouterr().out
+    table = pd.read_csv(out, sep="\t", keep_default_na=False)
+    summary = json.loads(out.with_suffix(".json").read_text())
+    # every file keeps its row, in the order given; the bad ones say why, without a call
+    assert list(table["input"]) == files and table.columns[-1] == "error"
+    bad = table["error"] != ""
+    assert list(bad) == [False, True, False, False, True, False, False, False]
+    assert table.loc[bad, "error"].str.startswith(str(tmp_path)).all()
+    assert (table.loc[bad, ["p_autism", "predicted"]] == "").all().all()
+    assert summary["n_failed"] == 2 and summary["n_subjects"] == 8
+    assert [f["input"] for f in summary["failed"]] == [str(short), str(empty)]
+    assert "2 not predicted (--skip-bad)" in printed
+    assert printed.count("not predicted: ") == 2
+    # the others are predicted and scored exactly as they would be without the bad files
+    # (the new site's ComBat estimated from the good subjects only)
+    alone, scores = predict_cohort(good, trained["model"], trained["table"])
+    assert np.allclose(table.loc[~bad, "p_autism"].astype(float), alone["p_autism"])
+    assert summary["scores"]["n"] == scores["n"] == 6
+    assert summary["scores"]["accuracy"] == pytest.approx(scores["accuracy"])

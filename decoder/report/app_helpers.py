@@ -205,7 +205,8 @@ class CohortResult:
     table : DataFrame
         One row per subject, as ``decoder predict`` writes it: ``input`` (the uploaded
         file's name), ``site``, ``p_autism``, ``predicted``, ``in_training`` and, from
-        the participants table, ``age``, ``sex``, ``diagnosis``.
+        the participants table, ``age``, ``sex``, ``diagnosis``; ``error``: why a file
+        could not be predicted (empty for the others, which go on without it).
     scores : dict or None
         The model's scores on the subjects with a diagnosis
         (:func:`pipelines.cohort.cohort_scores`), training subjects left out.
@@ -220,6 +221,11 @@ class CohortResult:
     @property
     def n_in_training(self) -> int:
         return int((self.table["in_training"] == True).sum())  # noqa: E712 (None: unknown)
+
+    @property
+    def failed(self) -> list:
+        """The reasons of the files that could not be predicted (one line each)."""
+        return [e for e in self.table["error"] if e]
 
 
 def analyse_cohort(uploads, bundle: dict, table=None, site=None) -> CohortResult:
@@ -274,14 +280,18 @@ def analyse_cohort(uploads, bundle: dict, table=None, site=None) -> CohortResult
             tdir.mkdir()
             participants = save_upload(data, tname, tdir, "timeseries", keep_name=True)
             folders[str(tdir)] = tname
-        try:
-            rows, scores = predict_cohort(paths, bundle, participants, site=site or None)
-        except DataError as err:  # name the uploads, not the temporary folder
-            msg = err.message
+        def named(msg):  # the uploads' names, not the temporary folder
             for folder in sorted(folders, key=len, reverse=True):
                 msg = msg.replace(f"{folder}/", "")
-            raise DataError(msg.replace(f"{tmp}/", "").replace(tmp, ""), err.fix) from None
+            return msg.replace(f"{tmp}/", "").replace(tmp, "")
+
+        try:  # a file that cannot be predicted is listed; the others go on
+            rows, scores = predict_cohort(paths, bundle, participants, site=site or None,
+                                          skip_bad=True)
+        except DataError as err:
+            raise DataError(named(err.message), err.fix) from None
     rows["input"] = [Path(p).name for p in rows["input"]]
+    rows["error"] = [named(e) for e in rows["error"]]
     return CohortResult(rows, scores, rows.to_csv(sep="\t").encode())
 
 
