@@ -87,6 +87,30 @@ def test_betas_samples_from_the_first_level_glm(tmp_path):
     assert m["accuracy"] >= 0.9
 
 
+def test_lsa_betas_of_closely_spaced_trials_are_said_to_be_mostly_noise(tmp_path, caplog):
+    # Haxby's events are 0.5 s stimuli every 2 s (TR 2.5 s): one regressor per trial in a
+    # single GLM cannot be told apart from its neighbours, one per 24 s block can
+    caplog.set_level("WARNING", logger="decoder.features.task")
+    _run(tmp_path / "block", classes=["face", "house"], samples="betas")
+    assert "nearly collinear" not in caplog.text
+    _run(tmp_path / "trial", classes=["face", "house"], samples="betas",
+         betas={"method": "lsa", "unit": "trial"})
+    warned = [r.getMessage() for r in caplog.records if "nearly collinear" in r.getMessage()]
+    assert len(warned) == 1   # once per run of the pipeline, not once per GLM
+    assert "betas.method: lss or betas.unit: block" in warned[0] and "sub-1_run-" in warned[0]
+
+
+def test_variance_inflation_is_one_for_independent_regressors_and_large_for_collinear():
+    from decoder.features.task import variance_inflation
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 500))
+    design = pd.DataFrame({"a": a, "b": b, "near_a": a + 0.05 * rng.standard_normal(500),
+                           "constant": 1.0})
+    vif = variance_inflation(design, ["a", "b", "near_a"])
+    assert vif[1] == pytest.approx(1.0, abs=0.05)
+    assert vif[0] > 100 and vif[2] > 100
+
+
 @pytest.mark.parametrize("model", ["svc", "lda", "torch-linear"])
 def test_other_models_run_through_the_same_pipeline(tmp_path, model):
     m, _ = _run(tmp_path, classes=["face", "house"], model=model, samples="blocks")

@@ -267,6 +267,26 @@ def block_average_samples(data: TaskData, classes, delay: float, X_runs=None):
     return Xb, y[first], runs[first], ids
 
 
+# Above this variance inflation a regressor's beta is mostly the noise it shares with its
+# neighbours (the usual rule of thumb is 5–10; Mumford et al. 2012 for per-trial betas).
+MAX_VARIANCE_INFLATION = 10.0
+
+
+def variance_inflation(design: pd.DataFrame, columns) -> np.ndarray:
+    """Variance inflation factor of each of ``columns`` in a first-level design matrix.
+
+    ``1 / (1 - R²)`` of the column regressed on all the others (the constant left out, the
+    columns centred): 1 for a regressor independent of the rest, large when the others
+    nearly reproduce it, so that its beta is poorly determined.
+    """
+    X = design.drop(columns=[c for c in design.columns if c == "constant"])
+    X = X - X.mean(axis=0)
+    corr = np.corrcoef(X.to_numpy(float).T)
+    vif = np.diag(np.linalg.pinv(corr))
+    where = [list(X.columns).index(c) for c in columns]
+    return vif[where]
+
+
 def beta_samples(data: TaskData, classes, method: str = "lsa", unit: str = "block",
                  hrf_model: str = "glover"):
     """Per-block (or per-trial) beta maps from nilearn's first-level GLM.
@@ -285,6 +305,7 @@ def beta_samples(data: TaskData, classes, method: str = "lsa", unit: str = "bloc
 
     keep = set(classes)
     Xo, y, runs, units = [], [], [], []
+    inflation = []   # (median variance inflation of the run's lsa regressors, run)
     for i, (r, Xr) in enumerate(zip(data.runs, data.X)):
         if unit == "trial":
             ev = data.events[i].copy()
@@ -300,6 +321,8 @@ def beta_samples(data: TaskData, classes, method: str = "lsa", unit: str = "bloc
         if method == "lsa":
             lsa = ev.assign(trial_type=[f"u{k}" for k in range(len(ev))])[["onset", "duration", "trial_type"]]
             glm = glm_fit(img, lsa)
+            vif = variance_inflation(glm.design_matrices_[0], list(lsa.trial_type))
+            inflation.append((float(np.median(vif)), i))
             for k, row in ev.iterrows():
                 beta = glm.compute_contrast(f"u{k}", output_type="effect_size")
                 Xo.append(data.masker.transform(beta).ravel())
@@ -314,6 +337,13 @@ def beta_samples(data: TaskData, classes, method: str = "lsa", unit: str = "bloc
                 y.append(row.trial_type); runs.append(i); units.append(int(row.unit))
         else:
             raise DataError(f"unknown beta method '{method}'", "use betas.method: lsa or lss")
+    worst = max(inflation, default=(0.0, 0))
+    if worst[0] > MAX_VARIANCE_INFLATION:
+        log.warning("betas: the %s regressors of one GLM (betas.method: lsa) are nearly "
+                    "collinear (median variance inflation %.0f in %s, above %g): their "
+                    "betas are mostly noise; use betas.method: lss%s", unit, worst[0],
+                    data.runs[worst[1]].key, MAX_VARIANCE_INFLATION,
+                    " or betas.unit: block" if unit == "trial" else "")
     X = np.asarray(Xo, dtype=np.float32)
     # z-score betas within each run so run-level scaling does not drive decoding
     runs = np.asarray(runs)
