@@ -16,6 +16,8 @@ import os
 import platform
 import sys
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,45 @@ from .errors import DataError
 log = logging.getLogger(__name__)
 
 TIMING_FIELDS = ("runtime_s", "created")
+
+# The warnings logged while a run is computed, kept for its metrics.json (``warnings``)
+# and report: a warning on the terminal is lost once the window is closed.
+_RUN_WARNINGS: ContextVar[list | None] = ContextVar("run_warnings", default=None)
+
+
+class _WarningSink(logging.Handler):
+    def __init__(self, sink: list):
+        super().__init__(logging.WARNING)
+        self.sink = sink
+
+    def emit(self, record):
+        try:
+            msg = " ".join(record.getMessage().split())
+        except Exception:  # noqa: BLE001 - a badly formatted record must not stop a run
+            return
+        if msg not in self.sink:
+            self.sink.append(msg)
+
+
+@contextmanager
+def recording_warnings():
+    """Collect the warnings the package logs (``decoder.*``, ``pipelines.*``) in this
+    context; :func:`write_run` records them in ``metrics.json`` → ``warnings``.
+
+    Yields the list, in the order logged, each message once.
+    """
+    sink: list = []
+    handler = _WarningSink(sink)
+    loggers = [logging.getLogger(name) for name in ("decoder", "pipelines")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    token = _RUN_WARNINGS.set(sink)
+    try:
+        yield sink
+    finally:
+        _RUN_WARNINGS.reset(token)
+        for logger in loggers:
+            logger.removeHandler(handler)
 
 
 def file_records(paths, root=None) -> list[dict]:
@@ -261,6 +302,9 @@ def write_run(out_dir, metrics: dict, images: dict | None = None,
     written = ([f"{n}.nii.gz" for n in images or {}] + [f"{n}.tsv" for n in tables or {}]
                + (["arrays.npz"] if arrays else []) + list(files or {}))
     metrics["files"] = sorted(written)
+    recorded = _RUN_WARNINGS.get()
+    if recorded is not None:
+        metrics["warnings"] = list(recorded)
     # Every file is first written to a staging folder inside ``out``: a write that fails
     # (a full disk) leaves the earlier run whole, not mixed with half of this one.  The
     # files are then moved in by renames, which need no space, metrics.json last.

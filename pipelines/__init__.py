@@ -46,6 +46,8 @@ def check_config(raw: dict) -> dict:
 
 def run_config(raw: dict, data=None, out=None, config_path=None) -> dict:
     """Validate a raw config and run its pipeline; returns the metrics dict."""
+    from decoder.results import recording_warnings
     config = resolve_config(raw)
     module = get_pipeline(config["task"])
-    return module.run(config, data=data, out=out, config_path=config_path)
+    with recording_warnings():   # kept in metrics.json → warnings and the report
+        return module.run(config, data=data, out=out, config_path=config_path)

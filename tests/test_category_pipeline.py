@@ -91,13 +91,17 @@ def test_lsa_betas_of_closely_spaced_trials_are_said_to_be_mostly_noise(tmp_path
     # Haxby's events are 0.5 s stimuli every 2 s (TR 2.5 s): one regressor per trial in a
     # single GLM cannot be told apart from its neighbours, one per 24 s block can
     caplog.set_level("WARNING", logger="decoder.features.task")
-    _run(tmp_path / "block", classes=["face", "house"], samples="betas")
-    assert "nearly collinear" not in caplog.text
-    _run(tmp_path / "trial", classes=["face", "house"], samples="betas",
-         betas={"method": "lsa", "unit": "trial"})
+    m, _ = _run(tmp_path / "block", classes=["face", "house"], samples="betas")
+    assert "nearly collinear" not in caplog.text and m["warnings"] == []
+    m, out = _run(tmp_path / "trial", classes=["face", "house"], samples="betas",
+                  betas={"method": "lsa", "unit": "trial"})
     warned = [r.getMessage() for r in caplog.records if "nearly collinear" in r.getMessage()]
     assert len(warned) == 1   # once per run of the pipeline, not once per GLM
     assert "betas.method: lss or betas.unit: block" in warned[0] and "sub-1_run-" in warned[0]
+    # kept with the results, not only on the terminal
+    assert json.loads((out / "metrics.json").read_text())["warnings"] == warned
+    report = (out / "report.html").read_text()
+    assert "Warnings during the run" in report and "nearly collinear" in report
 
 
 def test_variance_inflation_is_one_for_independent_regressors_and_large_for_collinear():

@@ -341,6 +341,10 @@ def render_report(run: RunData) -> str:
              "biomarker": "Connectome biomarker report"}.get(task, f"Report ({task})")
     prov = m.get("provenance") or {}
     body = [_html.section("Summary", _html.key_values(summary(m)), anchor="summary")]
+    if m.get("warnings"):   # what the terminal said while the run was computed
+        body.append(_html.section("Warnings during the run",
+                                  *(_html.notice(w) for w in m["warnings"]),
+                                  anchor="warnings"))
     if task == "biomarker":
         body += _biomarker_sections(run)
     else:
