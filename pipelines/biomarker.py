@@ -21,6 +21,7 @@ Functions for the app: :func:`load_model`, :func:`predict_subject`,
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -99,6 +100,11 @@ DEFAULTS = {
     # (scheduler: recognised so that it can be refused with its reason, see check_config)
     "compute": {"n_jobs": 1, "progress": True, "scheduler": None},
 }
+
+#: the dataset keys a run records (and a model card states) for each kind of dataset
+DATASET_KEYS = {"abide": ("pipeline", "strategy", "derivative"),
+                "fmriprep": ("participants", "bold_pattern", "atlas", "atlas_type",
+                             "confounds_strategy")}
 
 _CV_ALIASES = {"stratified-10fold": "stratified-kfold", "kfold": "stratified-kfold",
                "leave-one-site-out": "leave-site-out"}
@@ -209,24 +215,34 @@ def fmriprep_inputs(config, root, fetch: bool = True):
     if not table_path.is_file():
         raise DataError(f"participants table not found: {table_path}",
                         "add a participants.tsv with participant_id, diagnosis and site columns")
-    table = pd.read_csv(table_path, sep="\t", dtype={"participant_id": str})
-    for col in ("participant_id", ds["label_column"], ds["site_column"]):
+    label, site = ds["label_column"], ds["site_column"]
+    # labels and sites as written ('1', not 1.0); 'n/a' and empty cells are missing
+    table = pd.read_csv(table_path, sep="\t", dtype={"participant_id": str, label: str,
+                                                     site: str}, na_values=["n/a"])
+    for col in ("participant_id", label, site):
         if col not in table.columns:
             raise DataError(f"{table_path}: no column '{col}'",
                             "add it or set dataset.label_column / dataset.site_column")
+    table = _select_participants(table, table_path, ds)
     bolds, rows = [], []
     for _, row in table.iterrows():
         pid = row["participant_id"]
-        pid = pid if str(pid).startswith("sub-") else f"sub-{pid}"
         found = sorted((root / pid).rglob(ds["bold_pattern"]))
         if not found:
             log.warning("%s: no BOLD image matching %s; subject skipped", pid, ds["bold_pattern"])
             continue
+        if len(found) > 1:  # two runs, sessions or tasks: which one is meant is not ours to guess
+            raise DataError(f"{pid}: {len(found)} images match dataset.bold_pattern "
+                            f"{ds['bold_pattern']} ({found[0].name}, {found[1].name}"
+                            f"{', …' if len(found) > 2 else ''})",
+                            "narrow dataset.bold_pattern to one image per subject (e.g. "
+                            "'*_task-rest_run-1_*desc-preproc_bold.nii.gz')")
         bolds.append(found[0])
         rows.append(row)
     if not rows:
         raise DataError(f"no BOLD image matching {ds['bold_pattern']} under {root}",
                         "check dataset.bold_pattern")
+    _check_diagnoses(pd.DataFrame(rows), table_path, ds)
     # every file the run reads, fetched at once from a DataLad dataset and recorded: the
     # confounds (and their JSON sidecar, which nilearn's load_confounds_strategy reads)
     # beside each image, and the participants table with the labels
@@ -236,6 +252,74 @@ def fmriprep_inputs(config, root, fetch: bool = True):
     if atlas_path.is_symlink() or atlas_path.exists():  # (a nilearn atlas name is not a file)
         read.append(atlas_path)
     return table_path, rows, bolds, read
+
+
+def _select_participants(table, table_path, ds) -> pd.DataFrame:
+    """The participants table's rows that ``dataset.sites``, ``dataset.exclude`` and
+    ``dataset.max_subjects`` keep (as for ABIDE), with ``participant_id`` as ``sub-<id>``."""
+    table = table.copy()
+    ids = table["participant_id"].astype(str).str.strip()
+    table["participant_id"] = [i if i.startswith("sub-") else f"sub-{i}" for i in ids]
+    site = ds["site_column"]
+    blank = table[site].isna() | (table[site].astype(str).str.strip() == "")
+    keep = np.ones(len(table), bool)
+    if ds["exclude"] is not None:
+        excluded = [ds["exclude"]] if isinstance(ds["exclude"], str) else list(ds["exclude"])
+        excluded = {e if str(e).startswith("sub-") else f"sub-{e}" for e in map(str, excluded)}
+        bad = sorted(excluded - set(table["participant_id"]))
+        if bad:  # a typo would leave the subject in, silently
+            raise ConfigError(f"dataset.exclude: '{bad[0]}' is not a participant_id of "
+                              f"{table_path.name}", "check the spelling (e.g. sub-01)")
+        keep &= ~table["participant_id"].isin(excluded).to_numpy()
+    if ds["sites"] is not None:
+        sites = [ds["sites"]] if isinstance(ds["sites"], str) else list(map(str, ds["sites"]))
+        known = set(table.loc[~blank, site].astype(str))
+        bad = [x for x in sites if x not in known]
+        if bad:
+            raise ConfigError(f"dataset.sites: no participant from site '{bad[0]}' in "
+                              f"{table_path.name}", f"use some of: {', '.join(sorted(known))}")
+        keep &= table[site].astype(str).isin(sites).to_numpy()
+    table = table[keep]
+    if ds["max_subjects"] is not None:
+        table = table.iloc[: int(ds["max_subjects"])]
+    if table.empty:
+        raise DataError(f"no participant of {table_path} left after filtering",
+                        "relax dataset.sites / dataset.max_subjects / dataset.exclude")
+    blank = table[site].isna() | (table[site].astype(str).str.strip() == "")
+    if blank.any():
+        raise DataError(f"{table_path}: {site} of '{table['participant_id'][blank].iloc[0]}' "
+                        f"is empty ({int(blank.sum())} participant(s))",
+                        "fill in the site (leave-site-out and ComBat need it), or leave the "
+                        "subject out with --set dataset.exclude=...")
+    return table
+
+
+def _check_diagnoses(rows, table_path, ds) -> None:
+    """Every kept subject's diagnosis is known and the table holds two: the positive label
+    (``dataset.positive_label``, any letter case) and one other."""
+    label, positive = ds["label_column"], str(ds["positive_label"]).strip().lower()
+    values = rows[label].astype("string").str.strip()
+    missing = values.isna() | (values == "")
+    if missing.any():
+        raise DataError(f"{table_path}: {label} of '{rows['participant_id'][missing].iloc[0]}' "
+                        f"is missing ({int(missing.sum())} participant(s))",
+                        "fill it in, or leave the subject out with --set dataset.exclude=...")
+    found = sorted(set(values.str.lower()))
+    if positive not in found:
+        raise DataError(f"{table_path}: no participant has {label} "
+                        f"'{ds['positive_label']}' (found: {', '.join(found)})",
+                        "set dataset.positive_label to the patients' value")
+    if len(found) > 2:
+        raise DataError(f"{table_path}: {label} has {len(found)} values ({', '.join(found)}); "
+                        "a biomarker compares two groups",
+                        "leave the others out with dataset.exclude, or recode the column")
+
+
+def fmriprep_diagnosis(rows, ds) -> np.ndarray:
+    """The participants' diagnoses as the pipeline names them (checked by
+    :func:`fmriprep_inputs`): ``dataset.positive_label`` in any letter case, or control."""
+    values = rows[ds["label_column"]].astype(str).str.strip().str.lower()
+    return np.where(values == str(ds["positive_label"]).strip().lower(), POSITIVE, "control")
 
 
 def _load_fmriprep(config, root) -> _Subjects:
@@ -250,8 +334,7 @@ def _load_fmriprep(config, root) -> _Subjects:
     extractor = TimeSeriesExtractor(ds["atlas"], ds["atlas_type"], ds["confounds_strategy"],
                                     cache_dir=cache)
     ts = extractor(bolds)
-    diag = np.where(table[ds["label_column"]].astype(str) == str(ds["positive_label"]),
-                    POSITIVE, "control")
+    diag = fmriprep_diagnosis(table, ds)
     cov, sex_coded = _participant_covariates(table)
     if "mean_fd" in table.columns:
         mean_fd = pd.to_numeric(table["mean_fd"], errors="coerce").to_numpy(float)
@@ -260,9 +343,16 @@ def _load_fmriprep(config, root) -> _Subjects:
     confounds = (pd.DataFrame({"mean_fd": mean_fd}) if np.isfinite(mean_fd).any()
                  else pd.DataFrame(index=range(len(bolds))))
     return _Subjects(ts, diag, table[ds["site_column"]].astype(str), cov,
-                     table["participant_id"], read, [str(i) for i in range(ts[0].shape[1])],
+                     table["participant_id"], read, _region_names(extractor, ts),
                      root, dataset_info=dataset_info, confounds=confounds, sex_coded=sex_coded)
 
+
+
+def _region_names(extractor, ts) -> list[str]:
+    """The atlas's names of the columns (label values of a labels atlas), else positions."""
+    labels = list((extractor._atlas or {}).get("labels") or [])
+    n = ts[0].shape[1]
+    return [str(x) for x in labels] if len(labels) == n else [str(i) for i in range(n)]
 
 
 def _participant_covariates(table) -> tuple[pd.DataFrame, bool]:
@@ -750,8 +840,9 @@ def run(config, data=None, out=None, config_path=None) -> dict:
     inputs = file_records(subjects.files, root=subjects.root)
     metrics = {
         "task": "biomarker",
-        "dataset": {"kind": ds["kind"], "root": str(subjects.root), "pipeline": ds["pipeline"],
-                    "strategy": ds["strategy"], "derivative": ds["derivative"],
+        "dataset": {"kind": ds["kind"], "root": str(subjects.root),
+                    **{k: ds[k] for k in DATASET_KEYS[ds["kind"]]},
+                    "n_subjects": int(len(diag)), "n_autism": int((diag == POSITIVE).sum()),
                     "n_sites": int(len(np.unique(sites))), "notes": subjects.notes},
         "cv": scheme,
         "n_samples": int(len(diag)),
@@ -788,6 +879,7 @@ def run(config, data=None, out=None, config_path=None) -> dict:
         est = make_classifier(config).fit(covs, diag, sites=sites, covariates=covariates,
                                           halves=halves)
         metrics["runtime_s"] = time.perf_counter() - t0
+        # built once: the card and metrics.json give the same record (time included)
         metrics["provenance"] = build_provenance(config, inputs, subjects.dataset_info,
                                                  config_path)
         files = model_files(est, metrics, config, subjects)
@@ -812,7 +904,9 @@ def run(config, data=None, out=None, config_path=None) -> dict:
              **{f"p_autism_r{r}": proba_reps[r] for r in range(n_rep)}},
             index=pd.Index(subjects.ids, name="subject"))
     metrics["runtime_s"] = time.perf_counter() - t0
-    metrics["provenance"] = build_provenance(config, inputs, subjects.dataset_info, config_path)
+    if "provenance" not in metrics:
+        metrics["provenance"] = build_provenance(config, inputs, subjects.dataset_info,
+                                                 config_path)
     arrays = {"permutation_null": null} if null is not None else None
     write_run(out, metrics, tables=tables, arrays=arrays, files=files)
     return metrics
@@ -847,13 +941,47 @@ def model_files(est, metrics, config, subjects, name="model.skops") -> dict:
               # who it was trained on: scores on them would not be external (decoder predict)
               "subjects": [str(i) for i in subjects.ids],
               "sites": sorted({str(s) for s in subjects.sites}),
-              "dataset": {k: config["dataset"].get(k) for k in ("kind", "pipeline", "strategy",
-                                                                  "derivative")},
+              "dataset": {"kind": config["dataset"]["kind"],
+                          **{k: config["dataset"].get(k)
+                             for k in DATASET_KEYS[config["dataset"]["kind"]]},
+                          # the atlas file's content, checked against a NIfTI's --atlas
+                          "atlas_sha256": _atlas_sha256(config["dataset"])},
+              # the code and libraries it was made with (decoder predict notes others)
+              "environment": {k: metrics["provenance"].get(k)
+                              for k in ("version", "source", "python", "libraries")},
               "cv": {"scheme": metrics.get("cv"), "accuracy": metrics.get("accuracy"),
                      "roc_auc": metrics.get("roc_auc"),
                      "calibration": metrics.get("calibration"),
                      "per_subgroup": metrics.get("per_subgroup")}}
     return {name: sio.dumps(bundle), **card_files(card)}
+
+
+def environment_notes(bundle: dict) -> list[str]:
+    """What differs between the libraries a model was saved with and this installation's
+    (decoder, numpy, scikit-learn, …): a prediction may then differ slightly from the one
+    the model's maker would get.  Empty for a model that does not record them."""
+    from decoder.results import current_environment
+    saved = (bundle or {}).get("environment") or {}
+    if not saved:
+        return []
+    now = current_environment(tuple(saved.get("libraries") or ()))
+    pairs = [("decoder", saved.get("version"), now["version"])] + [
+        (name, version, now["libraries"].get(name))
+        for name, version in (saved.get("libraries") or {}).items()]
+    differ = [f"{name} {old} (now {new})" for name, old, new in pairs
+              if old is not None and old != new]
+    if not differ:
+        return []
+    return [f"the model was saved with {', '.join(differ)}: its predictions here may differ "
+            "slightly from its maker's"]
+
+
+def _atlas_sha256(ds) -> str | None:
+    atlas = ds.get("atlas")
+    if ds.get("kind") != "fmriprep" or not atlas or not Path(str(atlas)).is_file():
+        return None
+    from decoder._utils import sha256_file
+    return sha256_file(Path(str(atlas)))
 
 
 def load_model(path=None) -> dict:
@@ -864,9 +992,23 @@ def load_model(path=None) -> dict:
     """
     import skops.io as sio
     path = Path(path) if path is not None else SHIPPED_MODEL
-    if path.is_dir() and (path / "model.skops").is_file():  # a run folder
-        raise DataError(f"{path} is a run folder, not a model file",
-                        f"pass {path / 'model.skops'}")
+    if path.is_dir():
+        models = sorted(path.glob("*.skops"))
+        if models:  # a run folder, or one holding models
+            raise DataError(f"{path} is a folder, not a model file",
+                            f"pass {models[0]}" + (f" (or another of its {len(models)} "
+                                                   ".skops files)" if len(models) > 1 else ""))
+        task = None
+        try:
+            task = json.loads((path / "metrics.json").read_text()).get("task")
+        except (OSError, ValueError, AttributeError):
+            pass
+        if task == "category":
+            raise DataError(f"{path} is a category decoding run, which saves no model",
+                            "decoder predict applies a biomarker model (model.skops of "
+                            "'decoder run configs/abide.yaml')")
+        raise DataError(f"{path} is a folder without a model file",
+                        "pass a model.skops written by 'decoder run configs/abide.yaml'")
     if not path.is_file():
         raise DataError(f"model file not found: {path}",
                         "pass a model.skops written by 'decoder run configs/abide.yaml'")
@@ -916,6 +1058,25 @@ def input_stem(path) -> str:
         if name.endswith(ext):
             return name[:-len(ext)]
     return name
+
+
+def _model_extraction(bundle, atlas, path) -> dict:
+    """How a new subject's image is reduced to region series: as the model's training
+    images were (its ``atlas_type`` and confound strategy, when the model records them;
+    no confound regression for a model of ``.1D`` series), with the atlas given checked
+    against the model's (same file content)."""
+    ds = (bundle or {}).get("dataset") or {}
+    if ds.get("kind") != "fmriprep":
+        return {"confounds_strategy": None}
+    trained = ds.get("atlas_sha256")
+    if trained and Path(str(atlas)).is_file():
+        from decoder._utils import sha256_file
+        if sha256_file(Path(str(atlas))) != trained:
+            raise DataError(f"--atlas {atlas} is not the atlas the model was trained with "
+                            f"({ds.get('atlas')}; another file content)",
+                            "pass the model's own atlas file (the model card names it)")
+    return {"confounds_strategy": ds.get("confounds_strategy"),
+            "atlas_type": ds.get("atlas_type")}
 
 
 def model_atlas(bundle: dict) -> str | None:
@@ -1006,7 +1167,7 @@ def read_subject_input(path, atlas=None, model_regions=None, model=None):
                             "pass the labels atlas the model was trained with, e.g. "
                             "--atlas HarvardOxford_labels.nii.gz")
         from decoder.features.timeseries import extract_timeseries
-        ts = extract_timeseries(path, atlas, confounds_strategy=None)
+        ts = extract_timeseries(path, atlas, **_model_extraction(model, atlas, path))
     else:
         if atlas is not None:
             log.warning("%s is already a region time series: --atlas is not used", path)
@@ -1086,7 +1247,7 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None,
     est = bundle["estimator"]
     if not isinstance(time_series, np.ndarray):
         time_series = read_subject_input(time_series, model=bundle)
-    notes = subject_notes(time_series, bundle, name)
+    notes = subject_notes(time_series, bundle, name) + environment_notes(bundle)
     in_training = training_subject(name, bundle)
     if in_training:
         notes.append("this subject was one of the model's training subjects: its probability "
@@ -1183,6 +1344,28 @@ def example_subjects() -> pd.DataFrame:
     return df
 
 
+def check_not_overwriting(outputs, sources) -> None:
+    """Refuse an output path that is one of the command's own inputs (a series, the model,
+    the table, the atlas) or a file of a finished run (a run folder's predictions.tsv,
+    its metrics.json or model), which a prediction would otherwise replace."""
+    used = {Path(str(x)).resolve(): str(x) for x in sources if x is not None}
+    for out in map(Path, outputs):
+        target = out.resolve()
+        if target in used:
+            raise DataError(f"--out {out} is the input {used[target]}: it would be overwritten",
+                            "write the prediction to another file")
+        record = target.parent / "metrics.json"
+        if record.is_file() and target.exists():
+            try:
+                listed = set(json.loads(record.read_text()).get("files") or [])
+            except (ValueError, OSError, AttributeError):
+                listed = set()
+            if target.name in listed | {"metrics.json", "report.html"}:
+                raise DataError(f"--out {out} is a file of the run in {target.parent}: it "
+                                "would be overwritten", "write the prediction to another "
+                                "folder, or name it with --out")
+
+
 def predict_cli(args) -> int:
     """``decoder predict MODEL INPUT [--atlas A] [--site S --age A --sex X] [--mean-fd F]
     [--out JSON]``; several inputs or ``--participants``: :func:`pipelines.cohort.cohort_cli`."""
@@ -1197,12 +1380,19 @@ def predict_cli(args) -> int:
                         f"use --out {Path(out).with_suffix('.json')}, or give several inputs "
                         "(or --participants) for a table of predictions")
     check_writable(out, folder=False)
+    check_not_overwriting([out], [args.input, args.model, getattr(args, "atlas", None)])
     bundle = load_model(args.model)
     ts = read_subject_input(args.input, atlas=getattr(args, "atlas", None), model=bundle)
     result = predict_subject(ts, bundle, site=getattr(args, "site", None),
                              age=getattr(args, "age", None), sex=getattr(args, "sex", None),
                              mean_fd=getattr(args, "mean_fd", None), name=str(args.input))
-    result = {"input": str(args.input), "model": str(args.model), **result}
+    from decoder import __version__
+    from decoder._utils import sha256_file
+    # which file, which model, which code: a prediction can be traced back to all three
+    result = {"input": str(args.input), "model": str(args.model),
+              "input_sha256": sha256_file(Path(args.input)),
+              "model_sha256": sha256_file(Path(args.model or SHIPPED_MODEL)),
+              "decoder_version": __version__, **result}
     for note in result["warnings"]:
         print(f"note: {note}")
     print(f"p({POSITIVE}) = {result['probability']:.3f} → {result['predicted']}")

@@ -30,10 +30,11 @@ from decoder._utils import atomic_write_json, atomic_write_text
 from decoder.errors import DataError, missing_file
 from decoder.evaluation.metrics import chance_level, cluster_bootstrap_interval
 from decoder.results import check_writable
-from pipelines.biomarker import (POSITIVE, SEX_CODES, _metrics_from_proba, _positive_column,
-                                 calibration_table, check_site_name, group_scores, input_stem,
-                                 load_model, owner_id, per_site_metrics, read_subject_input,
-                                 sex_label, subject_notes, training_sites)
+from pipelines.biomarker import (POSITIVE, SEX_CODES, SHIPPED_MODEL, _metrics_from_proba,
+                                 _positive_column, calibration_table, check_not_overwriting, check_site_name,
+                                 environment_notes, group_scores, input_stem, load_model, owner_id,
+                                 per_site_metrics, read_subject_input, sex_label, subject_notes,
+                                 training_sites)
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,8 @@ def predict_cohort(files, model=None, participants=None, site=None, atlas=None,
         raise DataError("no input files", "pass one time-series file per subject")
     bundle = model if isinstance(model, dict) else load_model(model)
     est = bundle["estimator"]
+    for note in environment_notes(bundle):
+        log.warning(note)
     if participants is not None:
         table = read_participants(participants, files)
         ids = match_subjects(files, table, str(participants))
@@ -403,13 +406,21 @@ def cohort_cli(args, inputs) -> int:
         raise DataError(f"{per_subject[0]} applies to one subject, not to a cohort",
                         "give each subject's value in a --participants table")
     out, summary_path = _cohort_outputs(getattr(args, "out", None) or "predictions.tsv")
+    check_not_overwriting([out, summary_path], [*inputs, args.model,
+                                                getattr(args, "participants", None),
+                                                getattr(args, "atlas", None)])
     table, scores = predict_cohort(inputs, args.model, getattr(args, "participants", None),
                                    site=getattr(args, "site", None),
                                    atlas=getattr(args, "atlas", None),
                                    skip_bad=bool(getattr(args, "skip_bad", False)))
     failed = (table.loc[table["error"] != "", ["input", "error"]] if "error" in table
               else table.iloc[:0][["input"]].assign(error=""))
-    summary = {"model": str(args.model), "participants": getattr(args, "participants", None),
+    from decoder import __version__
+    from decoder._utils import sha256_file
+    summary = {"model": str(args.model),
+               "model_sha256": sha256_file(Path(args.model or SHIPPED_MODEL)),
+               "decoder_version": __version__,
+               "participants": getattr(args, "participants", None),
                "n_subjects": int(len(table)), "n_failed": int(len(failed)),
                "failed": [{"input": str(i), "error": str(e)}
                           for i, e in zip(failed["input"], failed["error"])],

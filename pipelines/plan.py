@@ -104,7 +104,7 @@ def _biomarker_design(config, diagnosis, sites) -> dict:
 
 
 def _plan_biomarker(config, data):
-    from pipelines.biomarker import POSITIVE, _data_root, fmriprep_inputs
+    from pipelines.biomarker import POSITIVE, _data_root, fmriprep_diagnosis, fmriprep_inputs
     ds = config["dataset"]
     root = _data_root(config, data)
     if ds["kind"] == "abide":
@@ -126,8 +126,7 @@ def _plan_biomarker(config, data):
         return root, [table], None
     _, rows, _, read = fmriprep_inputs(config, root, fetch=False)
     rows = pd.DataFrame(rows)
-    diagnosis = np.where(rows[ds["label_column"]].astype(str) == str(ds["positive_label"]),
-                         POSITIVE, "control")
+    diagnosis = fmriprep_diagnosis(rows, ds)
     return root, [p for p in read if p.is_relative_to(root)], _biomarker_design(
         config, diagnosis, rows[ds["site_column"]].astype(str))
 

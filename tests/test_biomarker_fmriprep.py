@@ -164,3 +164,182 @@ def test_a_confounds_table_without_the_strategys_columns_is_one_line(tmp_path):
     bold = sorted(root.rglob("*_bold.nii.gz"))[0]
     with pytest.raises(DataError, match="no usable fMRIPrep confounds for strategy 'simple'"):
         extract_timeseries(bold, str(root / "atlas.nii.gz"), confounds_strategy="simple")
+
+
+def _participants(root):
+    return pd.read_csv(root / "participants.tsv", sep="\t", dtype=str)
+
+
+def test_sites_exclude_and_max_subjects_choose_the_subjects_as_for_abide(tmp_path, monkeypatch):
+    root = make_fmriprep(tmp_path / "fmriprep", n_per_site=6, sites=("A", "B", "C"))
+    monkeypatch.setenv("DECODER_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    assert _run(root, out, "--set", "save_model=false", "--set", "dataset.sites=[A,B]",
+                "--set", "dataset.exclude=[A00,sub-B01]", "--set", "n_splits=2") == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["dataset"]["n_subjects"] == 10 and set(m["per_site"]) == {"A", "B"}
+    used = {p["path"] for p in m["provenance"]["inputs"] if p["path"].endswith("_bold.nii.gz")}
+    assert not any("sub-A00" in p or "sub-B01" in p or "sub-C" in p for p in used)
+    assert _run(root, tmp_path / "four", "--set", "save_model=false", "--set",
+                "dataset.max_subjects=8", "--set", "n_splits=2", "--set",
+                "harmonize.method=none") == 0
+    assert json.loads((tmp_path / "four" / "metrics.json").read_text())["dataset"]["n_subjects"] == 8
+
+
+@pytest.mark.parametrize("case", ["typo in exclude", "unknown site"])
+def test_a_selection_naming_nobody_is_a_one_line_error(tmp_path, capsys, case):
+    root = make_fmriprep(tmp_path / "fmriprep", n_per_site=4)
+    extra = {"typo in exclude": ["--set", "dataset.exclude=[sub-A99]"],
+             "unknown site": ["--set", "dataset.sites=[Z]"]}[case]
+    assert _run(root, tmp_path / "run", *extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and {"typo in exclude": "'sub-A99' is not a participant_id",
+                                "unknown site": "no participant from site 'Z'"}[case] in err
+
+
+@pytest.mark.parametrize("values, expected", [
+    ({"sub-A01": "n/a"}, "diagnosis of 'sub-A01' is missing (1 participant(s))"),
+    ({"sub-A01": ""}, "diagnosis of 'sub-A01' is missing"),
+    ({"sub-A01": "asperger"}, "diagnosis has 3 values (asperger, autism, control)"),
+])
+def test_a_diagnosis_that_is_neither_group_is_refused_not_taken_for_control(
+        tmp_path, capsys, values, expected):
+    root = make_fmriprep(tmp_path / "fmriprep", n_per_site=4)
+    table = _participants(root)
+    for pid, value in values.items():
+        table.loc[table.participant_id == pid, "diagnosis"] = value
+    table.to_csv(root / "participants.tsv", sep="\t", index=False)
+    assert _run(root, tmp_path / "run", "--dry-run") == 2   # known before any image is read
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and expected in err and "participants.tsv" in err
+
+
+def test_diagnoses_match_in_any_letter_case_and_as_numbers_written(tmp_path, monkeypatch):
+    monkeypatch.setenv("DECODER_CACHE_DIR", str(tmp_path / "cache"))
+    root = make_fmriprep(tmp_path / "fmriprep", n_per_site=4)
+    table = _participants(root)
+    table["diagnosis"] = table["diagnosis"].map({"autism": "1", "control": "2"})
+    table.loc[0, "age"] = "n/a"    # a float-looking table elsewhere must not turn '1' into 1.0
+    table.to_csv(root / "participants.tsv", sep="\t", index=False)
+    out = tmp_path / "run"
+    assert _run(root, out, "--set", "dataset.positive_label=1", "--set", "save_model=false",
+                "--set", "harmonize.method=none", "--set", "n_splits=2") == 0
+    assert json.loads((out / "metrics.json").read_text())["dataset"]["n_autism"] == 4
+    table["diagnosis"] = table["diagnosis"].map({"1": "Autism", "2": "Control"})
+    table.to_csv(root / "participants.tsv", sep="\t", index=False)
+    assert _run(root, tmp_path / "again", "--set", "save_model=false", "--set",
+                "harmonize.method=none", "--set", "n_splits=2") == 0
+    assert json.loads((tmp_path / "again" / "metrics.json").read_text())["dataset"][
+        "n_autism"] == 4
+
+
+def test_two_images_of_one_subject_are_refused_not_chosen_in_silence(tmp_path, capsys):
+    root = make_fmriprep(tmp_path / "fmriprep", n_per_site=4)
+    func = root / "sub-A01" / "func"
+    bold = next(func.glob("*_desc-preproc_bold.nii.gz"))
+    (func / bold.name.replace("task-rest", "task-movie")).write_bytes(bold.read_bytes())
+    assert _run(root, tmp_path / "run", "--dry-run") == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "sub-A01: 2 images match dataset.bold_pattern" in err
+    assert "narrow dataset.bold_pattern" in err
+
+
+def test_a_region_outside_an_image_keeps_its_column_and_the_others_their_places(
+        tmp_path, caplog):
+    from decoder.features.timeseries import extract_timeseries
+    root = make_fmriprep(tmp_path / "fmriprep", n_per_site=2, sites=("A",))
+    bold = next(root.rglob("*_desc-preproc_bold.nii.gz"))
+    img = nib.load(bold)
+    full = extract_timeseries(bold, root / "atlas.nii.gz", confounds_strategy=None)
+    cropped = tmp_path / "cropped_bold.nii.gz"   # x ≥ 3 cut off: regions 2 and 4 are gone
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:3], img.affine, img.header), cropped)
+    caplog.set_level("WARNING", logger="decoder.features.timeseries")
+    ts = extract_timeseries(cropped, root / "atlas.nii.gz", confounds_strategy=None)
+    assert ts.shape == full.shape == (80, 4)
+    assert np.all(ts[:, [1, 3]] == 0)                     # no signal, in their places
+    assert np.allclose(ts[:, [0, 2]], full[:, [0, 2]], atol=1e-5)
+    assert "cropped_bold.nii.gz: 2 atlas region(s) outside the image (labels 2, 4)" in \
+        caplog.text
+
+
+def test_the_repetition_time_comes_from_the_sidecar_when_the_header_has_none(tmp_path, caplog):
+    from decoder.features.timeseries import extract_timeseries
+    root = make_fmriprep(tmp_path / "fmriprep", n_per_site=2, sites=("A",))
+    bold = next(root.rglob("*_desc-preproc_bold.nii.gz"))
+    filtered = extract_timeseries(bold, root / "atlas.nii.gz", confounds_strategy=None)
+    img = nib.load(bold)
+    img.header.set_zooms((3.0, 3.0, 3.0, 0.0))
+    no_tr = tmp_path / "sub-x_desc-preproc_bold.nii.gz"
+    nib.save(img, no_tr)
+    caplog.set_level("WARNING", logger="decoder.features.timeseries")
+    unfiltered = extract_timeseries(no_tr, root / "atlas.nii.gz", confounds_strategy=None)
+    assert "no repetition time" in caplog.text and "sub-x_desc-preproc_bold.json" in caplog.text
+    assert not np.allclose(unfiltered, filtered, atol=1e-3)
+    (tmp_path / "sub-x_desc-preproc_bold.json").write_text('{"RepetitionTime": 2.0}')
+    assert np.allclose(extract_timeseries(no_tr, root / "atlas.nii.gz",
+                                          confounds_strategy=None), filtered, atol=1e-5)
+
+
+def test_too_short_an_image_is_a_one_line_error_naming_it(tmp_path):
+    from decoder.errors import DataError
+    from decoder.features.timeseries import extract_timeseries
+    root = make_fmriprep(tmp_path / "fmriprep", n_per_site=2, sites=("A",), n_vol=12)
+    bold = next(root.rglob("*_desc-preproc_bold.nii.gz"))
+    with pytest.raises(DataError, match=r"_bold\.nii\.gz: 12 volumes are too few to band-pass"):
+        extract_timeseries(bold, root / "atlas.nii.gz", confounds_strategy=None)
+
+
+def test_a_new_subjects_image_is_reduced_as_the_training_images_were(tmp_path, capsys,
+                                                                     monkeypatch):
+    monkeypatch.setenv("DECODER_CACHE_DIR", str(tmp_path / "cache"))
+    root = make_fmriprep(tmp_path / "fmriprep", n_per_site=6)
+    rng = np.random.default_rng(1)
+    for path in root.rglob("*_desc-confounds_timeseries.tsv"):  # what 'simple' reads
+        table = pd.read_csv(path, sep="\t", na_values="n/a")
+        for base in ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z",
+                     "white_matter", "csf"):
+            table[base] = rng.normal(size=len(table))
+            for suffix in ("_derivative1", "_power2", "_derivative1_power2"):
+                table[base + suffix] = rng.normal(size=len(table))
+        table["cosine00"] = np.cos(np.linspace(0, np.pi, len(table)))
+        table.to_csv(path, sep="\t", index=False, na_rep="n/a")
+    out = tmp_path / "run"
+    assert main(["run", str(CONFIG), "--data", str(root), "--out", str(out),
+                 "--set", "dataset.kind=fmriprep", "--set", f"dataset.atlas={root / 'atlas.nii.gz'}",
+                 "--set", "dataset.confounds_strategy=simple", "--set", "cv=stratified-kfold",
+                 "--set", "n_splits=3", "--set", "harmonize.method=none"]) == 0
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["data"]["confounds_strategy"] == "simple" and "pipeline" not in card["data"]
+    assert card["data"]["source"].startswith("fMRIPrep") and "ABIDE" not in card["citation"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert card["provenance"]["created"] == metrics["provenance"]["created"]
+    assert card["provenance"]["libraries"] == metrics["provenance"]["libraries"]
+    bold = next(root.rglob("sub-A00*_desc-preproc_bold.nii.gz"))
+    from pipelines import biomarker
+    from decoder.features.timeseries import extract_timeseries
+    bundle = biomarker.load_model(out / "model.skops")
+    got = biomarker.read_subject_input(bold, atlas=root / "atlas.nii.gz", model=bundle)
+    assert np.allclose(got, extract_timeseries(bold, root / "atlas.nii.gz",
+                                               confounds_strategy="simple"))
+    assert not np.allclose(got, extract_timeseries(bold, root / "atlas.nii.gz",
+                                                   confounds_strategy=None))
+    # another atlas file with as many regions is refused, not silently used
+    other = tmp_path / "renumbered.nii.gz"
+    labels = np.asarray(nib.load(root / "atlas.nii.gz").dataobj)
+    nib.save(nib.Nifti1Image(np.where(labels > 0, 5 - labels, 0).astype(np.int16), AFFINE),
+             other)
+    assert main(["predict", str(out / "model.skops"), str(bold), "--atlas", str(other),
+                 "--out", str(tmp_path / "p.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "is not the atlas the model was trained with" in err
+
+
+def test_a_model_saved_with_other_library_versions_says_so_when_it_predicts():
+    from pipelines import biomarker
+    from decoder.results import current_environment
+    now = current_environment()
+    bundle = {"environment": {**now, "libraries": {**now["libraries"], "scikit-learn": "1.2.0"}}}
+    notes = biomarker.environment_notes(bundle)
+    assert len(notes) == 1 and "scikit-learn 1.2.0 (now " in notes[0]
+    assert biomarker.environment_notes({"environment": now}) == []
+    assert biomarker.environment_notes({}) == []     # older models record nothing

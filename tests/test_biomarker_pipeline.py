@@ -425,14 +425,14 @@ def test_the_model_card_reports_and_cautions_on_the_subgroup_scores():
     card = build_model_card({"accuracy": 0.7, "per_subgroup": per_subgroup},
                             {"dataset": {"kind": "abide"}}, 840, ["A", "B"], list(range(5)))
     assert card["evaluation"]["per_subgroup"] == per_subgroup
-    limitation = next(x for x in card["limitations"] if x.startswith("Held-out accuracy differs"))
+    limitation = next(x for x in card["limitations"] if x.startswith("Held-out accuracy by group"))
     assert "male 0.710 (n=700), female 0.620 (n=140)" in limitation
     assert "under 12" not in limitation            # one band alone compares with nothing
     md = card_markdown(card)
     assert "| female | 140 | 50 | 0.620 | 0.538–0.696 | 0.700 |" in md
     assert "| male | 700 | 340 | 0.710 | — | 0.770 |" in md and "| age band (years) |" in md
     assert not [x for x in build_model_card({}, {}, 1, ["A"], [0])["limitations"]
-                if x.startswith("Held-out accuracy differs")]
+                if x.startswith("Held-out accuracy by group")]
     # whom the model was trained on comes from the data, not from a fixed sentence
     aged = build_model_card({"per_subgroup": per_subgroup}, {"dataset": {"kind": "abide"}}, 840,
                             ["A"], [0], ages=[6.5, 58.0])

@@ -357,3 +357,24 @@ def test_with_skip_bad_a_file_that_cannot_be_predicted_is_listed_and_the_rest_go
     assert np.allclose(table.loc[~bad, "p_autism"].astype(float), alone["p_autism"])
     assert summary["scores"]["n"] == scores["n"] == 6
     assert summary["scores"]["accuracy"] == pytest.approx(scores["accuracy"])
+
+
+def test_out_never_replaces_an_input_the_model_or_a_runs_own_predictions(trained, tmp_path,
+                                                                           capsys):
+    model = trained["model"]
+    victim = tmp_path / trained["new"][0].name
+    victim.write_bytes(trained["new"][0].read_bytes())
+    table = tmp_path / "parts.tsv"
+    table.write_bytes(trained["table"].read_bytes())
+    run_predictions = model.parent / "predictions.tsv"
+    before = {p: p.read_bytes() for p in (victim, table, model, run_predictions)}
+    for argv in ([str(model), str(victim), "--out", str(victim)],
+                 [str(model), str(victim), "--out", str(model)],
+                 [str(model), str(victim), str(trained["new"][1]), "--participants", str(table),
+                  "--out", str(table)],
+                 [str(model), str(victim), str(trained["new"][1]),
+                  "--out", str(run_predictions)]):
+        assert main(["predict", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "would be overwritten" in err
+    assert {p: p.read_bytes() for p in before} == before

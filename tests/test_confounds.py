@@ -92,6 +92,19 @@ def test_the_model_card_states_the_motion_check_as_a_limitation():
     plain = build_model_card({"classes": ["control", "autism"]}, {"dataset": {}}, 10, ["A"],
                              ["r1"])
     assert not any("motion" in x for x in plain["limitations"])
+    # a motion check that finds nothing is not stated as a limitation
+    calm = {"mean_fd": {**confounds["mean_fd"], "auc_alone": 0.48,
+                        "spearman_within_class": {"autism": {"rho": 0.03},
+                                                  "control": {"rho": -0.05}}}}
+    quiet = build_model_card({"confounds": calm}, {"dataset": {"kind": "abide"}}, 10, ["A"],
+                             ["r1"])
+    assert not any("motion" in x.lower() for x in quiet["limitations"])
+    follows = {"mean_fd": {**calm["mean_fd"], "spearman_within_class": {
+        "autism": {"rho": 0.25}, "control": {"rho": 0.0}}}}
+    said = build_model_card({"confounds": follows}, {"dataset": {"kind": "abide"}}, 10, ["A"],
+                            ["r1"])["limitations"][-1]
+    assert said.startswith("Head motion hardly differs between the groups")
+    assert "correlate with it within each group" in said
 
 
 def test_mismatched_lengths_are_an_error():

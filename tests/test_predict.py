@@ -73,6 +73,12 @@ def test_predict_tells_the_accuracy_for_the_subjects_sex_and_age_band(tmp_path, 
                  "--sex", "2", "--out", str(out)]) == 0
     again = json.loads(out.read_text())
     assert again["subgroups"] == result["subgroups"]
+    # traceable: the input's and the model's content, and the code's version
+    from decoder import __version__
+    from decoder._utils import sha256_file
+    assert again["input_sha256"] == sha256_file(Path(ex["path"]))
+    assert again["model_sha256"] == sha256_file(biomarker.SHIPPED_MODEL)
+    assert again["decoder_version"] == __version__
     assert again["probability"] == result["probability"]
     # nothing known: no subgroup
     assert main(["predict", str(biomarker.SHIPPED_MODEL), ex["path"], "--out", str(out)]) == 0
@@ -384,3 +390,20 @@ def test_a_file_that_is_not_a_time_series_table_is_not_called_a_cut_short_downlo
     assert rc == 2 and len(err.splitlines()) == 1
     assert "README.md: not a time-series table" in err and "re-download" not in err
     assert ".1D/.tsv/.csv table" in err
+
+
+def test_a_folder_given_as_the_model_says_what_it_holds(tmp_path, capsys):
+    from decoder.cli import main
+    series = str(biomarker.EXAMPLES_DIR / "NYU_0050952_rois_ho.1D")
+    shipped = Path(biomarker.SHIPPED_MODEL).parent
+    category = tmp_path / "haxby"
+    category.mkdir()
+    (category / "metrics.json").write_text('{"task": "category", "files": []}')
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for folder, expected in ((shipped, f"pass {biomarker.SHIPPED_MODEL}"),
+                             (category, "is a category decoding run, which saves no model"),
+                             (empty, "is a folder without a model file")):
+        assert main(["predict", str(folder), series, "--out", str(tmp_path / "p.json")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and expected in err and "not found" not in err

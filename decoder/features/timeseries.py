@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 import zlib
 from pathlib import Path
 
@@ -198,9 +199,11 @@ def extract_timeseries(bold, atlas, confounds_strategy="simple", t_r=None, radiu
     if not bold.is_file():
         raise missing_file(bold, "BOLD image", "check the path")
     atlas = atlas if isinstance(atlas, dict) else load_atlas(atlas, atlas_type)
+    # ("columns": every region of the atlas, one outside the image as a column of zeros;
+    # series cached before were missing those columns)
     settings = {"atlas": atlas["source"], "type": atlas["type"], "confounds": confounds_strategy,
                 "t_r": t_r, "radius": radius, "fwhm": smoothing_fwhm, "hp": high_pass,
-                "lp": low_pass}
+                "lp": low_pass, "columns": "all-regions"}
     key = None
     if cache_dir is not None:
         # the key holds the content of every file the series depends on: the image, an
@@ -226,8 +229,7 @@ def extract_timeseries(bold, atlas, confounds_strategy="simple", t_r=None, radiu
                         "pass the preprocessed bold run, not a single volume")
     check_alignment(img, atlas["img"], bold_name=str(bold))
     if t_r is None:
-        zooms = img.header.get_zooms()
-        t_r = float(zooms[3]) if len(zooms) > 3 and zooms[3] > 0 else None
+        t_r = repetition_time(bold, img)
     confounds, sample_mask = None, None
     if confounds_strategy not in (None, "none"):
         from nilearn.interfaces.fmriprep import load_confounds_strategy
@@ -242,12 +244,32 @@ def extract_timeseries(bold, atlas, confounds_strategy="simple", t_r=None, radiu
     masker = _masker(atlas, t_r, radius, smoothing_fwhm, high_pass if t_r else None,
                      low_pass if t_r else None, memory=None)
     try:
-        ts = masker.fit_transform(img, confounds=confounds, sample_mask=sample_mask)
+        with warnings.catch_warnings():
+            # labels outside the image: said below, with the file's name
+            warnings.filterwarnings("ignore", message=r".*labels were removed")
+            ts = masker.fit_transform(img, confounds=confounds, sample_mask=sample_mask)
     except (EOFError, OSError, zlib.error) as exc:  # the header read, the data did not
         raise DataError(f"{bold}: the image data cannot be read ({type(exc).__name__}: "
                         f"{' '.join(str(exc).split())[:80]}); the file is truncated or corrupt",
                         "download or copy the image again") from None
+    except ValueError as exc:
+        text = " ".join(str(exc).split())
+        if "padlen" in text:
+            raise DataError(f"{bold}: {img.shape[3]} volumes are too few to band-pass "
+                            f"filter ({high_pass}–{low_pass} Hz)",
+                            "use a longer scan (a connectome needs minutes of data)") from None
+        if "spheres are empty" in text:
+            raise DataError(f"{bold}: spheres of the atlas {atlas['source']} lie outside the "
+                            "image", "use an atlas in the image's space and field of view") \
+                from None
+        if "incorrect length" in text:
+            raise DataError(f"{bold}: its confounds table has another number of rows than "
+                            f"the image has volumes ({img.shape[3]})",
+                            "use the confounds file fMRIPrep wrote for this image") from None
+        raise
     ts = np.asarray(ts, dtype=float)
+    if atlas["type"] == "labels":
+        ts = _all_regions(ts, masker, atlas, bold)
     if key is not None:
         import io
         bio = io.BytesIO()
@@ -263,6 +285,52 @@ def extract_timeseries(bold, atlas, confounds_strategy="simple", t_r=None, radiu
                             "or DECODER_CACHE_DIR to a writable folder", cache_dir,
                             type(exc).__name__, exc.strerror or exc)
     return ts
+
+
+def repetition_time(bold, img) -> float | None:
+    """The repetition time in seconds: the image header's (milliseconds converted), else
+    ``RepetitionTime`` of the BIDS sidecar JSON beside the image; None, with a warning,
+    when neither gives one (the series is then not band-pass filtered)."""
+    zooms = img.header.get_zooms()
+    t_r = float(zooms[3]) if len(zooms) > 3 else 0.0
+    if t_r > 0 and img.header.get_xyzt_units()[1] == "msec":
+        t_r /= 1000.0
+    if t_r > 0:
+        return t_r
+    name = Path(bold).name
+    stem = name[:-len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
+    sidecar = Path(bold).with_name(stem + ".json")
+    if sidecar.is_file():
+        try:
+            value = float(json.loads(sidecar.read_text()).get("RepetitionTime") or 0)
+        except (ValueError, TypeError, AttributeError):
+            value = 0.0
+        if value > 0:
+            return value
+    log.warning("%s: no repetition time in the header or a sidecar JSON: the series is not "
+                "band-pass filtered — fix: set RepetitionTime in %s", bold, sidecar.name)
+    return None
+
+
+def _all_regions(ts, masker, atlas, bold):
+    """One column per region of the atlas, in its order: nilearn leaves out a region that
+    falls outside the image, which would shift every later column onto another region's
+    place; such a region gets a column of zeros (a region without signal), named here."""
+    labels = atlas.get("values")
+    if labels is None:
+        labels = [int(v) for v in np.unique(np.asarray(atlas["img"].dataobj)) if v != 0]
+    present = [int(v) for v in getattr(masker, "region_ids_", {}).values()
+               if not isinstance(v, str) and int(v) != 0]
+    if len(present) != ts.shape[1] or present == labels:
+        return ts
+    full = np.zeros((ts.shape[0], len(labels)))
+    where = {v: i for i, v in enumerate(labels)}
+    full[:, [where[v] for v in present]] = ts
+    missing = [v for v in labels if v not in set(present)]
+    log.warning("%s: %d atlas region(s) outside the image (labels %s): kept as regions "
+                "without signal", bold, len(missing),
+                ", ".join(map(str, missing[:8])) + (", …" if len(missing) > 8 else ""))
+    return full
 
 
 class TimeSeriesExtractor:

@@ -25,16 +25,29 @@ CITATION = (
     "(non-commercial research, with citation).")
 
 
+# Below these, head motion is not said to separate the groups or to follow the output
+MOTION_AUC_MARGIN = 0.05     # |ROC AUC of mean FD alone − 0.5|
+MOTION_RHO = 0.1             # |Spearman rho| of the held-out probability with mean FD
+
+
 def _motion_limitation(confounds: dict) -> list[str]:
     fd = confounds.get("mean_fd")
     if not fd or fd.get("auc_alone") is None:
         return []
     rho = {c: (r or {}).get("rho") for c, r in (fd.get("spearman_within_class") or {}).items()}
     within = ", ".join(f"{c} {_fmt(v)}" for c, v in sorted(rho.items()) if v is not None)
-    return [f"Head motion differs between the groups (mean framewise displacement alone: "
-            f"ROC AUC {_fmt(fd['auc_alone'])}); held-out probabilities correlate with it "
-            f"within each group (Spearman rho: {within or 'n/a'}), so part of the signal may "
-            "be motion rather than brain connectivity."]
+    separates = abs(fd["auc_alone"] - 0.5) >= MOTION_AUC_MARGIN
+    follows = any(v is not None and abs(v) >= MOTION_RHO for v in rho.values())
+    if not (separates or follows):
+        return []
+    return [("Head motion differs between the groups" if separates else
+             "Head motion hardly differs between the groups")
+            + f" (mean framewise displacement alone: ROC AUC {_fmt(fd['auc_alone'])}); "
+            + ("held-out probabilities correlate with it within each group"
+               if follows else "held-out probabilities hardly follow it within each group")
+            + f" (Spearman rho: {within or 'n/a'})"
+            + (", so part of the signal may be motion rather than brain connectivity."
+               if follows else ".")]
 
 
 def _subgroup_limitation(per_subgroup: dict) -> list[str]:
@@ -46,7 +59,7 @@ def _subgroup_limitation(per_subgroup: dict) -> list[str]:
                                    for label, g in groups.items()))
     if not parts:
         return []
-    return ["Held-out accuracy differs between groups that ABIDE represents unequally — "
+    return ["Held-out accuracy by group (the training data hold the groups unequally) — "
             + "; ".join(parts) + ". Small groups give uncertain estimates."]
 
 
@@ -69,6 +82,8 @@ def build_model_card(metrics: dict, config: dict, n_subjects: int, sites, region
     """The card as a dict (JSON-serialisable); ``ages``: the training subjects' youngest
     and oldest age in years."""
     ds = config.get("dataset", {})
+    abide = ds.get("kind") == "abide"
+    prov = metrics.get("provenance") or {}
     return {
         "model": {
             "task": "binary classification of subjects (autism vs control) from "
@@ -82,10 +97,18 @@ def build_model_card(metrics: dict, config: dict, n_subjects: int, sites, region
             "format": "skops (load with pipelines.biomarker.load_model; never pickle)",
         },
         "data": {
-            "source": "ABIDE Preprocessed Connectomes Project" if ds.get("kind") == "abide"
-            else ds.get("kind"),
-            "pipeline": ds.get("pipeline"), "strategy": ds.get("strategy"),
-            "derivative": ds.get("derivative"), "n_subjects": int(n_subjects),
+            "source": "ABIDE Preprocessed Connectomes Project" if abide
+            else "fMRIPrep derivatives (BOLD images + atlas)",
+            "kind": ds.get("kind"),
+            # what a new subject's input must match: ABIDE's pipeline, strategy and
+            # derivative, or the atlas and confound strategy the images were reduced with
+            **({k: ds.get(k) for k in ("pipeline", "strategy", "derivative")} if abide else
+               {k: ds.get(k) for k in ("atlas", "atlas_type", "confounds_strategy",
+                                       "bold_pattern")}),
+            "n_subjects": int(n_subjects),
+            "n_autism": (metrics.get("dataset") or {}).get("n_autism"),
+            "excluded": ds.get("exclude") or [],
+            "dataset": prov.get("dataset") or {},   # DataLad id and commit, when one
             "n_regions": len(regions), "sites": sorted(set(map(str, sites))),
             # the training scans' lengths: a shorter scan gives a noisier connectome
             "n_timepoints": None if n_timepoints is None else [int(n) for n in n_timepoints],
@@ -109,15 +132,20 @@ def build_model_card(metrics: dict, config: dict, n_subjects: int, sites, region
         "connections": metrics.get("edges"),
         "intended_use": INTENDED_USE,
         "limitations": [
-            "Trained on ABIDE I sites; a new scanner or preprocessing pipeline changes "
-            "connectivity, so accuracy on new sites may be lower than reported.",
-            "Input must be the same atlas/derivative (same regions, same order) as training.",
+            ("Trained on ABIDE I sites" if abide else "Trained on the sites listed here")
+            + "; a new scanner or preprocessing pipeline changes connectivity, so accuracy "
+            "on new sites may be lower than reported.",
+            ("Input must be the same atlas/derivative (same regions, same order) as training."
+             if abide else "Input must be reduced with the same atlas and confound strategy "
+             "(same regions, same order) as training."),
             _population_limitation(ages, (metrics.get("per_subgroup") or {}).get("sex")),
         ] + _subgroup_limitation(metrics.get("per_subgroup"))
           + _motion_limitation(metrics.get("confounds") or {}),
-        "citation": CITATION,
-        "provenance": {k: metrics.get("provenance", {}).get(k)
-                       for k in ("version", "config_sha256", "created")},
+        "citation": CITATION if abide else "Cite the dataset as its dataset_description.json "
+                                           "and licence ask.",
+        # the run that made the model: its code, libraries, config and time (as metrics.json)
+        "provenance": {k: prov.get(k) for k in ("version", "source", "python", "libraries",
+                                                "config_sha256", "created")},
     }
 
 
@@ -154,8 +182,10 @@ def card_markdown(card: dict, level: int = 1) -> str:
              f"- Site harmonisation: {_words(model['harmonize'])}",
              f"- Estimator: {model['estimator']}", f"- File format: {model['format']}", "",
              "## Data", f"- Source: {data['source']}",
-             f"- Pipeline / strategy / derivative: {data['pipeline']} / {data['strategy']} / "
-             f"{data['derivative']}",
+             (f"- Pipeline / strategy / derivative: {data['pipeline']} / {data['strategy']} / "
+              f"{data['derivative']}" if "pipeline" in data or "atlas" not in data else
+              f"- Atlas: {data['atlas']}, confound strategy: {data['confounds_strategy']}, "
+              f"images: {data['bold_pattern']}"),
              f"- Subjects: {data['n_subjects']}, regions: {data['n_regions']}, "
              f"sites: {len(data['sites'])}"
              + (f", time points per scan: {data['n_timepoints'][0]}–{data['n_timepoints'][1]}"
