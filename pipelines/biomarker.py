@@ -142,7 +142,34 @@ def check_config(config) -> None:
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
         raise ConfigError(f"compute.n_jobs '{n_jobs}' is not supported",
                           "use a number of processes (1, 2, …) or -1 for one per core")
+    if config["dataset"]["kind"] == "fmriprep":
+        _check_fmriprep_choices(config["dataset"])
     make_classifier(config).check_params()
+
+
+def _check_fmriprep_choices(ds) -> None:
+    """The atlas and the confound strategy of an image dataset, before any image is read
+    (a dry run would otherwise pass what the run refuses)."""
+    try:
+        from nilearn.interfaces.fmriprep.load_confounds_strategy import preset_strategies
+        strategies = tuple(preset_strategies)
+    except ImportError:  # the names nilearn has documented since 0.9
+        strategies = ("simple", "scrubbing", "compcor", "ica_aroma")
+    strategy = ds["confounds_strategy"]
+    if strategy not in (None, "none", *strategies):
+        raise ConfigError(f"dataset.confounds_strategy '{strategy}' is not a nilearn "
+                          "denoising strategy", f"use one of: {', '.join(strategies)}, none")
+    atlas = ds["atlas"]
+    if not atlas:
+        raise ConfigError("dataset.atlas is required for dataset.kind: fmriprep",
+                          "set dataset.atlas to a NIfTI/coordinates file or e.g. 'power'")
+    from decoder.features.timeseries import NILEARN_ATLASES
+    if str(atlas).lower() not in NILEARN_ATLASES:
+        path = absolute_path(str(atlas))
+        if not (path.is_file() or path.is_symlink()):  # (annexed: got with the data)
+            raise DataError(f"atlas file not found: {path}",
+                            "check dataset.atlas, or name a nilearn atlas: "
+                            + ", ".join(NILEARN_ATLASES))
 
 
 # ------------------------------------------------------------------------- data
@@ -334,8 +361,20 @@ def _load_fmriprep(config, root) -> _Subjects:
     extractor = TimeSeriesExtractor(ds["atlas"], ds["atlas_type"], ds["confounds_strategy"],
                                     cache_dir=cache)
     ts = extractor(bolds)
+    from decoder.data.timeseries_io import regions_with_signal
+    for series, bold, pid in zip(ts, bolds, table["participant_id"]):
+        # refused as a prediction would be, with the image named (empty regions are kept)
+        try:
+            check_subject_series(series, str(bold), max_missing=1.0)
+            if regions_with_signal(series).sum() < 2:
+                raise DataError(f"{bold}: fewer than 2 regions with signal (an empty or "
+                                "constant image?)", "")
+        except DataError as err:
+            raise DataError(err.message, f"exclude the subject (--set dataset.exclude={pid}) "
+                            "or check the image") from None
     diag = fmriprep_diagnosis(table, ds)
     cov, sex_coded = _participant_covariates(table)
+    notes = _impute_covariates(cov, table["participant_id"].to_numpy(), table_path)
     if "mean_fd" in table.columns:
         mean_fd = pd.to_numeric(table["mean_fd"], errors="coerce").to_numpy(float)
     else:  # from fMRIPrep's own confounds file beside each image
@@ -344,8 +383,28 @@ def _load_fmriprep(config, root) -> _Subjects:
                  else pd.DataFrame(index=range(len(bolds))))
     return _Subjects(ts, diag, table[ds["site_column"]].astype(str), cov,
                      table["participant_id"], read, _region_names(extractor, ts),
-                     root, dataset_info=dataset_info, confounds=confounds, sex_coded=sex_coded)
+                     root, notes=notes, dataset_info=dataset_info, confounds=confounds,
+                     sex_coded=sex_coded)
 
+
+
+def _impute_covariates(cov, ids, table_path) -> list[str]:
+    """Fill missing ages (median) and sexes (the most common value) in place, as for ABIDE,
+    so that ComBat can preserve them; returns the notes saying whom it concerned."""
+    notes = []
+    for name, how in (("age", "the median age"), ("sex", "the most common sex")):
+        if name not in cov or not cov[name].isna().any():
+            continue
+        missing = cov[name].isna().to_numpy()
+        if missing.all():
+            raise DataError(f"{table_path}: no participant has a usable {name}",
+                            f"fill in the {name} column, or remove it")
+        value = cov[name].median() if name == "age" else cov[name].mode().iloc[0]
+        notes.append(f"{name} missing or not a number for {int(missing.sum())} participant(s) "
+                     f"(e.g. {ids[missing][0]}): replaced by {how}")
+        log.warning("%s: %s", table_path.name, notes[-1])
+        cov[name] = cov[name].fillna(value)
+    return notes
 
 
 def _region_names(extractor, ts) -> list[str]:

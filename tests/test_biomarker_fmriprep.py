@@ -343,3 +343,71 @@ def test_a_model_saved_with_other_library_versions_says_so_when_it_predicts():
     assert len(notes) == 1 and "scikit-learn 1.2.0 (now " in notes[0]
     assert biomarker.environment_notes({"environment": now}) == []
     assert biomarker.environment_notes({}) == []     # older models record nothing
+
+
+@pytest.mark.parametrize("setting, expected", [
+    ("dataset.confounds_strategy=foo", "dataset.confounds_strategy 'foo' is not a nilearn"),
+    ("dataset.atlas=missing_atlas.nii.gz", "atlas file not found: "),
+])
+def test_a_dry_run_refuses_what_the_run_would(tmp_path, capsys, setting, expected):
+    root = make_fmriprep(tmp_path / "fmriprep", n_per_site=4)
+    assert _run(root, tmp_path / "run", "--set", setting, "--dry-run") == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and expected in err
+
+
+def test_a_missing_age_is_imputed_and_said_so_as_for_abide(tmp_path, monkeypatch):
+    monkeypatch.setenv("DECODER_CACHE_DIR", str(tmp_path / "cache"))
+    root = make_fmriprep(tmp_path / "fmriprep", n_per_site=4)
+    table = _participants(root)
+    table.loc[table.participant_id == "sub-B02", "age"] = "n/a"
+    table.to_csv(root / "participants.tsv", sep="\t", index=False)
+    out = tmp_path / "run"
+    assert _run(root, out, "--set", "save_model=false", "--set", "n_splits=2") == 0
+    m = json.loads((out / "metrics.json").read_text())
+    said = "age missing or not a number for 1 participant(s) (e.g. sub-B02)"
+    assert any(said in n for n in m["dataset"]["notes"])
+    assert any(said in w for w in m["warnings"])
+
+
+def test_atlas_files_that_are_not_what_they_say_are_one_line_errors(tmp_path):
+    from decoder.errors import DataError
+    from decoder.features.timeseries import load_atlas
+    root = make_fmriprep(tmp_path / "fmriprep", n_per_site=2, sites=("A",))
+    with pytest.raises(DataError, match="a 3-D image is not a maps atlas"):
+        load_atlas(root / "atlas.nii.gz", "maps")
+    table = tmp_path / "coords.tsv"
+    table.write_text("name\tX\tY\tZ\nPCC\t0\t-52\t26\nmPFC\t0\t54\t-4\n")
+    atlas = load_atlas(table)      # capital headers and a name column are fine
+    assert atlas["coords"].tolist() == [[0, -52, 26], [0, 54, -4]]
+    table.write_text("name\tx\ty\nPCC\t0\t-52\n")
+    with pytest.raises(DataError, match="not a table of x, y, z coordinates"):
+        load_atlas(table)
+
+
+def test_a_damaged_cache_file_is_extracted_again(tmp_path, caplog):
+    from decoder.features.timeseries import extract_timeseries
+    root = make_fmriprep(tmp_path / "fmriprep", n_per_site=2, sites=("A",))
+    bold = next(root.rglob("*_desc-preproc_bold.nii.gz"))
+    cache = tmp_path / "cache"
+    first = extract_timeseries(bold, root / "atlas.nii.gz", confounds_strategy=None,
+                               cache_dir=cache)
+    (npy,) = cache.glob("*.npy")
+    npy.write_bytes(npy.read_bytes()[:60])
+    again = extract_timeseries(bold, root / "atlas.nii.gz", confounds_strategy=None,
+                               cache_dir=cache)
+    assert np.allclose(again, first) and "damaged cached series" in caplog.text
+    assert np.allclose(np.load(npy), first)     # and cached again
+
+
+def test_an_image_without_signal_is_named_with_the_subject_to_exclude(tmp_path, capsys,
+                                                                      monkeypatch):
+    monkeypatch.setenv("DECODER_CACHE_DIR", str(tmp_path / "cache"))
+    root = make_fmriprep(tmp_path / "fmriprep", n_per_site=4)
+    bold = next(root.rglob("sub-A01*_desc-preproc_bold.nii.gz"))
+    img = nib.load(bold)
+    nib.save(nib.Nifti1Image(np.full(img.shape, np.nan, np.float32), img.affine, img.header),
+             bold)
+    assert _run(root, tmp_path / "run") == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and bold.name in err and "dataset.exclude=sub-A01" in err

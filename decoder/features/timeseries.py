@@ -69,8 +69,13 @@ def load_atlas(atlas, atlas_type=None):
         if path.suffix.lower() in {".tsv", ".csv", ".txt"}:
             import pandas as pd
             table = pd.read_csv(path, sep=None, engine="python")
-            cols = [c for c in ("x", "y", "z") if c in table.columns]
-            coords = table[cols].to_numpy(float) if len(cols) == 3 else table.iloc[:, :3].to_numpy(float)
+            named = {str(c).strip().lower(): c for c in table.columns}
+            cols = [named[c] for c in ("x", "y", "z") if c in named]
+            xyz = table[cols] if len(cols) == 3 else table.iloc[:, :3]
+            coords = xyz.apply(pd.to_numeric, errors="coerce").to_numpy(float)
+            if coords.shape[1] != 3 or not np.isfinite(coords).all():
+                raise DataError(f"{path}: not a table of x, y, z coordinates in mm",
+                                "give columns named x, y and z (other columns are ignored)")
             return {"type": "spheres", "img": None, "coords": coords,
                     "labels": [str(i) for i in range(len(coords))], "source": str(path)}
         import nibabel as nib
@@ -80,6 +85,11 @@ def load_atlas(atlas, atlas_type=None):
             raise DataError(f"{path}: not a readable NIfTI atlas ({exc})",
                             "pass a labels/maps NIfTI or a coordinates table") from None
         kind = atlas_type or ("maps" if len(img.shape) == 4 else "labels")
+        if (kind == "maps") != (len(img.shape) == 4):
+            raise DataError(f"{path}: a {len(img.shape)}-D image is not a {kind} atlas",
+                            "set dataset.atlas_type to "
+                            + ("maps" if len(img.shape) == 4 else "labels")
+                            + " (or leave it out: it is read from the file)")
         if kind == "labels":
             values = np.unique(np.asarray(img.dataobj)).astype(int)
             labels = [str(v) for v in values if v != 0]
@@ -218,7 +228,11 @@ def extract_timeseries(bold, atlas, confounds_strategy="simple", t_r=None, radiu
         key = stable_hash({**content, **settings})[:24]
         cached = Path(cache_dir) / f"{key}.npy"
         if cached.is_file():
-            return np.load(cached)
+            try:
+                return np.load(cached)
+            except (OSError, ValueError, EOFError) as exc:  # a damaged cache file: redone
+                log.warning("%s: damaged cached series (%s), extracted again", cached,
+                            type(exc).__name__)
     try:
         img = nib.load(str(bold))
     except Exception as exc:
