@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from decoder._utils import absolute_path, atomic_write_json, user_cache_dir
+from decoder._utils import absolute_path, atomic_write_json, sha256_file, user_cache_dir
 from decoder.data.datalad import ensure_local
 from decoder.data.timeseries_io import (MAX_MISSING_REGIONS, MIN_TIMEPOINTS,  # noqa: F401
                                          check_subject_series)
@@ -177,8 +177,11 @@ class _Subjects:
     """Time series + labels + sites + covariates + provenance of the input files."""
 
     def __init__(self, time_series, diagnosis, sites, covariates, ids, files, regions, root,
-                 notes=(), dataset_info=None, confounds=None, sex_coded=True):
+                 notes=(), dataset_info=None, confounds=None, sex_coded=True,
+                 series_files=None):
         self.time_series = time_series
+        # each subject's own input file (a .1D, a BOLD image), in the order of ``ids``
+        self.series_files = None if series_files is None else list(series_files)
         self.diagnosis = np.asarray(diagnosis, dtype=object)
         self.sites = np.asarray(sites).astype(str)
         self.covariates = covariates.reset_index(drop=True)
@@ -218,7 +221,7 @@ def _load_abide(config, root) -> _Subjects:
     # the phenotypic table is an input too: labels, sites, age and sex come from it
     return _Subjects(d.time_series, d.diagnosis, d.sites, d.covariates, d.file_ids,
                      [*d.files, table], d.regions, root, d.notes,
-                     dataset_info, confounds=d.confounds)
+                     dataset_info, confounds=d.confounds, series_files=d.files)
 
 
 def fmriprep_inputs(config, root, fetch: bool = True):
@@ -384,7 +387,7 @@ def _load_fmriprep(config, root) -> _Subjects:
     return _Subjects(ts, diag, table[ds["site_column"]].astype(str), cov,
                      table["participant_id"], read, _region_names(extractor, ts),
                      root, notes=notes, dataset_info=dataset_info, confounds=confounds,
-                     sex_coded=sex_coded)
+                     sex_coded=sex_coded, series_files=bolds)
 
 
 
@@ -999,6 +1002,9 @@ def model_files(est, metrics, config, subjects, name="model.skops") -> dict:
               "positive_class": POSITIVE, "classes": CLASSES,
               # who it was trained on: scores on them would not be external (decoder predict)
               "subjects": [str(i) for i in subjects.ids],
+              # and their files' content: a training file renamed is still recognised
+              "subject_sha256": None if subjects.series_files is None else
+              [sha256_file(Path(f)) for f in subjects.series_files],
               "sites": sorted({str(s) for s in subjects.sites}),
               "dataset": {"kind": config["dataset"]["kind"],
                           **{k: config["dataset"].get(k)
@@ -1039,7 +1045,6 @@ def _atlas_sha256(ds) -> str | None:
     atlas = ds.get("atlas")
     if ds.get("kind") != "fmriprep" or not atlas or not Path(str(atlas)).is_file():
         return None
-    from decoder._utils import sha256_file
     return sha256_file(Path(str(atlas)))
 
 
@@ -1129,7 +1134,6 @@ def _model_extraction(bundle, atlas, path) -> dict:
         return {"confounds_strategy": None}
     trained = ds.get("atlas_sha256")
     if trained and Path(str(atlas)).is_file():
-        from decoder._utils import sha256_file
         if sha256_file(Path(str(atlas))) != trained:
             raise DataError(f"--atlas {atlas} is not the atlas the model was trained with "
                             f"({ds.get('atlas')}; another file content)",
@@ -1204,7 +1208,16 @@ def training_subject(name, bundle: dict) -> bool | None:
     if trained is None:
         return None
     trained = sorted(set(map(str, trained)), key=len, reverse=True)
-    return owner_id(input_stem(name), trained) is not None
+    return owner_id(input_stem(name), trained) is not None or same_content(name, bundle)
+
+
+def same_content(path, bundle: dict) -> bool:
+    """Whether the file ``path`` has the content of one of the model's training files
+    (models that record their files' SHA-256): a training subject under another name."""
+    hashes = (bundle or {}).get("subject_sha256")
+    if not hashes or not Path(str(path)).is_file():
+        return False
+    return sha256_file(Path(str(path))) in set(hashes)
 
 
 def read_subject_input(path, atlas=None, model_regions=None, model=None):
@@ -1446,7 +1459,6 @@ def predict_cli(args) -> int:
                              age=getattr(args, "age", None), sex=getattr(args, "sex", None),
                              mean_fd=getattr(args, "mean_fd", None), name=str(args.input))
     from decoder import __version__
-    from decoder._utils import sha256_file
     # which file, which model, which code: a prediction can be traced back to all three
     result = {"input": str(args.input), "model": str(args.model),
               "input_sha256": sha256_file(Path(args.input)),

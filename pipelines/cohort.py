@@ -33,8 +33,8 @@ from decoder.results import check_writable
 from pipelines.biomarker import (POSITIVE, SEX_CODES, SHIPPED_MODEL, _metrics_from_proba,
                                  _positive_column, calibration_table, check_not_overwriting, check_site_name,
                                  environment_notes, group_scores, input_stem, load_model, owner_id,
-                                 per_site_metrics, read_subject_input, sex_label, subject_notes,
-                                 training_sites)
+                                 per_site_metrics, read_subject_input, same_content, sex_label,
+                                 subject_notes, training_sites)
 
 log = logging.getLogger(__name__)
 
@@ -359,8 +359,8 @@ def _in_training(rows, bundle) -> pd.Series:
     trained = bundle.get("subjects")
     if trained is not None:  # matched as files are to table rows: the id, or id + '_...'
         trained = sorted(set(map(str, trained)), key=len, reverse=True)
-        return pd.Series([owner_id(sid, trained) is not None
-                          for sid in rows["subject"].astype(str)],
+        return pd.Series([owner_id(sid, trained) is not None or same_content(path, bundle)
+                          for sid, path in zip(rows["subject"].astype(str), rows["input"])],
                          index=rows.index, dtype=object)
     sites = set(map(str, bundle.get("sites") or ()))
     if sites and rows["site"].astype(str).isin(sites).any():

@@ -378,3 +378,15 @@ def test_out_never_replaces_an_input_the_model_or_a_runs_own_predictions(trained
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and "would be overwritten" in err
     assert {p: p.read_bytes() for p in before} == before
+
+
+def test_a_training_subjects_file_under_another_name_is_still_recognised(trained, tmp_path,
+                                                                         capsys):
+    renamed = tmp_path / "renamed.1D"
+    renamed.write_bytes(trained["seen"][0].read_bytes())
+    out = tmp_path / "p.json"
+    assert main(["predict", str(trained["model"]), str(renamed), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["in_training"] is True
+    capsys.readouterr()
+    table, _ = predict_cohort([renamed, trained["new"][0]], trained["model"])
+    assert list(table["in_training"]) == [True, False]
