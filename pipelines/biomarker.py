@@ -1018,7 +1018,10 @@ def model_files(est, metrics, config, subjects, name="model.skops") -> dict:
                      "roc_auc": metrics.get("roc_auc"),
                      "calibration": metrics.get("calibration"),
                      "per_subgroup": metrics.get("per_subgroup")}}
-    return {name: sio.dumps(bundle), **card_files(card)}
+    model = sio.dumps(bundle)
+    import hashlib
+    card["model_sha256"] = hashlib.sha256(model).hexdigest()   # which model file it describes
+    return {name: model, **card_files(card)}
 
 
 def environment_notes(bundle: dict) -> list[str]:

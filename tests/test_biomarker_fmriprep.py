@@ -314,6 +314,8 @@ def test_a_new_subjects_image_is_reduced_as_the_training_images_were(tmp_path, c
     metrics = json.loads((out / "metrics.json").read_text())
     assert card["provenance"]["created"] == metrics["provenance"]["created"]
     assert card["provenance"]["libraries"] == metrics["provenance"]["libraries"]
+    from decoder._utils import sha256_file
+    assert card["model_sha256"] == sha256_file(out / "model.skops")   # tied to its model
     bold = next(root.rglob("sub-A00*_desc-preproc_bold.nii.gz"))
     from pipelines import biomarker
     from decoder.features.timeseries import extract_timeseries

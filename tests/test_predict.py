@@ -407,3 +407,17 @@ def test_a_folder_given_as_the_model_says_what_it_holds(tmp_path, capsys):
         assert main(["predict", str(folder), series, "--out", str(tmp_path / "p.json")]) == 2
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and expected in err and "not found" not in err
+
+
+def test_a_card_beside_another_model_is_not_taken_for_its_card(tmp_path, caplog):
+    import hashlib
+    from decoder.models.model_card import read_model_card
+    model = tmp_path / "model.skops"
+    model.write_bytes(b"model bytes")
+    card = {"model_sha256": hashlib.sha256(b"model bytes").hexdigest(), "data": {}}
+    (tmp_path / "model_card.json").write_text(json.dumps(card))
+    assert read_model_card(model) == card
+    model.write_bytes(b"another model")
+    assert read_model_card(model) is None and "is not the card of" in caplog.text
+    (tmp_path / "model_card.json").write_text(json.dumps({"data": {}}))  # an older card
+    assert read_model_card(model) == {"data": {}}

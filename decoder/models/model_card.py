@@ -265,7 +265,19 @@ def read_model_card(model_path) -> dict | None:
                       path.with_name(path.name.split(".")[0] + "_card.json")):
         if candidate.is_file():
             try:
-                return json.loads(candidate.read_text())
+                card = json.loads(candidate.read_text())
             except (OSError, ValueError):
                 return None
+            # a card records its model's SHA-256 (cards of older releases do not): one
+            # beside another model is not that model's card
+            recorded = card.get("model_sha256") if isinstance(card, dict) else None
+            if recorded and path.is_file():
+                from .._utils import sha256_file
+                if sha256_file(path) != recorded:
+                    import logging
+                    logging.getLogger(__name__).warning(
+                        "%s is not the card of %s (it describes another model file): "
+                        "not shown", candidate, path)
+                    return None
+            return card
     return None
