@@ -31,10 +31,10 @@ from decoder.errors import DataError, missing_file
 from decoder.evaluation.metrics import chance_level, cluster_bootstrap_interval
 from decoder.results import check_writable
 from pipelines.biomarker import (POSITIVE, SEX_CODES, SHIPPED_MODEL, _metrics_from_proba,
-                                 _positive_column, calibration_table, check_not_overwriting, check_site_name,
-                                 environment_notes, group_scores, input_stem, load_model, owner_id,
-                                 per_site_metrics, read_subject_input, same_content, sex_label,
-                                 subject_notes, training_sites)
+                                 _positive_column, calibration_table, check_not_overwriting,
+                                 check_site_name, environment_notes, group_scores, input_stem,
+                                 load_model, owner_id, per_site_metrics, read_subject_input,
+                                 same_content, sex_label, subject_notes, training_sites)
 
 log = logging.getLogger(__name__)
 

@@ -219,6 +219,8 @@ def extract_timeseries(bold, atlas, confounds_strategy="simple", t_r=None, radiu
         # the key holds the content of every file the series depends on: the image, an
         # atlas file (edited in place, it keeps its name) and the confounds table
         content = {"bold": sha256_file(bold)}
+        if t_r is None and _sidecar(bold).is_file():  # its RepetitionTime may be the TR
+            content["sidecar_sha256"] = sha256_file(_sidecar(bold))
         if Path(atlas["source"]).is_file():
             content["atlas_sha256"] = sha256_file(atlas["source"])
         if confounds_strategy not in (None, "none"):
@@ -311,9 +313,7 @@ def repetition_time(bold, img) -> float | None:
         t_r /= 1000.0
     if t_r > 0:
         return t_r
-    name = Path(bold).name
-    stem = name[:-len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
-    sidecar = Path(bold).with_name(stem + ".json")
+    sidecar = _sidecar(bold)
     if sidecar.is_file():
         try:
             value = float(json.loads(sidecar.read_text()).get("RepetitionTime") or 0)
@@ -326,13 +326,18 @@ def repetition_time(bold, img) -> float | None:
     return None
 
 
+def _sidecar(bold) -> Path:
+    """The BIDS sidecar JSON of an image (``x_bold.nii.gz`` → ``x_bold.json``)."""
+    name = Path(bold).name
+    stem = name[:-len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
+    return Path(bold).with_name(stem + ".json")
+
+
 def _all_regions(ts, masker, atlas, bold):
     """One column per region of the atlas, in its order: nilearn leaves out a region that
     falls outside the image, which would shift every later column onto another region's
     place; such a region gets a column of zeros (a region without signal), named here."""
-    labels = atlas.get("values")
-    if labels is None:
-        labels = [int(v) for v in np.unique(np.asarray(atlas["img"].dataobj)) if v != 0]
+    labels = [int(v) for v in np.unique(np.asarray(atlas["img"].dataobj)) if v != 0]
     present = [int(v) for v in getattr(masker, "region_ids_", {}).values()
                if not isinstance(v, str) and int(v) != 0]
     if len(present) != ts.shape[1] or present == labels:
