@@ -1467,6 +1467,9 @@ def predict_cli(args) -> int:
               "input_sha256": sha256_file(Path(args.input)),
               "model_sha256": sha256_file(Path(args.model or SHIPPED_MODEL)),
               "decoder_version": __version__, **result}
+    if str(args.input).lower().endswith((".nii", ".nii.gz")):  # how it became region series
+        result["extraction"] = {"atlas": str(args.atlas),
+                                **_model_extraction(bundle, args.atlas, args.input)}
     for note in result["warnings"]:
         print(f"note: {note}")
     print(f"p({POSITIVE}) = {result['probability']:.3f} → {result['predicted']}")

@@ -325,6 +325,11 @@ def test_a_new_subjects_image_is_reduced_as_the_training_images_were(tmp_path, c
                                                confounds_strategy="simple"))
     assert not np.allclose(got, extract_timeseries(bold, root / "atlas.nii.gz",
                                                    confounds_strategy=None))
+    pred = tmp_path / "pred.json"
+    assert main(["predict", str(out / "model.skops"), str(bold), "--atlas",
+                 str(root / "atlas.nii.gz"), "--out", str(pred)]) == 0
+    assert json.loads(pred.read_text())["extraction"] == {
+        "atlas": str(root / "atlas.nii.gz"), "confounds_strategy": "simple", "atlas_type": None}
     # another atlas file with as many regions is refused, not silently used
     other = tmp_path / "renumbered.nii.gz"
     labels = np.asarray(nib.load(root / "atlas.nii.gz").dataobj)
