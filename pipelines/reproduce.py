@@ -296,7 +296,8 @@ def compare_environment(a: dict, b: dict) -> dict:
     # what the recorded run did not record (an older version's run) is not a difference
     diff = {k: [ea.get(k), eb.get(k)] for k in sorted(set(ea) | set(eb))
             if ea.get(k) is not None and ea.get(k) != eb.get(k)}
-    return {"same": not diff, "differences": diff}
+    # both in full, so that the comparison says what each ran with, not only where they part
+    return {"same": not diff, "differences": diff, "recorded": ea, "reproduced": eb}
 
 
 def compare_runs_exactly(recorded_dir, reproduced_dir, recorded=None) -> dict:

@@ -239,6 +239,10 @@ def test_a_run_records_the_code_and_libraries_that_made_it(haxby_run, tmp_path, 
     older = {k: v for k, v in prov.items() if k != "source"}
     older["libraries"] = {k: prov["libraries"][k] for k in ("numpy", "scikit-learn", "nilearn")}
     assert compare_environment(older, prov)["same"]
+    # both environments are given in full, not only where they part
+    both = compare_environment(other, prov)
+    assert both["recorded"]["decoder source"] == "0" * 64
+    assert both["reproduced"]["scikit-learn"] == prov["libraries"]["scikit-learn"]
 
 
 def test_an_interrupted_rerun_leaves_no_comparison_of_other_results(haxby_run, tmp_path,
