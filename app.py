@@ -312,6 +312,8 @@ def show_run(run):
     with st.expander("Summary", expanded=True):
         facts = summary(m)
         st.table({"": list(facts), "value": [str(v) for v in facts.values()]})
+    for warning in m.get("warnings") or []:  # what the run warned about when it ran
+        st.warning(f"During the run: {warning}")
     classes = m.get("classes") or []
     left, right = st.columns(2)
     if m.get("confusion_matrix") and classes:

@@ -183,6 +183,21 @@ def test_decoding_page_shows_the_searchlight_of_a_run(app, tmp_path):
     assert any("neighbouring spheres share voxels" in str(c.value) for c in app.caption)
 
 
+def test_decoding_page_shows_what_the_run_warned_about(app, tmp_path):
+    import json
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(category_run(), run)
+    m = json.loads((run / "metrics.json").read_text())
+    m["warnings"] = ["betas: the trial regressors are nearly collinear"]
+    (run / "metrics.json").write_text(json.dumps(m))
+    app.radio(key="page").set_value("Decoding").run()
+    app.text_input(key="run_dir").set_value(str(run)).run()
+    _no_traceback(app)
+    assert any(w.value == "During the run: betas: the trial regressors are nearly collinear"
+               for w in app.warning)
+
+
 def test_decoding_page_lists_runs_under_results(monkeypatch, tmp_path):
     from test_report import make_category_run
     monkeypatch.setenv("DECODER_MODEL", str(biomarker_run() / "model.skops"))
