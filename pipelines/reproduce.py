@@ -204,8 +204,9 @@ def _key(path) -> str:
 
 
 def compare_metrics(a: dict, b: dict) -> dict:
-    """Every result in two ``metrics.json`` (provenance and timing left out)."""
-    strip = {"provenance"}
+    """Every result in two ``metrics.json`` (provenance, timing and the warnings logged
+    while they ran — e.g. about a damaged cache file — left out: they are not results)."""
+    strip = {"provenance", "warnings"}
     found = list(_differences({k: v for k, v in a.items() if k not in strip},
                               {k: v for k, v in b.items() if k not in strip}))
     real = [f for f in found if f[1] is not None or f[2] is not None]

@@ -144,6 +144,7 @@ def test_numbers_count_as_the_same_within_the_tolerance_only(tmp_path):
          "dataset": {"root": "/elsewhere"}}
     res = compare_metrics(a, b)
     assert res["same"] and 0 < res["max_abs_diff"] <= TOLERANCE
+    assert compare_metrics(a, {**b, "warnings": ["a cache file was damaged"]})["same"]
     b["per_site"]["X"][1] = 2.001
     b["extra"] = True
     res = compare_metrics(a, b)
