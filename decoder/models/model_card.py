@@ -6,11 +6,14 @@ the app and by ``decoder predict``) and ``model_card.md`` (for people).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from .._utils import to_json
+from .._utils import sha256_file, to_json
 
 __all__ = ["build_model_card", "card_files", "read_model_card", "card_markdown"]
+
+log = logging.getLogger(__name__)
 
 INTENDED_USE = (
     "Research on group differences in resting-state functional connectivity, and teaching. "
@@ -271,13 +274,9 @@ def read_model_card(model_path) -> dict | None:
             # a card records its model's SHA-256 (cards of older releases do not): one
             # beside another model is not that model's card
             recorded = card.get("model_sha256") if isinstance(card, dict) else None
-            if recorded and path.is_file():
-                from .._utils import sha256_file
-                if sha256_file(path) != recorded:
-                    import logging
-                    logging.getLogger(__name__).warning(
-                        "%s is not the card of %s (it describes another model file): "
-                        "not shown", candidate, path)
-                    return None
+            if recorded and path.is_file() and sha256_file(path) != recorded:
+                log.warning("%s is not the card of %s (it describes another model file): "
+                            "not shown", candidate, path)
+                return None
             return card
     return None
