@@ -395,6 +395,12 @@ def test_cohort_errors_name_exactly_the_upload_concerned(private_tmp, model):
     assert res.failed[0].startswith("scan.1D: ") and str(private_tmp) not in res.failed[0]
     assert np.isnan(res.table.loc["scan", "p_autism"])
     assert 0 <= res.table.loc["ñn", "p_autism"] <= 1 and res.table.loc["ñn", "error"] == ""
+    # a file refused as an upload (binary) is listed the same way
+    res = helpers.analyse_cohort([("\n".join(data).encode(), "ñn.1D"),
+                                  (b"\x00\x01binary", "scan.1D")], model[0])
+    assert res.failed[0].startswith("'scan.1D' is a binary file")
+    assert list(res.table.index) == ["ñn", "scan"] and res.table.columns[-1] == "error"
+    assert np.isnan(res.table.loc["scan", "p_autism"])
     with pytest.raises(DataError) as err:   # nothing left to predict
         helpers.analyse_cohort([(short, "scan.1D"), (short[:40], "other.1D")], model[0])
     assert str(err.value).startswith("none of the 2 files could be predicted; the first: "

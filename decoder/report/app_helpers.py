@@ -264,12 +264,22 @@ def analyse_cohort(uploads, bundle: dict, table=None, site=None) -> CohortResult
     with tempfile.TemporaryDirectory(prefix="decoder-cohort-") as tmp:
         # each upload in a folder of its own, under its own name: the names are what the
         # table matches, and what the page and the download show
-        paths, folders = [], {}
+        paths, folders, refused = [], {}, []
         for k, (data, name) in enumerate(uploads):
             folder = Path(tmp) / f"{k:04d}"
             folder.mkdir()
-            paths.append(save_upload(data, name, folder, "timeseries", keep_name=True))
+            try:   # a file refused as an upload (binary, too large) is listed, as below
+                paths.append(save_upload(data, name, folder, "timeseries", keep_name=True))
+            except DataError as err:
+                if len(uploads) == 1:
+                    raise
+                refused.append((name, err))
+                continue
             folders[str(folder)] = name
+        if refused and not paths:
+            name, err = refused[0]
+            raise DataError(f"none of the {len(uploads)} files could be read; the first: "
+                            f"{err.message}", err.fix)
         participants = None
         if table is not None:
             data, tname = table
@@ -292,6 +302,14 @@ def analyse_cohort(uploads, bundle: dict, table=None, site=None) -> CohortResult
             raise DataError(named(err.message), err.fix) from None
     rows["input"] = [Path(p).name for p in rows["input"]]
     rows["error"] = [named(e) for e in rows["error"]]
+    if refused:
+        extra = pd.DataFrame({"input": [n for n, _ in refused],
+                              "error": [f"{e.message} ({e.fix})" if e.fix else e.message
+                                        for _, e in refused]},
+                             index=pd.Index([input_stem(_kept_name(n)) for n, _ in refused],
+                                            name=rows.index.name))
+        rows = pd.concat([rows, extra])
+        rows = rows[[c for c in rows.columns if c != "error"] + ["error"]]
     return CohortResult(rows, scores, rows.to_csv(sep="\t").encode())
 
 
