@@ -38,6 +38,14 @@ class DataError(DecoderError):
     """Unreadable, inconsistent or missing input data."""
 
 
+class LabelError(DataError, ValueError):
+    """Labels a classifier cannot learn from (one class, or a count it does not take).
+
+    Also a :class:`ValueError`, as scikit-learn's estimator contract asks of a
+    classifier given such labels, so that scikit-learn tools handle it as theirs.
+    """
+
+
 def check_choice(what: str, value, options, fix_word: str = "one") -> None:
     """Raise :class:`ConfigError` unless ``value`` is one of ``options``.
 

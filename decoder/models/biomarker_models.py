@@ -30,10 +30,11 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from sklearn.utils.multiclass import unique_labels
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
-from ..errors import ConfigError, DataError, check_choice
+from ..errors import ConfigError, DataError, LabelError, check_choice
 from ..features.connectome import (KINDS, REFERENCES, Connectivity, as_covariance_stack,
                                    check_shrinkage, split_half_covariances)
 from ..features.harmonize import UNSEEN_SITE_OPTIONS, ComBat
@@ -112,6 +113,11 @@ class LooRidgeClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, alphas=DEFAULT_ALPHAS):
         self.alphas = alphas
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False   # binary only (±1 targets)
+        return tags
+
     def _check_alphas(self):
         try:
             alphas = np.asarray(self.alphas, dtype=float).ravel()
@@ -123,6 +129,8 @@ class LooRidgeClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         self._check_alphas()
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        check_classification_targets(y)
         return self._fit_eig(X, y, *self.gram_eig(X))
 
     @staticmethod
@@ -140,8 +148,12 @@ class LooRidgeClassifier(ClassifierMixin, BaseEstimator):
         y = np.asarray(y)
         self.classes_ = unique_labels(y)
         if len(self.classes_) != 2:
-            raise DataError("LooRidgeClassifier needs exactly 2 classes",
-                            "check the labels")
+            n = len(self.classes_)
+            raise LabelError("LooRidgeClassifier needs exactly 2 classes; the labels have one "
+                             "class" if n == 1 else
+                             f"Only binary classification is supported. LooRidgeClassifier "
+                             f"needs exactly 2 classes; the labels have {n}",
+                             "check the labels")
         y_pm = np.where(y == self.classes_[1], 1.0, -1.0)
         Xc = X - mean_x
         ym = y_pm.mean()
@@ -164,10 +176,12 @@ class LooRidgeClassifier(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X):
         check_is_fitted(self, "coef_")
-        return np.asarray(X, dtype=float) @ self.coef_ + self.intercept_
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        return X @ self.coef_ + self.intercept_
 
     def predict(self, X):
-        return self.classes_[(self.decision_function(X) > 0).astype(int)]
+        decision = self.decision_function(X)   # checks that the model is fitted
+        return self.classes_[(decision > 0).astype(int)]
 
 
 def split_half_reliability(full, half1, half2) -> np.ndarray:

@@ -21,9 +21,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..errors import DataError
+from ..errors import LabelError
 
 # penalties relative to the mean eigenvalue of the centred Gram matrix
 # (trace / n), so one grid suits any number of features and any scaling
@@ -250,11 +250,11 @@ class DualRidgeClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y, groups=None):
         """Fit on ``X`` (n_samples, n_features); ``groups`` (e.g. runs) drive penalty selection."""
-        X, y = check_X_y(X, y, dtype=(np.float64, np.float32))
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32))
         check_classification_targets(y)
         self.classes_, codes = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
-            raise DataError(f"only one class in the training labels ({self.classes_[0]!r})",
+            raise LabelError(f"only one class in the training labels ({self.classes_[0]!r})",
                             "include at least two classes")
         alphas = np.atleast_1d(np.asarray(self.alphas, dtype=float))
         if np.any(alphas <= 0):
@@ -283,12 +283,11 @@ class DualRidgeClassifier(ClassifierMixin, BaseEstimator):
         dual = V @ ((V.T @ Yc) / (s + self.alpha_)[:, None])
         self.coef_ = (Xc.T @ dual).T
         self.intercept_ = ym - self.coef_ @ mu
-        self.n_features_in_ = X.shape[1]
         return self
 
     def decision_function(self, X):
         check_is_fitted(self, "coef_")
-        X = check_array(X, dtype=(np.float64, np.float32))
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         scores = X @ self.coef_.T + self.intercept_
         if len(self.classes_) == 2:
             return scores[:, 1] - scores[:, 0]

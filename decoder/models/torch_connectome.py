@@ -130,4 +130,5 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
         return softmax(d, axis=1)
 
     def predict(self, X):
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)   # checks that the model is fitted
+        return self.classes_[np.argmax(proba, axis=1)]

@@ -10,7 +10,9 @@ import numpy as np
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ..errors import LabelError
 
 
 def _device(name):
@@ -66,9 +68,12 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         import torch
-        X, y = check_X_y(X, y, dtype=np.float32)
+        X, y = validate_data(self, X, y, dtype=np.float32)
         check_classification_targets(y)
         self.classes_, codes = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise LabelError(f"only one class in the training labels ({self.classes_[0]!r})",
+                             "include at least two classes")
         torch.manual_seed(self.random_state)
         rng = np.random.default_rng(self.random_state)
         dev = _device(self.device)
@@ -109,21 +114,29 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
             model.load_state_dict(best_state)
         self.model_ = model.cpu().eval()
         self.n_epochs_ = epoch + 1
-        self.n_features_in_ = X.shape[1]
         if not self.hidden:
             w = self.model_[-1].weight.detach().numpy()
             self.coef_ = w / self.scale_
         return self
 
-    def decision_function(self, X):
+    def _logits(self, X):
         import torch
         check_is_fitted(self, "model_")
-        X = check_array(X, dtype=np.float32)
+        X = validate_data(self, X, reset=False, dtype=np.float32)
         with torch.no_grad():
             return self.model_(torch.as_tensor((X - self.mean_) / self.scale_)).numpy()
 
+    def decision_function(self, X):
+        """Class scores (n_samples, n_classes); for two classes, as scikit-learn's
+        classifiers give them, one score per sample, positive for ``classes_[1]``."""
+        logits = self._logits(X)
+        if len(self.classes_) == 2:
+            return logits[:, 1] - logits[:, 0]
+        return logits
+
     def predict_proba(self, X):
-        return softmax(self.decision_function(X), axis=1)
+        return softmax(self._logits(X), axis=1)
 
     def predict(self, X):
-        return self.classes_[self.decision_function(X).argmax(1)]
+        logits = self._logits(X)   # checks that the model is fitted
+        return self.classes_[logits.argmax(1)]
