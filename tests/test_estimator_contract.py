@@ -101,3 +101,19 @@ def test_binary_torch_decision_agrees_with_prediction_and_probability():
     assert np.all(np.diff(p[np.argsort(d)]) >= 0)   # the same order
     with pytest.raises(ValueError, match="features"):
         est.predict(X[:, :4])
+
+
+def test_classifiers_compose_in_a_pipeline_from_the_models_package():
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    import decoder.models as models
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 10))
+    y = (X[:, 0] + 0.5 * rng.normal(size=80) > 0).astype(int)
+    for name in ("DualRidgeClassifier", "LooRidgeClassifier"):
+        pipe = make_pipeline(StandardScaler(), getattr(models, name)())
+        assert cross_val_score(pipe, X, y, cv=5).mean() > 0.7
+    with pytest.raises(AttributeError):
+        models.NoSuchClassifier  # noqa: B018
