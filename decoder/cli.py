@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", parents=[common],
                         help="predict subjects with a saved model (one, or a cohort)")
-    pr.add_argument("model", help="model file (.skops) written by 'decoder run'")
+    pr.add_argument("model", help="model file (.skops) written by 'decoder run' (a biomarker "
+                                  "model, or a category model saved with save_model: true)")
     pr.add_argument("input", nargs="+",
                     help="time series (.1D/.tsv/.csv) or preprocessed bold NIfTI; several "
                          "files (a cohort) give a table of predictions")
@@ -205,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--mean-fd", type=float, dest="mean_fd",
                     help="mean framewise displacement (mm), for a model trained with "
                          "confounds.remove: [mean_fd] (default: the training median)")
+    pr.add_argument("--events", help="for a category model: the run's events.tsv, to score "
+                                     "its decoded volumes and blocks (default: the BIDS "
+                                     "_events.tsv beside the image, if any)")
     pr.add_argument("--skip-bad", action="store_true", dest="skip_bad",
                     help="for a cohort: a file that cannot be predicted gets its reason in "
                          "the table's error column and the others go on (default: stop)")

@@ -1071,9 +1071,9 @@ def load_model(path=None) -> dict:
         except (OSError, ValueError, AttributeError):
             pass
         if task == "category":
-            raise DataError(f"{path} is a category decoding run, which saves no model",
-                            "decoder predict applies a biomarker model (model.skops of "
-                            "'decoder run configs/abide.yaml')")
+            raise DataError(f"{path} is a category decoding run that saved no model",
+                            "run it again with --set save_model=true, then pass its "
+                            "model.skops")
         raise DataError(f"{path} is a folder without a model file",
                         "pass a model.skops written by 'decoder run configs/abide.yaml'")
     if not path.is_file():
@@ -1445,6 +1445,13 @@ def predict_cli(args) -> int:
     """``decoder predict MODEL INPUT [--atlas A] [--site S --age A --sex X] [--mean-fd F]
     [--out JSON]``; several inputs or ``--participants``: :func:`pipelines.cohort.cohort_cli`."""
     inputs = [args.input] if isinstance(args.input, str) else list(args.input)
+    from decoder.models.category_model import is_category_model
+    if args.model and is_category_model(args.model):   # a decoder of stimulus categories
+        from pipelines.category import predict_cli as category_predict
+        return category_predict(args, inputs)
+    if getattr(args, "events", None):
+        raise DataError("--events is for category models; a biomarker model predicts from "
+                        "resting-state series", "leave --events out")
     if len(inputs) > 1 or getattr(args, "participants", None):
         from pipelines.cohort import cohort_cli
         return cohort_cli(args, inputs)

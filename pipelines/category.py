@@ -37,6 +37,7 @@ DEFAULTS = {
         "root": None,          # null: the embedded sample; --data overrides
         "task": "objectviewing",
         "subjects": None,
+        "runs": None,          # run labels to use, e.g. [1, 2, 3] (null: every run)
         "space": None,         # fMRIPrep output space, e.g. MNI152NLin2009cAsym
         "mask": "auto",        # a path (relative to the root), 'auto' or 'compute'
         "confounds": None,     # fMRIPrep strategy: simple, srp, compcor, ica_aroma
@@ -57,6 +58,8 @@ DEFAULTS = {
     "n_permutations": 0,
     "random_state": 0,
     "save_weights": True,
+    # model.skops: the decoder refitted on every sample, for decoder predict on new runs
+    "save_model": False,
     # per-voxel decoding of small spheres on the same folds (off while radius is null)
     "searchlight": {"radius": None, "alpha": 1.0, "n_permutations": 0},
     "compute": dict(COMPUTE_DEFAULTS),
@@ -148,6 +151,17 @@ def check_config(config: dict) -> None:
                           "from the JSON sidecars")
     from decoder.evaluation.searchlight import check_settings
     check_settings(**config["searchlight"])
+    if config["save_model"] and config["samples"] == "betas":
+        raise ConfigError("save_model: a model of betas cannot be applied to a new run "
+                          "(its samples need the run's GLM)",
+                          "use samples: volumes or blocks for a model to save, or "
+                          "save_model: false")
+    if config["save_model"]:
+        from decoder.models.category_model import SAVABLE_MODELS
+        if config["model"] not in SAVABLE_MODELS:
+            raise ConfigError(f"save_model: model '{config['model']}' cannot be saved with "
+                              "skops (a torch module)",
+                              f"use one of: {', '.join(SAVABLE_MODELS)}, or save_model: false")
     pct = config["screening_percentile"]
     if pct is not None and not (_positive_number(pct) and pct <= 100):
         raise ConfigError(f"screening_percentile must be a percentage above 0 and at most "
@@ -319,6 +333,32 @@ def check_high_pass(config: dict, trs) -> None:
                         "write e.g. --set cleaning.high_pass=0.008 (Hz, about 1/128 s)")
 
 
+def _same_run_label(label: str, wanted) -> bool:
+    """``run-02`` is run 2 as well as run '02'."""
+    if str(label) == str(wanted):
+        return True
+    try:
+        return int(label) == int(wanted)
+    except (TypeError, ValueError):
+        return False
+
+
+def _select_runs(runs, wanted):
+    """The runs named in ``dataset.runs`` (all when null); a name that matches no run is
+    an error listing the runs there are."""
+    if wanted is None:
+        return runs
+    wanted = wanted if isinstance(wanted, list) else [wanted]
+    missing = [w for w in wanted if not any(_same_run_label(r.run, w) for r in runs)]
+    if missing or not wanted:
+        there = sorted({r.run for r in runs})
+        raise ConfigError(f"dataset.runs: no run {missing[0] if missing else '(empty list)'} "
+                          f"in the dataset (runs: {', '.join(there)})",
+                          "name runs by their BIDS run label, e.g. --set dataset.runs=1,2,3, "
+                          "or null for every run")
+    return [r for r in runs if any(_same_run_label(r.run, w) for w in wanted)]
+
+
 def find_inputs(config: dict, data=None, fetch: bool = True):
     """The files a run reads: ``(root, runs, mask_path, needed)``, nothing loaded.
 
@@ -338,7 +378,8 @@ def find_inputs(config: dict, data=None, fetch: bool = True):
         ensure_local(root, sidecars)
     elif not fetch and not tr:
         tr = float("nan")  # not read: the sidecars or images may not be here yet
-    runs = find_runs(root, ds["task"], subjects=subjects, space=ds["space"], tr=tr)
+    runs = _select_runs(find_runs(root, ds["task"], subjects=subjects, space=ds["space"],
+                                  tr=tr), ds.get("runs"))
     lacking = [r for r in runs if r.events is None]
     if lacking:  # before anything is got or loaded
         raise DataError(f"no events.tsv for {lacking[0].bold}"
@@ -402,12 +443,15 @@ def run(config: dict, data=None, out=None, config_path=None) -> dict:
                if res["null"] is not None else None)
 
     images = {}
-    if config["save_weights"]:
+    est = final = None
+    if config["save_weights"] or config["save_model"]:
+        # refitted on every sample at the candidate (delay, window) chosen on all of them
         final = select_candidate(sets, unit_codes, n_classes, score_unit=score_unit)
         est = make_model(config["model"], config["random_state"], config["screening_percentile"])
         codes = np.array([unit_codes[u] for u in final.unit])
         from decoder.evaluation.nested import _fit
         _fit(est, final.X, codes, final.run)
+    if config["save_weights"]:
         model = est.steps[-1][1]
         if hasattr(model, "coef_"):
             coef = np.atleast_2d(model.coef_)
@@ -459,7 +503,88 @@ def run(config: dict, data=None, out=None, config_path=None) -> dict:
     for i, c in enumerate(classes):
         preds[f"score_{c}"] = res["scores"][:, i]
     arrays = {"permutation_null": res["null"]} if res["null"] is not None else None
+    files = None
+    if config["save_model"]:
+        from decoder.models.category_model import category_bundle, dump_category_model
+        delay, window = _candidates(config)[next(i for i, s in enumerate(sets) if s is final)]
+        metrics["saved_model"] = {"file": "model.skops", "delay_s": float(delay),
+                                  "window": int(window)}
+        bundle = category_bundle(est, classes, data_.mask_img, config, delay, window, metrics,
+                                 [r.key for r in runs])
+        files = {"model.skops": dump_category_model(bundle)}
     if out is not None:
         write_run(out, metrics, images=images, tables={"confusion_matrix": cm,
-                                                      "predictions": preds}, arrays=arrays)
+                                                      "predictions": preds}, arrays=arrays,
+                  files=files)
     return metrics
+
+
+def _events_beside(bold: Path) -> Path | None:
+    """The BIDS events file of a run (``x_bold.nii.gz`` → ``x_events.tsv``), if present."""
+    name = bold.name
+    for ext in ("_bold.nii.gz", "_bold.nii"):
+        if name.endswith(ext):
+            path = bold.with_name(name[:-len(ext)] + "_events.tsv")
+            return path if path.is_file() else None
+    return None
+
+
+def predict_cli(args, inputs) -> int:
+    """``decoder predict MODEL RUN [--events EVENTS] [--out JSON]`` for a category model:
+    every volume decoded (a table beside the JSON summary); with the run's events (given,
+    or the BIDS ``_events.tsv`` beside the image) the volumes and blocks of the classes the
+    model knows are scored."""
+    from decoder import __version__
+    from decoder._utils import atomic_write_json, atomic_write_text, sha256_file
+    from decoder.models.category_model import load_category_model, predict_run
+    from decoder.results import check_writable
+    from pipelines.biomarker import check_not_overwriting, environment_notes, input_stem
+
+    if len(inputs) != 1:
+        raise DataError(f"a category model decodes one run at a time, got {len(inputs)} inputs",
+                        "run decoder predict once per run")
+    for opt in ("participants", "atlas", "site", "age", "sex", "mean_fd"):
+        if getattr(args, opt, None) is not None:
+            raise DataError(f"--{opt.replace('_', '-')} is for biomarker models; "
+                            f"{args.model} is a category model",
+                            "give the run (and --events) only")
+    bold = Path(inputs[0])
+    if not str(bold).lower().endswith((".nii", ".nii.gz")):
+        raise DataError(f"{bold}: a category model decodes a 4D bold NIfTI",
+                        "pass the run's preprocessed _bold.nii.gz")
+    events = Path(args.events) if getattr(args, "events", None) else _events_beside(bold)
+    out = Path(getattr(args, "out", None) or input_stem(bold) + "_prediction.json")
+    if out.suffix.lower() != ".json":
+        raise DataError(f"--out {out}: the summary is written as JSON (the volumes' table "
+                        "beside it as .tsv)", f"use --out {out.with_suffix('.json')}")
+    table = out.with_suffix(".tsv")
+    block_table = out.with_name(out.stem + "_blocks.tsv")
+    check_writable(out, folder=False)
+    check_not_overwriting([out, table, block_table], [bold, args.model, events])
+    bundle = load_category_model(args.model)
+    res = predict_run(bundle, bold, events=events, name=str(bold))
+    summary = {"input": str(bold), "model": str(args.model),
+               "input_sha256": sha256_file(bold), "model_sha256": sha256_file(Path(args.model)),
+               "decoder_version": __version__, "table": table.name,
+               **res["summary"]}
+    summary["warnings"] = environment_notes(bundle) + summary["warnings"]
+    if res["blocks"] is not None:
+        summary["block_table"] = block_table.name
+    for note in summary["warnings"]:
+        print(f"note: {note}")
+    counts = ", ".join(f"{c} {n}" for c, n in summary["predicted_counts"].items() if n)
+    print(f"{summary['n_volumes']} volumes decoded (delay {summary['delay_s']:g} s, window "
+          f"{summary['window']}): {counts}")
+    if "accuracy" in summary:
+        print(f"accuracy on {summary['n_labelled_volumes']} labelled volumes: "
+              f"{summary['accuracy']:.3f} (chance {summary['chance']:.3f}); blocks: "
+              f"{summary['block_accuracy']:.3f} of {summary['n_blocks']}")
+    else:
+        print("no events for this run: volumes decoded, not scored (give --events to score)")
+    atomic_write_text(table, res["volumes"].to_csv(sep="\t", index=False))
+    if res["blocks"] is not None:
+        atomic_write_text(block_table, res["blocks"].to_csv(sep="\t", index=False))
+    atomic_write_json(out, summary)
+    print(f"prediction written to {out} (volumes in {table.name}"
+          + (f", blocks in {block_table.name})" if res["blocks"] is not None else ")"))
+    return 0

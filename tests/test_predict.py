@@ -402,7 +402,7 @@ def test_a_folder_given_as_the_model_says_what_it_holds(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     for folder, expected in ((shipped, f"pass {biomarker.SHIPPED_MODEL}"),
-                             (category, "is a category decoding run, which saves no model"),
+                             (category, "is a category decoding run that saved no model"),
                              (empty, "is a folder without a model file")):
         assert main(["predict", str(folder), series, "--out", str(tmp_path / "p.json")]) == 2
         err = capsys.readouterr().err.strip()

@@ -303,10 +303,11 @@ def extract_timeseries(bold, atlas, confounds_strategy="simple", t_r=None, radiu
     return ts
 
 
-def repetition_time(bold, img) -> float | None:
+def repetition_time(bold, img, warn: bool = True) -> float | None:
     """The repetition time in seconds: the image header's (milliseconds converted), else
-    ``RepetitionTime`` of the BIDS sidecar JSON beside the image; None, with a warning,
-    when neither gives one (the series is then not band-pass filtered)."""
+    ``RepetitionTime`` of the BIDS sidecar JSON beside the image; None, with a warning
+    (unless ``warn`` is false), when neither gives one (the series is then not band-pass
+    filtered)."""
     zooms = img.header.get_zooms()
     t_r = float(zooms[3]) if len(zooms) > 3 else 0.0
     if t_r > 0 and img.header.get_xyzt_units()[1] == "msec":
@@ -321,6 +322,8 @@ def repetition_time(bold, img) -> float | None:
             value = 0.0
         if value > 0:
             return value
+    if not warn:
+        return None
     log.warning("%s: no repetition time in the header or a sidecar JSON: the series is not "
                 "band-pass filtered — fix: set RepetitionTime in %s", bold, sidecar.name)
     return None

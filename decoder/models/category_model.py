@@ -1,0 +1,271 @@
+"""A category decoder saved by ``decoder run`` and applied to new runs.
+
+A category run with ``save_model: true`` refits its decoder on every sample, at the
+labelling delay and temporal window chosen inside the data (as its weight maps are
+refitted), and saves it with what a new run needs to become samples the same way:
+the brain mask, the cleaning (detrend, standardise, high-pass, confound strategy)
+and the delay and window.  :func:`predict_run` cleans a new run exactly so and
+decodes every volume; with the run's events it also scores the volumes (and blocks)
+that fall in a block of a class the model knows — a decoder trained on one session
+or task tested on another (cross-session, cross-task decoding).
+
+Saved with skops (never pickle); :func:`load_category_model` accepts only the types
+such a model holds.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+
+log = logging.getLogger(__name__)
+
+KIND = "category"
+
+#: what a category model file may hold besides skops' default-trusted types
+_ALLOWED_TYPES = {
+    "decoder.models.dual_ridge.DualRidgeClassifier",
+    "sklearn.feature_selection._univariate_selection.f_classif",
+}
+
+#: models whose fitted state skops can save (torch modules are not among them)
+SAVABLE_MODELS = ("dual-ridge", "ridge", "svc", "logistic-l2", "logistic-l1", "lda")
+
+
+def category_bundle(est, classes, mask_img, config: dict, delay, window, metrics: dict,
+                    trained_on: list) -> dict:
+    """The content of a category ``model.skops``.
+
+    Parameters
+    ----------
+    est : fitted scikit-learn estimator (the run's model pipeline)
+    classes : list of str
+        The class names, in the order of the estimator's class codes 0..n-1.
+    mask_img : Nifti1Image
+        The run's brain mask.
+    config : dict
+        The resolved run config (cleaning, confounds, samples, blocks).
+    delay, window : float, int
+        The labelling delay (s) and moving-average window (volumes) the model uses.
+    metrics : dict
+        The run's ``metrics.json`` content (cross-validated scores, provenance).
+    trained_on : list of str
+        The training runs' keys (``sub-1_run-01``).
+    """
+    prov = metrics.get("provenance") or {}
+    return {
+        "kind": KIND,
+        "estimator": est,
+        "classes": [str(c) for c in classes],
+        "mask": np.asarray(mask_img.get_fdata() > 0, dtype=np.uint8),
+        "affine": np.asarray(mask_img.affine, dtype=np.float64),
+        "samples": config["samples"],
+        "blocks": dict(config["blocks"]),
+        "delay": float(delay),
+        "window": int(window),
+        "cleaning": dict(config["cleaning"]),
+        "confounds": config["dataset"].get("confounds"),
+        "trained_on": list(trained_on),
+        "environment": {k: prov.get(k) for k in ("version", "source", "python", "libraries")},
+        "cv": {"scheme": metrics.get("cv"), "accuracy": metrics.get("accuracy"),
+               "chance": metrics.get("chance"), "n_samples": metrics.get("n_samples")},
+    }
+
+
+def dump_category_model(bundle: dict) -> bytes:
+    """The bundle as skops bytes."""
+    import skops.io as sio
+    return sio.dumps(bundle)
+
+
+def is_category_model(path) -> bool:
+    """Whether ``path`` is a skops file holding a category model (read, not trusted)."""
+    import skops.io as sio
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        untrusted = sio.get_untrusted_types(file=str(path))
+    except Exception:
+        return False
+    if any(t not in _ALLOWED_TYPES for t in untrusted):
+        return False
+    try:
+        bundle = sio.load(str(path), trusted=list(untrusted))
+    except Exception:
+        return False
+    return isinstance(bundle, dict) and bundle.get("kind") == KIND
+
+
+def load_category_model(path) -> dict:
+    """Load a category model bundle; only the types such a model holds are accepted."""
+    import skops.io as sio
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"model file not found: {path}",
+                        "pass the model.skops of a category run made with save_model: true")
+    try:
+        untrusted = sio.get_untrusted_types(file=str(path))
+    except Exception as exc:
+        raise DataError(f"{path}: not a skops model file ({type(exc).__name__})",
+                        "pass a model.skops written by 'decoder run'") from None
+    bad = [t for t in untrusted if t not in _ALLOWED_TYPES]
+    ours = [t for t in bad if t.startswith("decoder.")]
+    if ours:  # another of the package's models (a biomarker model)
+        raise DataError(f"{path}: not a category model (it holds a "
+                        f"{ours[0].rsplit('.', 1)[-1]})",
+                        "pass the model.skops of a category run made with save_model: true")
+    if bad:
+        raise DataError(f"{path}: refuses to load untrusted type {bad[0]}",
+                        "only load models written by this package")
+    bundle = sio.load(str(path), trusted=list(untrusted))
+    if not isinstance(bundle, dict) or bundle.get("kind") != KIND:
+        raise DataError(f"{path}: not a category model",
+                        "pass the model.skops of a category run made with save_model: true")
+    return bundle
+
+
+def _run_tr(bold, img) -> float:
+    from ..features.timeseries import repetition_time
+    tr = repetition_time(bold, img, warn=False)
+    if tr is None:
+        raise DataError(f"{bold}: no repetition time in the header or a sidecar JSON",
+                        "set RepetitionTime (seconds) in the run's _bold.json")
+    return tr
+
+
+def predict_run(bundle: dict, bold, events=None, name=None) -> dict:
+    """Decode every volume of a new run with a category model.
+
+    Parameters
+    ----------
+    bundle : dict
+        A loaded category model (:func:`load_category_model`).
+    bold : path
+        The run's 4D NIfTI, on the grid of the model's mask.
+    events : path, optional
+        The run's BIDS ``events.tsv``: its volumes (and blocks) in a block of a class
+        the model knows are then scored.
+    name : str, optional
+        How the run is named in the summary (default: the path).
+
+    A model trained with a confound strategy reads the fMRIPrep confounds file beside
+    the image, as fMRIPrep writes it.
+
+    Returns
+    -------
+    dict with ``volumes`` (DataFrame: volume, time_s, predicted, score_<class>, and with
+    events trial_type and block), ``blocks`` (DataFrame or None), ``summary`` (dict).
+    """
+    import nibabel as nib
+    from nilearn import signal
+    from nilearn.maskers import NiftiMasker
+
+    from ..data.bids import (Run, check_same_grid, find_confounds, load_bold,
+                             load_confounds, read_events)
+    from ..evaluation.metrics import chance_level
+    from ..features.task import (TaskData, check_finite_in_mask, find_blocks, smooth_runs,
+                                 volume_samples)
+
+    bold = Path(bold)
+    name = name or str(bold)
+    img = load_bold(bold)
+    mask_img = nib.Nifti1Image(np.asarray(bundle["mask"], dtype=np.uint8),
+                               np.asarray(bundle["affine"]))
+    check_same_grid(img, mask_img, bold, "the model's mask")
+    check_finite_in_mask(np.asanyarray(img.dataobj), mask_img, bold)
+    tr = _run_tr(bold, img)
+    n_vol = img.shape[3]
+    masker = NiftiMasker(mask_img=mask_img, standardize=None, detrend=False).fit()
+    X = masker.transform(img).astype(np.float64)
+    if X.shape[0] > 1 and not np.ptp(X, axis=0).any():
+        raise DataError(f"{bold}: every voxel in the mask is constant over time",
+                        "check the image (an empty placeholder, or a failed preprocessing "
+                        "step?)")
+    cl = bundle["cleaning"]
+    conf_arr = None
+    if bundle.get("confounds"):
+        conf_path = find_confounds(bold)
+        if conf_path is None:
+            raise DataError(f"{bold}: the model removes confounds ('{bundle['confounds']}') "
+                            "but no fMRIPrep confounds file is beside the image",
+                            "keep the run's _desc-confounds_timeseries.tsv next to it, as "
+                            "fMRIPrep writes it")
+        run = Run(subject="new", run="1", bold=bold, events=None, tr=tr, confounds=conf_path)
+        conf_arr, _ = load_confounds(run, bundle["confounds"])
+    X = signal.clean(X, detrend=cl["detrend"],
+                     standardize="zscore_sample" if cl["standardize"] else None,
+                     confounds=conf_arr.to_numpy() if conf_arr is not None else None,
+                     high_pass=cl["high_pass"], t_r=tr if cl["high_pass"] else None)
+    X = smooth_runs([np.nan_to_num(X).astype(np.float32)], bundle["window"])[0]
+    classes = list(bundle["classes"])
+    from ..evaluation.nested import _scores   # as the run scored its test folds
+    scores = _scores(bundle["estimator"], X, len(classes))
+    volumes = pd.DataFrame({"volume": np.arange(n_vol), "time_s": np.arange(n_vol) * tr,
+                            "predicted": np.asarray(classes)[scores.argmax(1)]})
+    for i, c in enumerate(classes):
+        volumes[f"score_{c}"] = scores[:, i]
+    summary = {"input": name, "n_volumes": int(n_vol), "tr_s": float(tr),
+               "classes": classes, "samples": bundle["samples"], "delay_s": bundle["delay"],
+               "window": bundle["window"], "confounds": bundle.get("confounds"),
+               "predicted_counts": {c: int((volumes["predicted"] == c).sum()) for c in classes},
+               "trained_on": bundle.get("trained_on"), "cv": bundle.get("cv"),
+               "warnings": []}
+    blocks_out = None
+    if events is not None:
+        ev = read_events(events, n_volumes=n_vol, tr=tr)
+        gap = bundle["blocks"].get("max_gap")
+        blocks = find_blocks(ev, gap if gap is not None else tr)
+        blocks.insert(0, "run", 0)
+        blocks.insert(1, "block", np.arange(len(blocks)))
+        known = [c for c in classes if c in set(blocks["trial_type"])]
+        other = sorted(set(blocks["trial_type"]) - set(classes))
+        if other:
+            summary["warnings"].append(
+                f"events of types the model does not know are not scored: {', '.join(other)}")
+        if not known:
+            raise DataError(f"{events}: no event of a class the model knows "
+                            f"({', '.join(classes)})",
+                            "pass the events of this run, with trial_type values the model "
+                            "was trained on")
+        data = TaskData(runs=[None], X=[X], events=[ev], blocks=blocks, mask_img=mask_img,
+                        masker=masker, tr=[tr])
+        try:
+            _, y, _, units, vidx = volume_samples(data, known, bundle["delay"])
+        except DataError:
+            raise DataError(f"{events}: no volume of {bold.name} falls in a block of a class "
+                            "the model knows", "check the events' onsets and the TR") from None
+        volumes["trial_type"] = pd.Series([None] * n_vol, dtype=object)
+        volumes["block"] = pd.Series([pd.NA] * n_vol, dtype="Int64")
+        volumes.loc[vidx, "trial_type"] = y
+        volumes.loc[vidx, "block"] = units
+        code = {c: i for i, c in enumerate(classes)}
+        truth = np.array([code[c] for c in y])
+        pred = scores[vidx].argmax(1)
+        # blocks: the mean decision of their volumes (as the run scored blocks)
+        ids = np.unique(units)
+        bscores = np.stack([scores[vidx][units == u].mean(0) for u in ids])
+        btrue = np.array([truth[units == u][0] for u in ids])
+        blocks_out = pd.DataFrame({
+            "block": ids, "trial_type": np.asarray(classes)[btrue],
+            "onset_s": blocks.set_index("block").loc[ids, "onset"].to_numpy(),
+            "n_volumes": [int((units == u).sum()) for u in ids],
+            "predicted": np.asarray(classes)[bscores.argmax(1)]})
+        for i, c in enumerate(classes):
+            blocks_out[f"score_{c}"] = bscores[:, i]
+        from sklearn.metrics import balanced_accuracy_score
+        summary.update({
+            "events": str(events),
+            "n_labelled_volumes": int(len(vidx)),
+            "accuracy": float(np.mean(pred == truth)),
+            "balanced_accuracy": float(balanced_accuracy_score(truth, pred)),
+            "chance": chance_level(np.asarray(y)),
+            "n_blocks": int(len(ids)),
+            "block_accuracy": float(np.mean(bscores.argmax(1) == btrue)),
+        })
+    return {"volumes": volumes, "blocks": blocks_out, "summary": summary}

@@ -1,0 +1,189 @@
+"""A category decoder saved with ``save_model: true`` decodes new runs (real Haxby sample).
+
+Trained on runs 1–9 of the embedded slice and applied to runs 10–12, which it never
+saw, through the library and through ``decoder predict``.
+"""
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from decoder.cli import main
+from decoder.errors import ConfigError, DataError
+from decoder.models.category_model import is_category_model, load_category_model, predict_run
+from pipelines import run_config
+
+HELD_OUT = ("10", "11", "12")
+CLASSES = ["face", "house", "cat", "shoe"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A model trained on runs 1-9 (the held-out runs moved out of the dataset)."""
+    from decoder.data.samples import sample_path
+    base = tmp_path_factory.mktemp("category_model")
+    data = base / "haxby"
+    shutil.copytree(sample_path(), data)
+    held = base / "held_out"
+    held.mkdir()
+    for run in HELD_OUT:
+        for f in (data / "sub-1" / "func").glob(f"*run-{run}_*"):
+            shutil.move(str(f), held / f.name)
+    out = base / "run"
+    metrics = run_config({"task": "category", "classes": CLASSES, "window": "auto",
+                          "delay": "auto", "save_model": True, "dataset": {"root": str(data)}},
+                         out=out)
+    return {"data": data, "held": held, "out": out, "metrics": metrics}
+
+
+def _bold(held, run):
+    return held / f"sub-1_task-objectviewing_run-{run}_bold.nii.gz"
+
+
+def test_the_run_saves_its_decoder_with_what_a_new_run_needs(trained):
+    m = trained["metrics"]
+    assert "model.skops" in json.loads((trained["out"] / "metrics.json").read_text())["files"]
+    saved = m["saved_model"]
+    assert saved["file"] == "model.skops"
+    assert saved["delay_s"] in (0, 1.25, 2.5, 3.75, 5) and saved["window"] in (1, 3, 5)
+    bundle = load_category_model(trained["out"] / "model.skops")
+    assert bundle["classes"] == m["classes"] and sorted(m["classes"]) == sorted(CLASSES)
+    assert (bundle["delay"], bundle["window"]) == (saved["delay_s"], saved["window"])
+    assert bundle["mask"].shape == (40, 20, 1) and bundle["mask"].sum() > 0
+    assert len(bundle["trained_on"]) == 9
+    assert bundle["cv"]["accuracy"] == m["accuracy"]
+
+
+def test_held_out_runs_are_decoded_well_above_chance(trained):
+    bundle = load_category_model(trained["out"] / "model.skops")
+    accs, block_accs = [], []
+    for run in HELD_OUT:
+        bold = _bold(trained["held"], run)
+        res = predict_run(bundle, bold, events=bold.with_name(
+            bold.name.replace("_bold.nii.gz", "_events.tsv")))
+        s = res["summary"]
+        assert s["n_volumes"] == 121 and len(res["volumes"]) == 121
+        assert s["chance"] == pytest.approx(0.25, abs=0.01)
+        accs.append(s["accuracy"])
+        block_accs.append(s["block_accuracy"])
+        # four blocks of the four classes; the other classes' blocks are not scored
+        assert s["n_blocks"] == 4 and len(res["blocks"]) == 4
+        assert any("not scored" in w for w in s["warnings"])
+    assert np.mean(accs) > 0.6            # chance 0.25
+    assert np.mean(block_accs) >= 0.75
+
+
+def test_a_new_run_becomes_samples_exactly_as_the_training_runs_did(trained):
+    """The run's volumes through the training path (load_task_data, smoothing, labelling)
+    and through predict_run get the same decisions."""
+    from decoder.data.bids import find_runs
+    from decoder.evaluation.nested import _scores
+    from decoder.features.task import load_task_data, smooth_runs, volume_samples
+    bundle = load_category_model(trained["out"] / "model.skops")
+    runs = [r for r in find_runs(trained["data"], "objectviewing") if r.run == "01"]
+    mask = nib.Nifti1Image(bundle["mask"], bundle["affine"])
+    data = load_task_data(runs, mask, detrend=True, standardize=True)
+    X = smooth_runs(data.X, bundle["window"])
+    Xs, y, _, _, vidx = volume_samples(data, bundle["classes"], bundle["delay"], X)
+    expected = _scores(bundle["estimator"], Xs, len(bundle["classes"]))
+    res = predict_run(bundle, runs[0].bold, events=runs[0].events)
+    got = res["volumes"].loc[vidx, [f"score_{c}" for c in bundle["classes"]]].to_numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert list(res["volumes"].loc[vidx, "trial_type"]) == list(y)
+
+
+def test_decoder_predict_writes_the_summary_and_tables(trained, tmp_path, capsys):
+    bold = _bold(trained["held"], "10")
+    out = tmp_path / "run10.json"
+    rc = main(["predict", str(trained["out"] / "model.skops"), str(bold), "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "accuracy on" in printed and "labelled volumes" in printed
+    summary = json.loads(out.read_text())
+    for key in ("input", "model", "input_sha256", "model_sha256", "decoder_version",
+                "n_volumes", "classes", "delay_s", "window", "accuracy", "block_accuracy",
+                "n_labelled_volumes", "chance", "table", "block_table", "trained_on"):
+        assert key in summary, key
+    volumes = pd.read_csv(tmp_path / "run10.tsv", sep="\t")
+    assert len(volumes) == 121 and set(volumes["predicted"]) <= set(CLASSES)
+    blocks = pd.read_csv(tmp_path / "run10_blocks.tsv", sep="\t")
+    assert set(blocks["trial_type"]) == set(CLASSES)
+
+
+def test_without_events_every_volume_is_decoded_and_nothing_scored(trained, tmp_path, capsys):
+    bold = tmp_path / "run11_bold.nii.gz"
+    shutil.copy(_bold(trained["held"], "11"), bold)
+    out = tmp_path / "p.json"
+    assert main(["predict", str(trained["out"] / "model.skops"), str(bold),
+                 "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert "accuracy" not in summary and sum(summary["predicted_counts"].values()) == 121
+    assert "not scored" in capsys.readouterr().out
+    assert not (tmp_path / "p_blocks.tsv").exists()
+
+
+def test_a_run_on_another_grid_is_a_one_line_error(trained, tmp_path):
+    img = nib.load(_bold(trained["held"], "12"))
+    other = tmp_path / "other_bold.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:30], img.affine, img.header), other)
+    with pytest.raises(DataError, match="not on the same grid"):
+        predict_run(load_category_model(trained["out"] / "model.skops"), other)
+    assert main(["predict", str(trained["out"] / "model.skops"), str(other),
+                 "--out", str(tmp_path / "x.json")]) != 0
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_events_without_a_known_class_are_refused(trained, tmp_path):
+    ev = tmp_path / "ev.tsv"
+    pd.DataFrame({"onset": [0.0], "duration": [20.0], "trial_type": ["rest"]}).to_csv(
+        ev, sep="\t", index=False)
+    with pytest.raises(DataError, match="no event of a class the model knows"):
+        predict_run(load_category_model(trained["out"] / "model.skops"),
+                    _bold(trained["held"], "12"), events=ev)
+
+
+def test_biomarker_options_and_several_runs_are_refused_for_a_category_model(trained,
+                                                                             tmp_path):
+    model = str(trained["out"] / "model.skops")
+    bold = str(_bold(trained["held"], "12"))
+    for extra in (["--site", "NYU"], ["--atlas", bold], [bold]):
+        assert main(["predict", model, bold, *extra, "--out", str(tmp_path / "y.json")]) == 2
+    assert not (tmp_path / "y.json").exists()
+
+
+def test_a_biomarker_model_is_not_a_category_model_and_refuses_events(tmp_path):
+    from pipelines.biomarker import SHIPPED_MODEL
+    assert not is_category_model(SHIPPED_MODEL)
+    with pytest.raises(DataError, match="not a category model"):
+        load_category_model(SHIPPED_MODEL)
+    ev = tmp_path / "ev.tsv"
+    ev.write_text("onset\tduration\ttrial_type\n0\t1\tface\n")
+    from decoder.data.samples import sample_path
+    series = next((sample_path().parent / "abide_examples").glob("*.1D"))
+    assert main(["predict", str(SHIPPED_MODEL), str(series), "--events", str(ev),
+                 "--out", str(tmp_path / "z.json")]) == 2
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"samples": "betas"}, "betas"),
+    ({"model": "torch-linear"}, "skops"),
+    ({"save_model": 3}, "true or false"),
+])
+def test_models_that_cannot_be_saved_stop_before_any_data_are_read(overrides, match):
+    from decoder.config import merge_with_defaults
+    from pipelines.category import DEFAULTS, check_config
+    with pytest.raises(ConfigError, match=match):
+        check_config(merge_with_defaults({"save_model": True, **overrides}, DEFAULTS))
+
+
+def test_dataset_runs_selects_the_runs_a_model_is_trained_on(tmp_path):
+    m = run_config({"task": "category", "classes": ["face", "house"], "delay": 0.0,
+                    "window": 3, "dataset": {"runs": [1, "02", 3]}}, out=tmp_path / "o")
+    assert m["dataset"]["n_runs"] == 3 and len(m["fold_scores"]) == 3
+    with pytest.raises(ConfigError, match=r"no run 13 in the dataset \(runs: 01, 02"):
+        run_config({"task": "category", "dataset": {"runs": [1, 13]}}, out=tmp_path / "p")
+    assert not (tmp_path / "p" / "metrics.json").exists()
