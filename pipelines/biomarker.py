@@ -1085,6 +1085,11 @@ def load_model(path=None) -> dict:
         raise DataError(f"{path}: not a skops model file ({type(exc).__name__})",
                         "pass a model.skops written by 'decoder run'") from None
     bad = [t for t in untrusted if t not in _ALLOWED_TYPES]
+    from decoder.models.category_model import is_category_model
+    if bad and is_category_model(path):
+        raise DataError(f"{path} is a category model, not a biomarker model",
+                        "decoder predict MODEL RUN_bold.nii.gz applies it to a run; cohorts "
+                        "and the app take a biomarker model")
     if bad:
         raise DataError(f"{path}: refuses to load untrusted type {bad[0]}",
                         "only load models written by this package")

@@ -187,3 +187,24 @@ def test_dataset_runs_selects_the_runs_a_model_is_trained_on(tmp_path):
     with pytest.raises(ConfigError, match=r"no run 13 in the dataset \(runs: 01, 02"):
         run_config({"task": "category", "dataset": {"runs": [1, 13]}}, out=tmp_path / "p")
     assert not (tmp_path / "p" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("overrides", [
+    {"samples": "blocks", "blocks": {"aggregate": "average"}},
+    {"model": "svc", "screening_percentile": 20},
+])
+def test_other_saved_models_decode_a_held_out_run(trained, tmp_path, overrides):
+    out = tmp_path / "run"
+    run_config({"task": "category", "classes": CLASSES, "delay": 0.0, "window": 3,
+                "save_model": True, "dataset": {"root": str(trained["data"])}, **overrides},
+               out=out)
+    bold = _bold(trained["held"], "10")
+    res = predict_run(load_category_model(out / "model.skops"), bold,
+                      events=bold.with_name(bold.name.replace("_bold.nii.gz", "_events.tsv")))
+    assert res["summary"]["block_accuracy"] >= 0.75     # chance 0.25
+
+
+def test_a_category_model_given_where_a_biomarker_model_is_needed_says_so(trained):
+    from pipelines.biomarker import load_model
+    with pytest.raises(DataError, match="is a category model, not a biomarker model"):
+        load_model(trained["out"] / "model.skops")

@@ -247,9 +247,13 @@ def predict_run(bundle: dict, bold, events=None, name=None) -> dict:
         code = {c: i for i, c in enumerate(classes)}
         truth = np.array([code[c] for c in y])
         pred = scores[vidx].argmax(1)
-        # blocks: the mean decision of their volumes (as the run scored blocks)
         ids = np.unique(units)
-        bscores = np.stack([scores[vidx][units == u].mean(0) for u in ids])
+        if bundle["samples"] == "blocks" and bundle["blocks"].get("aggregate") == "average":
+            # a model of block-mean patterns decodes each block's mean pattern
+            bscores = _scores(bundle["estimator"],
+                              np.stack([X[vidx][units == u].mean(0) for u in ids]), len(classes))
+        else:  # the mean decision of the block's volumes (as the run scored blocks)
+            bscores = np.stack([scores[vidx][units == u].mean(0) for u in ids])
         btrue = np.array([truth[units == u][0] for u in ids])
         blocks_out = pd.DataFrame({
             "block": ids, "trial_type": np.asarray(classes)[btrue],
