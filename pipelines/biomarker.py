@@ -178,8 +178,12 @@ class _Subjects:
 
     def __init__(self, time_series, diagnosis, sites, covariates, ids, files, regions, root,
                  notes=(), dataset_info=None, confounds=None, sex_coded=True,
-                 series_files=None):
+                 series_files=None, region_names=None, region_coords=None):
         self.time_series = time_series
+        # what an image atlas says of its regions (names, world coordinates), for the
+        # report and the app; None where it says nothing (ABIDE names its own atlases)
+        self.region_names = None if region_names is None else [str(n) for n in region_names]
+        self.region_coords = region_coords
         # each subject's own input file (a .1D, a BOLD image), in the order of ``ids``
         self.series_files = None if series_files is None else list(series_files)
         self.diagnosis = np.asarray(diagnosis, dtype=object)
@@ -281,6 +285,10 @@ def fmriprep_inputs(config, root, fetch: bool = True):
     atlas_path = absolute_path(str(ds["atlas"]))
     if atlas_path.is_symlink() or atlas_path.exists():  # (a nilearn atlas name is not a file)
         read.append(atlas_path)
+        from decoder.features.timeseries import lookup_table_path
+        names = lookup_table_path(atlas_path)           # the regions' names, if beside it
+        if names is not None:
+            read.append(names)
     return table_path, rows, bolds, read
 
 
@@ -384,10 +392,13 @@ def _load_fmriprep(config, root) -> _Subjects:
         mean_fd = np.array([_fmriprep_mean_fd(root, b) for b in bolds])
     confounds = (pd.DataFrame({"mean_fd": mean_fd}) if np.isfinite(mean_fd).any()
                  else pd.DataFrame(index=range(len(bolds))))
+    regions = _region_names(extractor, ts)
+    names, coords = _atlas_regions(extractor, regions)
     return _Subjects(ts, diag, table[ds["site_column"]].astype(str), cov,
-                     table["participant_id"], read, _region_names(extractor, ts),
+                     table["participant_id"], read, regions,
                      root, notes=notes, dataset_info=dataset_info, confounds=confounds,
-                     sex_coded=sex_coded, series_files=bolds)
+                     sex_coded=sex_coded, series_files=bolds, region_names=names,
+                     region_coords=coords)
 
 
 
@@ -415,6 +426,21 @@ def _region_names(extractor, ts) -> list[str]:
     labels = list((extractor._atlas or {}).get("labels") or [])
     n = ts[0].shape[1]
     return [str(x) for x in labels] if len(labels) == n else [str(i) for i in range(n)]
+
+
+def _atlas_regions(extractor, regions) -> tuple[list | None, list | None]:
+    """The names and world coordinates (mm, rounded to 0.1) of an image atlas's regions,
+    in the order of ``regions``; each None when the atlas does not give them."""
+    from decoder.features.timeseries import atlas_coordinates
+    atlas = extractor._atlas or {}
+    if [str(x) for x in atlas.get("labels") or []] != list(regions):
+        return None, None
+    names = atlas.get("names")
+    names = [str(x) for x in names] if names is not None and len(names) == len(regions) \
+        else None
+    coords = atlas_coordinates(atlas)
+    coords = None if coords is None else np.round(coords, 1).tolist()
+    return names, coords
 
 
 def _participant_covariates(table) -> tuple[pd.DataFrame, bool]:
@@ -849,6 +875,18 @@ def permutation_test(config, covs, diagnosis, sites, covariates, observed, n_per
     return float(p), null
 
 
+def _atlas_record(subjects) -> dict:
+    """``region_names`` / ``region_coordinates`` of an image atlas, for metrics.json and the
+    model (the report and the app name and place the regions by them); empty for ABIDE,
+    whose atlases :func:`decoder.data.abide.dataset_regions` knows by name."""
+    out = {}
+    if subjects.region_names is not None:
+        out["region_names"] = subjects.region_names
+    if subjects.region_coords is not None:
+        out["region_coordinates"] = subjects.region_coords
+    return out
+
+
 # ------------------------------------------------------------------------- run
 def run(config, data=None, out=None, config_path=None) -> dict:
     """Evaluate, save the model and write ``metrics.json`` (see module docstring)."""
@@ -883,7 +921,8 @@ def run(config, data=None, out=None, config_path=None) -> dict:
                                        halves=halves, patterns=fold_patterns,
                                        estimators=fold_estimators)
     ds = config["dataset"]
-    names = region_names(subjects.regions, ds["derivative"]) if ds["kind"] == "abide" else None
+    names = (region_names(subjects.regions, ds["derivative"]) if ds["kind"] == "abide"
+             else subjects.region_names)
     edges = edge_pattern_table(fold_patterns, subjects.regions, classes=CLASSES, names=names)
     proba = np.nanmean(proba_reps, axis=0)
     m = _metrics_from_proba(diag, proba)
@@ -905,7 +944,8 @@ def run(config, data=None, out=None, config_path=None) -> dict:
         "dataset": {"kind": ds["kind"], "root": str(subjects.root),
                     **{k: ds[k] for k in DATASET_KEYS[ds["kind"]]},
                     "n_subjects": int(len(diag)), "n_autism": int((diag == POSITIVE).sum()),
-                    "n_sites": int(len(np.unique(sites))), "notes": subjects.notes},
+                    "n_sites": int(len(np.unique(sites))), "notes": subjects.notes,
+                    **_atlas_record(subjects)},
         "cv": scheme,
         "n_samples": int(len(diag)),
         "n_classes": 2,
@@ -1010,7 +1050,8 @@ def model_files(est, metrics, config, subjects, name="model.skops") -> dict:
                           **{k: config["dataset"].get(k)
                              for k in DATASET_KEYS[config["dataset"]["kind"]]},
                           # the atlas file's content, checked against a NIfTI's --atlas
-                          "atlas_sha256": _atlas_sha256(config["dataset"])},
+                          "atlas_sha256": _atlas_sha256(config["dataset"]),
+                          **_atlas_record(subjects)},
               # the code and libraries it was made with (decoder predict notes others)
               "environment": {k: metrics["provenance"].get(k)
                               for k in ("version", "source", "python", "libraries")},

@@ -156,12 +156,19 @@ def _ho_coordinate_table() -> pd.DataFrame:
 def dataset_regions(dataset, regions) -> tuple[list | None, np.ndarray | None]:
     """Names and coordinates of ``regions`` for a run's or model's ``dataset`` record.
 
-    Only an ABIDE PCP dataset names its atlas (``derivative``); for any other
-    kind, or regions the atlas does not describe, ``(None, None)``.
+    An ABIDE PCP dataset names its atlas (``derivative``); an image dataset's record
+    carries what its atlas said (``region_names``, ``region_coordinates``, written by
+    the biomarker pipeline).  ``(None, None)`` for regions neither describes.
     """
     dataset = dataset or {}
-    if regions is None or not len(regions) or dataset.get("kind") != "abide":
+    if regions is None or not len(regions):
         return None, None
+    if dataset.get("kind") != "abide":
+        names, coords = dataset.get("region_names"), dataset.get("region_coordinates")
+        names = list(names) if names is not None and len(names) == len(regions) else None
+        coords = (np.asarray(coords, dtype=float) if coords is not None
+                  and len(coords) == len(regions) else None)
+        return names, coords
     derivative = dataset.get("derivative")
     return region_names(regions, derivative), region_coordinates(regions, derivative)
 

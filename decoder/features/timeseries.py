@@ -31,7 +31,8 @@ from ..errors import DataError, check_choice, missing_file
 log = logging.getLogger(__name__)
 _UNWRITABLE: set = set()
 
-__all__ = ["ATLAS_TYPES", "NILEARN_ATLASES", "load_atlas", "check_alignment",
+__all__ = ["ATLAS_TYPES", "NILEARN_ATLASES", "load_atlas", "atlas_coordinates",
+           "lookup_table_path", "read_lookup_table", "check_alignment",
            "extract_timeseries", "TimeSeriesExtractor"]
 
 ATLAS_TYPES = ("labels", "maps", "spheres")
@@ -59,7 +60,9 @@ def load_atlas(atlas, atlas_type=None):
     Returns
     -------
     dict with keys ``type``, ``img`` (NIfTI or None), ``coords`` (ndarray or None),
-    ``labels`` (list of str) and ``source`` (str).
+    ``labels`` (list of str: label values, map positions or sphere positions),
+    ``names`` (list of str, one per label: the regions' names where the atlas gives
+    them, see :func:`region_names`) and ``source`` (str).
     """
     if atlas_type is not None:
         check_choice("atlas type", atlas_type, ATLAS_TYPES)
@@ -76,8 +79,11 @@ def load_atlas(atlas, atlas_type=None):
             if coords.shape[1] != 3 or not np.isfinite(coords).all():
                 raise DataError(f"{path}: not a table of x, y, z coordinates in mm",
                                 "give columns named x, y and z (other columns are ignored)")
+            text = [c for c in table.columns if str(c).strip().lower() in _NAME_COLUMNS]
+            given = table[text[0]].astype(str).str.strip().tolist() if text else None
             return {"type": "spheres", "img": None, "coords": coords,
-                    "labels": [str(i) for i in range(len(coords))], "source": str(path)}
+                    "labels": [str(i) for i in range(len(coords))],
+                    "names": _sphere_names(coords, given), "source": str(path)}
         import nibabel as nib
         try:
             img = nib.load(str(path))
@@ -98,21 +104,26 @@ def load_atlas(atlas, atlas_type=None):
                                 "pass a labels atlas whose regions are numbered 1, 2, …")
         else:
             labels = [str(i) for i in range(img.shape[3])]
-        return {"type": kind, "img": img, "coords": None, "labels": labels, "source": str(path)}
+        names = _names_from_lookup(path, kind, labels)
+        return {"type": kind, "img": img, "coords": None, "labels": labels, "names": names,
+                "source": str(path)}
     key = name.lower()
     if key not in NILEARN_ATLASES:
         raise DataError(f"atlas '{name}' is neither a file nor a known nilearn atlas",
                         f"pass a NIfTI/coordinates file or one of: {', '.join(NILEARN_ATLASES)}")
     from nilearn import datasets
+    given = None
     if key == "power":
         a = datasets.fetch_coords_power_2011()
         coords = np.vstack([a.rois["x"], a.rois["y"], a.rois["z"]]).T
     elif key == "dosenbach":
         a = datasets.fetch_coords_dosenbach_2010()
         coords = np.vstack([a.rois["x"], a.rois["y"], a.rois["z"]]).T
+        given = [str(x) for x in a.labels]            # 'inf cerebellum 155'
     elif key == "seitzman":
         a = datasets.fetch_coords_seitzman_2018()
         coords = np.vstack([a.rois["x"], a.rois["y"], a.rois["z"]]).T
+        given = [f"{n} {r}" for n, r in zip(a.networks, a.regions)]   # 'Auditory cortexL'
     else:  # these need a one-time download by nilearn
         fetch = {"harvard_oxford": lambda: datasets.fetch_atlas_harvard_oxford("cort-maxprob-thr25-2mm"),
                  "aal": datasets.fetch_atlas_aal, "schaefer": datasets.fetch_atlas_schaefer_2018,
@@ -124,11 +135,208 @@ def load_atlas(atlas, atlas_type=None):
                             "connect to the internet once, or pass the atlas file") from None
         kind = NILEARN_ATLASES[key]
         img = a.maps if not isinstance(a.maps, str) else __import__("nibabel").load(a.maps)
-        labels = [str(v) for v in getattr(a, "labels", [])]
+        if kind == "labels":   # label values, as for an atlas file; names from nilearn's table
+            labels = [str(v) for v in np.unique(np.asarray(img.dataobj)).astype(int) if v != 0]
+        else:
+            labels = [str(i) for i in range(img.shape[3])]
         return {"type": kind, "img": img, "coords": None, "labels": labels,
-                "source": f"nilearn:{key}"}
-    return {"type": "spheres", "img": None, "coords": np.asarray(coords, float),
-            "labels": [str(i) for i in range(len(coords))], "source": f"nilearn:{key}"}
+                "names": _names_from_fetched(a, kind, labels), "source": f"nilearn:{key}"}
+    coords = np.asarray(coords, float)
+    return {"type": "spheres", "img": None, "coords": coords,
+            "labels": [str(i) for i in range(len(coords))],
+            "names": _sphere_names(coords, given), "source": f"nilearn:{key}"}
+
+
+# ---------------------------------------------------------------- region names
+#: Column names that hold a region's name / label value in a lookup table (any case).
+_NAME_COLUMNS = ("name", "label_name", "region", "region_name", "roi_name", "label", "labels")
+_INDEX_COLUMNS = ("index", "value", "label_value", "label_id", "id", "roi", "intensity")
+_BACKGROUND = {"background", "unknown", "0", ""}
+
+
+def _sphere_names(coords, given=None) -> list[str]:
+    """Names of sphere regions: the atlas's own where it has them (made unique by the
+    sphere's position when it repeats them), else the MNI coordinate — which says more
+    about a sphere than its row number."""
+    where = [f"({x:.0f}, {y:.0f}, {z:.0f})" for x, y, z in np.asarray(coords, float)]
+    if given is None or len(given) != len(where):
+        return where
+    given = [g if g and g.lower() != "nan" else w for g, w in zip(given, where)]
+    repeated = {g for g in given if given.count(g) > 1}
+    return [f"{g} {w}" if g in repeated else g for g, w in zip(given, where)]
+
+
+def lookup_table_path(atlas_path) -> Path | None:
+    """The region lookup table beside an atlas file: BIDS's ``<stem>.tsv`` (``index`` and
+    ``name`` columns, as TemplateFlow ships beside each ``_dseg.nii.gz``), or a ``.csv`` /
+    ``.txt`` of the same stem (FSL and FreeSurfer write ``value name …`` lines); None
+    when there is none."""
+    path = Path(atlas_path)
+    name = path.name
+    stem = name[:-len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
+    for suffix in (".tsv", ".csv", ".txt"):
+        candidate = path.with_name(stem + suffix)
+        if candidate.is_file() or candidate.is_symlink():   # (annexed: fetched with the atlas)
+            return candidate
+    return None
+
+
+def read_lookup_table(path) -> dict[str, str]:
+    """A region lookup table as ``{label value: name}`` (value as written, ``"17"``).
+
+    With a header, the value comes from an ``index``/``value``/``label_value``/``id``
+    column and the name from a ``name``/``label``/``region`` column (any case); without
+    one, each line is ``value name …`` (FSL, FreeSurfer; ``#`` starts a comment).  A table
+    that names no region gives ``{}``.
+    """
+    import pandas as pd
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        return {}
+    import io
+    sep = "\t" if "\t" in lines[0] else ("," if "," in lines[0] else None)
+    try:
+        table = pd.read_csv(io.StringIO("\n".join(lines)), sep=sep if sep else r"\s+",
+                            header=None, dtype=str, engine="python", on_bad_lines="skip")
+    except (ValueError, pd.errors.ParserError):
+        return {}
+    header = [str(x).strip().lower() for x in table.iloc[0]]
+    index_col = next((header.index(c) for c in _INDEX_COLUMNS if c in header), None)
+    name_col = next((header.index(c) for c in _NAME_COLUMNS if c in header), None)
+    if name_col is not None:                      # a header row
+        body = table.iloc[1:]
+        if index_col is None:                     # e.g. 'label,region': the numeric column
+            index_col = next((j for j in range(table.shape[1]) if j != name_col and
+                              pd.to_numeric(body.iloc[:, j], errors="coerce").notna().all()),
+                             None)
+    else:                                         # value name [r g b a]
+        body, index_col, name_col = table, 0, 1 if table.shape[1] > 1 else None
+    if name_col is None or index_col is None:
+        return {}
+    out = {}
+    for value, name in zip(body.iloc[:, index_col], body.iloc[:, name_col]):
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            continue
+        key = str(int(number)) if number.is_integer() else str(number)
+        if isinstance(name, str) and name.strip():
+            out[key] = name.strip()
+    return out
+
+
+def _names_from_lookup(path, kind, labels) -> list[str]:
+    """Names of a labels or maps atlas file's regions from the lookup table beside it;
+    the label values (map positions) where there is none, or it names none of them."""
+    table_path = lookup_table_path(path)
+    if table_path is None:
+        return list(labels)
+    table = read_lookup_table(table_path)
+    if kind == "maps":
+        # one row per map, in order; written 0-based or 1-based
+        keys = sorted(table, key=float)
+        base = 1 if keys and keys[0] == "1" else 0
+        names = [table.get(str(int(lab) + base)) for lab in labels]
+    else:
+        names = [table.get(lab) for lab in labels]
+    found = sum(n is not None for n in names)
+    if not found:
+        log.warning("%s names none of the %d regions of %s: regions are named by their label "
+                    "values", table_path.name, len(labels), Path(path).name)
+        return list(labels)
+    if found < len(labels):
+        missing = [lab for lab, n in zip(labels, names) if n is None]
+        log.warning("%s does not name %d of the %d regions of %s (labels %s): those are "
+                    "named by their label values", table_path.name, len(missing),
+                    len(labels), Path(path).name, ", ".join(missing[:8])
+                    + (", …" if len(missing) > 8 else ""))
+    return [n if n is not None else lab for n, lab in zip(names, labels)]
+
+
+def _names_from_fetched(atlas, kind, labels) -> list[str]:
+    """Names of a nilearn-fetched atlas's regions, from its look-up table (``lut``, index →
+    name) or its ``labels`` list (which may start with the background)."""
+    lut = getattr(atlas, "lut", None)
+    if kind == "labels" and lut is not None and {"index", "name"} <= set(lut.columns):
+        table = {str(int(i)): str(n) for i, n in zip(lut["index"], lut["name"])}
+        if any(lab in table for lab in labels):
+            return [table.get(lab, lab) for lab in labels]
+    given = getattr(atlas, "labels", None)
+    if given is not None and hasattr(given, "columns"):       # DiFuMo: a table of names
+        col = next((c for c in given.columns if "name" in str(c).lower()), None)
+        given = None if col is None else given[col]
+    given = [str(x) for x in (given if given is not None else [])]
+    if len(given) == len(labels) + 1 and given[0].strip().lower() in _BACKGROUND:
+        given = given[1:]
+    return given if len(given) == len(labels) else list(labels)
+
+
+def atlas_coordinates(atlas) -> np.ndarray | None:
+    """World coordinates (mm) of an atlas's regions, in the order of ``atlas["labels"]``:
+    the spheres' centres, the centre of each label's largest part
+    (:func:`nilearn.plotting.find_parcellation_cut_coords`) or each map's peak region
+    (:func:`nilearn.plotting.find_probabilistic_atlas_cut_coords`); None when nilearn
+    cannot place them.  In MNI space for an MNI atlas, as glass brains expect."""
+    labels = [str(lab) for lab in atlas.get("labels") or []]
+    if atlas.get("coords") is not None:
+        coords = np.asarray(atlas["coords"], dtype=float)
+        return coords if len(coords) == len(labels) else None
+    img = atlas.get("img")
+    if img is None:
+        return None
+    if atlas.get("type") == "maps":
+        from nilearn import plotting
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                coords = np.asarray(plotting.find_probabilistic_atlas_cut_coords(img), float)
+        except Exception:  # maps nilearn cannot place: no coordinates
+            return None
+        return coords if len(coords) == len(labels) else None
+    return _label_centres(img, labels)
+
+
+def _label_centres(img, labels) -> np.ndarray | None:
+    """The centre of each label's largest connected part, in world coordinates; a label
+    with voxels on both sides of x = 0 is placed in its left part (as nilearn's
+    ``find_parcellation_cut_coords`` does, so that a bilateral region is not drawn on the
+    midline).  Written here because that function removes the *first* label found when
+    the atlas has no background voxel (``np.delete`` by position, nilearn 0.14) and
+    scans the whole image once per label; this one visits each label's bounding box."""
+    from scipy import ndimage
+    data = np.asarray(img.dataobj)
+    if data.ndim != 3:
+        return None
+    affine = img.affine
+    lab = np.rint(data).astype(np.int64)
+    values = [int(float(v)) for v in labels]
+    boxes = ndimage.find_objects(np.where(lab > 0, lab, 0))
+    # the voxel x index of world x = 0 (the hemispheres, for an atlas in MNI orientation)
+    ijk0 = np.linalg.solve(affine[:3, :3], -affine[:3, 3])
+    flip = affine[0, 0] < 0
+    out = []
+    for v in values:
+        if v <= 0 or v > len(boxes) or boxes[v - 1] is None:
+            return None
+        box = boxes[v - 1]
+        mask = lab[box] == v
+        i = np.arange(box[0].start, box[0].stop)[:, None, None]
+        left = (i > ijk0[0]) if flip else (i < ijk0[0])
+        if (mask & left).any() and (mask & ~left).any():
+            mask = mask & left
+        parts, n = ndimage.label(mask)
+        if n > 1:
+            sizes = np.bincount(parts.ravel())
+            sizes[0] = 0
+            mask = parts == sizes.argmax()
+        centre = np.array(ndimage.center_of_mass(mask)) + [s.start for s in box]
+        out.append(affine[:3, :3] @ centre + affine[:3, 3])
+    return np.asarray(out, dtype=float)
 
 
 def _world_box(img):

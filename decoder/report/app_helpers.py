@@ -502,21 +502,17 @@ def _coords_for(atlas, labels) -> np.ndarray | None:
     """Region coordinates from an atlas, ordered as ``labels``; None when unknown."""
     if atlas is None:
         return None
-    if atlas.get("coords") is not None:
-        coords = np.asarray(atlas["coords"], dtype=float)
-        return coords if len(coords) == len(labels) else None
-    if atlas.get("type") != "labels" or atlas.get("img") is None:
+    from decoder.features.timeseries import atlas_coordinates
+    coords = atlas_coordinates(atlas)
+    if coords is None:
         return None
-    from nilearn.plotting import find_parcellation_cut_coords
-    try:
-        coords, names = find_parcellation_cut_coords(atlas["img"], return_label_names=True)
-    except Exception:  # an atlas nilearn cannot parcellate: no glass brain
+    if len(coords) != len(labels):
         return None
-    lookup = {str(int(v)) if float(v).is_integer() else str(v): c for v, c in zip(names, coords)}
-    out = [lookup.get(str(lab).lstrip("#")) for lab in labels]
-    if any(c is None for c in out):
-        return None
-    return np.asarray(out, dtype=float)
+    order = {str(lab).lstrip("#"): i for i, lab in enumerate(atlas.get("labels") or [])}
+    rows = [order.get(str(lab).lstrip("#")) for lab in labels]
+    if any(r is None for r in rows):   # the model's regions are positions, not label values
+        return coords
+    return coords[rows]
 
 
 def model_connections(bundle: dict, card: dict | None) -> dict | None:
