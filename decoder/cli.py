@@ -191,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "model, or a category model saved with save_model: true)")
     pr.add_argument("input", nargs="+",
                     help="time series (.1D/.tsv/.csv) or preprocessed bold NIfTI; several "
-                         "files (a cohort) give a table of predictions")
+                         "files (a cohort) give a table of predictions; for a category "
+                         "model, one or more runs (scored each and pooled)")
     pr.add_argument("--participants",
                     help="TSV/CSV with a row per subject (subject, and optionally site, age, "
                          "sex, mean_fd, diagnosis; ABIDE's phenotypic CSV works): with "
@@ -206,9 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--mean-fd", type=float, dest="mean_fd",
                     help="mean framewise displacement (mm), for a model trained with "
                          "confounds.remove: [mean_fd] (default: the training median)")
-    pr.add_argument("--events", help="for a category model: the run's events.tsv, to score "
-                                     "its decoded volumes and blocks (default: the BIDS "
-                                     "_events.tsv beside the image, if any)")
+    pr.add_argument("--events", help="for a category model and one run: the run's "
+                                     "events.tsv, to score its decoded volumes and blocks "
+                                     "(default: the BIDS _events.tsv beside each image, "
+                                     "if any)")
     pr.add_argument("--skip-bad", action="store_true", dest="skip_bad",
                     help="for a cohort: a file that cannot be predicted gets its reason in "
                          "the table's error column and the others go on (default: stop)")
@@ -280,7 +282,50 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _PipeSafeStdout:
+    """Standard output that a reader closing early (``decoder run … | head``) cannot stop:
+    the rest of the output is dropped, and the command still finishes and writes its
+    results (a BrokenPipeError would otherwise end it before they are written)."""
+
+    def __init__(self, stream):
+        self._stream, self.broken = stream, False
+
+    def write(self, text):
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self.broken = True
+        return len(text)
+
+    def flush(self):
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self.broken = True
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def main(argv=None) -> int:
+    stdout = sys.stdout
+    sys.stdout = _PipeSafeStdout(stdout)
+    try:
+        return _main(argv)
+    finally:
+        broken = sys.stdout.broken
+        sys.stdout = stdout
+        if broken:   # nothing more can reach the reader: silence the flush at exit
+            import os
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+            except (OSError, ValueError, AttributeError):
+                pass
+
+
+def _main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

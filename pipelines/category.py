@@ -530,57 +530,80 @@ def _events_beside(bold: Path) -> Path | None:
 
 
 def predict_cli(args, inputs) -> int:
-    """``decoder predict MODEL RUN [--events EVENTS] [--out JSON]`` for a category model:
-    every volume decoded (a table beside the JSON summary); with the run's events (given,
-    or the BIDS ``_events.tsv`` beside the image) the volumes and blocks of the classes the
-    model knows are scored."""
+    """``decoder predict MODEL RUN [RUN ...] [--events EVENTS] [--out JSON]`` for a category
+    model: every volume decoded (a table beside the JSON summary); with each run's events
+    (given for one run, or the BIDS ``_events.tsv`` beside each image) the volumes and
+    blocks of the classes the model knows are scored, per run and pooled."""
     from decoder import __version__
     from decoder._utils import atomic_write_json, atomic_write_text, sha256_file
-    from decoder.models.category_model import load_category_model, predict_run
+    from decoder.models.category_model import load_category_model, pool_runs, predict_run
     from decoder.results import check_writable
     from pipelines.biomarker import check_not_overwriting, environment_notes, input_stem
 
-    if len(inputs) != 1:
-        raise DataError(f"a category model decodes one run at a time, got {len(inputs)} inputs",
-                        "run decoder predict once per run")
     for opt in ("participants", "atlas", "site", "age", "sex", "mean_fd"):
         if getattr(args, opt, None) is not None:
             raise DataError(f"--{opt.replace('_', '-')} is for biomarker models; "
                             f"{args.model} is a category model",
-                            "give the run (and --events) only")
-    bold = Path(inputs[0])
-    if not str(bold).lower().endswith((".nii", ".nii.gz")):
-        raise DataError(f"{bold}: a category model decodes a 4D bold NIfTI",
-                        "pass the run's preprocessed _bold.nii.gz")
-    events = Path(args.events) if getattr(args, "events", None) else _events_beside(bold)
-    out = Path(getattr(args, "out", None) or input_stem(bold) + "_prediction.json")
+                            "give the runs (and --events for one run) only")
+    bolds = [Path(x) for x in inputs]
+    for bold in bolds:
+        if not str(bold).lower().endswith((".nii", ".nii.gz")):
+            raise DataError(f"{bold}: a category model decodes a 4D bold NIfTI",
+                            "pass the runs' preprocessed _bold.nii.gz")
+    twice = [b for i, b in enumerate(bolds) if b.resolve() in {c.resolve() for c in bolds[:i]}]
+    if twice:
+        raise DataError(f"{twice[0]} is given twice", "give each run once")
+    if len(bolds) > 1 and getattr(args, "events", None):
+        raise DataError(f"--events names one run's events, but {len(bolds)} runs are given",
+                        "keep each run's BIDS _events.tsv beside its image, or predict the "
+                        "runs one at a time")
+    events = ([Path(args.events)] if getattr(args, "events", None)
+              else [_events_beside(b) for b in bolds])
+    out = Path(getattr(args, "out", None) or _runs_stem(bolds) + "_prediction.json")
     if out.suffix.lower() != ".json":
         raise DataError(f"--out {out}: the summary is written as JSON (the volumes' table "
                         "beside it as .tsv)", f"use --out {out.with_suffix('.json')}")
     table = out.with_suffix(".tsv")
     block_table = out.with_name(out.stem + "_blocks.tsv")
     check_writable(out, folder=False)
-    check_not_overwriting([out, table, block_table], [bold, args.model, events])
+    check_not_overwriting([out, table, block_table],
+                          [*bolds, args.model, *(e for e in events if e is not None)])
     bundle = load_category_model(args.model)
-    res = predict_run(bundle, bold, events=events, name=str(bold))
-    summary = {"input": str(bold), "model": str(args.model),
-               "input_sha256": sha256_file(bold), "model_sha256": sha256_file(Path(args.model)),
-               "decoder_version": __version__, "table": table.name,
-               **res["summary"]}
+    common = {"model": str(args.model), "model_sha256": sha256_file(Path(args.model)),
+              "decoder_version": __version__, "table": table.name}
+    if len(bolds) == 1:
+        res = predict_run(bundle, bolds[0], events=events[0], name=str(bolds[0]))
+        summary = {"input": str(bolds[0]), "input_sha256": sha256_file(bolds[0]), **common,
+                   **res["summary"]}
+    else:   # the first run that cannot be decoded stops them all, named
+        results = []
+        for bold, ev in zip(bolds, events):
+            results.append(predict_run(bundle, bold, events=ev, name=str(bold)))
+            results[-1]["summary"]["input_sha256"] = sha256_file(bold)
+        res = pool_runs(results, [b.name for b in bolds])
+        summary = {"inputs": [str(b) for b in bolds], **common, **res["summary"]}
+        for bold, run in zip(bolds, summary["runs"]):
+            print(f"{bold.name}: " + (
+                f"accuracy {run['accuracy']:.3f} on {run['n_labelled_volumes']} labelled "
+                f"volumes; {_blocks_right(run)}"
+                if "accuracy" in run else f"{run['n_volumes']} volumes decoded, no events"))
     summary["warnings"] = environment_notes(bundle) + summary["warnings"]
     if res["blocks"] is not None:
         summary["block_table"] = block_table.name
     for note in summary["warnings"]:
         print(f"note: {note}")
     counts = ", ".join(f"{c} {n}" for c, n in summary["predicted_counts"].items() if n)
-    print(f"{summary['n_volumes']} volumes decoded (delay {summary['delay_s']:g} s, window "
-          f"{summary['window']}): {counts}")
+    runs = f" in {len(bolds)} runs" if len(bolds) > 1 else ""
+    print(f"{summary['n_volumes']} volumes decoded{runs} (delay {summary['delay_s']:g} s, "
+          f"window {summary['window']}): {counts}")
     if "accuracy" in summary:
-        print(f"accuracy on {summary['n_labelled_volumes']} labelled volumes: "
-              f"{summary['accuracy']:.3f} (chance {summary['chance']:.3f}); blocks: "
-              f"{summary['block_accuracy']:.3f} of {summary['n_blocks']}")
+        pooled = "pooled " if len(bolds) > 1 else ""
+        print(f"{pooled}accuracy on {summary['n_labelled_volumes']} labelled volumes: "
+              f"{summary['accuracy']:.3f} (chance {summary['chance']:.3f}); "
+              f"{_blocks_right(summary)}")
     else:
-        print("no events for this run: volumes decoded, not scored (give --events to score)")
+        print("no events for " + ("these runs" if len(bolds) > 1 else "this run")
+              + ": volumes decoded, not scored (give --events to score)")
     atomic_write_text(table, res["volumes"].to_csv(sep="\t", index=False))
     if res["blocks"] is not None:
         atomic_write_text(block_table, res["blocks"].to_csv(sep="\t", index=False))
@@ -588,3 +611,22 @@ def predict_cli(args, inputs) -> int:
     print(f"prediction written to {out} (volumes in {table.name}"
           + (f", blocks in {block_table.name})" if res["blocks"] is not None else ")"))
     return 0
+
+
+def _blocks_right(summary) -> str:
+    n = summary["n_blocks"]
+    return (f"blocks: {round(summary['block_accuracy'] * n)} of {n} right "
+            f"({summary['block_accuracy']:.3f})")
+
+
+def _runs_stem(bolds) -> str:
+    """The name of a prediction of one run (its file name) or of several: their common
+    BIDS name without the run entity (``sub-1_task-x_bold``), else ``runs``."""
+    import re
+
+    from pipelines.biomarker import input_stem
+    stems = [input_stem(b) for b in bolds]
+    if len(stems) == 1:
+        return stems[0]
+    common = {re.sub(r"_run-[^_]+", "", s) for s in stems}
+    return common.pop() if len(common) == 1 else "runs"

@@ -146,13 +146,58 @@ def test_events_without_a_known_class_are_refused(trained, tmp_path):
                     _bold(trained["held"], "12"), events=ev)
 
 
-def test_biomarker_options_and_several_runs_are_refused_for_a_category_model(trained,
-                                                                             tmp_path):
+def test_biomarker_options_and_a_run_given_twice_are_refused_for_a_category_model(trained,
+                                                                                  tmp_path):
     model = str(trained["out"] / "model.skops")
     bold = str(_bold(trained["held"], "12"))
     for extra in (["--site", "NYU"], ["--atlas", bold], [bold]):
         assert main(["predict", model, bold, *extra, "--out", str(tmp_path / "y.json")]) == 2
     assert not (tmp_path / "y.json").exists()
+
+
+def test_several_runs_are_decoded_in_one_call_scored_each_and_pooled(trained, tmp_path,
+                                                                     monkeypatch, capsys):
+    model = str(trained["out"] / "model.skops")
+    bolds = [str(_bold(trained["held"], r)) for r in HELD_OUT]
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", model, *bolds]) == 0
+    printed = capsys.readouterr().out
+    # one name for the three runs: their common BIDS name without the run
+    out = tmp_path / "sub-1_task-objectviewing_bold_prediction.json"
+    summary = json.loads(out.read_text())
+    assert summary["inputs"] == bolds and summary["n_runs"] == summary["n_scored_runs"] == 3
+    bundle = load_category_model(model)
+    alone = [predict_run(bundle, b, events=_bold(trained["held"], r).with_name(
+        f"sub-1_task-objectviewing_run-{r}_events.tsv"))["summary"]
+        for b, r in zip(bolds, HELD_OUT)]
+    for run, one in zip(summary["runs"], alone):     # each run as if predicted alone
+        assert run["accuracy"] == one["accuracy"]
+        assert run["block_accuracy"] == one["block_accuracy"]
+        assert len(run["input_sha256"]) == 64
+    n = [one["n_labelled_volumes"] for one in alone]
+    assert summary["n_labelled_volumes"] == sum(n)
+    assert summary["accuracy"] == pytest.approx(
+        sum(one["accuracy"] * k for one, k in zip(alone, n)) / sum(n))
+    assert summary["n_blocks"] == sum(one["n_blocks"] for one in alone)
+    volumes = pd.read_csv(out.with_suffix(".tsv"), sep="\t")
+    assert volumes.columns[0] == "run" and len(volumes) == 3 * 121
+    assert volumes["run"].unique().tolist() == [_bold(trained["held"], r).name for r in HELD_OUT]
+    blocks = pd.read_csv(tmp_path / "sub-1_task-objectviewing_bold_prediction_blocks.tsv",
+                         sep="\t")
+    assert len(blocks) == summary["n_blocks"] and blocks.columns[0] == "run"
+    assert "pooled accuracy on" in printed
+    assert printed.count("accuracy ") >= 4            # a line per run, and the pooled one
+
+
+def test_events_for_several_runs_are_refused_before_any_is_decoded(trained, tmp_path, capsys):
+    model = str(trained["out"] / "model.skops")
+    bolds = [str(_bold(trained["held"], r)) for r in ("10", "11")]
+    ev = str(_bold(trained["held"], "10")).replace("_bold.nii.gz", "_events.tsv")
+    out = tmp_path / "z.json"
+    assert main(["predict", model, *bolds, "--events", ev, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--events names one run's events, but 2 runs are given" in err
+    assert not out.exists()
 
 
 def test_a_biomarker_model_is_not_a_category_model_and_refuses_events(tmp_path):
@@ -208,3 +253,22 @@ def test_a_category_model_given_where_a_biomarker_model_is_needed_says_so(traine
     from pipelines.biomarker import load_model
     with pytest.raises(DataError, match="is a category model, not a biomarker model"):
         load_model(trained["out"] / "model.skops")
+
+
+def test_a_reader_that_closes_the_output_early_does_not_stop_the_results(trained, tmp_path,
+                                                                         monkeypatch):
+    """``decoder predict … | head -1``: the pipe breaks at the first lines printed, and the
+    prediction is still written."""
+    import io
+    import sys
+
+    class ClosedPipe(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    out = tmp_path / "piped.json"
+    assert main(["predict", str(trained["out"] / "model.skops"),
+                 str(_bold(trained["held"], "10")), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["n_volumes"] == 121
+    assert (tmp_path / "piped.tsv").exists()

@@ -273,3 +273,59 @@ def predict_run(bundle: dict, bold, events=None, name=None) -> dict:
             "block_accuracy": float(np.mean(bscores.argmax(1) == btrue)),
         })
     return {"volumes": volumes, "blocks": blocks_out, "summary": summary}
+
+
+def pool_runs(results: list[dict], names: list[str]) -> dict:
+    """Several runs decoded by :func:`predict_run`, scored together.
+
+    Parameters
+    ----------
+    results : list of dict
+        :func:`predict_run`'s results, one per run.
+    names : list of str
+        How each run is named in the tables' ``run`` column (e.g. its file name).
+
+    Returns
+    -------
+    dict with ``volumes`` and ``blocks`` (the runs' tables one after the other, with a
+    ``run`` column first; ``blocks`` None when no run was scored) and ``summary``: the
+    pooled ``accuracy``, ``balanced_accuracy``, ``chance``, ``block_accuracy`` over every
+    labelled volume (block) of the scored runs, and ``runs``, each run's own summary.
+    Volumes of different runs are pooled as they are; each run's own accuracy is in
+    ``runs`` (runs, not volumes, are the independent units).
+    """
+    from sklearn.metrics import balanced_accuracy_score
+
+    from ..evaluation.metrics import chance_level
+    volumes = pd.concat([r["volumes"].assign(run=n) for r, n in zip(results, names)],
+                        ignore_index=True)
+    volumes = volumes[["run", *[c for c in volumes.columns if c != "run"]]]
+    scored = [(r, n) for r, n in zip(results, names) if r["blocks"] is not None]
+    first = results[0]["summary"]
+    classes = first["classes"]
+    summary = {"n_runs": len(results), "n_scored_runs": len(scored),
+               "n_volumes": int(len(volumes)), "classes": classes,
+               "samples": first["samples"], "delay_s": first["delay_s"],
+               "window": first["window"], "confounds": first["confounds"],
+               "predicted_counts": {c: int((volumes["predicted"] == c).sum()) for c in classes},
+               "trained_on": first["trained_on"], "cv": first["cv"],
+               "warnings": list(dict.fromkeys(w for r in results
+                                              for w in r["summary"]["warnings"]))}
+    blocks = None
+    if scored:
+        labelled = volumes[volumes.get("trial_type", pd.Series(dtype=object)).notna()] \
+            if "trial_type" in volumes else volumes.iloc[:0]
+        blocks = pd.concat([r["blocks"].assign(run=n) for r, n in scored], ignore_index=True)
+        blocks = blocks[["run", *[c for c in blocks.columns if c != "run"]]]
+        truth = labelled["trial_type"].astype(str).to_numpy()
+        pred = labelled["predicted"].astype(str).to_numpy()
+        summary.update({
+            "n_labelled_volumes": int(len(labelled)),
+            "accuracy": float(np.mean(pred == truth)),
+            "balanced_accuracy": float(balanced_accuracy_score(truth, pred)),
+            "chance": chance_level(truth),
+            "n_blocks": int(len(blocks)),
+            "block_accuracy": float(np.mean(blocks["predicted"] == blocks["trial_type"])),
+        })
+    summary["runs"] = [r["summary"] for r in results]
+    return {"volumes": volumes, "blocks": blocks, "summary": summary}
