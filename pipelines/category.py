@@ -505,13 +505,18 @@ def run(config: dict, data=None, out=None, config_path=None) -> dict:
     arrays = {"permutation_null": res["null"]} if res["null"] is not None else None
     files = None
     if config["save_model"]:
-        from decoder.models.category_model import category_bundle, dump_category_model
+        from decoder.models.category_model import (category_bundle, category_card,
+                                                   dump_category_model)
+        from decoder.models.model_card import card_files
         delay, window = _candidates(config)[next(i for i, s in enumerate(sets) if s is final)]
-        metrics["saved_model"] = {"file": "model.skops", "delay_s": float(delay),
+        metrics["saved_model"] = {"file": "model.skops", "card": "model_card.md",
+                                  "delay_s": float(delay),
                                   "window": int(window)}
         bundle = category_bundle(est, classes, data_.mask_img, config, delay, window, metrics,
                                  [r.key for r in runs])
-        files = {"model.skops": dump_category_model(bundle)}
+        model_bytes = dump_category_model(bundle)
+        files = {"model.skops": model_bytes,
+                 **card_files(category_card(bundle, metrics, model_bytes))}
     if out is not None:
         write_run(out, metrics, images=images, tables={"confusion_matrix": cm,
                                                       "predictions": preds}, arrays=arrays,

@@ -272,3 +272,31 @@ def test_a_reader_that_closes_the_output_early_does_not_stop_the_results(trained
                  str(_bold(trained["held"], "10")), "--out", str(out)]) == 0
     assert json.loads(out.read_text())["n_volumes"] == 121
     assert (tmp_path / "piped.tsv").exists()
+
+
+def test_the_saved_model_has_a_card_saying_what_it_decodes_and_cannot(trained):
+    from decoder.models.model_card import read_model_card
+    out = trained["out"]
+    card = read_model_card(out / "model.skops")        # checked against the model's SHA-256
+    assert card is not None and card["kind"] == "category"
+    assert card["model"]["classes"] == CLASSES
+    assert card["data"]["runs"] == bundle_runs(trained)          # runs 1-9, not the held-out
+    assert len(card["data"]["runs"]) == 9 and card["data"]["subjects"] == ["sub-1"]
+    assert card["evaluation"]["accuracy"] == trained["metrics"]["accuracy"]
+    assert card["model"]["delay_s"] == trained["metrics"]["saved_model"]["delay_s"]
+    bundle = load_category_model(out / "model.skops")
+    assert card["data"]["n_voxels"] == int(bundle["mask"].sum())
+    md = (out / "model_card.md").read_text()
+    assert md.startswith("# Model card — category decoder")
+    assert "## Intended use" in md and "not a clinical tool" in md
+    assert f"on a {' × '.join(map(str, bundle['mask'].shape))} grid" in md
+    assert trained["metrics"]["saved_model"]["card"] == "model_card.md"
+
+
+def bundle_runs(trained):
+    return list(load_category_model(trained["out"] / "model.skops")["trained_on"])
+
+
+def test_the_card_cites_what_the_dataset_asks(trained):
+    card = json.loads((trained["out"] / "model_card.json").read_text())
+    assert "Haxby et al. (2001)" in card["citation"] and "Licence: CC-BY-SA-3.0" in card["citation"]

@@ -77,6 +77,143 @@ def category_bundle(est, classes, mask_img, config: dict, delay, window, metrics
     }
 
 
+CATEGORY_INTENDED_USE = (
+    "Research on which stimulus categories can be read out from brain activity, and decoding "
+    "new runs of the same participant(s), acquired and preprocessed as the training runs were "
+    "(another session or task). Not for other people's brains unless they are in the same "
+    "space, where its accuracy was not measured, and not a clinical tool.")
+
+
+def category_card(bundle: dict, metrics: dict, model_bytes: bytes | None = None) -> dict:
+    """The model card of a category model (JSON-serialisable): what it decodes, from which
+    runs, how it was evaluated, what it is for and what it cannot do.
+
+    Parameters
+    ----------
+    bundle : dict
+        The model (:func:`category_bundle`).
+    metrics : dict
+        The run's ``metrics.json`` content.
+    model_bytes : bytes, optional
+        The saved model file's content: the card records its SHA-256, so that a card
+        beside another model is not taken for that model's.
+    """
+    import hashlib
+    prov = metrics.get("provenance") or {}
+    runs = list(bundle["trained_on"])
+    subjects = sorted({r.split("_run-")[0] for r in runs})
+    zooms = np.sqrt((np.asarray(bundle["affine"])[:3, :3] ** 2).sum(axis=0))
+    ds = metrics.get("dataset") or {}
+    cv = metrics.get("cv")
+    card = {
+        "kind": KIND,
+        "model": {
+            "task": "classification of stimulus categories from fMRI voxel patterns",
+            "classes": list(bundle["classes"]),
+            "estimator": metrics.get("model"),
+            "samples": bundle["samples"],
+            "delay_s": bundle["delay"], "window": bundle["window"],
+            "cleaning": bundle["cleaning"], "confounds": bundle.get("confounds"),
+            "format": "skops (load with decoder.models.category_model.load_category_model; "
+                      "never pickle)",
+        },
+        "data": {
+            "source": ds.get("name") or ds.get("root"),
+            "dataset": prov.get("dataset") or {},   # DataLad id and commit, when one
+            "subjects": subjects, "runs": runs, "n_samples": metrics.get("n_samples"),
+            "n_voxels": int(np.asarray(bundle["mask"]).sum()),
+            "grid": [int(n) for n in np.asarray(bundle["mask"]).shape],
+            "voxel_size_mm": [round(float(z), 3) for z in zooms],
+        },
+        "evaluation": {k: metrics.get(k) for k in (
+            "cv", "accuracy", "balanced_accuracy", "roc_auc", "chance", "permutation_p",
+            "fold_scores", "fold_groups", "per_class")},
+        "intended_use": CATEGORY_INTENDED_USE,
+        "limitations": [
+            "A new run must be on the model's voxel grid "
+            f"({' × '.join(map(str, np.asarray(bundle['mask']).shape))} voxels of "
+            f"{' × '.join(f'{z:g}' for z in np.round(zooms, 2))} mm) and cleaned as these "
+            "runs were; decoder predict refuses another grid.",
+            f"The accuracy was measured by {cv} on {len(runs)} run(s) of "
+            f"{len(subjects)} participant(s); a later session can decode worse (drift, "
+            "attention, head position).",
+            f"The saved model uses the delay ({bundle['delay']:g} s) and window "
+            f"({bundle['window']} volumes) chosen on all its samples; the cross-validated "
+            "accuracy chose them inside each training fold.",
+            "Volumes within a run are not independent: judge a new run by its own accuracy "
+            "and the spread over runs, not by the number of volumes.",
+        ],
+        "citation": _dataset_citation(ds.get("root")),
+        "provenance": {k: prov.get(k) for k in ("version", "source", "python", "libraries",
+                                                "config_sha256", "created")},
+    }
+    if model_bytes is not None:
+        card["model_sha256"] = hashlib.sha256(model_bytes).hexdigest()
+    return card
+
+
+def _dataset_citation(root) -> str:
+    """What the dataset's ``dataset_description.json`` asks to cite (``HowToAcknowledge``,
+    ``ReferencesAndLinks``) and its licence; a generic request when it says nothing."""
+    import json
+    generic = "Cite the dataset as its dataset_description.json and licence ask."
+    try:
+        desc = json.loads((Path(root) / "dataset_description.json").read_text())
+    except (OSError, TypeError, ValueError):
+        return generic
+    if not isinstance(desc, dict):
+        return generic
+    refs = desc.get("ReferencesAndLinks") or []
+    parts = [str(desc["HowToAcknowledge"])] if desc.get("HowToAcknowledge") else []
+    parts += [str(r) for r in (refs if isinstance(refs, list) else [refs])]
+    if desc.get("License"):
+        parts.append(f"Licence: {desc['License']}")
+    return "; ".join(parts) if parts else generic
+
+
+def category_card_markdown(card: dict) -> str:
+    """The card for people (``model_card.md``)."""
+    def fmt(v):
+        return f"{v:.3f}" if isinstance(v, float) else ("—" if v is None else str(v))
+    model, data, ev = card["model"], card["data"], card["evaluation"]
+    def word(v):
+        return {True: "yes", False: "no", None: "none"}.get(v, v) \
+            if isinstance(v, (bool, type(None))) else v
+    cleaning = "; ".join(f"{k.replace('_', '-')} {word(v)}" for k, v in model["cleaning"].items())
+    lines = ["# Model card — category decoder", "", "## Model", f"- Task: {model['task']}",
+             f"- Classes: {', '.join(model['classes'])}",
+             f"- Estimator: {model['estimator']}, samples: {model['samples']}",
+             f"- Labelling delay {model['delay_s']:g} s, moving-average window "
+             f"{model['window']} volumes",
+             f"- Cleaning: {cleaning}; confounds: {model['confounds'] or 'none'}",
+             f"- File format: {model['format']}", "",
+             "## Data", f"- Source: {data['source']}",
+             f"- Participants: {', '.join(data['subjects'])}; runs: {', '.join(data['runs'])}",
+             f"- Samples: {data['n_samples']}; brain mask: {data['n_voxels']} voxels on a "
+             f"{' × '.join(map(str, data['grid']))} grid of "
+             f"{' × '.join(f'{z:g}' for z in data['voxel_size_mm'])} mm"]
+    if (data.get("dataset") or {}).get("id"):
+        lines.append(f"- DataLad dataset {data['dataset']['id']} at commit "
+                     f"{data['dataset'].get('commit')}")
+    lines += ["", "## Evaluation", f"- Cross-validation: {ev['cv']}",
+              f"- Accuracy {fmt(ev['accuracy'])}, balanced accuracy "
+              f"{fmt(ev['balanced_accuracy'])}, ROC AUC {fmt(ev['roc_auc'])}, chance "
+              f"{fmt(ev['chance'])}, permutation p {fmt(ev['permutation_p'])}"]
+    if ev.get("fold_scores"):
+        groups = ev.get("fold_groups") or [str(i + 1) for i in range(len(ev["fold_scores"]))]
+        lines.append("- Per fold: " + ", ".join(f"{g} {fmt(v)}" for g, v in
+                                                zip(groups, ev["fold_scores"])))
+    if ev.get("per_class"):
+        lines += ["", "| class | precision | recall | F1 |", "|---|---|---|---|"]
+        for c, m in ev["per_class"].items():
+            lines.append(f"| {c} | {fmt(m.get('precision'))} | {fmt(m.get('recall'))} | "
+                         f"{fmt(m.get('f1-score', m.get('f1')))} |")
+    lines += ["", "## Intended use", card["intended_use"], "", "## Limitations"]
+    lines += [f"- {x}" for x in card["limitations"]]
+    lines += ["", "## Citation", card["citation"], ""]
+    return "\n".join(lines)
+
+
 def dump_category_model(bundle: dict) -> bytes:
     """The bundle as skops bytes."""
     import skops.io as sio
