@@ -543,7 +543,7 @@ def predict_cli(args, inputs) -> int:
     from decoder._utils import atomic_write_json, atomic_write_text, sha256_file
     from decoder.models.category_model import load_category_model, pool_runs, predict_run
     from decoder.results import check_writable
-    from pipelines.biomarker import check_not_overwriting, environment_notes, input_stem
+    from pipelines.biomarker import check_not_overwriting, environment_notes
 
     for opt in ("participants", "atlas", "site", "age", "sex", "mean_fd"):
         if getattr(args, opt, None) is not None:
