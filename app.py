@@ -127,7 +127,7 @@ def show_subject(result, card, pngs=None):
                "(see what it goes with, below).")
     if pngs["glass"] is not None:
         st.image(pngs["glass"], caption="The 20 strongest connections of this scan on a glass "
-                 "brain (line colour: correlation)")
+                 "brain (line colour: correlation; negative correlations dashed)")
     else:
         st.caption("Region coordinates are not known for this atlas, so the strongest "
                    "connections are listed instead of drawn on a glass brain.")

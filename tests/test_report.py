@@ -379,6 +379,29 @@ def test_glass_brain_draws_the_strongest_edges_and_checks_coordinates():
     assert figures.figure_png(fig).startswith(b"\x89PNG")
 
 
+def _edge_styles(fig):
+    """(linestyle is dashed, colour) of every edge nilearn drew (a 2-point line)."""
+    return [(line.get_linestyle() not in ("-", "solid"), line.get_color())
+            for ax in fig.axes for line in ax.lines if len(line.get_xdata()) == 2]
+
+
+def test_glass_brain_dashes_negative_edges_so_the_sign_is_not_colour_alone():
+    rng = np.random.default_rng(1)
+    coords = rng.uniform(-50, 50, size=(6, 3))
+    m = np.zeros((6, 6))
+    m[0, 1] = m[1, 0] = 0.9
+    m[2, 3] = m[3, 2] = -0.8
+    fig = figures.connectome_glass_brain(m, coords, k=2)
+    styles = _edge_styles(fig)
+    assert any(d for d, _ in styles) and any(not d for d, _ in styles)
+    only_positive = figures.connectome_glass_brain(np.abs(m), coords, k=2)
+    assert not any(d for d, _ in _edge_styles(only_positive))
+    # one sign only, or no edge at all, still draws (it used to fail without edges)
+    assert all(d for d, _ in _edge_styles(figures.connectome_glass_brain(
+        -np.abs(m), coords, k=2)))
+    assert figures.figure_png(figures.connectome_glass_brain(np.zeros((6, 6)), coords))
+
+
 def test_edge_pattern_matrix_keeps_the_atlas_order_of_a_sorted_table():
     regions = ["30", "10", "20", "5"]
     rows, cols = np.triu_indices(4, k=1)

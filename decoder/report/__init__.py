@@ -141,8 +141,9 @@ def edge_pattern_views(run: RunData) -> dict | None:
     _, coords = dataset_regions(m.get("dataset"), regions)
     if coords is not None:
         glass = figures.connectome_glass_brain(
-            matrix, coords, k=20, title="20 strongest patterns (red: stronger towards "
-                                        f"{(m.get('classes') or ['', 'autism'])[-1]})")
+            matrix, coords, k=20, title="20 strongest patterns (red, solid: stronger towards "
+                                        f"{(m.get('classes') or ['', 'autism'])[-1]}; blue, "
+                                        "dashed: weaker)")
     n_folds = (m.get("edges") or {}).get("n_folds")
     note = ("Pattern r: correlation of the edge with the classifier's decision on the "
             f"training subjects, averaged over the {n_folds or ''} training folds (Haufe et "

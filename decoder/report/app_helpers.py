@@ -548,8 +548,8 @@ def model_connections(bundle: dict, card: dict | None) -> dict | None:
         for (i, j), e in zip(pairs, top):
             m[i, j] = m[j, i] = float(e["pattern"])
         glass = connectome_glass_brain(m, coords, k=len(top),
-                                       title="The model's strongest patterns (red: "
-                                             "stronger in autism)")
+                                       title="The model's strongest patterns (red, solid: "
+                                             "stronger in autism; blue, dashed: weaker)")
     return {"table": table, "glass": glass, "n_folds": conn.get("n_folds"),
             "kind": conn.get("kind")}
 

@@ -421,8 +421,17 @@ def connectome_glass_brain(matrix, coords, k: int = 20,
     keep = np.abs(m) >= thr
     m = np.where(keep, m, 0.0)
     fig = Figure(figsize=(8, 3.2))
-    plotting.plot_connectome(m, coords, figure=fig, title=title, node_size=8,
-                             edge_cmap="RdBu_r", colorbar=True, display_mode="ortho")
+    # negative edges dashed as well as blue: the sign must not rest on colour alone
+    vmax = float(np.abs(m).max()) or 1.0
+    scale = {"edge_cmap": "RdBu_r", "edge_vmin": -vmax, "edge_vmax": vmax}
+    dashed = {"linestyle": (0, (3, 2))}
+    pos, neg = np.where(m > 0, m, 0.0), np.where(m < 0, m, 0.0)
+    first, style = (pos, None) if pos.any() else (neg, dashed)
+    display = plotting.plot_connectome(first, coords, figure=fig, title=title, node_size=8,
+                                       colorbar=bool(m.any()), display_mode="ortho",
+                                       edge_kwargs=style, **scale)
+    if pos.any() and neg.any():
+        display.add_graph(neg, coords, node_size=8, edge_kwargs=dashed, **scale)
     return fig
 
 
