@@ -71,6 +71,7 @@ DEFAULTS = {
         "bold_pattern": "*_desc-preproc_bold.nii.gz",
         "atlas": None,
         "atlas_type": None,
+        "atlas_labels": None,       # the regions' lookup table, when not beside the atlas
         "confounds_strategy": "simple",
         "cache_dir": None,
     },
@@ -104,7 +105,7 @@ DEFAULTS = {
 #: the dataset keys a run records (and a model card states) for each kind of dataset
 DATASET_KEYS = {"abide": ("pipeline", "strategy", "derivative"),
                 "fmriprep": ("participants", "bold_pattern", "atlas", "atlas_type",
-                             "confounds_strategy")}
+                             "atlas_labels", "confounds_strategy")}
 
 _CV_ALIASES = {"stratified-10fold": "stratified-kfold", "kfold": "stratified-kfold",
                "leave-one-site-out": "leave-site-out"}
@@ -170,6 +171,12 @@ def _check_fmriprep_choices(ds) -> None:
             raise DataError(f"atlas file not found: {path}",
                             "check dataset.atlas, or name a nilearn atlas: "
                             + ", ".join(NILEARN_ATLASES))
+    if ds.get("atlas_labels"):
+        path = absolute_path(str(ds["atlas_labels"]))
+        if not (path.is_file() or path.is_symlink()):
+            raise DataError(f"dataset.atlas_labels: lookup table not found: {path}",
+                            "give the atlas's table of label values and names (e.g. "
+                            "Schaefer's *_order.txt), or leave the key out")
 
 
 # ------------------------------------------------------------------------- data
@@ -287,8 +294,10 @@ def fmriprep_inputs(config, root, fetch: bool = True):
         read.append(atlas_path)
         from decoder.features.timeseries import lookup_table_path
         names = lookup_table_path(atlas_path)           # the regions' names, if beside it
-        if names is not None:
+        if names is not None and not ds.get("atlas_labels"):
             read.append(names)
+    if ds.get("atlas_labels"):
+        read.append(absolute_path(str(ds["atlas_labels"])))
     return table_path, rows, bolds, read
 
 
@@ -370,7 +379,7 @@ def _load_fmriprep(config, root) -> _Subjects:
     cache = (Path(ds["cache_dir"]).expanduser() if ds["cache_dir"]
              else user_cache_dir() / "timeseries")  # never inside the dataset
     extractor = TimeSeriesExtractor(ds["atlas"], ds["atlas_type"], ds["confounds_strategy"],
-                                    cache_dir=cache)
+                                    cache_dir=cache, labels_file=ds.get("atlas_labels"))
     ts = extractor(bolds)
     from decoder.data.timeseries_io import regions_with_signal
     for series, bold, pid in zip(ts, bolds, table["participant_id"]):

@@ -15,6 +15,7 @@ from decoder.features.timeseries import (atlas_coordinates, load_atlas,  # noqa:
                                          read_lookup_table)
 
 from test_biomarker_fmriprep import AFFINE, _atlas, _run, make_fmriprep  # noqa: E402
+from test_biomarker_pipeline import CONFIG  # noqa: E402
 
 NAMES = ["Left thalamus", "Right thalamus", "Left V1", "Right V1"]
 
@@ -172,3 +173,23 @@ def test_without_a_lookup_a_run_keeps_label_values_and_still_draws_the_glass_bra
     assert len(metrics["dataset"]["region_coordinates"]) == 4
     html = (tmp_path / "out" / "report.html").read_text()
     assert "edge patterns on a glass brain" in html
+
+
+def test_a_lookup_table_named_otherwise_is_given_with_dataset_atlas_labels(tmp_path, capsys):
+    """Schaefer's parcellations ship ``…_order.txt`` beside ``…_order_FSLMNI152_2mm.nii.gz``:
+    not the same stem, so the table is named in the config."""
+    root = make_fmriprep(tmp_path / "ds", n_per_site=6)
+    table = tmp_path / "Schaefer_order.txt"
+    table.write_text("1 7Networks_LH_Vis_1 120 18 134 0\n2 7Networks_RH_Vis_1 120 18 134 0\n"
+                     "3 7Networks_LH_Default_1 205 62 78 0\n4 7Networks_RH_Default_1 205 62 78 0\n")
+    assert _run(root, tmp_path / "out", "--set", f"dataset.atlas_labels={table}") == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["dataset"]["region_names"][0] == "7Networks_LH_Vis_1"
+    assert metrics["dataset"]["atlas_labels"] == str(table)
+    # a table that is not there stops a dry run, in one line
+    from decoder.cli import main
+    assert main(["run", str(CONFIG), "--data", str(root), "--dry-run",
+                 "--set", "dataset.kind=fmriprep", "--set", f"dataset.atlas={root / 'atlas.nii.gz'}",
+                 "--set", f"dataset.atlas_labels={tmp_path / 'nosuch.txt'}"]) == 2
+    err = capsys.readouterr().err
+    assert "dataset.atlas_labels: lookup table not found" in err and "\n" not in err.strip()

@@ -44,7 +44,7 @@ NILEARN_ATLASES = {
 }
 
 
-def load_atlas(atlas, atlas_type=None):
+def load_atlas(atlas, atlas_type=None, labels_file=None):
     """Resolve an atlas given as a file or a nilearn atlas name.
 
     Parameters
@@ -56,6 +56,9 @@ def load_atlas(atlas, atlas_type=None):
         and need no download).
     atlas_type : {"labels", "maps", "spheres"}, optional
         Inferred when omitted.
+    labels_file : str or Path, optional
+        The regions' lookup table (label value and name, see :func:`read_lookup_table`)
+        of a NIfTI atlas; by default the one beside the atlas (:func:`lookup_table_path`).
 
     Returns
     -------
@@ -104,7 +107,7 @@ def load_atlas(atlas, atlas_type=None):
                                 "pass a labels atlas whose regions are numbered 1, 2, …")
         else:
             labels = [str(i) for i in range(img.shape[3])]
-        names = _names_from_lookup(path, kind, labels)
+        names = _names_from_lookup(path, kind, labels, labels_file)
         return {"type": kind, "img": img, "coords": None, "labels": labels, "names": names,
                 "source": str(path)}
     key = name.lower()
@@ -230,10 +233,18 @@ def read_lookup_table(path) -> dict[str, str]:
     return out
 
 
-def _names_from_lookup(path, kind, labels) -> list[str]:
-    """Names of a labels or maps atlas file's regions from the lookup table beside it;
-    the label values (map positions) where there is none, or it names none of them."""
-    table_path = lookup_table_path(path)
+def _names_from_lookup(path, kind, labels, table_path=None) -> list[str]:
+    """Names of a labels or maps atlas file's regions from its lookup table (given, or the
+    one beside it); the label values (map positions) where there is none, or it names
+    none of them."""
+    if table_path is not None:
+        table_path = Path(table_path)
+        if not table_path.is_file():
+            raise missing_file(table_path, "the atlas's lookup table",
+                               "give the table of label values and names, or leave "
+                               "dataset.atlas_labels out")
+    else:
+        table_path = lookup_table_path(path)
     if table_path is None:
         return list(labels)
     table = read_lookup_table(table_path)
@@ -577,9 +588,10 @@ class TimeSeriesExtractor:
     """
 
     def __init__(self, atlas, atlas_type=None, confounds_strategy="simple", cache_dir=None,
-                 **kwargs):
+                 labels_file=None, **kwargs):
         self.atlas = atlas
         self.atlas_type = atlas_type
+        self.labels_file = labels_file
         self.confounds_strategy = confounds_strategy
         self.cache_dir = cache_dir
         self.kwargs = kwargs
@@ -587,6 +599,6 @@ class TimeSeriesExtractor:
 
     def __call__(self, bold_files):
         if self._atlas is None:
-            self._atlas = load_atlas(self.atlas, self.atlas_type)
+            self._atlas = load_atlas(self.atlas, self.atlas_type, self.labels_file)
         return [extract_timeseries(b, self._atlas, self.confounds_strategy,
                                    cache_dir=self.cache_dir, **self.kwargs) for b in bold_files]
