@@ -97,8 +97,8 @@ DEFAULTS = {
     "random_state": 0,
     "n_permutations": 0,
     "save_model": True,
-    # folds fitted in parallel processes (joblib; -1: one per core); results are identical.
-    # (scheduler: recognised so that it can be refused with its reason, see check_config)
+    # folds fitted in parallel processes (joblib; -1: one per core), or on a Dask cluster
+    # (scheduler: tcp://host:8786, or $DECODER_SCHEDULER); results are identical.
     "compute": {"n_jobs": 1, "progress": True, "scheduler": None},
 }
 
@@ -135,10 +135,8 @@ def check_config(config) -> None:
     from decoder.config import check_run_numbers
     check_run_numbers(config)
     _count(config, "inner_splits", 2)
-    if config["compute"].get("scheduler"):
-        raise ConfigError("compute.scheduler: biomarker runs fit their folds in local "
-                          "processes, not on a Dask cluster",
-                          "use compute.n_jobs (e.g. --set compute.n_jobs=4) on one node")
+    from decoder.compute import check_compute
+    check_compute(config["compute"])       # a scheduler address, if any (not contacted)
     n_jobs = config["compute"]["n_jobs"]
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
         raise ConfigError(f"compute.n_jobs '{n_jobs}' is not supported",
@@ -630,22 +628,83 @@ def _fit_fold(est, covs, y, sites, covariates, halves, tr, te):
     return est, p[:, _positive_column(est)]
 
 
-def _map_folds(config, func, args, desc=None) -> list:
-    """``[func(*a) for a in args]``, in ``compute.n_jobs`` processes (joblib), in order.
+class _FoldCluster:
+    """Folds on a Dask cluster: one client per scheduler for the whole run, and each large
+    array the folds share (covariances, split halves) sent once to every worker rather
+    than with every fold (a stratified permutation test maps the folds once per
+    permutation)."""
 
-    Each fold is fitted with single-threaded BLAS, so processes are what use the cores;
-    the folds are independent and deterministic, so the results do not depend on
-    ``n_jobs``.  A progress bar (tqdm, on a terminal) counts the folds done.
+    def __init__(self, scheduler):
+        from decoder.compute import DaskBackend
+        self.backend = DaskBackend(scheduler)
+        self.client = self.backend.client
+        self._shared = []          # (array, future)
+
+    def _share(self, value):
+        if not isinstance(value, np.ndarray) or value.nbytes < (1 << 20):
+            return value
+        for array, future in self._shared:
+            if array is value:
+                return future
+        future = self.client.scatter(value, broadcast=True, hash=False)
+        self._shared.append((value, future))
+        return future
+
+    def map(self, func, args):
+        """``func(*a)`` for each ``a`` on the cluster, yielded in order; the first failure
+        is raised here (a fold's DataError keeps its one-line message)."""
+        futures = [self.client.submit(func, *[self._share(x) for x in a], pure=False)
+                   for a in args]
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            for future in futures:
+                future.release()
+
+    def close(self):
+        self._shared.clear()
+        self.backend.close()
+
+
+_FOLD_CLUSTERS: dict = {}
+
+
+def _fold_cluster(scheduler) -> _FoldCluster:
+    key = scheduler if isinstance(scheduler, str) else id(scheduler)
+    if key not in _FOLD_CLUSTERS:
+        _FOLD_CLUSTERS[key] = _FoldCluster(scheduler)
+    return _FOLD_CLUSTERS[key]
+
+
+def _close_fold_clusters() -> None:
+    while _FOLD_CLUSTERS:
+        _FOLD_CLUSTERS.popitem()[1].close()
+
+
+def _map_folds(config, func, args, desc=None) -> list:
+    """``[func(*a) for a in args]``, in order: in ``compute.n_jobs`` processes (joblib), or
+    on the Dask cluster of ``compute.scheduler`` (or ``$DECODER_SCHEDULER``).
+
+    Each fold is fitted with single-threaded BLAS, so processes (or workers) are what use
+    the cores; the folds are independent and deterministic, so the results do not depend
+    on where they ran.  A progress bar (tqdm, on a terminal) counts the folds done.
     """
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
     from decoder.compute import local_workers
     compute = config.get("compute") or {}
+    scheduler = compute.get("scheduler") or os.environ.get("DECODER_SCHEDULER") or None
     n_jobs = local_workers(compute.get("n_jobs", 1), len(args))
     bar = tqdm(total=len(args), desc=desc, unit="fold", leave=False,
                disable=None if (desc and compute.get("progress", True)) else True)
-    results = ((func(*a) for a in args) if n_jobs == 1 else    # one process: no pool at all
-               Parallel(n_jobs=n_jobs, return_as="generator")(delayed(func)(*a) for a in args))
+    if scheduler:
+        results = _fold_cluster(scheduler).map(func, args)
+    elif n_jobs == 1:                                           # one process: no pool at all
+        results = (func(*a) for a in args)
+    else:
+        results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(func)(*a)
+                                                                 for a in args)
     out = []
     with bar:
         for res in results:
@@ -899,14 +958,18 @@ def _atlas_record(subjects) -> dict:
 # ------------------------------------------------------------------------- run
 def run(config, data=None, out=None, config_path=None) -> dict:
     """Evaluate, save the model and write ``metrics.json`` (see module docstring)."""
+    try:
+        return _run(config, data, out, config_path)
+    finally:   # a Dask client opened for the folds is closed with the run
+        _close_fold_clusters()
+
+
+def _run(config, data, out, config_path) -> dict:
     from decoder.features.connectome import split_half_covariances, subject_covariances
     from decoder.data.abide import region_names
     from decoder.models.biomarker_models import edge_pattern_table
     t0 = time.perf_counter()
     check_config(config)
-    if os.environ.get("DECODER_SCHEDULER"):
-        log.warning("DECODER_SCHEDULER is set, but biomarker runs fit their folds in local "
-                    "processes (compute.n_jobs=%s)", config["compute"]["n_jobs"])
     scheme = _CV_ALIASES.get(config["cv"], config["cv"])
     subjects = load_subjects(config, data)
     diag = subjects.diagnosis.astype(str)

@@ -604,7 +604,34 @@ def test_an_excluded_subjects_damaged_file_is_never_read(tmp_path, capsys):
     assert metrics["n_samples"] == 23
 
 
-def test_a_dask_scheduler_is_refused_for_biomarker_runs_with_the_reason(tmp_path, capsys):
-    rc = main(["run", str(CONFIG), "--out", str(tmp_path / "o"), "--scheduler", "tcp://h:1"])
+@pytest.mark.parametrize("cv", ["leave-site-out", "stratified-kfold"])
+def test_folds_on_a_dask_cluster_give_the_results_of_local_folds(tmp_path, cv):
+    """compute.scheduler sends the folds (and the permutations' folds) to Dask workers."""
+    distributed = pytest.importorskip("distributed")
+    from pipelines import biomarker
+    root = make_layout(tmp_path / "abide", n_sites=3, per_site=10, signal=0.8)
+    common = ["--data", str(root), "--set", f"cv={cv}", "--set", "n_splits=3",
+              "--set", "n_permutations=3", "--set", "save_model=false"]
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        assert main(["run", str(CONFIG), "--out", str(tmp_path / "dask"), *common,
+                     "--scheduler", cluster.scheduler_address]) == 0
+        assert not biomarker._FOLD_CLUSTERS           # its client closed with the run
+    assert main(["run", str(CONFIG), "--out", str(tmp_path / "local"), *common]) == 0
+    runs = {}
+    for name in ("dask", "local"):
+        out = tmp_path / name
+        runs[name] = (pd.read_csv(out / "predictions.tsv", sep="\t"),
+                      json.loads((out / "metrics.json").read_text()),
+                      np.load(out / "arrays.npz")["permutation_null"])
+    (p1, m1, n1), (p2, m2, n2) = runs["dask"], runs["local"]
+    assert np.array_equal(p1["p_autism"], p2["p_autism"]) and list(p1["fold"]) == list(p2["fold"])
+    assert m1["edges"] == m2["edges"] and m1["permutation_p"] == m2["permutation_p"]
+    assert np.array_equal(n1, n2) and len(n1) == 3
+
+
+def test_a_scheduler_that_is_not_an_address_stops_a_dry_run(tmp_path, capsys):
+    rc = main(["run", str(CONFIG), "--out", str(tmp_path / "o"), "--dry-run",
+               "--scheduler", "my cluster"])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and "fit their folds in local processes" in err and "compute.n_jobs" in err
+    assert rc == 2 and "is not a scheduler address" in err and "\n" not in err
