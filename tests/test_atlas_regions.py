@@ -193,3 +193,23 @@ def test_a_lookup_table_named_otherwise_is_given_with_dataset_atlas_labels(tmp_p
                  "--set", f"dataset.atlas_labels={tmp_path / 'nosuch.txt'}"]) == 2
     err = capsys.readouterr().err
     assert "dataset.atlas_labels: lookup table not found" in err and "\n" not in err.strip()
+
+
+@pytest.mark.parametrize("text", [
+    "Left thalamus\nRight thalamus\nLeft V1\nRight V1\n",                 # one name per line
+    "Background\nLeft thalamus\nRight thalamus\nLeft V1\nRight V1\n",     # with the background
+    "name\nLeft thalamus\nRight thalamus\nLeft V1\nRight V1\n",          # a name column alone
+    "1 Left thalamus\n2 Right thalamus\n3 Left V1 255 0 0\n4 Right V1 0 0 255 0\n",  # spaces
+])
+def test_names_alone_follow_the_regions_order_and_names_may_hold_spaces(tmp_path, text):
+    _atlas(tmp_path / "atlas.nii.gz")
+    (tmp_path / "atlas.txt").write_text(text)
+    assert load_atlas(tmp_path / "atlas.nii.gz")["names"] == NAMES
+
+
+def test_a_list_of_names_of_another_length_names_nothing(tmp_path, caplog):
+    _atlas(tmp_path / "atlas.nii.gz")
+    (tmp_path / "atlas.txt").write_text("A\nB\nC\n")
+    with caplog.at_level(logging.WARNING):
+        assert load_atlas(tmp_path / "atlas.nii.gz")["names"] == ["1", "2", "3", "4"]
+    assert "atlas.txt lists 3 names for the 4 regions" in caplog.text

@@ -189,9 +189,14 @@ def read_lookup_table(path) -> dict[str, str]:
 
     With a header, the value comes from an ``index``/``value``/``label_value``/``id``
     column and the name from a ``name``/``label``/``region`` column (any case); without
-    one, each line is ``value name …`` (FSL, FreeSurfer; ``#`` starts a comment).  A table
-    that names no region gives ``{}``.
+    one, each line is ``value name …`` (FSL, FreeSurfer: a trailing ``R G B [A]`` is
+    dropped; ``#`` starts a comment).  A list of names alone (one per line, or a name
+    column without values) gives ``{"#1": first, "#2": second, …}``: names in the order
+    of the regions.  A table that names no region gives ``{}``.
     """
+    import io
+    import re
+
     import pandas as pd
     path = Path(path)
     try:
@@ -199,13 +204,25 @@ def read_lookup_table(path) -> dict[str, str]:
     except OSError:
         return {}
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    if not lines:
+    if not lines or "\x00" in text:
         return {}
-    import io
+
+    def in_order(names):
+        names = [str(n).strip() for n in names]
+        return {f"#{i + 1}": n for i, n in enumerate(names) if n and n.lower() != "nan"}
+
     sep = "\t" if "\t" in lines[0] else ("," if "," in lines[0] else None)
+    if sep is None:                              # whitespace: 'value name [R G B [A]]'
+        if lines[0].split()[0].lower() in _INDEX_COLUMNS + _NAME_COLUMNS:
+            lines = lines[1:]                    # a header such as 'index name'
+        pattern = re.compile(r"^\s*(-?\d+(?:\.0+)?)\s+(.+?)(?:(?:\s+-?\d+){3,4})?\s*$")
+        rows = [pattern.match(ln) for ln in lines]
+        if lines and all(rows):
+            return {str(int(float(m.group(1)))): m.group(2).strip() for m in rows}
+        return in_order(lines) if lines and not any(rows) else {}
     try:
-        table = pd.read_csv(io.StringIO("\n".join(lines)), sep=sep if sep else r"\s+",
-                            header=None, dtype=str, engine="python", on_bad_lines="skip")
+        table = pd.read_csv(io.StringIO("\n".join(lines)), sep=sep, header=None, dtype=str,
+                            engine="python", on_bad_lines="skip")
     except (ValueError, pd.errors.ParserError):
         return {}
     header = [str(x).strip().lower() for x in table.iloc[0]]
@@ -217,9 +234,11 @@ def read_lookup_table(path) -> dict[str, str]:
             index_col = next((j for j in range(table.shape[1]) if j != name_col and
                               pd.to_numeric(body.iloc[:, j], errors="coerce").notna().all()),
                              None)
-    else:                                         # value name [r g b a]
+        if index_col is None:                     # names alone, in the regions' order
+            return in_order(body.iloc[:, name_col])
+    else:                                         # value, name, … without a header
         body, index_col, name_col = table, 0, 1 if table.shape[1] > 1 else None
-    if name_col is None or index_col is None:
+    if name_col is None:
         return {}
     out = {}
     for value, name in zip(body.iloc[:, index_col], body.iloc[:, name_col]):
@@ -248,6 +267,15 @@ def _names_from_lookup(path, kind, labels, table_path=None) -> list[str]:
     if table_path is None:
         return list(labels)
     table = read_lookup_table(table_path)
+    if table and all(k.startswith("#") for k in table):     # names alone, in order
+        names = list(table.values())
+        if len(names) == len(labels) + 1 and names[0].strip().lower() in _BACKGROUND:
+            names = names[1:]
+        if len(names) == len(labels):
+            return names
+        log.warning("%s lists %d names for the %d regions of %s: regions are named by their "
+                    "label values", table_path.name, len(names), len(labels), Path(path).name)
+        return list(labels)
     if kind == "maps":
         # one row per map, in order; written 0-based or 1-based
         keys = sorted(table, key=float)
