@@ -136,7 +136,10 @@ def check_config(config) -> None:
     check_run_numbers(config)
     _count(config, "inner_splits", 2)
     from decoder.compute import check_compute
-    check_compute(config["compute"])       # a scheduler address, if any (not contacted)
+    compute = dict(config["compute"])
+    if not compute.get("scheduler") and os.environ.get("DECODER_SCHEDULER", "").strip():
+        compute["scheduler"] = os.environ["DECODER_SCHEDULER"]
+    check_compute(compute)                 # a scheduler address, if any (not contacted)
     n_jobs = config["compute"]["n_jobs"]
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
         raise ConfigError(f"compute.n_jobs '{n_jobs}' is not supported",
@@ -694,7 +697,8 @@ def _map_folds(config, func, args, desc=None) -> list:
     from tqdm.auto import tqdm
     from decoder.compute import local_workers
     compute = config.get("compute") or {}
-    scheduler = compute.get("scheduler") or os.environ.get("DECODER_SCHEDULER") or None
+    scheduler = compute.get("scheduler") or os.environ.get("DECODER_SCHEDULER", "").strip() \
+        or None
     n_jobs = local_workers(compute.get("n_jobs", 1), len(args))
     bar = tqdm(total=len(args), desc=desc, unit="fold", leave=False,
                disable=None if (desc and compute.get("progress", True)) else True)

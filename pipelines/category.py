@@ -606,9 +606,11 @@ def predict_cli(args, inputs) -> int:
         print(f"{pooled}accuracy on {summary['n_labelled_volumes']} labelled volumes: "
               f"{summary['accuracy']:.3f} (chance {summary['chance']:.3f}); "
               f"{_blocks_right(summary)}")
+    elif len(bolds) > 1:
+        print("no events for these runs: volumes decoded, not scored (keep each run's "
+              "_events.tsv beside its image to score it)")
     else:
-        print("no events for " + ("these runs" if len(bolds) > 1 else "this run")
-              + ": volumes decoded, not scored (give --events to score)")
+        print("no events for this run: volumes decoded, not scored (give --events to score)")
     atomic_write_text(table, res["volumes"].to_csv(sep="\t", index=False))
     if res["blocks"] is not None:
         atomic_write_text(block_table, res["blocks"].to_csv(sep="\t", index=False))

@@ -213,3 +213,63 @@ def test_a_list_of_names_of_another_length_names_nothing(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert load_atlas(tmp_path / "atlas.nii.gz")["names"] == ["1", "2", "3", "4"]
     assert "atlas.txt lists 3 names for the 4 regions" in caplog.text
+
+
+@pytest.mark.parametrize("text", [
+    "index\tname\n1\tLeft thalamus\t\n2\tRight thalamus\t\n3\tLeft V1\t\n4\tRight V1\t\n",
+    "index\tname\n1\tLeft thalamus\t#ff0000\n2\tRight thalamus\t#00ff00\n3\tLeft V1\t#0000ff\n"
+    "4\tRight V1\t#ffffff\n",                                    # more fields than the header
+    "0\tBackground\n1\tLeft thalamus\t1\t2\t3\n2\tRight thalamus\t1\t2\t3\n"
+    "3\tLeft V1\t1\t2\t3\n4\tRight V1\t1\t2\t3\n",                # a short first row
+    "index;name\n1;Left thalamus\n2;Right thalamus\n3;Left V1\n4;Right V1\n",   # semicolons
+])
+def test_ragged_and_semicolon_tables_are_read_row_by_row(tmp_path, text):
+    _atlas(tmp_path / "atlas.nii.gz")
+    (tmp_path / "atlas.tsv").write_text(text)
+    assert load_atlas(tmp_path / "atlas.nii.gz")["names"] == NAMES
+
+
+def test_an_fsleyes_lut_with_colours_before_the_name_is_read(tmp_path):
+    """FSLeyes (and Schaefer's ``…_order.lut``) write ``value R G B name``, colours in 0–1."""
+    _atlas(tmp_path / "atlas.nii.gz")
+    (tmp_path / "atlas.lut").write_text(
+        "1 0.470588 0.070588 0.525490 7Networks_LH_Vis_1\n2 0.5 0.1 0.5 7Networks_RH_Vis_1\n"
+        "3 1 0 0 Left V1\n4 0 0 1 Right V1\n")
+    assert load_atlas(tmp_path / "atlas.nii.gz")["names"] == [
+        "7Networks_LH_Vis_1", "7Networks_RH_Vis_1", "Left V1", "Right V1"]
+
+
+def test_templateflows_table_without_the_resolution_is_found(tmp_path):
+    atlas = tmp_path / "tpl-MNI152NLin2009cAsym_res-02_atlas-X_desc-4_dseg.nii.gz"
+    _atlas(atlas)
+    _dseg_tsv(tmp_path / "tpl-MNI152NLin2009cAsym_atlas-X_desc-4_dseg.tsv")
+    assert load_atlas(atlas)["names"] == NAMES
+
+
+def test_a_latin1_table_is_read_and_a_coordinates_table_is_not_its_own_lookup(tmp_path):
+    from decoder.features.timeseries import lookup_table_path
+    _atlas(tmp_path / "atlas.nii.gz")
+    (tmp_path / "atlas.txt").write_bytes("1 Thalamus gauche\n2 Thalamus droit\n3 Aire 17 "
+                                         "gauche\n4 Aire 17 droite é\n".encode("latin-1"))
+    assert load_atlas(tmp_path / "atlas.nii.gz")["names"][3] == "Aire 17 droite é"
+    (tmp_path / "rois.csv").write_text("x,y,z\n0,0,0\n")
+    assert lookup_table_path(tmp_path / "rois.csv") is None     # recorded once, not twice
+
+
+def test_a_coordinates_table_is_named_by_its_text_column(tmp_path):
+    (tmp_path / "rois.csv").write_text("label,x,y,z,name\n1,0,-52,26,PCC\n2,0,54,-4,mPFC\n")
+    assert load_atlas(tmp_path / "rois.csv")["names"] == ["PCC", "mPFC"]
+
+
+def test_a_bilateral_label_is_placed_by_world_x_whatever_the_axis_order(tmp_path):
+    """An atlas whose first voxel axis is not left–right (axes permuted)."""
+    from nilearn.plotting import find_parcellation_cut_coords
+    lab = np.zeros((20, 30, 24), np.int16)          # axes: y, x, z
+    lab[4:10, 3:27, 5:10] = 1                        # crosses x = 0 along the second axis
+    lab[12:16, 18:24, 12:18] = 2
+    affine = np.array([[0, 4.0, 0, -60], [4.0, 0, 0, -40], [0, 0, 4.0, -48], [0, 0, 0, 1]])
+    img = nib.Nifti1Image(lab, affine)
+    ours = atlas_coordinates({"type": "labels", "img": img, "labels": ["1", "2"]})
+    theirs = find_parcellation_cut_coords(img)
+    assert ours[0][0] < 0                            # the left part, as nilearn places it
+    assert np.allclose(ours, theirs)

@@ -617,6 +617,11 @@ def test_folds_on_a_dask_cluster_give_the_results_of_local_folds(tmp_path, cv):
         assert main(["run", str(CONFIG), "--out", str(tmp_path / "dask"), *common,
                      "--scheduler", cluster.scheduler_address]) == 0
         assert not biomarker._FOLD_CLUSTERS           # its client closed with the run
+        # the folds ran there: 3 folds, and under stratified folds 3 per permutation too
+        ran = {name: prefix.state_counts.get("memory", 0)
+               for name, prefix in cluster.scheduler.task_prefixes.items()}
+        assert ran.get("fit_fold", 0) == (3 if cv == "leave-site-out" else 3 * 4)
+        assert ran.get("fold_null", 0) == (3 if cv == "leave-site-out" else 0)
     assert main(["run", str(CONFIG), "--out", str(tmp_path / "local"), *common]) == 0
     runs = {}
     for name in ("dask", "local"):
@@ -635,3 +640,11 @@ def test_a_scheduler_that_is_not_an_address_stops_a_dry_run(tmp_path, capsys):
                "--scheduler", "my cluster"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "is not a scheduler address" in err and "\n" not in err
+
+
+def test_a_scheduler_in_the_environment_that_is_not_an_address_stops_a_dry_run(
+        tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DECODER_SCHEDULER", "not an address")
+    rc = main(["run", str(CONFIG), "--out", str(tmp_path / "o"), "--dry-run"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "is not a scheduler address" in err

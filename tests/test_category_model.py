@@ -300,3 +300,28 @@ def bundle_runs(trained):
 def test_the_card_cites_what_the_dataset_asks(trained):
     card = json.loads((trained["out"] / "model_card.json").read_text())
     assert "Haxby et al. (2001)" in card["citation"] and "Licence: CC-BY-SA-3.0" in card["citation"]
+
+
+def test_the_card_counts_participants_not_sessions(trained):
+    from decoder.models.category_model import category_card
+    bundle = load_category_model(trained["out"] / "model.skops")
+    bundle["trained_on"] = ["sub-1_ses-1_run-01", "sub-1_ses-2_run-01", "sub-2_ses-1_run-01"]
+    card = category_card(bundle, trained["metrics"])
+    assert card["data"]["subjects"] == ["sub-1", "sub-2"]
+    assert "on 3 run(s) of 2 participant(s)" in " ".join(card["limitations"])
+
+
+def test_runs_with_and_without_events_are_decoded_and_only_those_with_events_scored(
+        trained, tmp_path, capsys):
+    quiet = tmp_path / "sub-1_task-objectviewing_run-11_bold.nii.gz"   # no events beside it
+    shutil.copy(_bold(trained["held"], "11"), quiet)
+    out = tmp_path / "mixed.json"
+    assert main(["predict", str(trained["out"] / "model.skops"), str(_bold(trained["held"], "10")),
+                 str(quiet), "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["n_runs"] == 2 and summary["n_scored_runs"] == 1
+    assert "accuracy" not in summary["runs"][1] and summary["n_volumes"] == 242
+    assert summary["accuracy"] == summary["runs"][0]["accuracy"]
+    blocks = pd.read_csv(tmp_path / "mixed_blocks.tsv", sep="\t")
+    assert set(blocks["run"]) == {_bold(trained["held"], "10").name}
+    assert f"{quiet.name}: 121 volumes decoded, no events" in capsys.readouterr().out

@@ -65,7 +65,7 @@ def load_atlas(atlas, atlas_type=None, labels_file=None):
     dict with keys ``type``, ``img`` (NIfTI or None), ``coords`` (ndarray or None),
     ``labels`` (list of str: label values, map positions or sphere positions),
     ``names`` (list of str, one per label: the regions' names where the atlas gives
-    them, see :func:`region_names`) and ``source`` (str).
+    them, see :func:`read_lookup_table`) and ``source`` (str).
     """
     if atlas_type is not None:
         check_choice("atlas type", atlas_type, ATLAS_TYPES)
@@ -82,8 +82,15 @@ def load_atlas(atlas, atlas_type=None, labels_file=None):
             if coords.shape[1] != 3 or not np.isfinite(coords).all():
                 raise DataError(f"{path}: not a table of x, y, z coordinates in mm",
                                 "give columns named x, y and z (other columns are ignored)")
-            text = [c for c in table.columns if str(c).strip().lower() in _NAME_COLUMNS]
+            named_cols = {str(c).strip().lower(): c for c in table.columns}
+            text = [named_cols[n] for n in _NAME_COLUMNS if n in named_cols]
+            # a name column holds text: 'label,x,y,z,name' is named by 'name', not 'label'
+            text = sorted(text, key=lambda c: bool(
+                pd.to_numeric(table[c], errors="coerce").notna().all()))
             given = table[text[0]].astype(str).str.strip().tolist() if text else None
+            if labels_file is not None:
+                log.warning("dataset.atlas_labels is for a NIfTI atlas; the coordinates table "
+                            "%s names its spheres in a name column", path.name)
             return {"type": "spheres", "img": None, "coords": coords,
                     "labels": [str(i) for i in range(len(coords))],
                     "names": _sphere_names(coords, given), "source": str(path)}
@@ -114,6 +121,9 @@ def load_atlas(atlas, atlas_type=None, labels_file=None):
     if key not in NILEARN_ATLASES:
         raise DataError(f"atlas '{name}' is neither a file nor a known nilearn atlas",
                         f"pass a NIfTI/coordinates file or one of: {', '.join(NILEARN_ATLASES)}")
+    if labels_file is not None:
+        log.warning("dataset.atlas_labels is for an atlas file; nilearn's '%s' brings its own "
+                    "names", name)
     from nilearn import datasets
     given = None
     if key == "power":
@@ -170,17 +180,28 @@ def _sphere_names(coords, given=None) -> list[str]:
 
 
 def lookup_table_path(atlas_path) -> Path | None:
-    """The region lookup table beside an atlas file: BIDS's ``<stem>.tsv`` (``index`` and
-    ``name`` columns, as TemplateFlow ships beside each ``_dseg.nii.gz``), or a ``.csv`` /
-    ``.txt`` of the same stem (FSL and FreeSurfer write ``value name …`` lines); None
-    when there is none."""
+    """The region lookup table beside a NIfTI atlas: BIDS's ``<stem>.tsv`` (``index`` and
+    ``name`` columns), or a ``.csv`` / ``.txt`` / ``.lut`` of the same stem (FreeSurfer's
+    ``value name R G B A`` and FSLeyes' ``value R G B name`` lines); TemplateFlow's tables,
+    which leave out the resolution (``tpl-X_res-02_atlas-Y_dseg.nii.gz`` beside
+    ``tpl-X_atlas-Y_dseg.tsv``), are found too.  None when there is none, or the atlas is
+    not a NIfTI file."""
+    import re
     path = Path(atlas_path)
     name = path.name
-    stem = name[:-len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
-    for suffix in (".tsv", ".csv", ".txt"):
-        candidate = path.with_name(stem + suffix)
-        if candidate.is_file() or candidate.is_symlink():   # (annexed: fetched with the atlas)
-            return candidate
+    lower = name.lower()
+    if lower.endswith(".nii.gz"):
+        stem = name[:-len(".nii.gz")]
+    elif lower.endswith(".nii"):
+        stem = name[:-len(".nii")]
+    else:                                  # a coordinates table names its own spheres
+        return None
+    stems = [stem] + ([re.sub(r"_res-[^_]+", "", stem)] if "_res-" in stem else [])
+    for s in stems:
+        for suffix in (".tsv", ".csv", ".txt", ".lut"):
+            candidate = path.with_name(s + suffix)
+            if candidate.is_file() or candidate.is_symlink():  # (annexed: got with the atlas)
+                return candidate
     return None
 
 
@@ -188,67 +209,77 @@ def read_lookup_table(path) -> dict[str, str]:
     """A region lookup table as ``{label value: name}`` (value as written, ``"17"``).
 
     With a header, the value comes from an ``index``/``value``/``label_value``/``id``
-    column and the name from a ``name``/``label``/``region`` column (any case); without
-    one, each line is ``value name …`` (FSL, FreeSurfer: a trailing ``R G B [A]`` is
-    dropped; ``#`` starts a comment).  A list of names alone (one per line, or a name
-    column without values) gives ``{"#1": first, "#2": second, …}``: names in the order
-    of the regions.  A table that names no region gives ``{}``.
+    column and the name from a ``name``/``label``/``region`` column (any case); rows may
+    have more or fewer fields than the header (colour columns, trailing tabs).  Without
+    one, each line is ``value name [R G B [A]]`` (FreeSurfer) or ``value R G B name``
+    (FSLeyes, colours between 0 and 1); ``#`` starts a comment.  A list of names alone (one
+    per line, or a name column without values) gives ``{"#1": first, "#2": second, …}``:
+    names in the order of the regions.  A table that names no region gives ``{}``.
     """
-    import io
+    import csv
     import re
-
-    import pandas as pd
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        raw = path.read_bytes()
     except OSError:
         return {}
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:                   # an older table in Latin-1
+        text = raw.decode("latin-1")
+    if any(ord(c) < 32 and c not in "\t\r\n" for c in text):   # a binary file
+        return {}
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    if not lines or "\x00" in text:
+    if not lines:
         return {}
 
     def in_order(names):
         names = [str(n).strip() for n in names]
         return {f"#{i + 1}": n for i, n in enumerate(names) if n and n.lower() != "nan"}
 
-    sep = "\t" if "\t" in lines[0] else ("," if "," in lines[0] else None)
-    if sep is None:                              # whitespace: 'value name [R G B [A]]'
-        if lines[0].split()[0].lower() in _INDEX_COLUMNS + _NAME_COLUMNS:
+    def number(value):
+        try:
+            v = float(str(value).strip())
+        except ValueError:
+            return None
+        return str(int(v)) if v.is_integer() else str(v)
+
+    headers = set(_INDEX_COLUMNS + _NAME_COLUMNS)
+    sep = next((c for c in ("\t", ",", ";") if c in lines[0]), None)
+    if sep is None:                              # whitespace-separated lines
+        if all(tok.lower() in headers for tok in lines[0].split()):
             lines = lines[1:]                    # a header such as 'index name'
-        pattern = re.compile(r"^\s*(-?\d+(?:\.0+)?)\s+(.+?)(?:(?:\s+-?\d+){3,4})?\s*$")
-        rows = [pattern.match(ln) for ln in lines]
-        if lines and all(rows):
-            return {str(int(float(m.group(1)))): m.group(2).strip() for m in rows}
+        colour = r"(?:[01]|0?\.\d+|1\.0+)"
+        fsleyes = re.compile(rf"^\s*(-?\d+(?:\.0+)?)\s+{colour}\s+{colour}\s+{colour}\s+(.+?)\s*$")
+        freesurfer = re.compile(r"^\s*(-?\d+(?:\.0+)?)\s+(.+?)(?:(?:\s+-?\d+){3,4})?\s*$")
+        for pattern in (fsleyes, freesurfer):
+            rows = [pattern.match(ln) for ln in lines]
+            if lines and all(rows):
+                return {number(m.group(1)): m.group(2).strip() for m in rows}
+        rows = [freesurfer.match(ln) for ln in lines]
         return in_order(lines) if lines and not any(rows) else {}
-    try:
-        table = pd.read_csv(io.StringIO("\n".join(lines)), sep=sep, header=None, dtype=str,
-                            engine="python", on_bad_lines="skip")
-    except (ValueError, pd.errors.ParserError):
-        return {}
-    header = [str(x).strip().lower() for x in table.iloc[0]]
+    rows = [[field.strip() for field in row] for row in csv.reader(lines, delimiter=sep)]
+    width = max(len(r) for r in rows)
+    rows = [r + [""] * (width - len(r)) for r in rows]
+    header = [f.lower() for f in rows[0]]
     index_col = next((header.index(c) for c in _INDEX_COLUMNS if c in header), None)
     name_col = next((header.index(c) for c in _NAME_COLUMNS if c in header), None)
     if name_col is not None:                      # a header row
-        body = table.iloc[1:]
+        body = rows[1:]
         if index_col is None:                     # e.g. 'label,region': the numeric column
-            index_col = next((j for j in range(table.shape[1]) if j != name_col and
-                              pd.to_numeric(body.iloc[:, j], errors="coerce").notna().all()),
-                             None)
+            index_col = next((j for j in range(width) if j != name_col and body and
+                              all(number(r[j]) is not None for r in body)), None)
         if index_col is None:                     # names alone, in the regions' order
-            return in_order(body.iloc[:, name_col])
-    else:                                         # value, name, … without a header
-        body, index_col, name_col = table, 0, 1 if table.shape[1] > 1 else None
-    if name_col is None:
-        return {}
+            return in_order(r[name_col] for r in body)
+    elif width > 1:                               # value, name, … without a header
+        body, index_col, name_col = rows, 0, 1
+    else:                                         # one name per line
+        return in_order(r[0] for r in rows) if not any(number(r[0]) for r in rows) else {}
     out = {}
-    for value, name in zip(body.iloc[:, index_col], body.iloc[:, name_col]):
-        try:
-            number = float(str(value).strip())
-        except ValueError:
-            continue
-        key = str(int(number)) if number.is_integer() else str(number)
-        if isinstance(name, str) and name.strip():
-            out[key] = name.strip()
+    for row in body:
+        key, name = number(row[index_col]), row[name_col]
+        if key is not None and name:
+            out[key] = name
     return out
 
 
@@ -278,8 +309,7 @@ def _names_from_lookup(path, kind, labels, table_path=None) -> list[str]:
         return list(labels)
     if kind == "maps":
         # one row per map, in order; written 0-based or 1-based
-        keys = sorted(table, key=float)
-        base = 1 if keys and keys[0] == "1" else 0
+        base = 0 if "0" in table else 1
         names = [table.get(str(int(lab) + base)) for lab in labels]
     else:
         names = [table.get(lab) for lab in labels]
@@ -352,20 +382,21 @@ def _label_centres(img, labels) -> np.ndarray | None:
     if data.ndim != 3:
         return None
     affine = img.affine
-    lab = np.rint(data).astype(np.int64)
+    lab = data.astype(np.int64)                 # label values as load_atlas reads them
     values = [int(float(v)) for v in labels]
     boxes = ndimage.find_objects(np.where(lab > 0, lab, 0))
-    # the voxel x index of world x = 0 (the hemispheres, for an atlas in MNI orientation)
-    ijk0 = np.linalg.solve(affine[:3, :3], -affine[:3, 3])
-    flip = affine[0, 0] < 0
+    whole = tuple(slice(0, n) for n in lab.shape)
     out = []
     for v in values:
-        if v <= 0 or v > len(boxes) or boxes[v - 1] is None:
+        box = boxes[v - 1] if 0 < v <= len(boxes) else whole   # (a negative label: search)
+        if box is None:
             return None
-        box = boxes[v - 1]
         mask = lab[box] == v
-        i = np.arange(box[0].start, box[0].stop)[:, None, None]
-        left = (i > ijk0[0]) if flip else (i < ijk0[0])
+        if not mask.any():
+            return None
+        # the hemispheres by each voxel's world x, whatever the axes' order or obliquity
+        i, j, k = np.ogrid[box[0], box[1], box[2]]
+        left = (affine[0, 0] * i + affine[0, 1] * j + affine[0, 2] * k + affine[0, 3]) < 0
         if (mask & left).any() and (mask & ~left).any():
             mask = mask & left
         parts, n = ndimage.label(mask)

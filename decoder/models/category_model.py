@@ -101,7 +101,7 @@ def category_card(bundle: dict, metrics: dict, model_bytes: bytes | None = None)
     import hashlib
     prov = metrics.get("provenance") or {}
     runs = list(bundle["trained_on"])
-    subjects = sorted({r.split("_run-")[0] for r in runs})
+    subjects = sorted({r.split("_")[0] for r in runs})     # 'sub-1_ses-2_run-01' → sub-1
     zooms = np.sqrt((np.asarray(bundle["affine"])[:3, :3] ** 2).sum(axis=0))
     ds = metrics.get("dataset") or {}
     cv = metrics.get("cv")

@@ -510,8 +510,8 @@ def _coords_for(atlas, labels) -> np.ndarray | None:
         return None
     order = {str(lab).lstrip("#"): i for i, lab in enumerate(atlas.get("labels") or [])}
     rows = [order.get(str(lab).lstrip("#")) for lab in labels]
-    if any(r is None for r in rows):   # the model's regions are positions, not label values
-        return coords
+    if any(r is None for r in rows):   # regions the atlas does not have: not drawn
+        return None
     return coords[rows]
 
 
