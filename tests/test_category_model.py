@@ -325,3 +325,8 @@ def test_runs_with_and_without_events_are_decoded_and_only_those_with_events_sco
     blocks = pd.read_csv(tmp_path / "mixed_blocks.tsv", sep="\t")
     assert set(blocks["run"]) == {_bold(trained["held"], "10").name}
     assert f"{quiet.name}: 121 volumes decoded, no events" in capsys.readouterr().out
+
+
+def test_the_run_report_shows_the_category_models_card(trained):
+    html = (trained["out"] / "report.html").read_text()
+    assert 'id="model-card"' in html and "Model card — category decoder" in html

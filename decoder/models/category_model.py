@@ -171,8 +171,9 @@ def _dataset_citation(root) -> str:
     return "; ".join(parts) if parts else generic
 
 
-def category_card_markdown(card: dict) -> str:
-    """The card for people (``model_card.md``)."""
+def category_card_markdown(card: dict, level: int = 1) -> str:
+    """The card for people (``model_card.md``); ``level``: the heading level of its title
+    (its sections one below), e.g. 3 inside a report section."""
     def fmt(v):
         return f"{v:.3f}" if isinstance(v, float) else ("—" if v is None else str(v))
     model, data, ev = card["model"], card["data"], card["evaluation"]
@@ -211,6 +212,8 @@ def category_card_markdown(card: dict) -> str:
     lines += ["", "## Intended use", card["intended_use"], "", "## Limitations"]
     lines += [f"- {x}" for x in card["limitations"]]
     lines += ["", "## Citation", card["citation"], ""]
+    if level > 1:  # '# ' and '## ' headings, moved down together
+        lines = [("#" * (level - 1) + ln) if ln.startswith("#") else ln for ln in lines]
     return "\n".join(lines)
 
 

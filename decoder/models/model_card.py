@@ -177,6 +177,9 @@ def _ci_fmt(ci) -> str:
 def card_markdown(card: dict, level: int = 1) -> str:
     """A human-readable Markdown rendering of the card; ``level``: the heading level of
     its title (its sections one below), e.g. 4 inside a page that has its own title."""
+    if card.get("kind") == "category":            # a category decoder's card
+        from .category_model import category_card_markdown
+        return category_card_markdown(card, level)
     ev, data, model = card["evaluation"], card["data"], card["model"]
     lines = ["# Model card — connectome biomarker", "",
              "## Model", f"- Task: {model['task']}",
@@ -255,13 +258,8 @@ def card_markdown(card: dict, level: int = 1) -> str:
 def card_files(card: dict) -> dict:
     """``model_card.json`` and ``model_card.md`` of ``card``: file name → bytes (written
     with the rest of a run by :func:`decoder.results.write_run`)."""
-    if card.get("kind") == "category":
-        from .category_model import category_card_markdown
-        markdown = category_card_markdown(card)
-    else:
-        markdown = card_markdown(card)
     return {"model_card.json": (to_json(card, indent=2) + "\n").encode("utf-8"),
-            "model_card.md": markdown.encode("utf-8")}
+            "model_card.md": card_markdown(card).encode("utf-8")}
 
 
 def read_model_card(model_path) -> dict | None:

@@ -266,8 +266,6 @@ def _searchlight_section(run: RunData) -> list[str]:
 
 
 def _biomarker_sections(run: RunData) -> list[str]:
-    from decoder.models.model_card import card_markdown
-
     from . import _html, figures
     m = run.metrics
     out = [_html.notice(RESEARCH_NOTICE)]
@@ -312,13 +310,22 @@ def _biomarker_sections(run: RunData) -> list[str]:
         out.append(_html.section("Calibration (held-out)", _html.table(
             pd.DataFrame(m["calibration"])), anchor="calibration"))
     out += _category_sections(run)
-    if run.model_card:
-        try:
-            md = card_markdown(run.model_card)
-        except (KeyError, TypeError):
-            md = "```\n" + json.dumps(run.model_card, indent=2) + "\n```"
-        out.append(_html.section("Model card", _html.markdown(md), anchor="model-card"))
+    out += _card_section(run)
     return out
+
+
+def _card_section(run: RunData) -> list[str]:
+    """The saved model's card (biomarker runs, and category runs with ``save_model``)."""
+    from decoder.models.model_card import card_markdown
+
+    from . import _html
+    if not run.model_card:
+        return []
+    try:
+        md = card_markdown(run.model_card)
+    except (KeyError, TypeError):
+        md = "```\n" + json.dumps(run.model_card, indent=2) + "\n```"
+    return [_html.section("Model card", _html.markdown(md), anchor="model-card")]
 
 
 def _run_argument(path) -> str:
@@ -352,6 +359,7 @@ def render_report(run: RunData) -> str:
         body += _category_sections(run)
         body += _weights_section(run)
         body += _searchlight_section(run)
+        body += _card_section(run)
     body += _permutation_section(run)
     if m.get("selected"):
         body.append(_html.section("Selected hyper-parameters",
