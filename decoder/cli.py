@@ -213,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "if any)")
     pr.add_argument("--skip-bad", action="store_true", dest="skip_bad",
                     help="for a cohort: a file that cannot be predicted gets its reason in "
-                         "the table's error column and the others go on (default: stop)")
+                         "the table's error column and the others go on; for several runs "
+                         "of a category model, a run that cannot be decoded is listed under "
+                         "'failed' in the summary (default: stop)")
     pr.add_argument("--out", help="JSON file for one subject's prediction (default "
                                   "<input name>_prediction.json here); for a cohort, the table "
                                   "(default predictions.tsv, with a .json summary beside)")

@@ -580,13 +580,29 @@ def predict_cli(args, inputs) -> int:
         res = predict_run(bundle, bolds[0], events=events[0], name=str(bolds[0]))
         summary = {"input": str(bolds[0]), "input_sha256": sha256_file(bolds[0]), **common,
                    **res["summary"]}
-    else:   # the first run that cannot be decoded stops them all, named
-        results = []
+    else:   # the first run that cannot be decoded stops them all, named (or, --skip-bad,
+        # is listed with its reason and the others go on)
+        results, done, failed = [], [], []
         for bold, ev in zip(bolds, events):
-            results.append(predict_run(bundle, bold, events=ev, name=str(bold)))
+            try:
+                results.append(predict_run(bundle, bold, events=ev, name=str(bold)))
+            except DataError as err:
+                if not getattr(args, "skip_bad", False):
+                    raise DataError(err.message, (err.fix + "; " if err.fix else "")
+                                    + "or pass --skip-bad to decode the other runs") from None
+                failed.append({"input": str(bold), "error": str(err)})
+                print(f"{bold.name}: not decoded — {err}")
+                continue
             results[-1]["summary"]["input_sha256"] = sha256_file(bold)
-        res = pool_runs(results, [b.name for b in bolds])
-        summary = {"inputs": [str(b) for b in bolds], **common, **res["summary"]}
+            done.append(bold)
+        if not results:
+            raise DataError(f"none of the {len(bolds)} runs could be decoded "
+                            f"({failed[0]['input']}: {failed[0]['error']})",
+                            "check the runs against the model (grid, events)")
+        res = pool_runs(results, [b.name for b in done])
+        summary = {"inputs": [str(b) for b in done], **common, **res["summary"],
+                   "n_failed": len(failed), "failed": failed}
+        bolds = done
         for bold, run in zip(bolds, summary["runs"]):
             print(f"{bold.name}: " + (
                 f"accuracy {run['accuracy']:.3f} on {run['n_labelled_volumes']} labelled "

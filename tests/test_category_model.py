@@ -330,3 +330,23 @@ def test_runs_with_and_without_events_are_decoded_and_only_those_with_events_sco
 def test_the_run_report_shows_the_category_models_card(trained):
     html = (trained["out"] / "report.html").read_text()
     assert 'id="model-card"' in html and "Model card — category decoder" in html
+
+
+def test_a_bad_run_among_several_stops_them_or_with_skip_bad_is_listed(trained, tmp_path,
+                                                                       capsys):
+    img = nib.load(_bold(trained["held"], "12"))
+    other = tmp_path / "other_bold.nii.gz"                  # another grid
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:30], img.affine, img.header), other)
+    model, good = str(trained["out"] / "model.skops"), str(_bold(trained["held"], "10"))
+    out = tmp_path / "s.json"
+    assert main(["predict", model, good, str(other), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "other_bold.nii.gz" in err and "--skip-bad" in err and not out.exists()
+    assert main(["predict", model, good, str(other), "--out", str(out), "--skip-bad"]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["inputs"] == [good] and summary["n_runs"] == 1
+    assert summary["n_failed"] == 1 and summary["failed"][0]["input"] == str(other)
+    assert "not on the same grid" in summary["failed"][0]["error"]
+    assert "other_bold.nii.gz: not decoded — " in capsys.readouterr().out
+    assert main(["predict", model, str(other), str(other.with_name("x_bold.nii.gz")),
+                 "--out", str(tmp_path / "t.json"), "--skip-bad"]) == 2
