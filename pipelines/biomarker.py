@@ -135,15 +135,14 @@ def check_config(config) -> None:
     from decoder.config import check_run_numbers
     check_run_numbers(config)
     _count(config, "inner_splits", 2)
-    from decoder.compute import check_compute
-    compute = dict(config["compute"])
-    if not compute.get("scheduler") and os.environ.get("DECODER_SCHEDULER", "").strip():
-        compute["scheduler"] = os.environ["DECODER_SCHEDULER"]
-    check_compute(compute)                 # a scheduler address, if any (not contacted)
     n_jobs = config["compute"]["n_jobs"]
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
         raise ConfigError(f"compute.n_jobs '{n_jobs}' is not supported",
                           "use a number of processes (1, 2, …) or -1 for one per core")
+    from decoder.compute import check_compute
+    scheduler = config["compute"].get("scheduler") or \
+        os.environ.get("DECODER_SCHEDULER", "").strip() or None
+    check_compute({"scheduler": scheduler})   # an address, if any (not contacted)
     if config["dataset"]["kind"] == "fmriprep":
         _check_fmriprep_choices(config["dataset"])
     make_classifier(config).check_params()
