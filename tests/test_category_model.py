@@ -350,3 +350,20 @@ def test_a_bad_run_among_several_stops_them_or_with_skip_bad_is_listed(trained, 
     assert "other_bold.nii.gz: not decoded — " in capsys.readouterr().out
     assert main(["predict", model, str(other), str(other.with_name("x_bold.nii.gz")),
                  "--out", str(tmp_path / "t.json"), "--skip-bad"]) == 2
+
+
+def test_new_runs_get_a_confusion_matrix_and_per_class_scores_each_and_pooled(trained, tmp_path):
+    model = str(trained["out"] / "model.skops")
+    out = tmp_path / "cm.json"
+    assert main(["predict", model, *[str(_bold(trained["held"], r)) for r in HELD_OUT],
+                 "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    for s in (summary, *summary["runs"]):
+        cm = np.asarray(s["confusion_matrix"])
+        assert cm.shape == (len(CLASSES), len(CLASSES)) and cm.sum() == s["n_labelled_volumes"]
+        assert np.trace(cm) / cm.sum() == pytest.approx(s["accuracy"])
+        assert {c: v["support"] for c, v in s["per_class"].items()} == dict(
+            zip(s["classes"], cm.sum(axis=1).tolist()))
+        assert 0.5 < s["roc_auc"] <= 1.0
+    pooled = sum(np.asarray(r["confusion_matrix"]) for r in summary["runs"])
+    assert pooled.tolist() == summary["confusion_matrix"]

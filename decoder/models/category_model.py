@@ -411,8 +411,20 @@ def predict_run(bundle: dict, bold, events=None, name=None) -> dict:
             "chance": chance_level(np.asarray(y)),
             "n_blocks": int(len(ids)),
             "block_accuracy": float(np.mean(bscores.argmax(1) == btrue)),
+            **_volume_scores(np.asarray(classes)[truth], np.asarray(classes)[pred],
+                             scores[vidx], classes),
         })
     return {"volumes": volumes, "blocks": blocks_out, "summary": summary}
+
+
+def _volume_scores(truth, pred, scores, classes) -> dict:
+    """The labelled volumes' confusion matrix (rows: true class, columns: predicted, in the
+    model's class order), per-class precision/recall/F1 and macro one-vs-rest ROC AUC over
+    the classes present, as a run's ``metrics.json`` gives them."""
+    from ..evaluation.metrics import classification_metrics
+    m = classification_metrics(truth, pred, scores=scores, classes=classes)
+    return {"roc_auc": m["roc_auc"], "confusion_matrix": m["confusion_matrix"],
+            "per_class": m["per_class"]}
 
 
 def pool_runs(results: list[dict], names: list[str]) -> dict:
@@ -466,6 +478,8 @@ def pool_runs(results: list[dict], names: list[str]) -> dict:
             "chance": chance_level(truth),
             "n_blocks": int(len(blocks)),
             "block_accuracy": float(np.mean(blocks["predicted"] == blocks["trial_type"])),
+            **_volume_scores(truth, pred, labelled[[f"score_{c}" for c in classes]].to_numpy(
+                float), classes),
         })
     summary["runs"] = [r["summary"] for r in results]
     return {"volumes": volumes, "blocks": blocks, "summary": summary}
