@@ -211,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      "events.tsv, to score its decoded volumes and blocks "
                                      "(default: the BIDS _events.tsv beside each image, "
                                      "if any)")
+    pr.add_argument("--resample", action="store_true",
+                    help="for a category model: a run on another grid of the same space "
+                         "(e.g. MNI at another resolution) is resampled onto the model's "
+                         "grid instead of refused")
     pr.add_argument("--skip-bad", action="store_true", dest="skip_bad",
                     help="for a cohort: a file that cannot be predicted gets its reason in "
                          "the table's error column and the others go on; for several runs "

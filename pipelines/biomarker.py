@@ -1573,6 +1573,10 @@ def predict_cli(args) -> int:
     if getattr(args, "events", None):
         raise DataError("--events is for category models; a biomarker model predicts from "
                         "resting-state series", "leave --events out")
+    if getattr(args, "resample", False):
+        raise DataError("--resample is for category models; a biomarker model reduces an "
+                        "image with its atlas, which nilearn resamples to the image",
+                        "leave --resample out")
     if len(inputs) > 1 or getattr(args, "participants", None):
         from pipelines.cohort import cohort_cli
         return cohort_cli(args, inputs)

@@ -577,7 +577,8 @@ def predict_cli(args, inputs) -> int:
     common = {"model": str(args.model), "model_sha256": sha256_file(Path(args.model)),
               "decoder_version": __version__, "table": table.name}
     if len(bolds) == 1:
-        res = predict_run(bundle, bolds[0], events=events[0], name=str(bolds[0]))
+        res = predict_run(bundle, bolds[0], events=events[0], name=str(bolds[0]),
+                          resample=getattr(args, "resample", False))
         summary = {"input": str(bolds[0]), "input_sha256": sha256_file(bolds[0]), **common,
                    **res["summary"]}
     else:   # the first run that cannot be decoded stops them all, named (or, --skip-bad,
@@ -585,7 +586,8 @@ def predict_cli(args, inputs) -> int:
         results, done, failed = [], [], []
         for bold, ev in zip(bolds, events):
             try:
-                results.append(predict_run(bundle, bold, events=ev, name=str(bold)))
+                results.append(predict_run(bundle, bold, events=ev, name=str(bold),
+                                           resample=getattr(args, "resample", False)))
             except DataError as err:
                 if not getattr(args, "skip_bad", False):
                     raise DataError(err.message, (err.fix + "; " if err.fix else "")

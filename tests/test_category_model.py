@@ -367,3 +367,34 @@ def test_new_runs_get_a_confusion_matrix_and_per_class_scores_each_and_pooled(tr
         assert 0.5 < s["roc_auc"] <= 1.0
     pooled = sum(np.asarray(r["confusion_matrix"]) for r in summary["runs"])
     assert pooled.tolist() == summary["confusion_matrix"]
+
+
+def test_a_run_on_another_grid_of_the_same_space_is_resampled_when_asked(trained, tmp_path,
+                                                                        capsys):
+    """The run at twice the resolution (same space): refused, naming --resample; with it,
+    decoded on the model's grid about as well as the run itself."""
+    from nilearn.image import resample_img
+    bold = _bold(trained["held"], "10")
+    img = nib.load(bold)
+    fine_affine = img.affine.copy()
+    fine_affine[:3, :3] /= 2
+    fine = tmp_path / "sub-1_task-objectviewing_run-10_bold.nii.gz"
+    resample_img(img, target_affine=fine_affine, target_shape=(80, 40, 1),
+                 interpolation="continuous", force_resample=True, copy_header=True).to_filename(fine)
+    shutil.copy(str(bold).replace("_bold.nii.gz", "_events.tsv"), tmp_path)
+    model = str(trained["out"] / "model.skops")
+    out = tmp_path / "fine.json"
+    assert main(["predict", model, str(fine), "--out", str(out)]) == 2
+    assert "pass --resample" in capsys.readouterr().err and not out.exists()
+    assert main(["predict", model, str(fine), "--out", str(out), "--resample"]) == 0
+    summary = json.loads(out.read_text())
+    native = predict_run(load_category_model(model), bold, events=str(bold).replace(
+        "_bold.nii.gz", "_events.tsv"))["summary"]
+    assert summary["resampled_from"]["shape"] == [80, 40, 1]
+    assert abs(summary["accuracy"] - native["accuracy"]) < 0.15 and summary["accuracy"] > 0.5
+    assert any("was resampled" in w for w in summary["warnings"])
+    # a biomarker model has no use for it
+    from pipelines.biomarker import SHIPPED_MODEL
+    assert main(["predict", str(SHIPPED_MODEL), str(fine), "--resample",
+                 "--out", str(tmp_path / "b.json")]) == 2
+    assert "--resample is for category models" in capsys.readouterr().err

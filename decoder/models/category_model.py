@@ -16,6 +16,7 @@ such a model holds.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -279,7 +280,7 @@ def _run_tr(bold, img) -> float:
     return tr
 
 
-def predict_run(bundle: dict, bold, events=None, name=None) -> dict:
+def predict_run(bundle: dict, bold, events=None, name=None, resample: bool = False) -> dict:
     """Decode every volume of a new run with a category model.
 
     Parameters
@@ -293,6 +294,11 @@ def predict_run(bundle: dict, bold, events=None, name=None) -> dict:
         the model knows are then scored.
     name : str, optional
         How the run is named in the summary (default: the path).
+    resample : bool
+        A run on another grid than the model's mask (another resolution or field of view
+        of the same space, e.g. MNI) is resampled onto it (nilearn, continuous
+        interpolation) instead of refused.  Resampling smooths the run a little; the
+        model's accuracy was measured on runs of its own grid.
 
     A model trained with a confound strategy reads the fMRIPrep confounds file beside
     the image, as fMRIPrep writes it.
@@ -317,7 +323,27 @@ def predict_run(bundle: dict, bold, events=None, name=None) -> dict:
     img = load_bold(bold)
     mask_img = nib.Nifti1Image(np.asarray(bundle["mask"], dtype=np.uint8),
                                np.asarray(bundle["affine"]))
-    check_same_grid(img, mask_img, bold, "the model's mask")
+    resampled = None
+    try:
+        check_same_grid(img, mask_img, bold, "the model's mask")
+    except DataError as err:
+        if not resample:
+            raise DataError(err.message, "pass --resample to resample the run onto the "
+                            "model's grid (both in one space, e.g. MNI), or preprocess it "
+                            "to that grid") from None
+        from nilearn.image import resample_to_img
+        zooms = np.sqrt((np.asarray(img.affine)[:3, :3] ** 2).sum(axis=0))
+        resampled = {"shape": [int(n) for n in img.shape[:3]],
+                     "voxel_size_mm": [round(float(z), 3) for z in zooms]}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = resample_to_img(img, mask_img, interpolation="continuous",
+                                  force_resample=True, copy_header=True)
+        inside = np.asarray(img.dataobj)[np.asarray(bundle["mask"], bool)]
+        if not np.isfinite(inside).all() or not np.ptp(inside, axis=-1).any():
+            raise DataError(f"{bold}: resampled onto the model's grid it has no signal inside "
+                            "the model's mask (another space, or no overlap?)",
+                            "resample only runs in the model's space (e.g. MNI)") from None
     check_finite_in_mask(np.asanyarray(img.dataobj), mask_img, bold)
     tr = _run_tr(bold, img)
     n_vol = img.shape[3]
@@ -356,6 +382,12 @@ def predict_run(bundle: dict, bold, events=None, name=None) -> dict:
                "predicted_counts": {c: int((volumes["predicted"] == c).sum()) for c in classes},
                "trained_on": bundle.get("trained_on"), "cv": bundle.get("cv"),
                "warnings": []}
+    if resampled is not None:
+        summary["resampled_from"] = resampled
+        summary["warnings"].append(
+            f"{bold.name} was resampled from {' × '.join(map(str, resampled['shape']))} voxels "
+            f"of {' × '.join(f'{z:g}' for z in resampled['voxel_size_mm'])} mm onto the "
+            "model's grid; the model's accuracy was measured on runs of its own grid")
     blocks_out = None
     if events is not None:
         ev = read_events(events, n_volumes=n_vol, tr=tr)
