@@ -28,7 +28,8 @@ from typing import Any, Callable, Iterable, Mapping
 from .errors import ConfigError, DecoderError
 
 __all__ = ["COMPUTE_DEFAULTS", "LocalBackend", "DaskBackend", "MapResult",
-           "get_backend", "backend_from_config", "check_compute", "map_subjects"]
+           "get_backend", "scheduler_address", "backend_from_config", "check_compute",
+           "map_subjects"]
 
 log = logging.getLogger("decoder.compute")
 
@@ -264,14 +265,20 @@ def get_backend(scheduler=None, n_jobs: int = 1, timeout: float = 30):
     LocalBackend or DaskBackend
         Use it as a context manager so a client opened here is closed.
     """
-    if scheduler is None or (isinstance(scheduler, str) and not scheduler.strip()):
-        scheduler = os.environ.get(_ENV_SCHEDULER) or None
+    scheduler = scheduler_address(scheduler)
     if scheduler is None:
         return LocalBackend(n_jobs)
     if isinstance(scheduler, str):
-        scheduler = scheduler.strip()
         _check_address(scheduler)
     return DaskBackend(scheduler, timeout=timeout)
+
+
+def scheduler_address(scheduler=None):
+    """The scheduler to use: the one given (an address, stripped; a client or cluster as
+    is), else ``$DECODER_SCHEDULER`` when that is set, else None (work stays local)."""
+    if scheduler is None or (isinstance(scheduler, str) and not scheduler.strip()):
+        scheduler = os.environ.get(_ENV_SCHEDULER) or None
+    return scheduler.strip() if isinstance(scheduler, str) else scheduler
 
 
 def _check_n_jobs(n_jobs) -> None:

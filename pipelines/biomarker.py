@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -139,10 +138,9 @@ def check_config(config) -> None:
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
         raise ConfigError(f"compute.n_jobs '{n_jobs}' is not supported",
                           "use a number of processes (1, 2, …) or -1 for one per core")
-    from decoder.compute import check_compute
-    scheduler = config["compute"].get("scheduler") or \
-        os.environ.get("DECODER_SCHEDULER", "").strip() or None
-    check_compute({"scheduler": scheduler})   # an address, if any (not contacted)
+    from decoder.compute import check_compute, scheduler_address
+    # an address, if any, from the config or $DECODER_SCHEDULER (not contacted)
+    check_compute({"scheduler": scheduler_address(config["compute"].get("scheduler"))})
     if config["dataset"]["kind"] == "fmriprep":
         _check_fmriprep_choices(config["dataset"])
     make_classifier(config).check_params()
@@ -694,10 +692,9 @@ def _map_folds(config, func, args, desc=None) -> list:
     """
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
-    from decoder.compute import local_workers
+    from decoder.compute import local_workers, scheduler_address
     compute = config.get("compute") or {}
-    scheduler = compute.get("scheduler") or os.environ.get("DECODER_SCHEDULER", "").strip() \
-        or None
+    scheduler = scheduler_address(compute.get("scheduler"))
     n_jobs = local_workers(compute.get("n_jobs", 1), len(args))
     bar = tqdm(total=len(args), desc=desc, unit="fold", leave=False,
                disable=None if (desc and compute.get("progress", True)) else True)
