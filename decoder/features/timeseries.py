@@ -167,6 +167,14 @@ _INDEX_COLUMNS = ("index", "value", "label_value", "label_id", "id", "roi", "int
 _BACKGROUND = {"background", "unknown", "0", ""}
 
 
+def _without_background(names: list, n_regions: int) -> list:
+    """A list of names in the regions' order, without a leading background entry when it
+    has one name more than there are regions."""
+    if len(names) == n_regions + 1 and str(names[0]).strip().lower() in _BACKGROUND:
+        return names[1:]
+    return names
+
+
 def _sphere_names(coords, given=None) -> list[str]:
     """Names of sphere regions: the atlas's own where it has them (made unique by the
     sphere's position when it repeats them), else the MNI coordinate — which says more
@@ -299,9 +307,7 @@ def _names_from_lookup(path, kind, labels, table_path=None) -> list[str]:
         return list(labels)
     table = read_lookup_table(table_path)
     if table and all(k.startswith("#") for k in table):     # names alone, in order
-        names = list(table.values())
-        if len(names) == len(labels) + 1 and names[0].strip().lower() in _BACKGROUND:
-            names = names[1:]
+        names = _without_background(list(table.values()), len(labels))
         if len(names) == len(labels):
             return names
         log.warning("%s lists %d names for the %d regions of %s: regions are named by their "
@@ -339,18 +345,17 @@ def _names_from_fetched(atlas, kind, labels) -> list[str]:
     if given is not None and hasattr(given, "columns"):       # DiFuMo: a table of names
         col = next((c for c in given.columns if "name" in str(c).lower()), None)
         given = None if col is None else given[col]
-    given = [str(x) for x in (given if given is not None else [])]
-    if len(given) == len(labels) + 1 and given[0].strip().lower() in _BACKGROUND:
-        given = given[1:]
+    given = _without_background([str(x) for x in (given if given is not None else [])],
+                                len(labels))
     return given if len(given) == len(labels) else list(labels)
 
 
 def atlas_coordinates(atlas) -> np.ndarray | None:
     """World coordinates (mm) of an atlas's regions, in the order of ``atlas["labels"]``:
-    the spheres' centres, the centre of each label's largest part
-    (:func:`nilearn.plotting.find_parcellation_cut_coords`) or each map's peak region
-    (:func:`nilearn.plotting.find_probabilistic_atlas_cut_coords`); None when nilearn
-    cannot place them.  In MNI space for an MNI atlas, as glass brains expect."""
+    the spheres' centres, the centre of each label's largest part (:func:`_label_centres`,
+    placed as :func:`nilearn.plotting.find_parcellation_cut_coords` places them) or each
+    map's peak region (:func:`nilearn.plotting.find_probabilistic_atlas_cut_coords`); None
+    when they cannot be placed.  In MNI space for an MNI atlas, as glass brains expect."""
     labels = [str(lab) for lab in atlas.get("labels") or []]
     if atlas.get("coords") is not None:
         coords = np.asarray(atlas["coords"], dtype=float)
