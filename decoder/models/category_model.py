@@ -314,7 +314,6 @@ def predict_run(bundle: dict, bold, events=None, name=None, resample: bool = Fal
 
     from ..data.bids import (Run, check_same_grid, find_confounds, load_bold,
                              load_confounds, read_events)
-    from ..evaluation.metrics import chance_level
     from ..features.task import (TaskData, check_finite_in_mask, find_blocks, smooth_runs,
                                  volume_samples)
 
@@ -434,28 +433,31 @@ def predict_run(bundle: dict, bold, events=None, name=None, resample: bool = Fal
             "predicted": np.asarray(classes)[bscores.argmax(1)]})
         for i, c in enumerate(classes):
             blocks_out[f"score_{c}"] = bscores[:, i]
-        from sklearn.metrics import balanced_accuracy_score
-        summary.update({
-            "events": str(events),
-            "n_labelled_volumes": int(len(vidx)),
-            "accuracy": float(np.mean(pred == truth)),
-            "balanced_accuracy": float(balanced_accuracy_score(truth, pred)),
-            "chance": chance_level(np.asarray(y)),
-            "n_blocks": int(len(ids)),
-            "block_accuracy": float(np.mean(bscores.argmax(1) == btrue)),
-            **_volume_scores(np.asarray(classes)[truth], np.asarray(classes)[pred],
-                             scores[vidx], classes),
-        })
+        names = np.asarray(classes)
+        summary["events"] = str(events)
+        summary.update(_labelled_scores(names[truth], names[pred], scores[vidx], classes,
+                                        names[btrue], names[bscores.argmax(1)]))
     return {"volumes": volumes, "blocks": blocks_out, "summary": summary}
 
 
-def _volume_scores(truth, pred, scores, classes) -> dict:
-    """The labelled volumes' confusion matrix (rows: true class, columns: predicted, in the
-    model's class order), per-class precision/recall/F1 and macro one-vs-rest ROC AUC over
-    the classes present, as a run's ``metrics.json`` gives them."""
-    from ..evaluation.metrics import classification_metrics
+def _labelled_scores(truth, pred, scores, classes, block_truth, block_pred) -> dict:
+    """The scores of labelled volumes (class names) and of their blocks, for one run or
+    several pooled: accuracy, balanced accuracy, chance, block accuracy, and the volumes'
+    confusion matrix (rows: true class, columns: predicted, in the model's class order),
+    per-class precision/recall/F1 and macro one-vs-rest ROC AUC over the classes present,
+    as a run's ``metrics.json`` gives them."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    from ..evaluation.metrics import chance_level, classification_metrics
+    truth, pred = np.asarray(truth), np.asarray(pred)
     m = classification_metrics(truth, pred, scores=scores, classes=classes)
-    return {"roc_auc": m["roc_auc"], "confusion_matrix": m["confusion_matrix"],
+    return {"n_labelled_volumes": int(len(truth)),
+            "accuracy": float(np.mean(pred == truth)),
+            "balanced_accuracy": float(balanced_accuracy_score(truth, pred)),
+            "chance": chance_level(truth),
+            "n_blocks": int(len(block_truth)),
+            "block_accuracy": float(np.mean(np.asarray(block_pred) == np.asarray(block_truth))),
+            "roc_auc": m["roc_auc"], "confusion_matrix": m["confusion_matrix"],
             "per_class": m["per_class"]}
 
 
@@ -478,9 +480,6 @@ def pool_runs(results: list[dict], names: list[str]) -> dict:
     Volumes of different runs are pooled as they are; each run's own accuracy is in
     ``runs`` (runs, not volumes, are the independent units).
     """
-    from sklearn.metrics import balanced_accuracy_score
-
-    from ..evaluation.metrics import chance_level
     volumes = pd.concat([r["volumes"].assign(run=n) for r, n in zip(results, names)],
                         ignore_index=True)
     volumes = volumes[["run", *[c for c in volumes.columns if c != "run"]]]
@@ -497,21 +496,14 @@ def pool_runs(results: list[dict], names: list[str]) -> dict:
                                               for w in r["summary"]["warnings"]))}
     blocks = None
     if scored:
-        labelled = volumes[volumes.get("trial_type", pd.Series(dtype=object)).notna()] \
-            if "trial_type" in volumes else volumes.iloc[:0]
+        labelled = volumes[volumes["trial_type"].notna()]   # (a scored run labels them)
         blocks = pd.concat([r["blocks"].assign(run=n) for r, n in scored], ignore_index=True)
         blocks = blocks[["run", *[c for c in blocks.columns if c != "run"]]]
-        truth = labelled["trial_type"].astype(str).to_numpy()
-        pred = labelled["predicted"].astype(str).to_numpy()
-        summary.update({
-            "n_labelled_volumes": int(len(labelled)),
-            "accuracy": float(np.mean(pred == truth)),
-            "balanced_accuracy": float(balanced_accuracy_score(truth, pred)),
-            "chance": chance_level(truth),
-            "n_blocks": int(len(blocks)),
-            "block_accuracy": float(np.mean(blocks["predicted"] == blocks["trial_type"])),
-            **_volume_scores(truth, pred, labelled[[f"score_{c}" for c in classes]].to_numpy(
-                float), classes),
-        })
+        summary.update(_labelled_scores(
+            labelled["trial_type"].astype(str).to_numpy(),
+            labelled["predicted"].astype(str).to_numpy(),
+            labelled[[f"score_{c}" for c in classes]].to_numpy(float), classes,
+            blocks["trial_type"].astype(str).to_numpy(),
+            blocks["predicted"].astype(str).to_numpy()))
     summary["runs"] = [r["summary"] for r in results]
     return {"volumes": volumes, "blocks": blocks, "summary": summary}
