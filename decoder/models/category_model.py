@@ -175,8 +175,7 @@ def _dataset_citation(root) -> str:
 def category_card_markdown(card: dict, level: int = 1) -> str:
     """The card for people (``model_card.md``); ``level``: the heading level of its title
     (its sections one below), e.g. 3 inside a report section."""
-    def fmt(v):
-        return f"{v:.3f}" if isinstance(v, float) else ("—" if v is None else str(v))
+    from .model_card import _fmt as fmt          # numbers as the biomarker card writes them
     model, data, ev = card["model"], card["data"], card["evaluation"]
     def word(v):
         return {True: "yes", False: "no", None: "none"}.get(v, v) \
