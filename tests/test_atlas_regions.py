@@ -20,6 +20,13 @@ from test_biomarker_pipeline import CONFIG  # noqa: E402
 NAMES = ["Left thalamus", "Right thalamus", "Left V1", "Right V1"]
 
 
+def _names_with_table(folder, table_name, text):
+    """The region names load_atlas reads for the four-region atlas with ``text`` beside it."""
+    _atlas(folder / "atlas.nii.gz")
+    (folder / table_name).write_text(text)
+    return load_atlas(folder / "atlas.nii.gz")["names"]
+
+
 def _dseg_tsv(path, names=NAMES, values=(1, 2, 3, 4)):
     path.write_text("index\tname\tcolor\n" + "".join(
         f"{v}\t{n}\t#ffffff\n" for v, n in zip(values, names)))
@@ -202,16 +209,12 @@ def test_a_lookup_table_named_otherwise_is_given_with_dataset_atlas_labels(tmp_p
     "1 Left thalamus\n2 Right thalamus\n3 Left V1 255 0 0\n4 Right V1 0 0 255 0\n",  # spaces
 ])
 def test_names_alone_follow_the_regions_order_and_names_may_hold_spaces(tmp_path, text):
-    _atlas(tmp_path / "atlas.nii.gz")
-    (tmp_path / "atlas.txt").write_text(text)
-    assert load_atlas(tmp_path / "atlas.nii.gz")["names"] == NAMES
+    assert _names_with_table(tmp_path, "atlas.txt", text) == NAMES
 
 
 def test_a_list_of_names_of_another_length_names_nothing(tmp_path, caplog):
-    _atlas(tmp_path / "atlas.nii.gz")
-    (tmp_path / "atlas.txt").write_text("A\nB\nC\n")
     with caplog.at_level(logging.WARNING):
-        assert load_atlas(tmp_path / "atlas.nii.gz")["names"] == ["1", "2", "3", "4"]
+        assert _names_with_table(tmp_path, "atlas.txt", "A\nB\nC\n") == ["1", "2", "3", "4"]
     assert "atlas.txt lists 3 names for the 4 regions" in caplog.text
 
 
@@ -224,9 +227,7 @@ def test_a_list_of_names_of_another_length_names_nothing(tmp_path, caplog):
     "index;name\n1;Left thalamus\n2;Right thalamus\n3;Left V1\n4;Right V1\n",   # semicolons
 ])
 def test_ragged_and_semicolon_tables_are_read_row_by_row(tmp_path, text):
-    _atlas(tmp_path / "atlas.nii.gz")
-    (tmp_path / "atlas.tsv").write_text(text)
-    assert load_atlas(tmp_path / "atlas.nii.gz")["names"] == NAMES
+    assert _names_with_table(tmp_path, "atlas.tsv", text) == NAMES
 
 
 def test_an_fsleyes_lut_with_colours_before_the_name_is_read(tmp_path):
