@@ -391,7 +391,9 @@ def test_a_run_on_another_grid_of_the_same_space_is_resampled_when_asked(trained
     native = predict_run(load_category_model(model), bold, events=str(bold).replace(
         "_bold.nii.gz", "_events.tsv"))["summary"]
     assert summary["resampled_from"]["shape"] == [80, 40, 1]
-    assert abs(summary["accuracy"] - native["accuracy"]) < 0.15 and summary["accuracy"] > 0.5
+    # the fine grid holds the run's own voxels: resampled back, it decodes exactly as the run
+    # (README: 0.847 both)
+    assert summary["accuracy"] == pytest.approx(native["accuracy"]) and summary["accuracy"] > 0.5
     assert any("was resampled" in w for w in summary["warnings"])
     # a biomarker model has no use for it
     from pipelines.biomarker import SHIPPED_MODEL
