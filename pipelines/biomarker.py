@@ -1170,7 +1170,7 @@ def load_model(path=None) -> dict:
     Only the project's own estimator types (and skops' default-trusted
     scikit-learn/NumPy types) are accepted; anything else in the file is an error.
     """
-    import skops.io as sio
+    from decoder.models._skops import load_trusting, not_allowed, untrusted_types
     path = Path(path) if path is not None else SHIPPED_MODEL
     if path.is_dir():
         models = sorted(path.glob("*.skops"))
@@ -1192,12 +1192,8 @@ def load_model(path=None) -> dict:
     if not path.is_file():
         raise DataError(f"model file not found: {path}",
                         "pass a model.skops written by 'decoder run configs/abide.yaml'")
-    try:
-        untrusted = sio.get_untrusted_types(file=str(path))
-    except Exception as exc:
-        raise DataError(f"{path}: not a skops model file ({type(exc).__name__})",
-                        "pass a model.skops written by 'decoder run'") from None
-    bad = [t for t in untrusted if t not in _ALLOWED_TYPES]
+    untrusted = untrusted_types(path)
+    bad = not_allowed(untrusted, _ALLOWED_TYPES)
     from decoder.models.category_model import is_category_model
     if bad and is_category_model(path):
         raise DataError(f"{path} is a category model, not a biomarker model",
@@ -1206,7 +1202,7 @@ def load_model(path=None) -> dict:
     if bad:
         raise DataError(f"{path}: refuses to load untrusted type {bad[0]}",
                         "only load models written by this package")
-    bundle = sio.load(str(path), trusted=list(untrusted))
+    bundle = load_trusting(path, untrusted)
     from decoder.models.biomarker_models import ConnectomeClassifier
     if (not isinstance(bundle, dict)
             or not isinstance(bundle.get("estimator"), ConnectomeClassifier)

@@ -133,6 +133,28 @@ def test_non_skops_model_file_is_refused(tmp_path, capsys):
     assert rc != 0 and "not a skops model file" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("kind", ["biomarker", "category"])
+def test_a_model_file_holding_an_unknown_type_is_refused_before_loading(tmp_path, capsys,
+                                                                        kind):
+    # skops would rebuild os.system on loading; neither model loader may trust it
+    import os
+
+    import skops.io as sio
+    bad = tmp_path / "model.skops"
+    bad.write_bytes(sio.dumps({"kind": kind, "estimator": os.system}))
+    with pytest.raises(DataError, match=r"refuses to load untrusted type \S*system"):
+        biomarker.load_model(bad)
+    from decoder.models.category_model import is_category_model, load_category_model
+    assert not is_category_model(bad)
+    with pytest.raises(DataError, match=r"refuses to load untrusted type \S*system"):
+        load_category_model(bad)
+    ex = biomarker.example_subjects().iloc[0]
+    rc = main(["predict", str(bad), ex["path"], "--out", str(tmp_path / "p.json")])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and "untrusted type" in err and "\n" not in err
+    assert not (tmp_path / "p.json").exists()
+
+
 def _image_and_atlas(tmp_path, shift=0.0):
     rng = np.random.default_rng(0)
     affine = np.diag([3.0, 3.0, 3.0, 1.0])

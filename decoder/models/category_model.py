@@ -225,18 +225,18 @@ def dump_category_model(bundle: dict) -> bytes:
 
 def is_category_model(path) -> bool:
     """Whether ``path`` is a skops file holding a category model (read, not trusted)."""
-    import skops.io as sio
+    from ._skops import load_trusting, not_allowed, untrusted_types
     path = Path(path)
     if not path.is_file():
         return False
     try:
-        untrusted = sio.get_untrusted_types(file=str(path))
-    except Exception:
+        untrusted = untrusted_types(path)
+    except DataError:
         return False
-    if any(t not in _ALLOWED_TYPES for t in untrusted):
+    if not_allowed(untrusted, _ALLOWED_TYPES):
         return False
     try:
-        bundle = sio.load(str(path), trusted=list(untrusted))
+        bundle = load_trusting(path, untrusted)
     except Exception:
         return False
     return isinstance(bundle, dict) and bundle.get("kind") == KIND
@@ -244,17 +244,13 @@ def is_category_model(path) -> bool:
 
 def load_category_model(path) -> dict:
     """Load a category model bundle; only the types such a model holds are accepted."""
-    import skops.io as sio
+    from ._skops import load_trusting, not_allowed, untrusted_types
     path = Path(path)
     if not path.is_file():
         raise DataError(f"model file not found: {path}",
                         "pass the model.skops of a category run made with save_model: true")
-    try:
-        untrusted = sio.get_untrusted_types(file=str(path))
-    except Exception as exc:
-        raise DataError(f"{path}: not a skops model file ({type(exc).__name__})",
-                        "pass a model.skops written by 'decoder run'") from None
-    bad = [t for t in untrusted if t not in _ALLOWED_TYPES]
+    untrusted = untrusted_types(path)
+    bad = not_allowed(untrusted, _ALLOWED_TYPES)
     ours = [t for t in bad if t.startswith("decoder.")]
     if ours:  # another of the package's models (a biomarker model)
         raise DataError(f"{path}: not a category model (it holds a "
@@ -263,7 +259,7 @@ def load_category_model(path) -> dict:
     if bad:
         raise DataError(f"{path}: refuses to load untrusted type {bad[0]}",
                         "only load models written by this package")
-    bundle = sio.load(str(path), trusted=list(untrusted))
+    bundle = load_trusting(path, untrusted)
     if not isinstance(bundle, dict) or bundle.get("kind") != KIND:
         raise DataError(f"{path}: not a category model",
                         "pass the model.skops of a category run made with save_model: true")
