@@ -18,7 +18,8 @@ resolved config, on the same data root and with the input files it recorded
 unchanged, is reused rather than rerun, so an interrupted sweep goes on where it
 stopped.  Files added to the dataset since are not looked for, and an edited
 ``metrics.json`` is not detected: without ``--resume`` every variant runs.  A variant
-that fails is recorded with its error and the others go on.
+that fails is recorded with its error and the others go on; a rerun in which every
+variant fails writes no table, so an earlier sweep's ``sweep.tsv`` and ``sweep.json`` stay.
 """
 
 from __future__ import annotations
@@ -306,9 +307,14 @@ def sweep(raw: dict, vary, data=None, out=None, n_jobs=None, resume=False,
                            {"folder": Path(r["folder"]).name,
                             "scores": _scores(r["metrics"])} for r in rows],
               "table": "sweep.tsv"}
-    atomic_write_text(out / "sweep.tsv", table.to_csv(sep="\t", index=False))
-    atomic_write_json(out / "sweep.json", result)
     result["table_frame"] = table
+    if all(r["status"] == "failed" for r in rows) and (out / "sweep.tsv").is_file():
+        # a rerun that produced nothing keeps the earlier sweep's table (and its run folders)
+        result["kept_earlier"] = True
+        return result
+    atomic_write_text(out / "sweep.tsv", table.to_csv(sep="\t", index=False))
+    atomic_write_json(out / "sweep.json", {k: v for k, v in result.items()
+                                           if k != "table_frame"})
     return result
 
 
@@ -454,8 +460,12 @@ def sweep_cli(args) -> int:
             line += "  [reused]"
         print(line)
     print(f"note: {res['note']}")
-    print(f"sweep written to {out}/sweep.tsv")
     failed = int((table["status"] == "failed").sum())
+    if res.get("kept_earlier"):
+        print(f"decoder: error: all {len(table)} variants failed (listed above); the earlier "
+              f"{out}/sweep.tsv is kept", file=sys.stderr)
+        return 1
+    print(f"sweep written to {out}/sweep.tsv")
     if failed:  # the reasons are in the table above; the exit status alone is easy to miss
         print(f"decoder: error: {failed} of {len(table)} variants failed (listed above, and in "
               f"{out}/sweep.tsv)", file=sys.stderr)

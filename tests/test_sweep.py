@@ -286,3 +286,22 @@ def test_failed_variants_are_also_said_on_stderr(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 1 and err == (f"decoder: error: 1 of 2 variants failed (listed above, and in "
                                f"{tmp_path / 's'}/sweep.tsv)")
+
+
+def test_a_rerun_in_which_every_variant_fails_keeps_the_earlier_table(tmp_path, capsys):
+    from decoder.cli import main
+    out = tmp_path / "s"
+    common = ["sweep", "configs/haxby.yaml", "--out", str(out), "--set", "delay=0",
+              "--set", "window=3", "--vary", "model=dual-ridge,lda"]
+    assert main(common) == 0
+    table, summary = (out / "sweep.tsv").read_text(), (out / "sweep.json").read_text()
+    capsys.readouterr()
+    # the same sweep again, with a class the data do not have: every variant fails
+    assert main(common + ["--set", "classes=face,nosuch"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"decoder: error: all 2 variants failed (listed above); the earlier "
+                   f"{out}/sweep.tsv is kept")
+    assert (out / "sweep.tsv").read_text() == table
+    assert (out / "sweep.json").read_text() == summary
+    assert json.loads((out / "01_model-dual-ridge" / "metrics.json").read_text())["accuracy"]
+
