@@ -277,7 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list the datasets of the manifest with version, licence, size and "
                         "citation")
     f.add_argument("--subjects", nargs="*", metavar="ID",
-                   help="only these subjects (e.g. 1 2; for ABIDE a SUB_ID or FILE_ID)")
+                   help="only these subjects (e.g. 1 2; for ABIDE a SUB_ID or FILE_ID; for "
+                        "a dataset given by URL or path, its sub-ID folders and theirs in "
+                        "derivatives/)")
     f.add_argument("--to", help="target folder (default: data/NAME)")
     f.add_argument("-J", "--jobs", type=int, default=1, help="parallel downloads (default 1)")
     f.add_argument("--base-url", metavar="URL",

@@ -14,6 +14,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import ROOT, git, needs_shared, shared_data, skip_without_datalad
 from conftest import run_cli as decoder_cli
@@ -279,6 +280,44 @@ def test_hcp_without_aws_credentials_says_what_to_do(tmp_path, monkeypatch):
     assert "needs AWS credentials" in lines[0] and "db.humanconnectome.org" in lines[0]
     assert "AWS_ACCESS_KEY_ID" in lines[0]
     assert not (tmp_path / "hcp").exists()
+
+
+def _two_subject_bids_dataset(path: Path) -> None:
+    """A DataLad BIDS dataset of two subjects with an fMRIPrep derivative; the images
+    (binary) are annexed, the text files in git."""
+    import datalad.api as dl
+    dl.create(path=str(path), cfg_proc="text2git", result_renderer="disabled")
+    (path / "participants.tsv").write_text("participant_id\tage\nsub-01\t30\nsub-02\t31\n")
+    (path / "dataset_description.json").write_text('{"Name": "two", "BIDSVersion": "1.8.0"}')
+    rng = np.random.default_rng(0)
+    for sub in ("01", "02"):
+        for rel in (f"sub-{sub}/func/sub-{sub}_task-rest_bold.nii.gz",
+                    f"derivatives/fmriprep/sub-{sub}/func/sub-{sub}_task-rest_desc-"
+                    "preproc_bold.nii.gz"):
+            (path / rel).parent.mkdir(parents=True, exist_ok=True)
+            (path / rel).write_bytes(rng.bytes(2048))
+    (path / "derivatives/fmriprep/dataset_description.json").write_text('{"Name": "fmriprep"}')
+    dl.save(dataset=str(path), message="two subjects", result_renderer="disabled")
+
+
+def test_subjects_of_a_bids_dataset_given_by_path_get_only_their_folders(tmp_path):
+    src = tmp_path / "src"
+    _two_subject_bids_dataset(src)
+    to = tmp_path / "fetched"
+    res = decoder_cli("fetch", str(src), "--to", str(to), "--subjects", "01")
+    assert res.returncode == 0, res.stderr
+    for sub, got in (("01", True), ("02", False)):
+        for rel in (f"sub-{sub}/func/sub-{sub}_task-rest_bold.nii.gz",
+                    f"derivatives/fmriprep/sub-{sub}/func/sub-{sub}_task-rest_desc-"
+                    "preproc_bold.nii.gz"):
+            assert (to / rel).is_symlink()          # every file is in the clone ...
+            assert (to / rel).exists() is got       # ... only sub-01's content was got
+    assert (to / "participants.tsv").read_text().startswith("participant_id")
+    # a label the dataset does not have is named with the ones it has, and gets nothing
+    res = decoder_cli("fetch", str(src), "--to", str(tmp_path / "other"), "--subjects", "03")
+    assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1
+    assert "no sub-03 folder in" in res.stderr and "sub-01, sub-02" in res.stderr
+    assert not (tmp_path / "other" / "sub-01/func/sub-01_task-rest_bold.nii.gz").exists()
 
 
 def test_existing_non_dataset_folder_is_not_overwritten(tmp_path):

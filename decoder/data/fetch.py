@@ -357,21 +357,58 @@ def _fetch_datalad(entry: dict, source: str, custom: bool, target: Path, subject
     top = _clone(source, target, echo)
     if entry.get("version") or entry.get("commit"):
         _pin(top, entry, custom, echo)
-    patterns = file_patterns(entry, subjects=subjects) if entry.get("files") else ["**"]
-    files, unmatched = _expand(top, patterns, jobs)
     labels = [str(s).removeprefix("sub-") for s in subjects or []]
-    per_subject = [p for p in unmatched
-                   if any(re.search(rf"(^|[/_-]){re.escape(lab)}([/_.]|$)", p) for lab in labels)]
-    if per_subject or not files:
-        raise DataError(f"no file in {top} matches '{(per_subject or unmatched)[0]}'",
-                        "check the --subjects labels (e.g. 1 or sub-1) against the dataset")
-    for pat in unmatched:
-        echo(f"note: no file matches '{pat}' in this version; skipped")
+    if entry.get("files"):
+        patterns = file_patterns(entry, subjects=subjects)
+    elif labels:   # a dataset given by path or URL, read as BIDS
+        patterns = bids_subject_patterns(labels)
+    else:
+        patterns = ["**"]
+    files, unmatched = _expand(top, patterns, jobs)
+    if entry.get("files"):
+        per_subject = [p for p in unmatched
+                       if any(re.search(rf"(^|[/_-]){re.escape(lab)}([/_.]|$)", p)
+                              for lab in labels)]
+        if per_subject or not files:
+            raise DataError(f"no file in {top} matches '{(per_subject or unmatched)[0]}'",
+                            "check the --subjects labels (e.g. 1 or sub-1) against the dataset")
+        for pat in unmatched:
+            echo(f"note: no file matches '{pat}' in this version; skipped")
+    elif labels:
+        _check_bids_subjects(top, labels, files)
+    elif not files:
+        raise DataError(f"no file in {top}", "check the dataset's URL or path")
     dlin = _dl.DataladInputs(top, jobs=jobs)
     todo, need, have = _files_summary(dlin, files)
     _announce(len(todo), need, len(files) - len(todo), have, echo)
     dlin.get(todo, progress=_progress(echo, top))
     return {"files": files, "top": top}
+
+
+def bids_subject_patterns(labels) -> list[str]:
+    """What ``--subjects`` gets of a BIDS dataset given by path or URL: the files at its
+    top (``participants.tsv``, ``dataset_description.json``, task sidecars), ``phenotype/``,
+    each subject's folder, and each subject's folder of every derivative (fMRIPrep's
+    ``derivatives/fmriprep/sub-*``) with that derivative's top-level files."""
+    out = ["*", "phenotype/**", "derivatives/*/*"]
+    for lab in labels:
+        out += [f"sub-{lab}/**", f"derivatives/*/sub-{lab}/**"]
+    return out
+
+
+def _check_bids_subjects(top: Path, labels, files) -> None:
+    """Each ``--subjects`` label must name a ``sub-<label>`` folder holding files."""
+    have = {f.split("/")[0] for f in files} | {
+        f.split("/")[2] for f in files if f.startswith("derivatives/") and f.count("/") >= 3}
+    missing = [lab for lab in labels if f"sub-{lab}" not in have]
+    if missing:
+        files_all, subs = _tracked(top)
+        known = sorted({p.split("/")[0] for p in files_all + subs
+                        if p.split("/")[0].startswith("sub-")})
+        shown = ", ".join(known[:8]) + (f", … ({len(known)} in all)" if len(known) > 8 else "")
+        raise DataError(f"no sub-{missing[0]} folder in {top}",
+                        f"use --subjects with the dataset's labels: {shown}" if known else
+                        "this dataset has no sub-* folders: leave --subjects out")
 
 
 def _fetch_embedded(entry: dict, target: Path, echo) -> dict:
@@ -638,8 +675,8 @@ def fetch(name: str, subjects=None, to=None, jobs: int = 1, base_url: str | None
         out = _fetch_embedded(entry, target, echo)
     else:
         source = base_url or entry["source"]
-        if entry.get("files") == {}:
-            out = _fetch_datalad(entry, source, True, target, None, jobs, echo)
+        if entry.get("files") == {}:   # given by path or URL: --subjects reads it as BIDS
+            out = _fetch_datalad(entry, source, True, target, subjects, jobs, echo)
         else:
             custom = bool(base_url)
             out = _fetch_datalad(entry, source, custom, target, subjects, jobs, echo)
