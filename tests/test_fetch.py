@@ -103,6 +103,25 @@ def test_abide_fetch_builds_a_datalad_dataset_with_addurls(bucket, tmp_path):
 
 
 @needs_shared
+def test_a_local_file_url_mirror_works_like_a_server(bucket, tmp_path):
+    # git-annex refuses file:// URLs unless told; a mirror the user names is allowed
+    to = tmp_path / "abide"
+    mirror = bucket["root"].as_uri()
+    res = decoder_cli("fetch", "abide-pcp", "--subjects", "50003", "--base-url", mirror,
+                      "--to", str(to))
+    assert res.returncode == 0, res.stderr
+    f = to / ROIS / f"{SUBJECTS[0]}_rois_ho.1D"
+    assert f.read_bytes() == (bucket["root"] / ROIS / f.name).read_bytes()
+    # dropped, it is got again from the mirror it was added from
+    git("annex", "drop", "--force", str(f.relative_to(to)), cwd=to)
+    assert not f.exists()
+    again = decoder_cli("fetch", "abide-pcp", "--subjects", "50003", "--base-url", mirror,
+                        "--to", str(to))
+    assert again.returncode == 0, again.stderr
+    assert f.read_bytes() == (bucket["root"] / ROIS / f.name).read_bytes()
+
+
+@needs_shared
 def test_dropped_abide_file_is_got_again_from_its_recorded_url(bucket, tmp_path):
     import datalad.api as dl
     to = tmp_path / "abide"

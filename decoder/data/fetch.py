@@ -302,7 +302,15 @@ def _aws_check(entry: dict) -> None:
 
 
 def _allow_private_host(top: Path, url: str, echo) -> None:
-    """Let git-annex download from a loopback/private server named explicitly by the user."""
+    """Let git-annex download from a loopback/private server, or a ``file://`` mirror,
+    named explicitly by the user (git-annex refuses both by default)."""
+    if urllib.parse.urlparse(url).scheme == "file":
+        current = _dl._git(["config", "--get", "annex.security.allowed-url-schemes"], top,
+                           check=False).split() or ["http", "https", "ftp"]
+        if "file" not in current:
+            _dl._git(["config", "annex.security.allowed-url-schemes",
+                      " ".join(current + ["file"])], top)
+        return
     host = urllib.parse.urlparse(url).hostname
     if not host:
         return
