@@ -324,7 +324,25 @@ def test_datalad_flag_outside_a_dataset_is_a_one_line_error(tmp_path):
     assert res.returncode != 0
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "not inside a DataLad dataset" in lines[0]
-    assert "datalad create" in lines[0]
+    assert f"'datalad create {tmp_path}'" in lines[0]     # an empty folder: as it is
+
+
+def test_the_datalad_create_suggested_for_a_folder_with_files_works(tmp_path):
+    import re
+    import sys
+    pytest.importorskip("pipelines.category", reason="category pipeline not available yet")
+    work = tmp_path / "study"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    res = decoder_cli("run", "configs/haxby.yaml", "--out", str(work / "out"), "--datalad")
+    assert res.returncode != 0
+    suggested = re.search(r"'(datalad create [^']+)'", res.stderr).group(1)
+    assert suggested == f"datalad create --force {work}"   # plain 'create' refuses files
+    datalad = Path(sys.executable).with_name("datalad")
+    done = subprocess.run([str(datalad), *suggested.split()[1:]], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert (work / ".datalad" / "config").is_file() and (work / "notes.txt").read_text() == "mine"
 
 
 def test_datalad_flag_checks_the_config_choices_before_recording(tmp_path):

@@ -613,8 +613,11 @@ def datalad_run(config, out, data=None, overrides=(), executable: str | None = N
         out_parent = out_parent.parent
     top = dataset_root(out_parent)
     if top is None or _dataset_id(top) is None:
+        # 'datalad create' refuses a folder with files in it unless told to keep them
+        force = "--force " if out_parent.is_dir() and any(out_parent.iterdir()) else ""
         raise DataError(f"--datalad: the output folder {out} is not inside a DataLad dataset",
-                        f"create one first, e.g. 'datalad create {out_parent}', or drop --datalad")
+                        f"create one first, e.g. 'datalad create {force}{out_parent}', or drop "
+                        "--datalad")
     dl = _import_datalad()
 
     def _arg(p) -> str:
