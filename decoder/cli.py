@@ -17,6 +17,16 @@ from .errors import DecoderError
 log = logging.getLogger("decoder")
 
 
+def _shown_path(path) -> str:
+    """``path`` relative to the working folder when inside it, else absolute."""
+    import os
+    full = Path(os.path.abspath(path))
+    try:
+        return str(full.relative_to(Path.cwd())) or "."
+    except ValueError:
+        return str(full)
+
+
 def _cmd_run(args) -> int:
     from .config import apply_overrides, load_config
     from pipelines import run_config
@@ -41,7 +51,12 @@ def _cmd_run(args) -> int:
         check_config(raw)  # a config error fails here, before anything is recorded
         path = datalad_run(args.config, out, data=args.data, overrides=sets)
         json.loads(path.read_text())  # the recorded command printed its own summary
-        print("run recorded with 'datalad run'; replay it with 'datalad rerun'")
+        # its "results written to" names the folder from the dataset's top, where it ran
+        from .data.datalad import dataset_root
+        where = _shown_path(dataset_root(path))
+        where = "this dataset" if where == "." else f"the dataset {where}"
+        print(f"run recorded with 'datalad run' in {where}: results in {_shown_path(path)}; "
+              "replay it with 'datalad rerun' there")
         return 0
     else:
         metrics = run_config(raw, data=args.data, out=out, config_path=args.config)

@@ -308,6 +308,9 @@ def test_datalad_rerun_reproduces_metrics_except_timing(tmp_path):
     res = decoder_cli("run", str(REPO / "configs" / "haxby.yaml"), "--out", str(out),
                       "--datalad", *FAST)
     assert res.returncode == 0, res.stderr
+    # the recorded command ran from the dataset's top; where the results are is said in full
+    assert (f"run recorded with 'datalad run' in the dataset {ds}: results in "
+            f"{out / 'metrics.json'}; replay it with 'datalad rerun' there") in res.stdout
     first = json.loads((out / "metrics.json").read_text())
     log = git("log", "-1", "--format=%B", cwd=ds)
     assert "DATALAD RUNCMD" in log and "results/haxby" in log
