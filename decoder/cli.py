@@ -97,7 +97,12 @@ def _cmd_run(args) -> int:
 
 def _cmd_report(args) -> int:
     from .report import run_folder, write_report
+    from .report._sweep import is_sweep_folder, write_sweep_report
     from .results import check_writable
+    if is_sweep_folder(args.run_dir):   # a sweep's folder: its page of every variant
+        check_writable(Path(args.run_dir))
+        print(f"sweep page written to {write_sweep_report(args.run_dir)}")
+        return 0
     run_dir = run_folder(args.run_dir)  # (its metrics.json names it too)
     if run_dir.is_dir():  # (a missing folder is named by write_report)
         check_writable(run_dir)
@@ -196,8 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "classes and folds, without running, getting or writing anything")
     r.set_defaults(func=_cmd_run)
 
-    rep = sub.add_parser("report", parents=[common], help="(re)write report.html for a run directory")
-    rep.add_argument("run_dir", help="run directory written by 'decoder run'")
+    rep = sub.add_parser("report", parents=[common],
+                         help="(re)write report.html for a run directory (sweep.html for a "
+                              "sweep's folder)")
+    rep.add_argument("run_dir", help="run directory written by 'decoder run', or a folder "
+                                     "written by 'decoder sweep'")
     rep.set_defaults(func=_cmd_report)
 
     pr = sub.add_parser("predict", parents=[common],

@@ -6,7 +6,8 @@ sweep's folder, then tests each variant against the first (the reference: the
 first value of every ``--vary``) with :func:`decoder.evaluation.compare.compare_runs`
 — McNemar / DeLong / the corrected resampled t-test for biomarker runs, the
 folds as units for category runs — and Holm-adjusts the accuracy p-values over
-the variants.  ``sweep.tsv`` and ``sweep.json`` hold the table.
+the variants.  ``sweep.tsv`` and ``sweep.json`` hold the table, ``sweep.html`` shows it
+(with a link to each variant's ``report.html``).
 
 Picking the best of several variants on the scores they were evaluated with is
 optimistic (the winner's curse; Varoquaux 2018, Cawley & Talbot 2010): the sweep
@@ -315,7 +316,22 @@ def sweep(raw: dict, vary, data=None, out=None, n_jobs=None, resume=False,
     atomic_write_text(out / "sweep.tsv", table.to_csv(sep="\t", index=False))
     atomic_write_json(out / "sweep.json", {k: v for k, v in result.items()
                                            if k != "table_frame"})
+    _write_page(out)
     return result
+
+
+def _write_page(out: Path) -> None:
+    """``sweep.html`` beside the table; a figure that cannot be drawn leaves the sweep's
+    results complete (and no stale page), as for a run's ``report.html``."""
+    from decoder.report._sweep import write_sweep_report
+    try:
+        write_sweep_report(out)
+    except Exception as err:  # noqa: BLE001 - any rendering failure, reported below
+        (out / "sweep.html").unlink(missing_ok=True)
+        msg = " ".join(str(err).split()) or type(err).__name__
+        log.warning("sweep.html not written for %s (%s: %s); the sweep's results are complete "
+                    "— fix: run 'decoder report %s' after the cause is mended",
+                    out, type(err).__name__, msg, out)
 
 
 def _dry_run(settings, configs, folders, data, resume) -> dict:
@@ -466,6 +482,8 @@ def sweep_cli(args) -> int:
               f"{out}/sweep.tsv is kept", file=sys.stderr)
         return 1
     print(f"sweep written to {out}/sweep.tsv")
+    if (out / "sweep.html").is_file():
+        print(f"page of every variant: {out}/sweep.html")
     if failed:  # the reasons are in the table above; the exit status alone is easy to miss
         print(f"decoder: error: {failed} of {len(table)} variants failed (listed above, and in "
               f"{out}/sweep.tsv)", file=sys.stderr)

@@ -235,6 +235,7 @@ def test_cli_prints_the_table_fails_when_a_variant_failed_and_resumes(tmp_path):
         assert lines[2].startswith(" 3  classes=face+nosuch, model=dual-ridge: failed — ")
         assert "nosuch" in lines[2] and "fix:" in lines[2]
         assert "optimistic" in lines[4] and lines[5] == f"sweep written to {out}/sweep.tsv"
+        assert lines[6] == f"page of every variant: {out}/sweep.html"
         assert ("[reused]" in lines[0]) == (attempt == 1)
     proc = subprocess.run(args + ["--set", "model=svc"], capture_output=True, text=True,
                           cwd=ROOT, env=env, check=False)
@@ -305,3 +306,65 @@ def test_a_rerun_in_which_every_variant_fails_keeps_the_earlier_table(tmp_path, 
     assert (out / "sweep.json").read_text() == summary
     assert json.loads((out / "01_model-dual-ridge" / "metrics.json").read_text())["accuracy"]
 
+
+
+# ---------------------------------------------------------------------------
+# sweep.html: every variant on one page
+# ---------------------------------------------------------------------------
+
+def test_the_sweep_page_shows_every_variant_its_tests_and_links_to_its_report(tmp_path):
+    import re
+    out = tmp_path / "sweep"
+    sweep(FAST, parse_vary(["classes=[[face, house], [face, nosuch]]", "model=dual-ridge,lda"]),
+          out=out)
+    table = pd.read_csv(out / "sweep.tsv", sep="\t")
+    page = (out / "sweep.html").read_text()
+    # the figure's alt text carries each variant's scores, read from the table
+    alt = re.search(r'<img alt="([^"]*)"', page).group(1)
+    for _, row in table.iterrows():
+        said = (f"variant {row['variant']}: failed" if row["status"] == "failed" else
+                f"variant {row['variant']}: accuracy {row['accuracy']:.3f}")
+        assert said in alt
+    # a finished variant links to its own report, which exists; a failed one shows its error
+    links = re.findall(r'<a href="([^"]+)">', page)
+    assert links == [f"{f}/report.html" for f in table["folder"][:2]]
+    assert all((out / link).is_file() for link in links)
+    assert "Failed variants" in page and "nosuch" in page
+    # the tests against variant 1 and the warning on choosing by these scores
+    p = table["p_accuracy"][1]
+    assert f"{p:.3g} ({table['test'][1]})" in page
+    assert "optimistic estimate" in page
+    # nothing from outside the sweep's folder: no script, the image inlined
+    assert "<script" not in page and not re.search(r'src="(?!data:)', page)
+    assert not [link for link in links if link.startswith(("/", "http", ".."))]
+
+
+def test_decoder_report_rewrites_a_sweep_page_and_names_a_damaged_table(tmp_path, capsys):
+    from decoder.cli import main
+    out = tmp_path / "sweep"
+    sweep(FAST, parse_vary(["model=dual-ridge,lda"]), out=out)
+    first = (out / "sweep.html").read_text()
+    (out / "sweep.html").unlink()
+    assert main(["report", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"sweep page written to {out / 'sweep.html'}"
+    assert (out / "sweep.html").read_text() == first
+    # a table cut short is named, in one line, and the page already there is kept
+    (out / "sweep.tsv").write_text("variant\tmodel\n1\tdual-ridge\n")
+    assert main(["report", str(out)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"decoder: error: {out / 'sweep.tsv'}: column accuracy missing")
+    assert "\n" not in err and (out / "sweep.html").read_text() == first
+
+
+def test_a_page_that_cannot_be_drawn_leaves_the_sweep_complete(tmp_path, monkeypatch, caplog):
+    import decoder.report._sweep as page
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no figure")
+
+    monkeypatch.setattr(page, "sweep_figure", broken)
+    out = tmp_path / "sweep"
+    res = sweep(FAST, parse_vary(["model=dual-ridge,lda"]), out=out)
+    assert [v["status"] for v in res["variants"]] == ["ran", "ran"]
+    assert (out / "sweep.tsv").is_file() and not (out / "sweep.html").exists()
+    assert "sweep.html not written" in caplog.text and "decoder report" in caplog.text
