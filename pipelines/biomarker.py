@@ -1559,10 +1559,11 @@ def predict_cli(args) -> int:
     """``decoder predict MODEL INPUT [--atlas A] [--site S --age A --sex X] [--mean-fd F]
     [--out JSON]``; several inputs or ``--participants``: :func:`pipelines.cohort.cohort_cli`."""
     inputs = [args.input] if isinstance(args.input, str) else list(args.input)
-    from decoder.models.category_model import is_category_model
-    if args.model and is_category_model(args.model):   # a decoder of stimulus categories
+    from decoder.models.category_model import read_category_model
+    category = read_category_model(args.model) if args.model else None
+    if category is not None:   # a decoder of stimulus categories, read once
         from pipelines.category import predict_cli as category_predict
-        return category_predict(args, inputs)
+        return category_predict(args, inputs, bundle=category)
     if getattr(args, "events", None):
         raise DataError("--events is for category models; a biomarker model predicts from "
                         "resting-state series", "leave --events out")

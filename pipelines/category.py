@@ -534,7 +534,7 @@ def _events_beside(bold: Path) -> Path | None:
     return None
 
 
-def predict_cli(args, inputs) -> int:
+def predict_cli(args, inputs, bundle=None) -> int:
     """``decoder predict MODEL RUN [RUN ...] [--events EVENTS] [--out JSON]`` for a category
     model: every volume decoded (a table beside the JSON summary); with each run's events
     (given for one run, or the BIDS ``_events.tsv`` beside each image) the volumes and
@@ -573,7 +573,8 @@ def predict_cli(args, inputs) -> int:
     check_writable(out, folder=False)
     check_not_overwriting([out, table, block_table],
                           [*bolds, args.model, *(e for e in events if e is not None)])
-    bundle = load_category_model(args.model)
+    if bundle is None:   # (decoder predict has read it already, to tell its kind)
+        bundle = load_category_model(args.model)
     common = {"model": str(args.model), "model_sha256": sha256_file(Path(args.model)),
               "decoder_version": __version__, "table": table.name}
     if len(bolds) == 1:

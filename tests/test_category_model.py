@@ -189,6 +189,21 @@ def test_several_runs_are_decoded_in_one_call_scored_each_and_pooled(trained, tm
     assert printed.count("accuracy ") >= 4            # a line per run, and the pooled one
 
 
+def test_decoder_predict_reads_a_category_model_once(trained, tmp_path, monkeypatch):
+    import decoder.models._skops as skops_files
+    real, loads = skops_files.load_trusting, []
+
+    def counted(path, untrusted):
+        loads.append(path)
+        return real(path, untrusted)
+
+    monkeypatch.setattr(skops_files, "load_trusting", counted)
+    model = str(trained["out"] / "model.skops")
+    bold = str(_bold(trained["held"], "12"))
+    assert main(["predict", model, bold, "--out", str(tmp_path / "p.json")]) == 0
+    assert len(loads) == 1 and json.loads((tmp_path / "p.json").read_text())["accuracy"] > 0
+
+
 def test_events_for_several_runs_are_refused_before_any_is_decoded(trained, tmp_path, capsys):
     model = str(trained["out"] / "model.skops")
     bolds = [str(_bold(trained["held"], r)) for r in ("10", "11")]

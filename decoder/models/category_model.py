@@ -225,21 +225,27 @@ def dump_category_model(bundle: dict) -> bytes:
 
 def is_category_model(path) -> bool:
     """Whether ``path`` is a skops file holding a category model (read, not trusted)."""
+    return read_category_model(path) is not None
+
+
+def read_category_model(path) -> dict | None:
+    """The category model in ``path``, or ``None`` when the file is not one (read only if
+    every type it holds is a category model's; nothing else is trusted)."""
     from ._skops import load_trusting, not_allowed, untrusted_types
     path = Path(path)
     if not path.is_file():
-        return False
+        return None
     try:
         untrusted = untrusted_types(path)
     except DataError:
-        return False
+        return None
     if not_allowed(untrusted, _ALLOWED_TYPES):
-        return False
+        return None
     try:
         bundle = load_trusting(path, untrusted)
     except Exception:
-        return False
-    return isinstance(bundle, dict) and bundle.get("kind") == KIND
+        return None
+    return bundle if isinstance(bundle, dict) and bundle.get("kind") == KIND else None
 
 
 def load_category_model(path) -> dict:
