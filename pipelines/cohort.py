@@ -20,6 +20,7 @@ identifier is its name without extension, or the start of its name followed by `
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -427,7 +428,11 @@ def cohort_cli(args, inputs) -> int:
                "n_in_training": int((table["in_training"] == True).sum()),  # noqa: E712
                "n_predicted_autism": int((table["predicted"] == POSITIVE).sum()),
                "table": str(out), "scores": scores}
-    atomic_write_text(out, table.to_csv(sep="," if out.suffix.lower() == ".csv" else "\t"))
+    text = table.to_csv(sep="," if out.suffix.lower() == ".csv" else "\t")
+    # the table first, the summary last and naming the table's content: a summary always
+    # describes a complete table, and an interrupted rewrite shows as a mismatch
+    summary["table_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    atomic_write_text(out, text)
     atomic_write_json(summary_path, summary)
     print(f"{len(table)} subjects: {summary['n_predicted_autism']} predicted {POSITIVE}"
           + (f", {len(failed)} not predicted (--skip-bad)" if len(failed) else ""))

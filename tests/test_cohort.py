@@ -133,6 +133,18 @@ def test_a_cohort_out_named_json_keeps_the_table_beside_it_not_under_it(trained,
     assert len(pd.read_csv(out)) == 2 and (tmp_path / "p.json").exists()
 
 
+def test_the_cohort_summary_names_the_content_of_its_table(trained, tmp_path):
+    import hashlib
+    out = tmp_path / "p.tsv"
+    assert main(["predict", str(trained["model"]), *map(str, trained["new"][:2]),
+                 "--out", str(out)]) == 0
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["table_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    # a table edited (or a rewrite interrupted) after the summary no longer matches it
+    out.write_text(out.read_text().replace("\n", "\r\n"))
+    assert summary["table_sha256"] != hashlib.sha256(out.read_bytes()).hexdigest()
+
+
 def test_without_a_table_subjects_are_named_after_their_files_and_not_scored(trained, tmp_path):
     out = tmp_path / "p.tsv"
     assert main(["predict", str(trained["model"]), *map(str, trained["new"][:2]),
