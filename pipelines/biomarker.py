@@ -1318,14 +1318,17 @@ def owner_id(stem, ids):
     return next((i for i in ids if stem == i or stem.startswith(i + "_")), None)
 
 
-def training_subject(name, bundle: dict) -> bool | None:
+def training_subject(name, bundle: dict, path=None) -> bool | None:
     """Whether the subject of the file ``name`` was one the model was trained on, by its
-    file name; None for a model saved without its list of training subjects."""
+    file name or by the content of the file (``path``, default ``name``: an upload is
+    saved under another path than the name it came with); None for a model saved without
+    its list of training subjects."""
     trained = (bundle or {}).get("subjects")
     if trained is None:
         return None
     trained = sorted(set(map(str, trained)), key=len, reverse=True)
-    return owner_id(input_stem(name), trained) is not None or same_content(name, bundle)
+    return (owner_id(input_stem(name), trained) is not None
+            or same_content(name if path is None else path, bundle))
 
 
 def same_content(path, bundle: dict) -> bool:
@@ -1395,7 +1398,7 @@ def check_site_name(site, known) -> None:
 
 
 def predict_subject(time_series, model=None, site=None, age=None, sex=None,
-                    mean_fd=None, name="the time series") -> dict:
+                    mean_fd=None, name="the time series", path=None) -> dict:
     """Probability of autism for one subject, with the model's cross-validated reliability.
 
     Parameters
@@ -1411,7 +1414,11 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None,
         The scan's mean framewise displacement, used by a model trained with
         ``confounds.remove: [mean_fd]``; without it the training median is used.
     name : str
-        How errors about the time series name it (:func:`check_subject_series`).
+        How errors about the time series name it (:func:`check_subject_series`); a file
+        name also tells whether the subject is one of the model's training subjects.
+    path : str or Path, optional
+        The file the series was read from, when it is not ``name`` (an upload saved under
+        a temporary name): its content is compared with the model's training files.
 
     Returns
     -------
@@ -1437,7 +1444,7 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None,
     if not isinstance(time_series, np.ndarray):
         time_series = read_subject_input(time_series, model=bundle)
     notes = subject_notes(time_series, bundle, name) + environment_notes(bundle)
-    in_training = training_subject(name, bundle)
+    in_training = training_subject(name, bundle, path=path)
     if in_training:
         notes.append("this subject was one of the model's training subjects: its probability "
                      "is not a held-out prediction and is optimistic (the model's held-out "

@@ -443,3 +443,19 @@ def test_the_cohort_table_shows_sex_in_words_and_keeps_the_download_as_given():
     assert shown["sex"].tolist()[:2] == ["male", "female"] and pd.isna(shown["sex"][2])
     assert shown["p_autism"].tolist() == [0.123, 0.9, 0.5]
     assert table["sex"].tolist()[:2] == [1.0, 2.0]  # the table itself is left as it was
+
+
+def test_a_training_subject_uploaded_under_another_name_is_recognised_by_content(private_tmp,
+                                                                                model):
+    import hashlib
+    bundle = dict(model[0])
+    example = sorted(EXAMPLES.glob("*.1D"))[0]
+    data = example.read_bytes()
+    said = "one of the model's training subjects"
+    assert not any(said in n for n in helpers.analyse_upload(data, "patient01.1D", bundle).notes)
+    # a model that lists this file's content among its training files
+    bundle["subject_sha256"] = [*(bundle.get("subject_sha256") or []),
+                                hashlib.sha256(data).hexdigest()]
+    res = helpers.analyse_upload(data, "patient01.1D", bundle)
+    assert any(said in n for n in res.notes)
+    assert list(private_tmp.iterdir()) == []     # the saved copy is gone all the same

@@ -555,8 +555,8 @@ def model_connections(bundle: dict, card: dict | None) -> dict | None:
 
 
 def analyse_subject(time_series, bundle: dict, name: str, card: dict | None = None,
-                    site=None, age=None, sex=None, coords=None, n_edges: int = 20
-                    ) -> SubjectResult:
+                    site=None, age=None, sex=None, coords=None, n_edges: int = 20,
+                    path=None) -> SubjectResult:
     """Predict one subject and gather everything the page shows about it.
 
     Parameters
@@ -572,6 +572,9 @@ def analyse_subject(time_series, bundle: dict, name: str, card: dict | None = No
         Passed to :func:`pipelines.biomarker.predict_subject`.
     coords : ndarray (R, 3), optional
         Region coordinates for the glass brain.
+    path : str or Path, optional
+        The file the series came from (an upload's saved copy), whose content tells a
+        training subject under another name.
     """
     from pipelines.biomarker import connectivity_matrix, predict_subject
 
@@ -579,7 +582,7 @@ def analyse_subject(time_series, bundle: dict, name: str, card: dict | None = No
     ts = np.asarray(time_series, dtype=float)
     regions = bundle.get("regions")
     # length, regions, NaN and empty regions: the checks of every prediction
-    pred = predict_subject(ts, bundle, site=site, age=age, sex=sex, name=name)
+    pred = predict_subject(ts, bundle, site=site, age=age, sex=sex, name=name, path=path)
     matrix = connectivity_matrix(ts, bundle, kind="correlation")
     labels = [str(r) for r in (regions or range(ts.shape[1]))]
     if coords is None and bundle.get("coords") is not None:
@@ -682,7 +685,7 @@ def analyse_upload(data: bytes, name: str, bundle: dict, card: dict | None = Non
         if atlas_spec is not None:
             coords = _coords_for(atlas_spec, bundle.get("regions") or range(ts.shape[1]))
         return analyse_subject(ts, bundle, Path(name).name, card=card, site=site, age=age,
-                               sex=sex, coords=coords)
+                               sex=sex, coords=coords, path=path)
 
 
 def _check_bold(path: Path, name: str) -> None:
