@@ -103,12 +103,7 @@ def show_subject(result, card, pngs=None):
     c1.metric(f"Predicted probability of {pos}", f"{result.probability:.2f}")
     c2.metric("Model's held-out accuracy", f"{(result.cv or {}).get('accuracy') or float('nan'):.2f}")
     c3.metric("Model's held-out ROC AUC", f"{(result.cv or {}).get('roc_auc') or float('nan'):.2f}")
-    near = abs(result.probability - 0.5) < 0.1
-    st.markdown(f"**Predicted probability of {pos}: {result.probability:.2f}**, classified "
-                f"as *{result.predicted}*: the model calls {pos} above 0.5, the cut-off at "
-                "which its accuracy is measured"
-                + ("; this probability is close to it, so the call says little either way"
-                   if near else "") + f" ({result.n_timepoints} time points).")
+    st.markdown(helpers.call_text(result))
     st.markdown(helpers.uncertainty_text(result))
     st.info(result.caveat)
     for note in result.notes:   # e.g. regions without signal in this scan

@@ -459,3 +459,20 @@ def test_a_training_subject_uploaded_under_another_name_is_recognised_by_content
     res = helpers.analyse_upload(data, "patient01.1D", bundle)
     assert any(said in n for n in res.notes)
     assert list(private_tmp.iterdir()) == []     # the saved copy is gone all the same
+
+
+def test_the_subject_report_states_the_call_as_the_page_does(model, private_tmp):
+    import dataclasses
+
+    from decoder.report import render_subject_report
+    example = sorted(EXAMPLES.glob("*.1D"))[0]
+    res = helpers.analyse_upload(example.read_bytes(), example.name, *model)
+    for p, near in ((0.46, True), (0.93, False)):
+        shown = dataclasses.replace(res, probability=p)
+        html = render_subject_report(shown, model[1])
+        said = helpers.call_text(shown).replace("**", "").replace("*", "")
+        assert said in html.replace("&#x27;", "'")
+        assert "above 0.5, the cut-off" in said and f"{p:.2f}" in said
+        assert ("says little either way" in html) is near
+    # the connections named as on the page, not by the table's internal columns
+    assert "<th>with region</th>" in html and "region_a" not in html

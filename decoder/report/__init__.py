@@ -379,6 +379,11 @@ def render_report(run: RunData) -> str:
     return _html.page(title, subtitle, "".join(body))
 
 
+def _plain(markdown_text: str) -> str:
+    """A sentence written for the page (Markdown bold/italics) as plain text."""
+    return markdown_text.replace("**", "").replace("*", "")
+
+
 def render_subject_report(result, card: dict | None = None, pngs: dict | None = None) -> str:
     """A self-contained HTML report of one subject's biomarker prediction.
 
@@ -393,7 +398,7 @@ def render_subject_report(result, card: dict | None = None, pngs: dict | None = 
     from decoder.models.model_card import card_markdown
 
     from . import _html, figures
-    from .app_helpers import uncertainty_text
+    from .app_helpers import call_text, edges_for_display, uncertainty_text
     pos = result.positive_class
     if pngs is None:
         pngs = {"probability": figures.figure_png(figures.probability_vs_training(
@@ -404,14 +409,15 @@ def render_subject_report(result, card: dict | None = None, pngs: dict | None = 
                     figures.connectome_glass_brain(result.matrix, result.coords))}
     cv = result.cv or {}
     body = [_html.notice(RESEARCH_NOTICE), _html.section("Prediction", _html.key_values({
-        f"predicted probability of {pos}": result.probability,
+        f"predicted probability of {pos}": f"{result.probability:.2f}",   # as on the page
         "classified as": result.predicted,
         "time points": result.n_timepoints,
         "site": result.site,
         "model: cross-validation": cv.get("scheme"),
         "model: held-out accuracy": cv.get("accuracy"),
         "model: held-out ROC AUC": cv.get("roc_auc")}),
-        f"<p>{_html.esc(uncertainty_text(result).replace('**', ''))}</p>",
+        f"<p>{_html.esc(_plain(call_text(result)))}</p>",
+        f"<p>{_html.esc(_plain(uncertainty_text(result)))}</p>",
         _html.notice(result.caveat),
         *(_html.notice(note) for note in getattr(result, "notes", [])),
         f"<p>{_html.esc(result.subgroups)}</p>" if result.subgroups else "",
@@ -422,7 +428,7 @@ def render_subject_report(result, card: dict | None = None, pngs: dict | None = 
     conn = [_html.img(pngs["matrix"], "connectivity matrix")]
     if pngs.get("glass") is not None:
         conn.append(_html.img(pngs["glass"], "strongest connections on a glass brain"))
-    conn += ["<h3>Strongest connections</h3>", _html.table(result.edges)]
+    conn += ["<h3>Strongest connections</h3>", _html.table(edges_for_display(result.edges))]
     body.append(_html.section("Connectome", *conn, anchor="connectome"))
     if card and "model" in card:
         body.append(_html.section("Model card", _html.markdown(card_markdown(card)),

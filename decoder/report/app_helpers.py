@@ -376,6 +376,18 @@ class SubjectResult:
     notes: list = field(default_factory=list)
 
 
+def call_text(result: "SubjectResult") -> str:
+    """The call with its cut-off, and what a probability near the cut-off means (Markdown
+    bold and italics; the page and the downloadable report say the same)."""
+    pos = result.positive_class
+    near = abs(result.probability - 0.5) < 0.1
+    return (f"**Predicted probability of {pos}: {result.probability:.2f}**, classified "
+            f"as *{result.predicted}*: the model calls {pos} above 0.5, the cut-off at "
+            "which its accuracy is measured"
+            + ("; this probability is close to it, so the call says little either way"
+               if near else "") + f" ({result.n_timepoints} time points).")
+
+
 def uncertainty_text(result: "SubjectResult") -> str:
     """One sentence on how far to trust this subject's probability (Markdown bold)."""
     b, pos = result.calibration_bin, result.positive_class
