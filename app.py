@@ -156,8 +156,9 @@ def subject_details(prefix, bundle, card):
     # no bounds here: the prediction checks the age and names what was typed
     age = c2.number_input("Age in years (optional)", value=None, key=f"{prefix}_age")
     sex = c3.selectbox("Sex (optional)", list(helpers.SEX_CHOICES), key=f"{prefix}_sex")
+    new_site = site == OTHER_SITE
     site = None if site in (UNKNOWN_SITE, OTHER_SITE) else site  # no site adjustment
-    return {"site": site, "age": age, "sex": helpers.SEX_CHOICES[sex]}
+    return {"site": site, "new_site": new_site, "age": age, "sex": helpers.SEX_CHOICES[sex]}
 
 
 def cohort_section(bundle):

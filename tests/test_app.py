@@ -85,6 +85,9 @@ def test_valid_time_series_upload_is_predicted(app):
     assert _errors(app) == []
     assert any(h.value == "Subject UM_1_0050272_rois_ho.1D" for h in app.subheader)
     assert 0.0 <= float(_metric(app, "Predicted probability of autism")) <= 1.0
+    # "another site" is said as such, not as a site left unsaid
+    assert any("The site was not in training" in i.value for i in app.info)
+    assert not any("Site unknown" in i.value for i in app.info)
 
 
 def test_an_upload_with_site_age_and_sex_gets_the_accuracy_of_its_subgroup(app):

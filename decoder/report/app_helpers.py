@@ -401,11 +401,15 @@ def uncertainty_text(result: "SubjectResult") -> str:
             f"{pos} was **{b['observed_rate']:.2f}**{ci}.")
 
 
-def site_caveat(site, card: dict | None) -> str:
-    """One sentence on how far the model's accuracy carries to this subject's site."""
+def site_caveat(site, card: dict | None, new_site: bool = False) -> str:
+    """One sentence on how far the model's accuracy carries to this subject's site
+    (``new_site``: the user said the site, unnamed, was not one of the training sites)."""
     data = (card or {}).get("data") or {}
     per_site = ((card or {}).get("evaluation") or {}).get("per_site") or {}
     sites = [str(s) for s in data.get("sites") or per_site]
+    if (site is None or str(site) == "") and new_site:
+        return ("The site was not in training: connectivity differs between scanners, so "
+                "the cross-validated accuracy may not hold for this subject.")
     if site is None or str(site) == "":
         return ("Site unknown: the model was evaluated on "
                 f"{len(sites) or 'its'} training sites; on a new scanner or preprocessing "
@@ -568,7 +572,7 @@ def model_connections(bundle: dict, card: dict | None) -> dict | None:
 
 def analyse_subject(time_series, bundle: dict, name: str, card: dict | None = None,
                     site=None, age=None, sex=None, coords=None, n_edges: int = 20,
-                    path=None) -> SubjectResult:
+                    path=None, new_site: bool = False) -> SubjectResult:
     """Predict one subject and gather everything the page shows about it.
 
     Parameters
@@ -587,6 +591,9 @@ def analyse_subject(time_series, bundle: dict, name: str, card: dict | None = No
     path : str or Path, optional
         The file the series came from (an upload's saved copy), whose content tells a
         training subject under another name.
+    new_site : bool
+        The subject's site is not one of the model's (unnamed): no site adjustment, and
+        the caveat says so.
     """
     from pipelines.biomarker import connectivity_matrix, predict_subject
 
@@ -613,7 +620,7 @@ def analyse_subject(time_series, bundle: dict, name: str, card: dict | None = No
                          labels=labels, coords=coords,
                          edges=strongest_edges(matrix, labels, n_edges, names=names),
                          n_timepoints=int(ts.shape[0]), site=None if site is None else str(site),
-                         caveat=site_caveat(site, card),
+                         caveat=site_caveat(site, card, new_site=new_site),
                          positive_class=str(pred.get("positive_class", "autism")),
                          subgroups=subgroup_caveat(age, sex, card),
                          notes=list(pred.get("warnings") or []))
@@ -638,8 +645,8 @@ def analyse_example(file_id: str, bundle: dict, card: dict | None = None) -> Sub
 
 def analyse_upload(data: bytes, name: str, bundle: dict, card: dict | None = None,
                    atlas: str | None = None, atlas_data: bytes | None = None,
-                   atlas_name: str | None = None, site=None, age=None, sex=None
-                   ) -> SubjectResult:
+                   atlas_name: str | None = None, site=None, age=None, sex=None,
+                   new_site: bool = False) -> SubjectResult:
     """Analyse an uploaded time series (.1D/.tsv/.csv) or BOLD NIfTI (+ atlas).
 
     Parameters
@@ -653,6 +660,8 @@ def analyse_upload(data: bytes, name: str, bundle: dict, card: dict | None = Non
         An uploaded labels atlas NIfTI.
     site : str, optional
         The subject's scanner site, if known.
+    new_site : bool
+        The site is known not to be one of the model's training sites (unnamed).
     age, sex : optional
         The subject's age in years and sex (1 male, 2 female), if known: used by a
         model with ComBat harmonisation and for the subgroup accuracy.
@@ -697,7 +706,7 @@ def analyse_upload(data: bytes, name: str, bundle: dict, card: dict | None = Non
         if atlas_spec is not None:
             coords = _coords_for(atlas_spec, bundle.get("regions") or range(ts.shape[1]))
         return analyse_subject(ts, bundle, Path(name).name, card=card, site=site, age=age,
-                               sex=sex, coords=coords, path=path)
+                               sex=sex, coords=coords, path=path, new_site=new_site)
 
 
 def _check_bold(path: Path, name: str) -> None:
