@@ -1269,6 +1269,25 @@ def model_atlas(bundle: dict) -> str | None:
     return size
 
 
+def check_atlas_regions(atlas_spec: dict, bundle: dict, name) -> None:
+    """A labels atlas given for a model of parcellated series must hold every one of the
+    model's regions by label value (ABIDE's ``rois_ho`` has 10, 11, …, 201, 202, …): an
+    atlas that merely has as many regions would give other regions under the model's
+    names. Models trained on images check the atlas file itself (:func:`_model_extraction`)."""
+    if (atlas_spec or {}).get("type") != "labels" or (
+            ((bundle or {}).get("dataset") or {}).get("kind") == "fmriprep"):
+        return
+    regions = [str(r).lstrip("#") for r in (bundle or {}).get("regions") or []]
+    have = set(atlas_spec.get("labels") or [])
+    missing = [r for r in regions if r not in have]
+    if regions and missing:
+        n = len(have)
+        raise DataError(f"atlas {name} has {n} region{'s' if n != 1 else ''} and lacks "
+                        f"{len(missing)} of the model's {len(regions)} (label "
+                        f"{', '.join(missing[:3])}{', …' if len(missing) > 3 else ''})",
+                        f"use the labels atlas the model was trained on ({model_atlas(bundle)})")
+
+
 def align_regions(ts, names, model_regions, name="the time series", trained_on=None):
     """A series' columns in the model's region order, matched by the names in its header.
 
@@ -1358,8 +1377,11 @@ def read_subject_input(path, atlas=None, model_regions=None, model=None):
             raise DataError(f"{path}: a NIfTI input needs --atlas",
                             "pass the labels atlas the model was trained with, e.g. "
                             "--atlas HarvardOxford_labels.nii.gz")
-        from decoder.features.timeseries import extract_timeseries
+        from decoder.features.timeseries import extract_timeseries, load_atlas
         ts = extract_timeseries(path, atlas, **_model_extraction(model, atlas, path))
+        if model is not None:   # (after the image itself and its grid were checked)
+            spec = atlas if isinstance(atlas, dict) else load_atlas(atlas)
+            check_atlas_regions(spec, model, spec.get("source") or atlas)
     else:
         if atlas is not None:
             log.warning("%s is already a region time series: --atlas is not used", path)

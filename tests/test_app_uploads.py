@@ -17,7 +17,7 @@ import pytest
 
 from decoder.errors import DataError
 from decoder.report import app_helpers as helpers
-from test_report import N_REGIONS, biomarker_run
+from test_report import HO_HEADER, N_REGIONS, biomarker_run
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "decoder" / "data" / "_sample" / "abide_examples"
 
@@ -147,13 +147,16 @@ def test_regions_without_signal_are_noted_on_the_page_and_in_the_report(private_
 
 
 def _bold_and_atlas(n_vols=40):
-    """A 4D image and a labels atlas with the model's 111 region labels (10 … 120)."""
+    """A 4D image and a labels atlas with the model's 111 region labels (the Harvard–Oxford
+    values of the ABIDE files: 10, 11, …, 201, 202, …)."""
     rng = np.random.default_rng(0)
     shape = (8, 6, 5)
     labels = np.zeros(shape, dtype=np.int16)
     flat = labels.reshape(-1)
-    flat[: N_REGIONS] = np.arange(10, 10 + N_REGIONS)
-    flat[N_REGIONS: 2 * N_REGIONS] = np.arange(10, 10 + N_REGIONS)
+    values = np.array([int(c.lstrip("#")) for c in HO_HEADER.split()])
+    assert len(values) == N_REGIONS
+    flat[: N_REGIONS] = values
+    flat[N_REGIONS: 2 * N_REGIONS] = values
     affine = np.diag([4.0, 4.0, 4.0, 1.0])
     affine[:3, 3] = [-16, -12, -8]
     bold = rng.normal(100, 1, size=(*shape, n_vols)).astype(np.float32)
@@ -476,3 +479,25 @@ def test_the_subject_report_states_the_call_as_the_page_does(model, private_tmp)
         assert ("says little either way" in html) is near
     # the connections named as on the page, not by the table's internal columns
     assert "<th>with region</th>" in html and "region_a" not in html
+
+
+def test_an_atlas_without_the_models_regions_is_named_not_the_image(private_tmp, model):
+    bold, atlas = _bold_and_atlas()
+    one = nib.Nifti1Image((np.asarray(atlas.dataobj) > 0).astype(np.int16), atlas.affine)
+    with pytest.raises(DataError) as err:
+        helpers.analyse_upload(_nifti_bytes(bold), "sub-01_bold.nii.gz", *model,
+                               atlas_data=_nifti_bytes(one), atlas_name="mask.nii.gz")
+    msg = str(err.value)
+    assert msg.startswith("atlas 'mask.nii.gz' has 1 region and lacks 111 of the model's 111")
+    assert "sub-01_bold" not in msg and "use the labels atlas the model was trained on" in msg
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_a_file_given_as_the_bold_image_is_judged_as_an_image(private_tmp, model):
+    _, atlas = _bold_and_atlas()
+    import gzip as gz
+    with pytest.raises(DataError) as err:
+        helpers.analyse_upload(gz.compress(b"1 2 3\n4 5 6\n"), "series.gz", *model,
+                               atlas_data=_nifti_bytes(atlas), atlas_name="ho.nii.gz")
+    assert "'series.gz': file type '.gz' is not accepted here" in str(err.value)
+    assert ".nii" in err.value.fix and ".1d" not in err.value.fix.lower()

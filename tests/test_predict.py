@@ -443,3 +443,16 @@ def test_a_card_beside_another_model_is_not_taken_for_its_card(tmp_path, caplog)
     assert read_model_card(model) is None and "is not the card of" in caplog.text
     (tmp_path / "model_card.json").write_text(json.dumps({"data": {}}))  # an older card
     assert read_model_card(model) == {"data": {}}
+
+
+def test_an_atlas_without_the_models_region_labels_is_named_for_an_image(tmp_path, capsys):
+    # a 3-region atlas would give 3 columns; one of 111 other labels would be taken for the
+    # model's regions by position: the atlas is named either way, before any prediction
+    bold, atlas = _image_and_atlas(tmp_path)
+    out = tmp_path / "p.json"
+    rc = main(["predict", str(biomarker.SHIPPED_MODEL), str(bold), "--atlas", str(atlas),
+               "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and not out.exists()
+    assert f"atlas {atlas} has 3 regions and lacks 111 of the model's 111 (label 10, 11" in err
+    assert "ABIDE rois_ho" in err

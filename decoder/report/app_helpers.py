@@ -670,7 +670,10 @@ def analyse_upload(data: bytes, name: str, bundle: dict, card: dict | None = Non
     removed before this function returns.
     """
     from pipelines.biomarker import read_subject_input
-    kind = "nifti" if _suffix(name or "").startswith(".nii") else "timeseries"
+    # an atlas given means the BOLD page: its upload is judged as an image (a '.gz' that is
+    # not '.nii.gz' is told to be one, not to be a time series)
+    kind = ("nifti" if _suffix(name or "").startswith(".nii")
+            or atlas is not None or atlas_data is not None else "timeseries")
     with tempfile.TemporaryDirectory(prefix="decoder-upload-") as tmp:
         path = save_upload(data, name, tmp, kind)
         atlas_spec, coords = None, None
@@ -680,7 +683,12 @@ def analyse_upload(data: bytes, name: str, bundle: dict, card: dict | None = Non
                 adir = Path(tmp) / "atlas"
                 adir.mkdir()
                 apath = save_upload(atlas_data, atlas_name or "atlas.nii.gz", adir, "nifti")
-                atlas_spec = load_atlas(apath, "labels")
+                try:
+                    atlas_spec = load_atlas(apath, "labels")
+                except DataError as err:
+                    raise DataError(str(err.message).replace(str(apath),
+                                                             f"'{atlas_name or 'atlas'}'"),
+                                    err.fix) from None
             elif atlas in BUNDLED_ATLASES:
                 atlas_spec = load_atlas(atlas)
             else:
@@ -688,6 +696,9 @@ def analyse_upload(data: bytes, name: str, bundle: dict, card: dict | None = Non
                                 "upload the labels atlas the model was trained with, or pick "
                                 "a bundled atlas")
             _check_bold(path, name)
+            if atlas_data is not None:   # named as uploaded, not by its temporary copy
+                from pipelines.biomarker import check_atlas_regions
+                check_atlas_regions(atlas_spec, bundle, f"'{atlas_name or 'atlas'}'")
             regions = bundle.get("regions")
             if (regions is not None and atlas_spec.get("coords") is not None
                     and len(atlas_spec["coords"]) != len(regions)):
