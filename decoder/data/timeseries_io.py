@@ -199,7 +199,9 @@ def check_subject_series(ts, name="the time series", n_regions=None, trained_on=
         raise DataError(f"{name}: expected a table of time points × regions, got shape "
                         f"{ts.shape}", "pass one subject's region time series")
     if n_regions is not None and ts.shape[1] != n_regions:
-        raise DataError(f"{name}: {ts.shape[1]} regions, the model expects {n_regions}",
+        n = ts.shape[1]
+        raise DataError(f"{name}: {n} region{'s' if n != 1 else ''}, the model expects "
+                        f"{n_regions}",
                         "extract the time series with the atlas the model was trained on"
                         + (f" ({trained_on})" if trained_on else ""))
     if ts.shape[0] < MIN_TIMEPOINTS:
