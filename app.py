@@ -144,6 +144,16 @@ def show_subject(result, card, pngs=None):
 UNKNOWN_SITE, OTHER_SITE = "not given", "another site (not in training)"
 
 
+def size_limit(kind: str) -> dict:
+    """The uploader's own limit, so that its caption states the app's (10 MB for tables,
+    200 MB for images) rather than Streamlit's global one; older Streamlit has none."""
+    import inspect
+    if "max_upload_size" not in inspect.signature(st.file_uploader).parameters:
+        return {}
+    limit = helpers.MAX_NIFTI_BYTES if kind == "nifti" else helpers.MAX_TIMESERIES_BYTES
+    return {"max_upload_size": max(1, limit // 2**20)}
+
+
 def subject_details(prefix, bundle, card):
     """Optional site, age and sex of an uploaded subject (ComBat models use them; the
     subgroup accuracy needs age and sex)."""
@@ -168,8 +178,10 @@ def cohort_section(bundle):
                "and giving site, age, sex and diagnosis. With diagnoses, the model's accuracy "
                "on them is shown (an external validation when they are new subjects).")
     ups = st.file_uploader("Time series (one per subject)", type=["1D", "tsv", "csv"],
+                           **size_limit("timeseries"),
                            accept_multiple_files=True, key="cohort_files")
     table_up = st.file_uploader("Participants table (optional)", type=["tsv", "csv"],
+                                **size_limit("timeseries"),
                                 key="cohort_table")
     site = st.text_input("Site of subjects the table gives none (optional)", key="cohort_site")
     use_examples = not ups and st.checkbox(
@@ -256,7 +268,8 @@ def biomarker_page():
                    f"({len(bundle.get('regions') or [])} regions, in the model's order). "
                    f"{', '.join(helpers.TIMESERIES_EXTENSIONS)}, at most "
                    f"{helpers.MAX_TIMESERIES_BYTES // 2**20} MB.")
-        up = st.file_uploader("Time series", type=["1D", "tsv", "csv"], key="ts_upload")
+        up = st.file_uploader("Time series", type=["1D", "tsv", "csv"], key="ts_upload",
+                              **size_limit("timeseries"))
         details = subject_details("ts", bundle, card)
         if up is not None:
             result = helpers.analyse_upload(up.getvalue(), up.name, bundle, card, **details)
@@ -268,11 +281,13 @@ def biomarker_page():
                    f"trained with ({model_atlas(bundle)})"
                    + (": upload it as a labels image (none of the atlases bundled here has "
                       "the model's regions)." if not usable else "."))
-        up = st.file_uploader("BOLD image", type=["nii", "gz"], key="bold_upload")
+        up = st.file_uploader("BOLD image", type=["nii", "gz"], key="bold_upload",
+                              **size_limit("nifti"))
         atlas_choice = st.selectbox("Atlas", ["Upload a labels atlas", *usable], key="atlas")
         atlas_up = None
         if atlas_choice == "Upload a labels atlas":
             atlas_up = st.file_uploader("Labels atlas (NIfTI)", type=["nii", "gz"],
+                                        **size_limit("nifti"),
                                         key="atlas_upload")
         details = subject_details("bold", bundle, card)
         if up is not None and (atlas_up is not None or atlas_choice != "Upload a labels atlas"):

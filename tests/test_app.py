@@ -354,3 +354,21 @@ def test_the_decoding_page_takes_the_path_of_metrics_json_itself(app):
     app.text_input(key="run_dir").set_value(str(category_run() / "metrics.json")).run()
     _no_traceback(app)
     assert _errors(app) == [] and _metric(app, "accuracy") != "—"
+
+
+def test_each_uploader_states_the_apps_own_size_limit(app):
+    import inspect
+
+    import streamlit
+    if "max_upload_size" not in inspect.signature(streamlit.file_uploader).parameters:
+        pytest.skip("this Streamlit has no per-uploader size limit")
+    from decoder.report import app_helpers as helpers
+    mb = {"ts": helpers.MAX_TIMESERIES_BYTES // 2**20, "nifti": helpers.MAX_NIFTI_BYTES // 2**20}
+    app.radio(key="source").set_value("Upload a time series").run()
+    assert app.file_uploader(key="ts_upload").proto.max_upload_size_mb == mb["ts"] == 10
+    app.radio(key="source").set_value("Upload a BOLD image").run()
+    assert app.file_uploader(key="bold_upload").proto.max_upload_size_mb == mb["nifti"]
+    assert app.file_uploader(key="atlas_upload").proto.max_upload_size_mb == mb["nifti"]
+    app.radio(key="source").set_value("Upload a cohort").run()
+    assert app.file_uploader(key="cohort_files").proto.max_upload_size_mb == mb["ts"]
+    assert app.file_uploader(key="cohort_table").proto.max_upload_size_mb == mb["ts"]
