@@ -144,6 +144,14 @@ def show_subject(result, card, pngs=None):
 UNKNOWN_SITE, OTHER_SITE = "not given", "another site (not in training)"
 
 
+def score_table(df):
+    """A per-site or per-subgroup table of scores, every score with the same digits."""
+    three = {c: st.column_config.NumberColumn(format="%.3f")
+             for c in ("accuracy", "balanced accuracy", "ROC AUC") if c in df.columns}
+    st.dataframe(df, hide_index=True, column_config=three)
+    st.caption(figures.SCORE_TABLE_NOTE)
+
+
 def size_limit(kind: str) -> dict:
     """The uploader's own limit, so that its caption states the app's (10 MB for tables,
     200 MB for images) rather than Streamlit's global one; older Streamlit has none."""
@@ -233,7 +241,7 @@ def cohort_section(bundle):
                        "Probabilities far from the observed rate at a new site mean they "
                        "should not be read at face value there.")
         if sc.get("per_site"):
-            st.dataframe(figures.per_site_table(sc["per_site"]), hide_index=True)
+            score_table(figures.per_site_table(sc["per_site"]))
     st.dataframe(helpers.cohort_for_display(res.table), hide_index=False)
     st.download_button("Download the predictions (TSV)", res.tsv, file_name="predictions.tsv",
                        mime="text/tab-separated-values", key="cohort_download")
@@ -353,10 +361,10 @@ def show_run(run):
     if m.get("per_site"):
         st.markdown("**Per-site scores**")
         show(figures.per_site_scores(m["per_site"], m.get("chance")))
-        st.dataframe(figures.per_site_table(m["per_site"]), hide_index=True)
+        score_table(figures.per_site_table(m["per_site"]))
     if m.get("per_subgroup"):
         st.markdown("**Scores by sex and age**")
-        st.dataframe(figures.per_subgroup_table(m["per_subgroup"]), hide_index=True)
+        score_table(figures.per_subgroup_table(m["per_subgroup"]))
         st.caption(SUBGROUP_NOTE)
     if m.get("confounds"):
         st.markdown("**Confound check (head motion)**")

@@ -366,6 +366,21 @@ def test_per_site_table_has_one_row_per_site_sorted():
     assert table["site"].tolist() == ["A", "B"] and table["n"].tolist() == [5, 3]
 
 
+def test_score_tables_keep_numbers_numeric_so_every_viewer_can_show_them():
+    # a site of one diagnosis has no ROC AUC; the column stays a number column (the app's
+    # table viewer converts to Arrow, which refuses a column of numbers and words)
+    import pyarrow as pa
+    sites = {"B": {"n": 3, "accuracy": 1.0, "roc_auc": None},
+             "A": {"n": 5, "accuracy": 0.8, "roc_auc": 0.75, "accuracy_ci95": [0.4, 0.96]}}
+    table = figures.per_site_table(sites)
+    pa.Table.from_pandas(table)
+    assert table["ROC AUC"].dtype == float and np.isnan(table["ROC AUC"][1])
+    assert table["accuracy 95% CI"].tolist() == ["0.40–0.96", "—"]
+    assert table["ROC AUC 95% CI"].tolist() == ["—", "—"]
+    groups = figures.per_subgroup_table({"sex": {"female": sites["B"], "male": sites["A"]}})
+    pa.Table.from_pandas(groups)
+
+
 def test_glass_brain_draws_the_strongest_edges_and_checks_coordinates():
     rng = np.random.default_rng(0)
     m = np.corrcoef(rng.normal(size=(10, 50)))

@@ -274,12 +274,14 @@ def _biomarker_sections(run: RunData) -> list[str]:
             "Per-site scores",
             _fig(figures.per_site_scores, "per-site scores", m["per_site"], m.get("chance")),
             _html.table(figures.per_site_table(m["per_site"])),
+            f'<p class="muted">{_html.esc(figures.SCORE_TABLE_NOTE)}</p>',
             _html.notice("Accuracy varies between scanner sites; a site absent from training "
                          "may score lower than the pooled estimate."), anchor="per-site"))
     if m.get("per_subgroup"):
         out.append(_html.section(
             "Scores by sex and age",
             _html.table(figures.per_subgroup_table(m["per_subgroup"])),
+            f'<p class="muted">{_html.esc(figures.SCORE_TABLE_NOTE)}</p>',
             _html.notice(SUBGROUP_NOTE), anchor="per-subgroup"))
     if m.get("confounds"):
         out.append(_html.section(

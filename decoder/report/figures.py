@@ -24,7 +24,7 @@ __all__ = [
     "figure_png", "confusion_matrix", "per_class_scores", "fold_scores",
     "permutation_histogram", "weight_map", "connectivity_matrix", "strongest_edges",
     "connectome_glass_brain", "probability_vs_training", "per_site_table", "per_site_scores",
-    "per_subgroup_table", "confound_table",
+    "per_subgroup_table", "confound_table", "SCORE_TABLE_NOTE",
 ]
 
 _DPI = 100
@@ -498,21 +498,27 @@ _SCORE_COLUMNS = ["n", "autism", "accuracy", "accuracy 95% CI", "balanced accura
 
 
 def _score_row(m: dict) -> dict:
-    """One group's held-out scores (``per_site`` / ``per_subgroup`` entry) as a table row."""
+    """One group's held-out scores (``per_site`` / ``per_subgroup`` entry) as a table row:
+    numbers stay numbers (a group of one class has no ROC AUC: NaN, said in the tables'
+    caption, :data:`SCORE_TABLE_NOTE`), intervals are text ("—" where there is none)."""
     return {"n": m.get("n"), "autism": m.get("n_autism"), "accuracy": _round(m.get("accuracy")),
             "accuracy 95% CI": _ci_text(m), "balanced accuracy": _round(m.get("balanced_accuracy")),
-            # a site of one class has no ROC AUC: said, not left blank
-            "ROC AUC": _round(m.get("roc_auc")) if m.get("roc_auc") is not None else "n/a",
+            "ROC AUC": _round(m.get("roc_auc")),
             "ROC AUC 95% CI": _ci_text(m, "roc_auc")}
 
 
+#: what a blank in a per-site or per-subgroup table means
+SCORE_TABLE_NOTE = ("A group with one diagnosis only has no ROC AUC (left empty or —), and a "
+                    "group too small for an interval has none (—).")
+
+
 def _round(v, digits: int = 3):
-    return None if v is None else round(float(v), digits)
+    return float("nan") if v is None else round(float(v), digits)
 
 
-def _ci_text(m: dict, key: str = "accuracy") -> str | None:
+def _ci_text(m: dict, key: str = "accuracy") -> str:
     ci = m.get(f"{key}_ci95")
-    return f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else None
+    return f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else "—"
 
 
 def per_site_table(per_site: dict) -> pd.DataFrame:
