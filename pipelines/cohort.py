@@ -174,7 +174,7 @@ def match_subjects(files, table, table_path="the participants table") -> list:
 
 
 def predict_cohort(files, model=None, participants=None, site=None, atlas=None,
-                   skip_bad=False) -> tuple:
+                   skip_bad=False, refused=None) -> tuple:
     """Probabilities of autism for many subjects, and scores where diagnoses are known.
 
     Parameters
@@ -196,6 +196,10 @@ def predict_cohort(files, model=None, participants=None, site=None, atlas=None,
         covariance) stops everything by default; with ``skip_bad`` it gets a row with
         its reason in ``error`` and no probability, and the others are predicted and
         scored without it.
+    refused : dict, optional
+        With ``skip_bad``: files already known not to be predictable (path → DataError,
+        e.g. uploads refused as files), kept in the table with the participants' data
+        and their reason, and not read.
 
     Returns
     -------
@@ -232,7 +236,7 @@ def predict_cohort(files, model=None, participants=None, site=None, atlas=None,
         rows["site"] = np.nan
     if site is not None:
         rows["site"] = rows["site"].fillna(str(site))
-    series, errors = _read_series(files, atlas, bundle, skip_bad)
+    series, errors = _read_series(files, atlas, bundle, skip_bad, refused)
     if skip_bad:
         rows["error"] = [_one_line(errors[f]) if f in errors else "" for f in files]
         if len(errors) == len(files):
@@ -317,11 +321,16 @@ def predict_cohort(files, model=None, participants=None, site=None, atlas=None,
     return rows.set_index("subject"), scores
 
 
-def _read_series(files, atlas, bundle, skip_bad):
+def _read_series(files, atlas, bundle, skip_bad, refused=None):
     """Each file's time series (None for one that fails, with ``skip_bad``) and the
-    failures (file → DataError)."""
+    failures (file → DataError); ``refused`` files fail with the reason given."""
     series, errors = [], {}
+    refused = {str(k): v for k, v in (refused or {}).items()} if skip_bad else {}
     for f in files:
+        if f in refused:
+            errors[f] = refused[f]
+            series.append(None)
+            continue
         try:
             ts = read_subject_input(f, atlas=atlas, model=bundle)
             if skip_bad:  # what the batch prediction would refuse, known per file here

@@ -501,3 +501,19 @@ def test_a_file_given_as_the_bold_image_is_judged_as_an_image(private_tmp, model
                                atlas_data=_nifti_bytes(atlas), atlas_name="ho.nii.gz")
     assert "'series.gz': file type '.gz' is not accepted here" in str(err.value)
     assert ".nii" in err.value.fix and ".1d" not in err.value.fix.lower()
+
+
+def test_a_file_refused_as_an_upload_keeps_what_the_table_says_of_its_subject(private_tmp,
+                                                                             model):
+    uploads, table = helpers.example_cohort()
+    name = uploads[1][1]
+    uploads[1] = (b"\x00\x01binary", name)          # one example made unreadable
+    res = helpers.analyse_cohort(uploads, model[0], table=table)
+    subject = name.replace("_rois_ho.1D", "")
+    row = res.table.loc[subject]
+    assert row["error"].startswith(f"'{name}' is a binary file") and np.isnan(row["p_autism"])
+    full = helpers.analyse_cohort(helpers.example_cohort()[0], model[0], table=table).table
+    for col in ("site", "age", "sex", "diagnosis"):     # as for a subject predicted
+        assert row[col] == full.loc[subject, col]
+    assert list(res.table.index) == list(full.index)    # in upload order, as the others
+    assert res.scores["n"] == 3                          # scored without it

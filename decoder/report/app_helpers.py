@@ -264,20 +264,20 @@ def analyse_cohort(uploads, bundle: dict, table=None, site=None) -> CohortResult
     with tempfile.TemporaryDirectory(prefix="decoder-cohort-") as tmp:
         # each upload in a folder of its own, under its own name: the names are what the
         # table matches, and what the page and the download show
-        paths, folders, refused = [], {}, []
+        paths, folders, refused = [], {}, {}
         for k, (data, name) in enumerate(uploads):
             folder = Path(tmp) / f"{k:04d}"
             folder.mkdir()
-            try:   # a file refused as an upload (binary, too large) is listed, as below
+            folders[str(folder)] = name
+            try:   # a file refused as an upload (binary, too large) keeps its row, unread
                 paths.append(save_upload(data, name, folder, "timeseries", keep_name=True))
             except DataError as err:
                 if len(uploads) == 1:
                     raise
-                refused.append((name, err))
-                continue
-            folders[str(folder)] = name
-        if refused and not paths:
-            name, err = refused[0]
+                paths.append(folder / _kept_name(name))
+                refused[str(paths[-1])] = err
+        if len(refused) == len(uploads):
+            err = next(iter(refused.values()))
             raise DataError(f"none of the {len(uploads)} files could be read; the first: "
                             f"{err.message}", err.fix)
         participants = None
@@ -297,19 +297,11 @@ def analyse_cohort(uploads, bundle: dict, table=None, site=None) -> CohortResult
 
         try:  # a file that cannot be predicted is listed; the others go on
             rows, scores = predict_cohort(paths, bundle, participants, site=site or None,
-                                          skip_bad=True)
+                                          skip_bad=True, refused=refused)
         except DataError as err:
             raise DataError(named(err.message), err.fix) from None
     rows["input"] = [Path(p).name for p in rows["input"]]
     rows["error"] = [named(e) for e in rows["error"]]
-    if refused:
-        extra = pd.DataFrame({"input": [n for n, _ in refused],
-                              "error": [f"{e.message} ({e.fix})" if e.fix else e.message
-                                        for _, e in refused]},
-                             index=pd.Index([input_stem(_kept_name(n)) for n, _ in refused],
-                                            name=rows.index.name))
-        rows = pd.concat([rows, extra])
-        rows = rows[[c for c in rows.columns if c != "error"] + ["error"]]
     return CohortResult(rows, scores, rows.to_csv(sep="\t").encode())
 
 
