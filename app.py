@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import streamlit as st
@@ -411,9 +410,14 @@ def decoding_page():
         n_perm = st.number_input("Permutations", min_value=0, max_value=1000, value=100,
                                  step=50, key="n_permutations")
         if st.button("Run", type="primary", key="run_haxby"):
-            out = Path(tempfile.mkdtemp(prefix="decoder-haxby-"))
+            out = helpers.new_haxby_run_dir(st.session_state.pop("haxby_run", None))
             with st.spinner("Decoding the embedded sample…"):
-                helpers.run_embedded_haxby(out, n_permutations=int(n_perm))
+                try:
+                    helpers.run_embedded_haxby(out, n_permutations=int(n_perm))
+                except Exception:
+                    import shutil
+                    shutil.rmtree(out, ignore_errors=True)   # nothing half-written is kept
+                    raise
             st.session_state["haxby_run"] = str(out)
         run_dir = st.session_state.get("haxby_run")
         if run_dir is None:

@@ -517,3 +517,17 @@ def test_a_file_refused_as_an_upload_keeps_what_the_table_says_of_its_subject(pr
         assert row[col] == full.loc[subject, col]
     assert list(res.table.index) == list(full.index)    # in upload order, as the others
     assert res.scores["n"] == 3                          # scored without it
+
+
+def test_a_new_run_of_the_embedded_sample_replaces_the_sessions_previous_folder(private_tmp,
+                                                                               tmp_path):
+    first = helpers.new_haxby_run_dir()
+    (first / "metrics.json").write_text("{}")
+    second = helpers.new_haxby_run_dir(first)
+    assert not first.exists() and second.is_dir() and second.parent == private_tmp
+    # a folder the app did not make is never removed, whatever it is called
+    mine = tmp_path / "decoder-haxby-mine"
+    mine.mkdir()
+    helpers.new_haxby_run_dir(mine)
+    assert mine.is_dir()
+    helpers.new_haxby_run_dir(tmp_path / "results")   # not there: nothing to remove

@@ -746,6 +746,22 @@ def find_run_dirs(root="results") -> list[Path]:
                   reverse=True)
 
 
+HAXBY_RUN_PREFIX = "decoder-haxby-"
+
+
+def new_haxby_run_dir(previous=None) -> Path:
+    """A fresh temporary folder for the app's run of the embedded sample, removing the
+    session's previous one (only a folder this function made: in the temporary folder,
+    with its prefix), so that repeated runs do not pile up."""
+    import shutil
+    if previous:
+        prev = Path(previous)
+        if (prev.parent.resolve() == Path(tempfile.gettempdir()).resolve()
+                and prev.name.startswith(HAXBY_RUN_PREFIX) and prev.is_dir()):
+            shutil.rmtree(prev, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=HAXBY_RUN_PREFIX))
+
+
 def run_embedded_haxby(out_dir, n_permutations: int = 100) -> Path:
     """Run ``configs/haxby.yaml`` on the embedded Haxby sample into ``out_dir``: the run
     ``decoder run configs/haxby.yaml`` makes (delay and window chosen inside each
