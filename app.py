@@ -224,11 +224,14 @@ def cohort_section(bundle):
         c1, c2, c3, c4 = st.columns(4)
         c1.metric("With a diagnosis", sc["n"])
         acc_ci, auc_ci = sc.get("accuracy_ci95"), sc.get("roc_auc_ci95")
-        c2.metric("Accuracy", f"{sc['accuracy']:.3f}",
+        c2.metric("Accuracy", f"{sc['accuracy']:.2f}",
                   help=f"95% CI {acc_ci[0]:.2f}–{acc_ci[1]:.2f} (Wilson)" if acc_ci else None)
-        c3.metric("ROC AUC", "—" if sc.get("roc_auc") is None else f"{sc['roc_auc']:.3f}",
+        c3.metric("ROC AUC", "—" if sc.get("roc_auc") is None else f"{sc['roc_auc']:.2f}",
                   help=f"95% CI {auc_ci[0]:.2f}–{auc_ci[1]:.2f} (DeLong)" if auc_ci else None)
-        c4.metric("Chance", f"{sc['chance']:.3f}")
+        c4.metric("Chance", f"{sc['chance']:.2f}")
+        few = helpers.few_subjects_note(sc)
+        if few:
+            st.warning(few)
         intervals = {k: v for k, v in summary(sc).items() if "CI" in k}
         if intervals:
             st.caption("; ".join(f"{k}: {v}" for k, v in intervals.items()))

@@ -280,6 +280,16 @@ def test_a_cohort_of_uploads_is_predicted_scored_and_downloadable(app):
     assert any("site" in t.columns and set(t["site"]) == {"NYU", "UM_1", "USM"} for t in tables)
 
 
+def test_a_cohort_scored_on_few_subjects_says_how_uncertain_its_scores_are(app):
+    app.radio(key="source").set_value("Upload a cohort").run()
+    app.checkbox(key="cohort_ex").check().run()   # the 4 embedded subjects, all scored
+    _no_traceback(app)
+    acc = next(m for m in app.metric if m.label == "Accuracy").value
+    assert len(acc.split(".")[1]) == 2               # two decimals, not three, on n = 4
+    warned = [w.value for w in app.warning if w.value.startswith("Only 4 subjects")]
+    assert warned and "accuracy 95% CI" in warned[0] and "very uncertain" in warned[0]
+
+
 def test_uploaded_cohort_files_without_a_table_are_predicted(app):
     app.radio(key="source").set_value("Upload a cohort").run()
     uploader = app.file_uploader(key="cohort_files")

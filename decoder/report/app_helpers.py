@@ -746,6 +746,22 @@ def find_run_dirs(root="results") -> list[Path]:
                   reverse=True)
 
 
+#: below this many subjects with a diagnosis, a cohort's scores are said to be very uncertain
+FEW_SCORED = 30
+
+
+def few_subjects_note(scores: dict) -> str | None:
+    """A warning for a cohort scored on few subjects, with its accuracy interval (a
+    perfect score on 4 subjects is compatible with a model at chance)."""
+    n = (scores or {}).get("n") or 0
+    if not n or n >= FEW_SCORED:
+        return None
+    ci = scores.get("accuracy_ci95")
+    where = f" (accuracy 95% CI {ci[0]:.2f}–{ci[1]:.2f})" if ci else ""
+    return (f"Only {n} subject{'s' if n != 1 else ''} with a diagnosis: these scores are very "
+            f"uncertain{where}; judge the model by its interval, not by the number.")
+
+
 HAXBY_RUN_PREFIX = "decoder-haxby-"
 
 
