@@ -1479,8 +1479,8 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None,
     sites = None if site is None else np.asarray([str(site)])
     covariates = None
     if getattr(est, "harmonize", "none") != "combat" and site is not None:
-        notes.append("this model does not harmonise sites: the site given is recorded, "
-                     "not used")
+        notes.append(f"this model makes no site adjustment, so the site ({site}) is "
+                     "recorded but does not change the prediction")
     if getattr(est, "harmonize", "none") == "combat":
         known = training_sites(est)
         if site is None:

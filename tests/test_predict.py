@@ -456,3 +456,15 @@ def test_an_atlas_without_the_models_region_labels_is_named_for_an_image(tmp_pat
     assert rc == 2 and "\n" not in err and not out.exists()
     assert f"atlas {atlas} has 3 regions and lacks 111 of the model's 111 (label 10, 11" in err
     assert "ABIDE rois_ho" in err
+
+
+def test_a_site_given_to_a_model_without_site_adjustment_is_said_to_change_nothing():
+    bundle = biomarker.load_model()
+    assert bundle["estimator"].harmonize == "none"      # the shipped model
+    ex = biomarker.example_subjects().iloc[0]
+    with_site = biomarker.predict_subject(ex["path"], bundle, site="NYU", name=ex["path"])
+    without = biomarker.predict_subject(ex["path"], bundle, name=ex["path"])
+    assert with_site["probability"] == without["probability"]
+    assert ("this model makes no site adjustment, so the site (NYU) is recorded but does "
+            "not change the prediction") in with_site["warnings"]
+    assert not any("site" in w for w in without["warnings"])
