@@ -152,16 +152,26 @@ def _n_matched(files, column) -> int:
     return sum(owner_id(input_stem(f), ids) is not None for f in files)
 
 
-def match_subjects(files, table, table_path="the participants table") -> list:
-    """The participants-table row (subject id) of each file, by name (module docstring)."""
+def match_subjects(files, table, table_path="the participants table", unmatched=None) -> list:
+    """The participants-table row (subject id) of each file, by name (module docstring).
+
+    A file no row matches is an error, or, given a dict ``unmatched``, gets ``None`` and
+    its error is put there (file → DataError)."""
     ids = sorted(set(map(str, table.index)), key=len, reverse=True)  # longest first
     out, seen = [], {}
     for f in files:
         stem = input_stem(f)
         sid = owner_id(stem, ids)
         if sid is None:
-            raise DataError(f"{f}: no row of {table_path} matches this file",
-                            "add a row whose subject is the start of the file name")
+            hint = (" (or --skip-bad to predict the others without it)"
+                    if unmatched is None and len(files) > 1 else "")
+            err = DataError(f"{f}: no row of {table_path} matches this file",
+                            "add a row whose subject is the start of the file name" + hint)
+            if unmatched is None:
+                raise err
+            unmatched[f] = err
+            out.append(None)
+            continue
         if (table.index == sid).sum() > 1:
             raise DataError(f"{table_path}: subject '{sid}' (of {f}) has more than one row",
                             "keep one row per subject")
@@ -220,10 +230,26 @@ def predict_cohort(files, model=None, participants=None, site=None, atlas=None,
     est = bundle["estimator"]
     for note in environment_notes(bundle):
         log.warning(note)
+    refused = {str(k): v for k, v in (refused or {}).items()}
     if participants is not None:
         table = read_participants(participants, files)
-        ids = match_subjects(files, table, str(participants))
-        rows = table.loc[ids].reset_index()
+        # with skip_bad, a file the table does not name is listed, and the others go on
+        unmatched = {} if skip_bad else None
+        ids = match_subjects(files, table, str(participants), unmatched)
+        keys = [sid if sid is not None else input_stem(f) for sid, f in zip(ids, files)]
+        dup = next((k for k in keys if keys.count(k) > 1), None)
+        if dup is not None:
+            raise DataError(f"two input files are both subject '{dup}'",
+                            "give each subject one file")
+        if unmatched:   # their rows name the subject by the file, with nothing known
+            blank = pd.DataFrame(index=pd.Index(list(keys), name=table.index.name),
+                                 columns=table.columns)
+            known = [k for k, sid in zip(keys, ids) if sid is not None]
+            blank.loc[known] = table.loc[known].to_numpy()
+            rows = blank.infer_objects().reset_index()
+        else:
+            rows = table.loc[ids].reset_index()
+        refused.update(unmatched or {})
     else:
         stems = [input_stem(f) for f in files]
         dup = next((s for s in stems if stems.count(s) > 1), None)

@@ -368,9 +368,17 @@ def test_bad_cohort_uploads_are_one_line_errors_naming_the_upload(private_tmp, m
     with pytest.raises(DataError, match="must be .tsv or .csv"):
         helpers.analyse_cohort(ups, model[0], table=(ups[0][0], "table.1D"))
     table = ((EXAMPLES / "subjects.tsv").read_text().splitlines()[:2])  # one subject only
-    with pytest.raises(DataError) as err:
-        helpers.analyse_cohort(ups, model[0], table=("\n".join(table).encode(), "p.tsv"))
-    assert str(err.value).startswith("NYU_0051036_rois_ho.1D: no row of p.tsv matches")
+    # the files the table does not name are listed, and the one it names goes on
+    res = helpers.analyse_cohort(ups, model[0], table=("\n".join(table).encode(), "p.tsv"))
+    assert len(res.failed) == 3
+    assert res.table.loc["NYU_0051036_rois_ho", "error"].startswith(
+        "NYU_0051036_rois_ho.1D: no row of p.tsv matches this file (add a row")
+    named = res.table[res.table["error"] == ""]
+    assert list(named.index) == ["NYU_0050952"] and named["diagnosis"].notna().all()
+    assert res.table.loc["NYU_0051036_rois_ho"].drop(["input", "error"]).isna().all()
+    with pytest.raises(DataError) as err:    # none named: nothing to predict
+        helpers.analyse_cohort(ups[1:], model[0], table=("\n".join(table).encode(), "p.tsv"))
+    assert "no row of p.tsv matches" in str(err.value)
     monkeypatch.setattr(helpers, "MAX_COHORT_FILES", 3)
     with pytest.raises(DataError, match="over the limit of 3"):
         helpers.analyse_cohort(ups, model[0])

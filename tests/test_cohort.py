@@ -371,6 +371,27 @@ def test_with_skip_bad_a_file_that_cannot_be_predicted_is_listed_and_the_rest_go
     assert summary["scores"]["accuracy"] == pytest.approx(scores["accuracy"])
 
 
+def test_a_file_the_participants_table_does_not_name_is_listed_with_skip_bad(trained,
+                                                                             tmp_path, capsys):
+    good = [str(f) for f in trained["new"][:4]]
+    stranger = tmp_path / "stranger_rois_ho.1D"      # no row of the table names it
+    stranger.write_bytes(Path(good[0]).read_bytes())
+    files = [good[0], str(stranger), *good[1:]]
+    out = tmp_path / "cohort.tsv"
+    rc = main(["predict", str(trained["model"]), *files, "--participants",
+               str(trained["table"]), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and f"{stranger}: no row of" in err and "--skip-bad" in err
+    assert main(["predict", str(trained["model"]), *files, "--participants",
+                 str(trained["table"]), "--out", str(out), "--skip-bad"]) == 0
+    table = pd.read_csv(out, sep="\t", keep_default_na=False)
+    assert list(table["input"]) == files
+    assert table["error"].tolist()[1].startswith(f"{stranger}: no row of")
+    assert table.loc[1, "subject"] == "stranger_rois_ho" and table.loc[1, "diagnosis"] == ""
+    alone, _ = predict_cohort(good, trained["model"], trained["table"])
+    assert np.allclose(table.drop(index=1)["p_autism"].astype(float), alone["p_autism"])
+
+
 def test_out_never_replaces_an_input_the_model_or_a_runs_own_predictions(trained, tmp_path,
                                                                            capsys):
     model = trained["model"]
