@@ -449,10 +449,13 @@ def test_the_site_picker_offers_the_models_training_sites(model):
 
 def test_the_cohort_table_shows_sex_in_words_and_keeps_the_download_as_given():
     table = pd.DataFrame({"input": ["a.1D", "b.1D", "c.1D"], "sex": [1.0, 2.0, np.nan],
-                          "p_autism": [0.12345, 0.9, 0.5]})
+                          "p_autism": [0.12345, 0.9, 0.5], "predicted": ["control"] * 3,
+                          "in_training": [False] * 3})
     shown = helpers.cohort_for_display(table)
     assert shown["sex"].tolist()[:2] == ["male", "female"] and pd.isna(shown["sex"][2])
-    assert shown["p_autism"].tolist() == [0.123, 0.9, 0.5]
+    assert shown["p_autism"].tolist() == [0.12, 0.9, 0.5]     # as on the subject page
+    # what matters first, for a narrow screen
+    assert list(shown.columns)[:3] == ["p_autism", "predicted", "in_training"]
     assert table["sex"].tolist()[:2] == [1.0, 2.0]  # the table itself is left as it was
 
 

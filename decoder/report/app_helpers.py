@@ -446,16 +446,20 @@ GLOSSARY = """\
 
 
 def cohort_for_display(table: pd.DataFrame) -> pd.DataFrame:
-    """The cohort table as the page shows it: sex in words (the download keeps the codes
-    the participants table gave) and probabilities rounded."""
+    """The cohort table as the page shows it: the probability, the call and whether the
+    subject was a training subject first (what a narrow screen shows without scrolling),
+    sex in words (the download keeps the codes the participants table gave) and
+    probabilities with two decimals, as on the single-subject page."""
     from pipelines.biomarker import sex_label
     shown = table.copy()
     if "sex" in shown:
         shown["sex"] = [sex_label(v) for v in shown["sex"]]
     for col in shown.columns:
         if col.startswith("p_"):
-            shown[col] = pd.to_numeric(shown[col], errors="coerce").round(3)
-    return shown
+            shown[col] = pd.to_numeric(shown[col], errors="coerce").round(2)
+    first = [c for c in shown.columns if c.startswith("p_")] + [
+        c for c in ("predicted", "in_training", "error") if c in shown.columns]
+    return shown[first + [c for c in shown.columns if c not in first]]
 
 
 def edges_for_display(edges: pd.DataFrame) -> pd.DataFrame:
