@@ -473,3 +473,15 @@ def test_a_damaged_metrics_json_is_named_with_its_key(tmp_path, key, value, name
     with pytest.raises(DataError) as err:
         load_run(run)
     assert named in str(err.value) and str(run / "metrics.json") in str(err.value)
+
+
+def test_a_permutation_p_at_its_floor_is_said_to_be_the_smallest_possible():
+    null = np.linspace(0.1, 0.2, 100)
+    at_floor = figures.permutation_histogram(null, 0.8, p_value=1 / 101)
+    assert at_floor.axes[0].get_title() == ("Permutation test: p = 0.0099, the smallest 100 "
+                                            "permutations can give")
+    above = figures.permutation_histogram(null, 0.15, p_value=0.4653)
+    assert above.axes[0].get_title() == "Permutation test: p = 0.465"
+    figures.figure_png(above)                          # drawn: ticks are made now
+    ticks = above.axes[0].get_yticks()
+    assert np.allclose(ticks, np.round(ticks))          # counts, never 2.5

@@ -151,8 +151,11 @@ def permutation_histogram(null, observed: float, p_value=None) -> Figure:
     ax.set_ylabel("permutations")
     title = "Permutation test"
     if p_value is not None:
-        title += f": p = {p_value:.4g}"
+        floor = 1.0 / (len(null) + 1)   # (1 + #null ≥ observed) / (1 + n): its smallest value
+        title += (f": p = {p_value:.2g}, the smallest {len(null)} permutations can give"
+                  if len(null) and np.isclose(p_value, floor) else f": p = {p_value:.3g}")
     ax.set_title(title, fontsize=10)
+    ax.yaxis.get_major_locator().set_params(integer=True)   # counts are whole numbers
     ax.legend(fontsize=8)
     return fig
 
