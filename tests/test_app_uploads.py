@@ -216,7 +216,14 @@ def test_the_model_card_says_which_connections_the_model_goes_with(model):
     conn = helpers.model_connections(bundle, card)
     top = card["connections"]["top"]
     assert len(conn["table"]) == len(top) == 10
-    assert conn["table"]["pattern r"].tolist() == [e["pattern"] for e in top]
+    # written as the card writes them, so that the page and the card read alike
+    assert conn["table"]["pattern r"].tolist() == [f"{e['pattern']:+.2f}" for e in top]
+    assert conn["table"]["same sign in folds"].tolist() == [f"{e['sign_consistency']:.0%}"
+                                                            for e in top]
+    from decoder.models.model_card import card_markdown
+    shown = card_markdown(card)
+    assert all(f"| {r} | {c} |" in shown for r, c in zip(conn["table"]["pattern r"],
+                                                          conn["table"]["same sign in folds"]))
     assert conn["table"]["region a"].str.match(r"(Left|Right) ").all()
     assert conn["glass"] is not None                    # Harvard-Oxford codes: coordinates
     # the planted coupling of the toy layout (regions 10 and 11) comes first, towards autism

@@ -435,9 +435,16 @@ GLOSSARY = """\
 - **Accuracy**: the share of held-out subjects classified correctly, at the 0.5 cut-off.
 - **ROC AUC**: the chance that a random autistic subject gets a higher probability than a
   random control (0.5: no better than a coin, 1: perfect ranking).
+- **Balanced accuracy**: the mean of the accuracy among autistic subjects and among
+  controls, so that the larger group does not dominate.
 - **Chance**: the accuracy of always guessing the larger group.
 - **95% interval**: the range within which the true rate lies with 95% confidence, given
-  how few subjects it rests on.
+  how few subjects it rests on (Wilson's interval for an accuracy, DeLong's for a ROC
+  AUC; "sites resampled" (BCa bootstrap) treats the sites, not the subjects, as the units).
+- **Pattern r**: for a connection, the correlation between its strength and the model's
+  output over the training subjects: positive, the stronger the connection, the higher the
+  probability of autism. "Same sign in folds" is the share of the cross-validation models
+  whose pattern has the same sign.
 - **Brier score**: the mean squared distance between the probabilities and the outcomes
   (0: perfect; 0.25: always saying 0.5).
 - **Site**: the scanner and centre that acquired the scan. Accuracy varies between sites,
@@ -546,8 +553,9 @@ def model_connections(bundle: dict, card: dict | None) -> dict | None:
     table = pd.DataFrame({
         "region a": [(e.get("names") or e["regions"])[0] for e in top],
         "region b": [(e.get("names") or e["regions"])[1] for e in top],
-        "pattern r": [float(e["pattern"]) for e in top],
-        "same sign in folds": [float(e["sign_consistency"]) for e in top],
+        # written as the model card writes them (+0.27, 100%)
+        "pattern r": [f"{float(e['pattern']):+.2f}" for e in top],
+        "same sign in folds": [f"{float(e['sign_consistency']):.0%}" for e in top],
         "stronger in": [e["higher_in"] for e in top]})
     from decoder.data.abide import dataset_regions
     glass = None
