@@ -326,10 +326,12 @@ def biomarker_page():
 def show_run(run):
     m = run.metrics
     cols = st.columns(5)
-    for col, key in zip(cols, ("accuracy", "balanced_accuracy", "roc_auc", "chance",
-                               "permutation_p")):
-        v = m.get(key)
-        col.metric(key.replace("_", " "), "—" if v is None else f"{v:.3f}")
+    for col, (key, label) in zip(cols, (("accuracy", "Accuracy"),
+                                        ("balanced_accuracy", "Balanced accuracy"),
+                                        ("roc_auc", "ROC AUC"), ("chance", "Chance"),
+                                        ("permutation_p", "Permutation p"))):
+        v = m.get(key)   # the same words as the biomarker page and the glossary
+        col.metric(label, "—" if v is None else f"{v:.3f}")
     with st.expander("Summary", expanded=True):
         facts = summary(m)
         st.table({"": list(facts), "value": [str(v) for v in facts.values()]})

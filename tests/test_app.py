@@ -163,8 +163,8 @@ def test_decoding_page_shows_a_run_directory(app):
     app.text_input(key="run_dir").set_value(str(category_run())).run()
     _no_traceback(app)
     assert _errors(app) == []
-    assert _metric(app, "accuracy") == "0.812"
-    assert _metric(app, "permutation p") == f"{1 / 61:.3f}"
+    assert _metric(app, "Accuracy") == "0.812"
+    assert _metric(app, "Permutation p") == f"{1 / 61:.3f}"
     # confusion matrix, per-class, folds, permutation histogram, weight maps
     assert len(app.get("image")) == 5
     assert len(app.get("download_button")) == 1
@@ -209,7 +209,7 @@ def test_decoding_page_lists_runs_under_results(monkeypatch, tmp_path):
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.radio(key="page").set_value("Decoding").run()
     assert at.text_input(key="run_dir").value == str(tmp_path / "results" / "haxby")
-    assert _metric(at, "accuracy") == "0.812"
+    assert _metric(at, "Accuracy") == "0.812"
 
 
 def test_decoding_page_shows_a_biomarker_run_with_its_site_table(app):
@@ -255,7 +255,7 @@ def test_running_the_embedded_haxby_sample_from_the_page(app):
     app.button(key="run_haxby").click().run(timeout=300)
     _no_traceback(app)
     assert _errors(app) == []
-    assert float(_metric(app, "accuracy")) > 0.5  # 8 categories, chance 0.125
+    assert float(_metric(app, "Accuracy")) > 0.5  # 8 categories, chance 0.125
     out = Path(app.session_state["haxby_run"])
     assert (out / "metrics.json").is_file() and (out / "report.html").is_file()
     assert json.loads((out / "metrics.json").read_text())["n_permutations"] == 10
@@ -363,7 +363,7 @@ def test_the_decoding_page_takes_the_path_of_metrics_json_itself(app):
     app.radio(key="page").set_value("Decoding").run()
     app.text_input(key="run_dir").set_value(str(category_run() / "metrics.json")).run()
     _no_traceback(app)
-    assert _errors(app) == [] and _metric(app, "accuracy") != "—"
+    assert _errors(app) == [] and _metric(app, "Accuracy") != "—"
 
 
 def test_each_uploader_states_the_apps_own_size_limit(app):
