@@ -326,7 +326,7 @@ def test_the_sweep_page_shows_every_variant_its_tests_and_links_to_its_report(tm
                 f"variant {row['variant']}: accuracy {row['accuracy']:.3f}")
         assert said in alt
     # a finished variant links to its own report, which exists; a failed one shows its error
-    links = re.findall(r'<a href="([^"]+)">', page)
+    links = re.findall(r'<a href="([^"]+)" title="[^"]+">report</a>', page)
     assert links == [f"{f}/report.html" for f in table["folder"][:2]]
     assert all((out / link).is_file() for link in links)
     assert "Failed variants" in page and "nosuch" in page

@@ -91,10 +91,17 @@ def sweep_figure(table: pd.DataFrame, varied):
     ax.plot([], [], "o", color="#4c72b0", label="accuracy [95 % CI]")
     ax.plot([], [], "s", color="#dd8452", mfc="white", label="ROC AUC [95 % CI]")
     ax.set_yticks(y, [_label(r, varied) for _, r in rows], fontsize=8)
-    ax.set_xlim(0, 1.02)
+    # the scores' own range (not 0–1), so that intervals a few hundredths apart are seen apart
+    ends = [_num(r[c]) for _, r in rows if r["status"] != "failed"
+            for c in ("accuracy", "accuracy_lo", "accuracy_hi", "roc_auc", "roc_auc_lo",
+                      "roc_auc_hi")]
+    ends = [e for e in ends if e is not None]
+    lo, hi = (min(ends), max(ends)) if ends else (0.0, 1.0)
+    pad = max(0.02, 0.1 * (hi - lo))
+    ax.set_xlim(max(0.0, lo - pad), min(1.02, hi + pad))
     ax.set_ylim(-0.7, len(rows) - 0.3)
     ax.set_xlabel("held-out score (dotted: the reference's accuracy)")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))   # off the markers
     ax.set_title("Every variant of the sweep", fontsize=10)
     return fig
 
@@ -124,8 +131,9 @@ def _table_html(table: pd.DataFrame, varied, folder: Path) -> str:
                   _cell(r["note"] if isinstance(r["note"], str) else None)]
         name = str(r["folder"])
         report = folder / name / "report.html"
-        cells.append(f'<td><a href="{esc(name)}/report.html">{esc(name)}</a></td>'
-                     if report.is_file() and r["status"] != "failed" else f"<td>{esc(name)}</td>")
+        cells.append(f'<td><a href="{esc(name)}/report.html" title="{esc(name)}">report</a>'
+                     "</td>" if report.is_file() and r["status"] != "failed" else
+                     f"<td>{esc(name)}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     head = "".join(f"<th>{esc(h)}</th>" for h in heads)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(out)}</tbody></table>"
