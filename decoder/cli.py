@@ -18,13 +18,17 @@ log = logging.getLogger("decoder")
 
 
 def _shown_path(path) -> str:
-    """``path`` relative to the working folder when inside it, else absolute."""
+    """``path`` relative to the working folder when inside it, else absolute, quoted as a
+    shell would need it. Not resolved: an annexed result is a symlink into the dataset's
+    annex, and its own path is the one to show."""
     import os
+    import shlex
     full = Path(os.path.abspath(path))
     try:
-        return str(full.relative_to(Path.cwd())) or "."
+        text = str(full.relative_to(Path(os.path.abspath(Path.cwd()))))
     except ValueError:
-        return str(full)
+        text = str(full)
+    return shlex.quote(text)
 
 
 def _cmd_run(args) -> int:
@@ -99,9 +103,12 @@ def _cmd_report(args) -> int:
     from .report import run_folder, write_report
     from .report._sweep import is_sweep_folder, write_sweep_report
     from .results import check_writable
-    if is_sweep_folder(args.run_dir):   # a sweep's folder: its page of every variant
-        check_writable(Path(args.run_dir))
-        print(f"sweep page written to {write_sweep_report(args.run_dir)}")
+    given = Path(args.run_dir)
+    if given.name == "sweep.json" and given.is_file():   # (its sweep.json names it too)
+        given = given.parent
+    if is_sweep_folder(given):   # a sweep's folder: its page of every variant
+        check_writable(given)
+        print(f"sweep page written to {write_sweep_report(given)}")
         return 0
     run_dir = run_folder(args.run_dir)  # (its metrics.json names it too)
     if run_dir.is_dir():  # (a missing folder is named by write_report)

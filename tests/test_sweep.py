@@ -368,3 +368,40 @@ def test_a_page_that_cannot_be_drawn_leaves_the_sweep_complete(tmp_path, monkeyp
     assert [v["status"] for v in res["variants"]] == ["ran", "ran"]
     assert (out / "sweep.tsv").is_file() and not (out / "sweep.html").exists()
     assert "sweep.html not written" in caplog.text and "decoder report" in caplog.text
+
+
+def test_the_sweep_page_draws_failed_variants_and_keeps_settings_as_written(tmp_path):
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+    out = tmp_path / "sweep"
+    sweep(FAST, parse_vary(["dataset.mask=auto,null",
+                            "classes=[[face, house], [face, nosuch]]"]), out=out)
+    page = (out / "sweep.html").read_text()
+    png = base64.b64decode(re.search(r'src="data:image/png;base64,([^"]+)"', page).group(1))
+    width, _ = Image.open(io.BytesIO(png)).size
+    assert width < 1400                   # "failed" is drawn inside the plot, not far off it
+    assert "<td>null</td>" in page and "variant 4 (dataset.mask=null, " in page
+    assert "dataset.mask=nan" not in page and "<td>—</td><td>face" not in page
+    # category runs have no intervals: none are promised
+    assert "95 % CI" not in page
+
+
+def test_a_damaged_sweep_table_is_a_one_line_error(tmp_path, capsys):
+    from decoder.cli import main
+    out = tmp_path / "sweep"
+    sweep(FAST, parse_vary(["model=dual-ridge,lda"]), out=out)
+    good = (out / "sweep.tsv").read_text()
+    assert main(["report", str(out / "sweep.json")]) == 0      # its sweep.json names it too
+    capsys.readouterr()
+    damaged = {"header only": good.splitlines()[0] + "\n",
+               "cut mid-row": good[: good.index("\n", good.index("\n") + 1) + 40],
+               "edited variant": good.replace("\n1\t", "\none\t", 1)}
+    for what, text in damaged.items():
+        (out / "sweep.tsv").write_text(text)
+        assert main(["report", str(out)]) != 0, what
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"decoder: error: {out / 'sweep.tsv'}: "), (what, err)
+        assert "\n" not in err and "report it" not in err, (what, err)

@@ -37,7 +37,8 @@ def load_sweep(folder) -> tuple[dict, pd.DataFrame]:
                         "not finish)", fix)
     try:
         summary = json.loads(summary_file.read_text())
-        table = pd.read_csv(table_file, sep="\t", keep_default_na=True)
+        # settings as written ('null' stays 'null'); the score columns as numbers below
+        table = pd.read_csv(table_file, sep="\t", dtype=str, keep_default_na=False)
     except (ValueError, OSError, UnicodeDecodeError) as exc:
         bad = summary_file if "summary" not in locals() else table_file
         raise DataError(f"{bad}: unreadable ({type(exc).__name__})", fix) from None
@@ -46,6 +47,25 @@ def load_sweep(folder) -> tuple[dict, pd.DataFrame]:
     if not isinstance(varied, list) or missing_cols:
         what = f"column {missing_cols[0]}" if missing_cols else "the varied keys"
         raise DataError(f"{table_file if missing_cols else summary_file}: {what} missing", fix)
+    listed = summary.get("variants") if isinstance(summary.get("variants"), list) else []
+    expected = [str(i) for i in range(1, len(listed) + 1)]
+    if table.empty or table["variant"].tolist() != expected:
+        raise DataError(f"{table_file}: its rows are not the variants 1 to {len(listed)} that "
+                        f"{summary_file.name} lists (cut short or edited?)", fix)
+    bad = table[~table["status"].isin(["ran", "reused", "failed"])]
+    if not bad.empty:
+        raise DataError(f"{table_file}: variant {bad['variant'].iloc[0]} has status "
+                        f"'{bad['status'].iloc[0]}' (ran, reused or failed expected)", fix)
+    numeric = [c for c in _SCORE_COLUMNS if c not in ("test", "status", "folder", "note")]
+    for col in numeric:
+        values = pd.to_numeric(table[col].replace("", None), errors="coerce")
+        if (values.isna() & (table[col] != "")).any():
+            raise DataError(f"{table_file}: column {col} holds a value that is not a number",
+                            fix)
+        table[col] = values
+    table["variant"] = table["variant"].astype(int)
+    for col in ("test", "note"):
+        table[col] = table[col].replace("", None)
     return summary, table
 
 
@@ -64,6 +84,10 @@ def _interval(row, key) -> str:
     return f"{v:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else "")
 
 
+def _has_intervals(table) -> bool:
+    return bool(table[["accuracy_lo", "roc_auc_lo"]].notna().to_numpy().any())
+
+
 def sweep_figure(table: pd.DataFrame, varied):
     """Each variant's accuracy and ROC AUC with their 95 % intervals (a forest plot); the
     reference's accuracy as a line. Failed variants are named, not drawn."""
@@ -74,7 +98,8 @@ def sweep_figure(table: pd.DataFrame, varied):
     y = np.arange(len(rows))[::-1]
     for yi, (_, r) in zip(y, rows):
         if r["status"] == "failed":
-            ax.text(0.5, yi, "failed", ha="center", va="center", fontsize=8, color="crimson")
+            ax.text(0.5, yi, "failed", ha="center", va="center", fontsize=8, color="crimson",
+                    transform=ax.get_yaxis_transform())   # x in axes units: any score range
             continue
         for key, dy, style in (("accuracy", 0.12, dict(marker="o", color="#4c72b0")),
                                ("roc_auc", -0.12, dict(marker="s", color="#dd8452",
@@ -88,8 +113,9 @@ def sweep_figure(table: pd.DataFrame, varied):
     ref = table.iloc[0]
     if ref["status"] != "failed" and _num(ref["accuracy"]) is not None:
         ax.axvline(float(ref["accuracy"]), color="#4c72b0", ls=":", lw=1)
-    ax.plot([], [], "o", color="#4c72b0", label="accuracy [95 % CI]")
-    ax.plot([], [], "s", color="#dd8452", mfc="white", label="ROC AUC [95 % CI]")
+    ci = " [95 % CI]" if _has_intervals(table) else ""   # category runs have none
+    ax.plot([], [], "o", color="#4c72b0", label=f"accuracy{ci}")
+    ax.plot([], [], "s", color="#dd8452", mfc="white", label=f"ROC AUC{ci}")
     ax.set_yticks(y, [_label(r, varied) for _, r in rows], fontsize=8)
     # the scores' own range (not 0–1), so that intervals a few hundredths apart are seen apart
     ends = [_num(r[c]) for _, r in rows if r["status"] != "failed"
@@ -113,7 +139,8 @@ def _p_cell(v) -> str:
 
 def _table_html(table: pd.DataFrame, varied, folder: Path) -> str:
     from ._html import _cell, esc
-    heads = ["variant", *varied, "status", "accuracy [95 % CI]", "ROC AUC [95 % CI]",
+    ci = " [95 % CI]" if _has_intervals(table) else ""
+    heads = ["variant", *varied, "status", f"accuracy{ci}", f"ROC AUC{ci}",
              "Δ accuracy vs 1", "p (test)", "p Holm", "p corrected t", "Δ ROC AUC vs 1",
              "p DeLong", "note", "report"]
     out = []
