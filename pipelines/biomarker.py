@@ -1280,12 +1280,17 @@ def check_atlas_regions(atlas_spec: dict, bundle: dict, name) -> None:
     regions = [str(r).lstrip("#") for r in (bundle or {}).get("regions") or []]
     have = set(atlas_spec.get("labels") or [])
     missing = [r for r in regions if r not in have]
+    extra = sorted(have - set(regions), key=lambda v: (len(v), v))
+    fix = f"use the labels atlas the model was trained on ({model_atlas(bundle)})"
+    n = len(have)
     if regions and missing:
-        n = len(have)
         raise DataError(f"atlas {name} has {n} region{'s' if n != 1 else ''} and lacks "
                         f"{len(missing)} of the model's {len(regions)} (label "
-                        f"{', '.join(missing[:3])}{', …' if len(missing) > 3 else ''})",
-                        f"use the labels atlas the model was trained on ({model_atlas(bundle)})")
+                        f"{', '.join(missing[:3])}{', …' if len(missing) > 3 else ''})", fix)
+    if regions and extra:
+        raise DataError(f"atlas {name} has {len(extra)} region{'s' if len(extra) != 1 else ''} "
+                        f"the model does not know (label {', '.join(extra[:3])}"
+                        f"{', …' if len(extra) > 3 else ''}) besides its {len(regions)}", fix)
 
 
 def align_regions(ts, names, model_regions, name="the time series", trained_on=None):

@@ -468,3 +468,34 @@ def test_a_site_given_to_a_model_without_site_adjustment_is_said_to_change_nothi
     assert ("this model makes no site adjustment, so the site (NYU) is recorded but does "
             "not change the prediction") in with_site["warnings"]
     assert not any("site" in w for w in without["warnings"])
+
+
+def _atlas_with(tmp_path, values, name):
+    """A 4D image and a labels atlas holding ``values`` (two voxels each)."""
+    rng = np.random.default_rng(0)
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    labels = np.zeros((8, 8, 8), dtype=np.int16)
+    flat = labels.reshape(-1)
+    flat[: len(values)] = values
+    flat[len(values): 2 * len(values)] = values
+    bold = nib.Nifti1Image(rng.normal(size=(8, 8, 8, 40)).astype(np.float32) + 100, affine)
+    bold.header.set_zooms((3.0, 3.0, 3.0, 2.0))
+    nib.save(bold, tmp_path / "sub-01_bold.nii.gz")
+    nib.save(nib.Nifti1Image(labels, affine), tmp_path / name)
+    return tmp_path / "sub-01_bold.nii.gz", tmp_path / name
+
+
+@pytest.mark.parametrize("kind", ["same count, other labels", "the model's and one more"])
+def test_an_atlas_is_checked_by_its_label_values_not_only_their_number(tmp_path, capsys,
+                                                                       kind):
+    model_labels = [int(r) for r in biomarker.load_model()["regions"]]
+    values = (list(range(1, 112)) if kind.startswith("same")       # read by position before
+              else model_labels + [999])
+    bold, atlas = _atlas_with(tmp_path, values, "atlas.nii.gz")
+    out = tmp_path / "p.json"
+    rc = main(["predict", str(biomarker.SHIPPED_MODEL), str(bold), "--atlas", str(atlas),
+               "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and not out.exists()
+    assert err.startswith(f"decoder: error: atlas {atlas} has ")
+    assert ("the model does not know (label 999)" in err) == kind.endswith("one more")
