@@ -316,6 +316,8 @@ def _two_subject_bids_dataset(path: Path) -> None:
             (path / rel).parent.mkdir(parents=True, exist_ok=True)
             (path / rel).write_bytes(rng.bytes(2048))
     (path / "derivatives/fmriprep/dataset_description.json").write_text('{"Name": "fmriprep"}')
+    for sub in ("01", "02"):   # fMRIPrep's per-subject report, at the derivative's top
+        (path / f"derivatives/fmriprep/sub-{sub}.html").write_bytes(rng.bytes(512))
     dl.save(dataset=str(path), message="two subjects", result_renderer="disabled")
 
 
@@ -332,6 +334,10 @@ def test_subjects_of_a_bids_dataset_given_by_path_get_only_their_folders(tmp_pat
             assert (to / rel).is_symlink()          # every file is in the clone ...
             assert (to / rel).exists() is got       # ... only sub-01's content was got
     assert (to / "participants.tsv").read_text().startswith("participant_id")
+    assert (to / "derivatives/fmriprep/sub-01.html").exists()
+    assert not (to / "derivatives/fmriprep/sub-02.html").exists()
+    # what was got is data: the count leaves out git's and DataLad's own files
+    assert "6 files (" in res.stdout   # 2 at the top, sub-01's image, 3 of the derivative
     # a label the dataset does not have is named with the ones it has, and gets nothing
     res = decoder_cli("fetch", str(src), "--to", str(tmp_path / "other"), "--subjects", "03")
     assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1

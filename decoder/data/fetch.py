@@ -383,6 +383,7 @@ def _fetch_datalad(entry: dict, source: str, custom: bool, target: Path, subject
         for pat in unmatched:
             echo(f"note: no file matches '{pat}' in this version; skipped")
     elif labels:
+        files = _only_these_subjects(files, labels)
         _check_bids_subjects(top, labels, files)
     elif not files:
         raise DataError(f"no file in {top}", "check the dataset's URL or path")
@@ -401,6 +402,24 @@ def bids_subject_patterns(labels) -> list[str]:
     out = ["*", "phenotype/**", "derivatives/*/*"]
     for lab in labels:
         out += [f"sub-{lab}/**", f"derivatives/*/sub-{lab}/**"]
+    return out
+
+
+def _only_these_subjects(files, labels) -> list:
+    """Of the files the patterns matched, leave out git's and DataLad's own (``.gitattributes``,
+    ``.datalad/``) and another subject's files at a derivative's top (fMRIPrep's
+    ``sub-02.html``)."""
+    wanted = {f"sub-{lab}" for lab in labels}
+    out = []
+    for f in files:
+        parts = f.split("/")
+        if any(p.startswith(".") for p in parts):
+            continue
+        name = parts[-1]
+        if (len(parts) == 3 and parts[0] == "derivatives" and name.startswith("sub-")
+                and re.split(r"[_.]", name)[0] not in wanted):
+            continue
+        out.append(f)
     return out
 
 
