@@ -106,7 +106,10 @@ def test_abide_fetch_builds_a_datalad_dataset_with_addurls(bucket, tmp_path):
 def test_a_local_file_url_mirror_works_like_a_server(bucket, tmp_path):
     # git-annex refuses file:// URLs unless told; a mirror the user names is allowed
     to = tmp_path / "abide"
-    mirror = bucket["root"].as_uri()
+    spaced = bucket["root"].with_name("mir ror é")      # a folder typed as it is
+    bucket["root"].rename(spaced)
+    bucket["root"] = spaced
+    mirror = f"file://{spaced}"
     res = decoder_cli("fetch", "abide-pcp", "--subjects", "50003", "--base-url", mirror,
                       "--to", str(to))
     assert res.returncode == 0, res.stderr

@@ -592,6 +592,9 @@ def _rel(top: Path, path) -> str:
 
 def _fetch_addurls(entry: dict, base: str, target: Path, subjects, jobs, echo) -> dict:
     base = base if base.endswith("/") else base + "/"
+    parsed = urllib.parse.urlparse(base)
+    if parsed.scheme == "file":   # a folder typed as it is ('mir ror'): encoded as a URL
+        base = "file://" + urllib.parse.quote(urllib.parse.unquote(parsed.path))
     top = _dl.dataset_root(target) if target.exists() else None
     if top is None or Path(top).resolve() != target.resolve():
         if target.exists() and any(target.iterdir()):
