@@ -35,13 +35,16 @@ def load_sweep(folder) -> tuple[dict, pd.DataFrame]:
         missing = summary_file if not summary_file.is_file() else table_file
         raise DataError(f"{folder}: no {missing.name} (not a sweep folder, or the sweep did "
                         "not finish)", fix)
-    try:
-        summary = json.loads(summary_file.read_text())
-        # settings as written ('null' stays 'null'); the score columns as numbers below
-        table = pd.read_csv(table_file, sep="\t", dtype=str, keep_default_na=False)
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
-        bad = summary_file if "summary" not in locals() else table_file
-        raise DataError(f"{bad}: unreadable ({type(exc).__name__})", fix) from None
+    def read(path, how):
+        try:
+            return how(path)
+        except (ValueError, OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: unreadable ({type(exc).__name__})", fix) from None
+
+    summary = read(summary_file, lambda p: json.loads(p.read_text()))
+    # settings as written ('null' stays 'null'); the score columns as numbers below
+    table = read(table_file, lambda p: pd.read_csv(p, sep="\t", dtype=str,
+                                                   keep_default_na=False))
     varied = summary.get("varied") if isinstance(summary, dict) else None
     missing_cols = [c for c in (*_SCORE_COLUMNS, *(varied or [])) if c not in table.columns]
     if not isinstance(varied, list) or missing_cols:
@@ -73,8 +76,12 @@ def _num(v):
     return None if v is None or pd.isna(v) else float(v)
 
 
+def _settings(row, varied) -> str:
+    return ", ".join(f"{k}={row[k]}" for k in varied)
+
+
 def _label(row, varied) -> str:
-    return f"{int(row['variant'])}  " + ", ".join(f"{k}={row[k]}" for k in varied)
+    return f"{int(row['variant'])}  {_settings(row, varied)}"
 
 
 def _interval(row, key) -> str:
@@ -182,7 +189,7 @@ def render_sweep_report(folder) -> str:
         "variants": int(len(table)),
         "ran": int(status.get("ran", 0)), "reused": int(status.get("reused", 0)),
         "failed": int(status.get("failed", 0)),
-        "reference": f"variant 1 ({_label(table.iloc[0], varied).split('  ', 1)[1]})"}),
+        "reference": f"variant 1 ({_settings(table.iloc[0], varied)})"}),
         _html.notice(str(summary.get("note") or "")), anchor="summary")]
     body.append(_html.section("Scores", _html.img(figures.figure_png(
         sweep_figure(table, varied)), alt), anchor="scores"))
@@ -198,7 +205,7 @@ def render_sweep_report(folder) -> str:
     failed = table[table["status"] == "failed"]
     if not failed.empty:
         body.append(_html.section("Failed variants", *(
-            _html.notice(f"variant {int(r['variant'])} ({_label(r, varied).split('  ', 1)[1]}): "
+            _html.notice(f"variant {int(r['variant'])} ({_settings(r, varied)}): "
                          f"{r['note']}") for _, r in failed.iterrows()), anchor="failed"))
     created = ""
     first = folder / str(table.iloc[0]["folder"]) / "metrics.json"
