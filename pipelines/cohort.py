@@ -351,7 +351,7 @@ def _read_series(files, atlas, bundle, skip_bad, refused=None):
     """Each file's time series (None for one that fails, with ``skip_bad``) and the
     failures (file → DataError); ``refused`` files fail with the reason given."""
     series, errors = [], {}
-    refused = {str(k): v for k, v in (refused or {}).items()} if skip_bad else {}
+    refused = (refused or {}) if skip_bad else {}   # (keyed as ``files``: str paths)
     for f in files:
         if f in refused:
             errors[f] = refused[f]
