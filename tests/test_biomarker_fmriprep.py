@@ -383,6 +383,22 @@ def test_atlas_files_that_are_not_what_they_say_are_one_line_errors(tmp_path):
     root = make_fmriprep(tmp_path / "fmriprep", n_per_site=2, sites=("A",))
     with pytest.raises(DataError, match="a 3-D image is not a maps atlas"):
         load_atlas(root / "atlas.nii.gz", "maps")
+    # a labels atlas resampled with continuous interpolation blends labels at borders
+    img = nib.load(root / "atlas.nii.gz")
+    labels = np.asarray(img.dataobj).astype(np.float32)
+    nib.save(nib.Nifti1Image(labels, img.affine), tmp_path / "whole.nii.gz")
+    assert load_atlas(tmp_path / "whole.nii.gz")["labels"] == load_atlas(
+        root / "atlas.nii.gz")["labels"]            # whole-valued floats are labels
+    blended = labels.copy()
+    blended[blended > 0] += 0.4
+    nib.save(nib.Nifti1Image(blended, img.affine), tmp_path / "blended.nii.gz")
+    with pytest.raises(DataError, match=r"blended.nii.gz: .*not whole numbers \(e.g. 1.4\)"
+                       r".*nearest-neighbour"):
+        load_atlas(tmp_path / "blended.nii.gz")
+    labels[0, 0, 0] = np.nan
+    nib.save(nib.Nifti1Image(labels, img.affine), tmp_path / "nan.nii.gz")
+    with pytest.raises(DataError, match="NaN or infinite"):
+        load_atlas(tmp_path / "nan.nii.gz")
     table = tmp_path / "coords.tsv"
     table.write_text("name\tX\tY\tZ\nPCC\t0\t-52\t26\nmPFC\t0\t54\t-4\n")
     atlas = load_atlas(table)      # capital headers and a name column are fine

@@ -107,8 +107,7 @@ def load_atlas(atlas, atlas_type=None, labels_file=None):
                             + ("maps" if len(img.shape) == 4 else "labels")
                             + " (or leave it out: it is read from the file)")
         if kind == "labels":
-            values = np.unique(np.asarray(img.dataobj)).astype(int)
-            labels = [str(v) for v in values if v != 0]
+            labels = _label_values(img, path)
             if not labels:
                 raise DataError(f"{path}: the atlas has no labelled region (every voxel is 0)",
                                 "pass a labels atlas whose regions are numbered 1, 2, …")
@@ -149,7 +148,7 @@ def load_atlas(atlas, atlas_type=None, labels_file=None):
         kind = NILEARN_ATLASES[key]
         img = a.maps if not isinstance(a.maps, str) else __import__("nibabel").load(a.maps)
         if kind == "labels":   # label values, as for an atlas file; names from nilearn's table
-            labels = [str(v) for v in np.unique(np.asarray(img.dataobj)).astype(int) if v != 0]
+            labels = _label_values(img, f"nilearn:{key}")
         else:
             labels = [str(i) for i in range(img.shape[3])]
         return {"type": kind, "img": img, "coords": None, "labels": labels,
@@ -158,6 +157,29 @@ def load_atlas(atlas, atlas_type=None, labels_file=None):
     return {"type": "spheres", "img": None, "coords": coords,
             "labels": [str(i) for i in range(len(coords))],
             "names": _sphere_names(coords, given), "source": f"nilearn:{key}"}
+
+
+def _label_values(img, source) -> list[str]:
+    """The non-zero label values of a labels atlas, as text ('10', '11', …).
+
+    A value that is not a whole number (10.4) means the image is not a labels atlas as
+    saved: most often one resampled with continuous interpolation (its borders blend two
+    labels) or a probabilistic map. Read as whole numbers such values would silently
+    merge or invent regions, so they are refused.
+    """
+    values = np.unique(np.asarray(img.dataobj))
+    if not np.issubdtype(values.dtype, np.integer):
+        if not np.isfinite(values).all():
+            raise DataError(f"{source}: the labels atlas holds NaN or infinite values",
+                            "give every voxel a whole-number label (0 for background)")
+        odd = values[values != np.round(values)]
+        if odd.size:
+            raise DataError(
+                f"{source}: the labels atlas holds {odd.size} value(s) that are not whole "
+                f"numbers (e.g. {odd[0]:g}), as after resampling with continuous interpolation",
+                "resample it with nearest-neighbour interpolation (a probabilistic atlas "
+                "is a 4-D maps image)")
+    return [str(int(v)) for v in values if v != 0]
 
 
 # ---------------------------------------------------------------- region names
