@@ -822,16 +822,25 @@ def age_band(age) -> str | None:
     return next((name for name, lo, hi in AGE_BANDS if lo <= age < hi), None)
 
 
-def subgroup_accuracy(age, sex, per_subgroup) -> dict:
+def subgroup_accuracy(age, sex, per_subgroup, ages=None) -> dict:
     """The evaluation's held-out scores for subjects of this subject's sex and age band.
+
+    Parameters
+    ----------
+    ages : (float, float), optional
+        The training subjects' youngest and oldest ages: an age outside them gets no age
+        band, whose held-out scores describe other ages (a 3-year-old is not one of the
+        6-to-12-year-olds behind the "under 12" score).
 
     Returns
     -------
     dict
         ``{"sex": {"group": "female", "n": ..., "accuracy": ..., "accuracy_ci95": ...,
-        ...}, "age": {...}}``; a key is absent when the subject's sex or age is unknown
-        or the evaluation had no subject in that group.
+        ...}, "age": {...}}``; a key is absent when the subject's sex or age is unknown,
+        the age is outside ``ages`` or the evaluation had no subject in that group.
     """
+    if age is not None and ages and not ages[0] <= float(age) <= ages[1]:
+        age = None
     out = {}
     for name, label in (("sex", sex_label(sex)), ("age", age_band(age))):
         scores = ((per_subgroup or {}).get(name) or {}).get(label) if label else None
@@ -1453,7 +1462,8 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None,
     ROC AUC and scheme of the model's evaluation), ``calibration_bin`` (observed
     autism rate among held-out subjects with a similar predicted probability) and
     ``subgroups`` (:func:`subgroup_accuracy`: the evaluation's scores for this
-    subject's sex and age band, where known).
+    subject's sex and age band, where known; no age band for an age outside the
+    training subjects' ages).
     """
     if age is not None and not (np.isfinite(float(age)) and 0 < float(age) < 120):
         raise DataError(f"age {age} is not an age in years", "give the subject's age at the "
@@ -1529,7 +1539,8 @@ def predict_subject(time_series, model=None, site=None, age=None, sex=None,
               "cv": bundle.get("cv"),
               "calibration_bin": _bin_rate((bundle.get("cv") or {}).get("calibration"), p),
               "subgroups": subgroup_accuracy(age, sex,
-                                             (bundle.get("cv") or {}).get("per_subgroup"))}
+                                             (bundle.get("cv") or {}).get("per_subgroup"),
+                                             ages=ages)}
     if mean_fd is not None and "mean_fd" not in removed:
         notes.append("this model does not adjust for head motion: the mean FD given is "
                      "not used")

@@ -332,6 +332,10 @@ def test_the_subgroup_sentence_names_the_subjects_sex_and_age_band():
     assert helpers.subgroup_caveat(15, None, card) == ""
     assert helpers.subgroup_caveat(None, None, card) == ""
     assert helpers.subgroup_caveat(30, 1, None) == ""
+    # an age the training subjects did not have is given no age band's score
+    young = helpers.subgroup_caveat(3, 2, card, ages=[6.47, 58.0])
+    assert "female 0.62" in young and "under 12" not in young
+    assert "under 12 0.66" in helpers.subgroup_caveat(8.7, 2, card, ages=[6.47, 58.0])
 
 
 # ------------------------------------------------------------------ a cohort

@@ -397,9 +397,13 @@ def test_a_series_of_another_atlas_names_the_models_atlas(tmp_path):
 def test_the_shipped_model_knows_its_training_ages_and_notes_a_younger_child():
     bundle = biomarker.load_model()
     assert bundle["ages"] == [6.47, 58.0]
-    notes = biomarker.predict_subject(_example_series(), bundle, age=3)["warnings"]
+    young = biomarker.predict_subject(_example_series(), bundle, age=3, sex="female")
     assert any("age 3 is outside the ages of the model's training subjects (6.47–58 years)"
-               in n for n in notes)
+               in n for n in young["warnings"])
+    # the 'under 12' band's held-out scores describe children of 6.47-12, not this child
+    assert "age" not in young["subgroups"] and young["subgroups"]["sex"]["group"] == "female"
+    child = biomarker.predict_subject(_example_series(), bundle, age=9, sex="female")
+    assert child["subgroups"]["age"]["group"] == "under 12"
 
 
 def test_a_file_that_is_not_a_time_series_table_is_not_called_a_cut_short_download(tmp_path,

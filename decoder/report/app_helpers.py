@@ -493,17 +493,18 @@ def model_sites(bundle: dict, card: dict | None = None) -> list:
     return sorted(map(str, sites))
 
 
-def subgroup_caveat(age, sex, card: dict | None) -> str:
+def subgroup_caveat(age, sex, card: dict | None, ages=None) -> str:
     """One sentence on the model's held-out accuracy for subjects of this subject's sex
     and age band (``per_subgroup`` of its evaluation), next to the overall accuracy;
     empty when the card has no subgroup scores or neither is known.
 
-    ``sex`` is ABIDE's code (1 male, 2 female) or a word (male/female, m/f).
+    ``sex`` is ABIDE's code (1 male, 2 female) or a word (male/female, m/f); an age
+    outside ``ages`` (the training subjects' youngest and oldest) gets no age band.
     """
     from pipelines.biomarker import subgroup_accuracy
     ev = (card or {}).get("evaluation") or {}
     parts = []
-    for name, g in subgroup_accuracy(age, sex, ev.get("per_subgroup")).items():
+    for name, g in subgroup_accuracy(age, sex, ev.get("per_subgroup"), ages=ages).items():
         if isinstance(g.get("accuracy"), (int, float)):
             what = g["group"] if name == "sex" else f"age {g['group']}"
             ci = g.get("accuracy_ci95")
@@ -626,7 +627,7 @@ def analyse_subject(time_series, bundle: dict, name: str, card: dict | None = No
                          n_timepoints=int(ts.shape[0]), site=None if site is None else str(site),
                          caveat=site_caveat(site, card, new_site=new_site),
                          positive_class=str(pred.get("positive_class", "autism")),
-                         subgroups=subgroup_caveat(age, sex, card),
+                         subgroups=subgroup_caveat(age, sex, card, ages=bundle.get("ages")),
                          notes=list(pred.get("warnings") or []))
 
 
