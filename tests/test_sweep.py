@@ -405,3 +405,12 @@ def test_a_damaged_sweep_table_is_a_one_line_error(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"decoder: error: {out / 'sweep.tsv'}: "), (what, err)
         assert "\n" not in err and "report it" not in err, (what, err)
+
+
+def test_the_sweep_page_reads_every_column_the_sweep_table_writes():
+    from decoder.report._sweep import _SCORE_COLUMNS
+    from pipelines.sweep import sweep_table
+    row = {"variant": 1, "settings": {"model": "lda"}, "metrics": {"accuracy": 0.7},
+           "status": "ran", "folder": "/x/01_model-lda"}
+    table = sweep_table([row], ["model"])
+    assert list(table.columns) == ["variant", "model", *_SCORE_COLUMNS[1:]]
