@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__
-from .errors import DecoderError
+from .errors import DecoderError, link_loop_error
 
 log = logging.getLogger("decoder")
 
@@ -384,6 +384,10 @@ def _main(argv=None) -> int:
     except Exception as err:  # an unexpected failure still gets one line
         if args.debug:
             traceback.print_exc()
+        loop = link_loop_error(err)   # a path the user gave, wherever it was resolved
+        if loop is not None:
+            print(f"decoder: error: {loop}", file=sys.stderr)
+            return 2
         msg = " ".join(str(err).split()) or type(err).__name__
         print(f"decoder: error: {type(err).__name__}: {msg} — fix: rerun with --debug "
               "for the traceback and report it", file=sys.stderr)

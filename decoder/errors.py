@@ -46,6 +46,23 @@ class LabelError(DataError, ValueError):
     """
 
 
+def link_loop_error(err: BaseException) -> DataError | None:
+    """The one-line error for a path that is a loop of symbolic links, from the
+    exception the standard library raised on it (``Path.resolve`` raises a bare
+    ``RuntimeError`` in Python 3.11, ``open`` an ``OSError`` with ``ELOOP``); None for any
+    other exception."""
+    import errno
+    path = None
+    if isinstance(err, RuntimeError) and str(err).startswith("Symlink loop from "):
+        path = str(err)[len("Symlink loop from "):].strip("'\"")
+    elif isinstance(err, OSError) and err.errno == errno.ELOOP:
+        path = err.filename
+    if path is None:
+        return None
+    return DataError(f"{path} is a loop of symbolic links: it leads to no file",
+                     "point the link at the file, or give the file itself")
+
+
 def check_choice(what: str, value, options, fix_word: str = "one") -> None:
     """Raise :class:`ConfigError` unless ``value`` is one of ``options``.
 
@@ -69,4 +86,8 @@ def missing_file(path, what: str, fix: str) -> DataError:
         return DataError(f"{what} {path} is an annexed file whose content is not here",
                          f"run 'datalad get {path}' (or 'decoder fetch' its dataset), "
                          "then retry")
+    if path.is_symlink() and not path.exists():  # a dangling link or a loop of links
+        return DataError(f"{what} {path} is a link to {os.readlink(path)}, which leads to no "
+                         "file (a broken link, or a loop of links)",
+                         "point the link at the file, or give the file itself")
     return DataError(f"{what} not found: {path}", fix)

@@ -126,3 +126,15 @@ def test_an_annexed_file_without_content_says_how_to_get_it(cli, sample_copy, tm
     from decoder.report.app_helpers import model_path  # the shipped model
     _assert_one_line_error(cli("predict", model_path(), series),
                            "NYU_0050952_rois_ho.1D is an annexed file", "datalad get")
+
+
+def test_a_loop_of_links_or_a_broken_link_is_named(cli, tmp_path):
+    from pipelines.biomarker import SHIPPED_MODEL
+    (tmp_path / "a.1D").symlink_to(tmp_path / "b.1D")
+    (tmp_path / "b.1D").symlink_to(tmp_path / "a.1D")
+    proc = cli("predict", SHIPPED_MODEL, tmp_path / "a.1D")
+    _assert_one_line_error(proc, "a.1D is a loop of symbolic links", "fix:")
+    assert proc.returncode == 2            # the input's fault, not an internal error
+    (tmp_path / "gone.1D").symlink_to(tmp_path / "moved.1D")
+    _assert_one_line_error(cli("predict", SHIPPED_MODEL, tmp_path / "gone.1D"),
+                           "gone.1D is a link to", "moved.1D, which leads to no file")
