@@ -6,7 +6,9 @@ No science lives here: every command calls a library or pipeline function.
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -175,9 +177,48 @@ def _cmd_fetch(args) -> int:
     return fetch_cli(args)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the command's one-line errors: the problem and the fix, no usage
+    block (argparse prints the top-level usage even for a subcommand's mistake)."""
+
+    def error(self, message):
+        fix = f"'{self.prog} --help' lists its options"
+        wrong = re.match(r"argument (\S+): invalid (\w+) value", message)
+        if wrong:
+            kind = {"float": "a number", "int": "a whole number"}.get(wrong.group(2), "a value")
+            fix = f"give {wrong.group(1)} {kind}; " + fix
+        choice = re.match(r"argument command: invalid choice: '([^']*)'", message)
+        if choice:
+            close = difflib.get_close_matches(choice.group(1), self._choices(), n=1)
+            message = f"'{choice.group(1)}' is not a command"
+            fix = (f"did you mean 'decoder {close[0]}'? " if close else "") + \
+                f"'decoder --help' lists the commands ({', '.join(self._choices())})"
+        if message == "the following arguments are required: command":
+            message = "no command given"
+            fix = (f"give one of: {', '.join(self._choices())} "
+                   "('decoder --help' says what each does)")
+        print(f"decoder: error: {message} — fix: {fix}", file=sys.stderr)
+        sys.exit(2)
+
+    def _choices(self) -> list:
+        return [c for a in self._actions if isinstance(a, argparse._SubParsersAction)
+                for c in a.choices]
+
+    def unknown_arguments(self, command, extra) -> None:
+        """Refuse arguments the command does not take, naming its closest option."""
+        sub = next(a for a in self._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[command]
+        options = [o for a in parser._actions for o in a.option_strings]
+        flags = [x.split("=", 1)[0] for x in extra if x.startswith("-")]
+        close = difflib.get_close_matches(flags[0], options, n=1) if flags else []
+        hint = f"did you mean {close[0]}? " if close else ""
+        print(f"decoder: error: decoder {command} does not take {' '.join(extra)} — fix: "
+              f"{hint}'decoder {command} --help' lists its options", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="decoder",
-                                description="Leakage-free, fast brain decoding from fMRI.")
+    p = _Parser(prog="decoder", description="Leakage-free, fast brain decoding from fMRI.")
     p.add_argument("--version", action="version", version=f"decoder {__version__}")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
@@ -365,7 +406,9 @@ def main(argv=None) -> int:
 
 def _main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        parser.unknown_arguments(args.command, extra)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.debug:

@@ -176,3 +176,23 @@ def test_classes_written_as_one_comma_separated_string_are_a_list():
     blocks = pd.DataFrame({"trial_type": ["face", "house", "cat"]})
     assert select_classes(blocks, "face, house") == ["face", "house"]
     assert select_classes(blocks, ["face", "house"]) == ["face", "house"]
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["run", "configs/haxby.yaml", "--outdir", "X"],
+     ["decoder run does not take --outdir X", "did you mean --out?",
+      "'decoder run --help' lists its options"]),
+    (["run", "configs/haxby.yaml", "--date=../data"], ["did you mean --data?"]),
+    (["rnu", "configs/haxby.yaml"], ["'rnu' is not a command", "did you mean 'decoder run'?"]),
+    (["predict", "model.skops", "sub.1D", "--age", "twelve"],
+     ["argument --age: invalid float value: 'twelve'", "give --age a number"]),
+    (["predict"], ["required: model, input", "'decoder predict --help'"]),
+    ([], ["no command given", "run, report, predict"]),
+])
+def test_command_line_mistakes_are_one_line_with_the_fix_not_a_usage_block(capsys, argv,
+                                                                            fragments):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    _assert_one_line_error(SimpleNamespace(returncode=stop.value.code, stderr=err), *fragments)
+    assert stop.value.code == 2 and "usage:" not in err
