@@ -150,6 +150,14 @@ def test_on_a_fresh_clone_of_openneuro_ds000105_it_counts_what_would_be_got(tmp_
     assert git("status", "--porcelain", "--ignored", cwd=ds) == before
     assert git("annex", "find", cwd=ds).strip() == ""  # no content got
     assert not (tmp_path / "o").exists()
+    # the README shows this very output: its lines (but the paths) are what the run prints
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("$ decoder run configs/haxby.yaml --data data/ds000105 ", 1)[1]
+    shown = block.split("```", 1)[0].splitlines()[1:]
+    lines = text.splitlines()
+    for line in shown:
+        if not line.startswith(("data:", "output:")):
+            assert line in lines, (line, text)
 
 
 @pytest.mark.usefixtures("git_identity")
