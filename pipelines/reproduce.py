@@ -156,13 +156,35 @@ def check_recorded_files(run_dir, metrics) -> None:
             continue
         try:
             if path.name.endswith(".tsv"):
+                _check_rows(path)
                 _read_table(path)
             elif path.name.endswith((".nii.gz", ".nii", ".npz")):
                 _load_arrays(path)
+        except DataError:
+            raise
         except Exception as exc:  # noqa: BLE001 (pandas, nibabel and zlib raise many types)
             raise DataError(f"{path}: the recorded file cannot be read ({type(exc).__name__}: "
                             f"{' '.join(str(exc).split())[:80]})",
                             "restore the run folder as 'decoder run' wrote it") from None
+
+
+def _check_rows(path) -> None:
+    """A table ``decoder run`` wrote ends with a newline and has the header's number of
+    fields on every row; a cut-short or hand-edited one does not (pandas would read it,
+    filling the missing fields, and the rerun would only then report it as different)."""
+    import csv
+    data = Path(path).read_bytes()
+    if data and not data.endswith(b"\n"):
+        raise DataError(f"{path} is cut short (its last row does not end with a newline)",
+                        "restore the run folder as 'decoder run' wrote it")
+    rows = csv.reader(data.decode("utf-8").splitlines(), delimiter="\t")
+    width = None
+    for line, row in enumerate(rows, start=1):
+        width = len(row) if width is None else width
+        if len(row) != width:
+            raise DataError(f"{path} line {line}: {len(row)} fields, its header has {width} "
+                            "(cut short or edited)",
+                            "restore the run folder as 'decoder run' wrote it")
 
 
 # ------------------------------------------------------------------------- comparison

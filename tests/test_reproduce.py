@@ -193,7 +193,18 @@ def test_the_run_folder_is_never_the_output_however_it_is_spelt(haxby_run, tmp_p
 
 def test_a_damaged_or_incomplete_record_is_named_before_any_work(haxby_run, tmp_path, capsys):
     out = tmp_path / "again"
-    (haxby_run / "predictions.tsv").write_text("")
+    table = haxby_run / "predictions.tsv"
+    whole = table.read_bytes()
+    table.write_bytes(whole[:500])                      # cut mid-row
+    assert main(["reproduce", str(haxby_run), "--out", str(out)]) == 2
+    assert "predictions.tsv is cut short" in capsys.readouterr().err and not out.exists()
+    rows = whole.decode().splitlines()
+    table.write_text("\n".join(rows[:3] + [rows[3].rsplit("\t", 1)[0]] + rows[4:]) + "\n")
+    assert main(["reproduce", str(haxby_run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "predictions.tsv line 4: " in err and "(cut short or edited)" in err
+    assert not out.exists()
+    table.write_text("")
     assert main(["reproduce", str(haxby_run), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "predictions.tsv: the recorded file cannot be read" in err and not out.exists()
