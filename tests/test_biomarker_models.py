@@ -130,3 +130,35 @@ def test_edge_pattern_table_summarises_folds():
     assert list(named["region_a"]) == ["A", "A", "B"]
     with pytest.raises(ValueError, match="3 edges for 4 regions"):
         edge_pattern_table(folds, ["A", "B", "C", "D"])
+
+
+def test_a_combat_classifier_composes_with_scikit_learns_cross_validate():
+    """With metadata routing the training sites and covariates reach ``fit``; scikit-learn's
+    scorers pass nothing to ``predict_proba``, so held-out subjects get no site adjustment,
+    as a site the model never saw — and the scores are those of fitting by hand."""
+    import pandas as pd
+    import sklearn
+    from sklearn.base import clone
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import GroupKFold, cross_validate
+    rng = np.random.default_rng(0)
+    n = 60
+    series = np.empty(n, dtype=object)
+    series[:] = [rng.standard_normal((80, 6)) for _ in range(n)]
+    y = np.array(["autism", "control"] * (n // 2))
+    sites = np.repeat(["A", "B", "C"], n // 3)
+    cov = pd.DataFrame({"age": rng.uniform(8, 30, n), "sex": rng.integers(1, 3, n) * 1.0})
+    with sklearn.config_context(enable_metadata_routing=True):
+        est = ConnectomeClassifier(reliability="none", harmonize="combat").set_fit_request(
+            sites=True, covariates=True)
+        got = cross_validate(est, series, y, cv=GroupKFold(3), scoring="roc_auc",
+                             params={"sites": sites, "covariates": cov, "groups": sites},
+                             return_estimator=True)
+    for (tr, te), fitted, score in zip(GroupKFold(3).split(series, y, sites),
+                                       got["estimator"], got["test_score"]):
+        by_hand = clone(est).fit(series[tr], y[tr], sites=sites[tr], covariates=cov.iloc[tr])
+        d = by_hand.decision_function(series[te])      # what the roc_auc scorer uses
+        assert score == pytest.approx(roc_auc_score(y[te] == by_hand.classes_[1], d))
+        # decisions are the probabilities' log-odds: same ranking, and their sign is the call
+        np.testing.assert_allclose(1 / (1 + np.exp(-d)), by_hand.predict_proba(series[te])[:, 1])
+        assert ((d > 0) == (by_hand.predict(series[te]) == by_hand.classes_[1])).all()

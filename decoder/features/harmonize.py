@@ -208,6 +208,11 @@ class ComBat(TransformerMixin, BaseEstimator):
         if sites is None:
             sites = np.full(len(X), "__unknown__")
         sites = np.asarray(sites).astype(str)
+        if covariates is None and not self._adjusted(sites).any():
+            # no row gets a site adjustment ('pooled'): the covariate terms cancel exactly,
+            # so rows without covariates (e.g. scored by scikit-learn, which passes none)
+            # are returned as they are
+            return X.copy()
         cols = self.covariate_names_ if isinstance(covariates, pd.DataFrame) else None
         cov, _ = _covariate_matrix(covariates, len(X), cols)
         if cov.shape[1] != self.beta_covariates_.shape[0]:
@@ -236,6 +241,16 @@ class ComBat(TransformerMixin, BaseEstimator):
                 continue
             out[rows] = (s_data[rows] - g) / np.sqrt(d)
         return out * sd + self.stand_mean_ + mod_mean
+
+    def _adjusted(self, sites) -> np.ndarray:
+        """Which rows :meth:`transform` adjusts: a training site's, or an unseen site's with
+        ``unseen_site='self'`` and enough subjects (never rows without a site)."""
+        names, inverse, counts = np.unique(sites, return_inverse=True, return_counts=True)
+        known = set(map(str, self.sites_))
+        own = [s in known or (self.unseen_site == "self" and s != "__unknown__"
+                              and c >= max(int(self.min_site_size), 2))
+               for s, c in zip(names, counts)]
+        return np.asarray(own, dtype=bool)[inverse]
 
     def fit_transform(self, X, y=None, sites=None, covariates=None):
         return self.fit(X, y, sites=sites, covariates=covariates).transform(

@@ -666,7 +666,19 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
             {k: self._features(k, covs, sites, covariates) for k in self.models_})
 
     def decision_function(self, X, sites=None, covariates=None):
-        """Mean of the per-kind decision values (positive → ``classes_[1]``)."""
+        """The calibrated log-odds of ``classes_[1]`` (positive → ``classes_[1]``).
+
+        The Platt map of the mean per-kind decision, so that it ranks subjects as
+        :meth:`predict_proba` does and its sign is :meth:`predict`'s call: the map's slope
+        can be negative (leave-one-out decisions on labels without signal, as under a
+        permutation), and the raw mean would then rank them the other way.
+        """
+        check_is_fitted(self, "calibration_")
+        a, b = self.calibration_
+        return a * self._decision(X, sites, covariates) + b
+
+    def _decision(self, X, sites=None, covariates=None):
+        """Mean of the per-kind decision values, before calibration."""
         check_is_fitted(self, "models_")
         with threadpool_limits(limits=1, user_api="blas"):
             covs = as_covariance_stack(X, self.shrinkage)
@@ -679,7 +691,7 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X, sites=None, covariates=None):
         """Calibrated probabilities, columns ordered as ``classes_``."""
-        return self._calibrated(self.decision_function(X, sites, covariates))
+        return self._calibrated(self._decision(X, sites, covariates))
 
     def predict(self, X, sites=None, covariates=None):
         """The class whose calibrated probability exceeds 0.5 (consistent with predict_proba)."""
