@@ -210,7 +210,7 @@ class _Parser(argparse.ArgumentParser):
         parser = sub.choices[command]
         options = [o for a in parser._actions for o in a.option_strings]
         flags = [x.split("=", 1)[0] for x in extra if x.startswith("-")]
-        close = difflib.get_close_matches(flags[0], options, n=1) if flags else []
+        close = difflib.get_close_matches(flags[0], options, n=1, cutoff=0.7) if flags else []
         hint = f"did you mean {close[0]}? " if close else ""
         print(f"decoder: error: decoder {command} does not take {' '.join(extra)} — fix: "
               f"{hint}'decoder {command} --help' lists its options", file=sys.stderr)
