@@ -395,6 +395,12 @@ def test_atlas_files_that_are_not_what_they_say_are_one_line_errors(tmp_path):
     with pytest.raises(DataError, match=r"blended.nii.gz: .*not whole numbers \(e.g. 1.4\)"
                        r".*nearest-neighbour"):
         load_atlas(tmp_path / "blended.nii.gz")
+    # an integer image stored with a scale factor reads as 1.0000000149…: those are labels
+    scaled = nib.Nifti1Image((labels * 10).astype(np.int16), img.affine)
+    scaled.header.set_slope_inter(0.1, 0)
+    nib.save(scaled, tmp_path / "scaled.nii.gz")
+    assert load_atlas(tmp_path / "scaled.nii.gz")["labels"] == load_atlas(
+        root / "atlas.nii.gz")["labels"]
     labels[0, 0, 0] = np.nan
     nib.save(nib.Nifti1Image(labels, img.affine), tmp_path / "nan.nii.gz")
     with pytest.raises(DataError, match="NaN or infinite"):

@@ -162,23 +162,27 @@ def load_atlas(atlas, atlas_type=None, labels_file=None):
 def _label_values(img, source) -> list[str]:
     """The non-zero label values of a labels atlas, as text ('10', '11', …).
 
-    A value that is not a whole number (10.4) means the image is not a labels atlas as
-    saved: most often one resampled with continuous interpolation (its borders blend two
-    labels) or a probabilistic map. Read as whole numbers such values would silently
-    merge or invent regions, so they are refused.
+    Values within 1e-3 of a whole number are that number (a scaled integer image reads
+    as 1.0000000149). Others (10.4) mean the image is not a labels atlas as saved: most
+    often one resampled with continuous interpolation (its borders blend two labels), a
+    probabilistic map, or labels scaled into another data type. Read as whole numbers
+    such values would silently merge or invent regions, so they are refused.
     """
     values = np.unique(np.asarray(img.dataobj))
     if not np.issubdtype(values.dtype, np.integer):
         if not np.isfinite(values).all():
             raise DataError(f"{source}: the labels atlas holds NaN or infinite values",
                             "give every voxel a whole-number label (0 for background)")
-        odd = values[values != np.round(values)]
+        whole = np.rint(values)
+        odd = values[np.abs(values - whole) > 1e-3]
         if odd.size:
             raise DataError(
                 f"{source}: the labels atlas holds {odd.size} value(s) that are not whole "
-                f"numbers (e.g. {odd[0]:g}), as after resampling with continuous interpolation",
-                "resample it with nearest-neighbour interpolation (a probabilistic atlas "
-                "is a 4-D maps image)")
+                f"numbers (e.g. {float(odd[0]):.7g}): a continuously resampled, "
+                "probabilistic or rescaled image",
+                "save whole-number labels in an integer data type, resampled with "
+                "nearest-neighbour interpolation (a probabilistic atlas is a 4-D maps image)")
+        values = np.unique(whole)
     return [str(int(v)) for v in values if v != 0]
 
 
