@@ -204,14 +204,28 @@ class _Parser(argparse.ArgumentParser):
         return [c for a in self._actions if isinstance(a, argparse._SubParsersAction)
                 for c in a.choices]
 
-    def unknown_arguments(self, command, extra) -> None:
-        """Refuse arguments the command does not take, naming its closest option."""
+    def unknown_arguments(self, command, extra, argv) -> None:
+        """Refuse arguments the command does not take, naming its closest option (or, for
+        one of its options given before the command, saying where it goes)."""
         sub = next(a for a in self._actions if isinstance(a, argparse._SubParsersAction))
         parser = sub.choices[command]
         options = [o for a in parser._actions for o in a.option_strings]
-        flags = [x.split("=", 1)[0] for x in extra if x.startswith("-")]
-        close = difflib.get_close_matches(flags[0], options, n=1, cutoff=0.7) if flags else []
-        hint = f"did you mean {close[0]}? " if close else ""
+        flags = [x.split("=", 1)[0] for x in extra if x.startswith("-") and x != "--"]
+        argv = [str(a) for a in argv]
+        before = argv[:argv.index(command)] if command in argv else []
+        known = [f for f in flags if f in options or (f[:2] in options and f[1] != "-")]
+        if any(x in before and x.split("=", 1)[0] in known for x in extra):
+            # an option of the command, given before it (decoder --data x run ...)
+            print(f"decoder: error: {' '.join(extra)}: options of decoder {command} go after "
+                  f"the command — fix: write decoder {command} … {' '.join(extra)}",
+                  file=sys.stderr)
+            sys.exit(2)
+        lower = {o.lower(): o for o in options}
+        close = difflib.get_close_matches(flags[0].lower(), list(lower), n=1, cutoff=0.7) \
+            if flags else []
+        hint = f"did you mean {lower[close[0]]}? " if close else ""
+        if flags and flags[0] in options:   # after '--': read as a value, not an option
+            hint = f"put {flags[0]} before '--'; "
         print(f"decoder: error: decoder {command} does not take {' '.join(extra)} — fix: "
               f"{hint}'decoder {command} --help' lists its options", file=sys.stderr)
         sys.exit(2)
@@ -408,7 +422,8 @@ def _main(argv=None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
-        parser.unknown_arguments(args.command, extra)
+        parser.unknown_arguments(args.command, extra,
+                                 sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.debug:
