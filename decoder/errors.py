@@ -87,7 +87,8 @@ def missing_file(path, what: str, fix: str) -> DataError:
                          f"run 'datalad get {path}' (or 'decoder fetch' its dataset), "
                          "then retry")
     if path.is_symlink() and not path.exists():  # a dangling link or a loop of links
-        return DataError(f"{what} {path} is a link to {os.readlink(path)}, which leads to no "
+        target = path.parent / os.readlink(path)   # a relative target is from the link's folder
+        return DataError(f"{what} {path} is a link to {target}, which leads to no "
                          "file (a broken link, or a loop of links)",
                          "point the link at the file, or give the file itself")
     return DataError(f"{what} not found: {path}", fix)

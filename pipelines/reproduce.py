@@ -177,7 +177,11 @@ def _check_rows(path) -> None:
     if data and not data.endswith(b"\n"):
         raise DataError(f"{path} is cut short (its last row does not end with a newline)",
                         "restore the run folder as 'decoder run' wrote it")
-    rows = csv.reader(data.decode("utf-8").splitlines(), delimiter="\t")
+    import io
+    # rows end at newlines only (str.splitlines also splits at \x0c, \x85, U+2028, …,
+    # which a region or class name may hold); blank lines at the end are not rows
+    text = data.decode("utf-8-sig").rstrip("\r\n") + "\n"
+    rows = csv.reader(io.StringIO(text, newline=""), delimiter="\t")
     width = None
     for line, row in enumerate(rows, start=1):
         width = len(row) if width is None else width

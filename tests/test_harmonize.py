@@ -122,3 +122,19 @@ def test_a_warning_repeated_by_every_fold_is_said_once(caplog):
         for _ in range(5):   # five folds with the same single-subject site
             ComBat().fit(X, sites=site, covariates=cov)
     assert caplog.text.count("lonely") == 1
+
+
+def test_rows_it_does_not_adjust_need_no_covariates_and_small_new_sites_are_still_said(
+        caplog):
+    from decoder.features import harmonize
+    X, site, cov, _ = _data()
+    train = site != "c"
+    cb = ComBat(unseen_site="self").fit(X[train], sites=site[train], covariates=cov[train])
+    # no site (as scikit-learn's scorers call it): returned exactly, covariates not needed
+    assert np.array_equal(cb.transform(X[~train]), X[~train])
+    harmonize._WARNED.clear()
+    with caplog.at_level(logging.WARNING, logger="decoder.features.harmonize"):
+        out = cb.transform(X[:1], sites=np.array(["tiny"]))
+    assert np.array_equal(out, X[:1]) and "unseen site 'tiny' has 1 subject(s)" in caplog.text
+    with pytest.raises(DataError, match="fitted with 2 covariates, got 0"):
+        cb.transform(X[train][:5], sites=site[train][:5])   # a training site is adjusted

@@ -281,3 +281,23 @@ def test_a_run_of_the_embedded_sample_made_by_another_installation_is_reproduced
     said = capsys.readouterr().out
     from decoder.data.samples import sample_path
     assert said.startswith("reproduced exactly") and f"data: {sample_path()}" in said
+
+
+@pytest.mark.parametrize("text, fault", [
+    ("a\tb\nx\u2028y\t1\n", None),          # a name with a line separator pandas writes as is
+    ("a\tb\n1\t2\n\n", None),               # a blank line at the end
+    ("a\tb\r\n1\t2\r\n", None),
+    ('a\tb\n"x\ty"\t2\n', None),            # a quoted field holding a tab
+    ("a\tb\n1\n", "line 2: 1 fields, its header has 2"),
+    ("a\tb\n1\t2", "cut short"),
+])
+def test_a_run_table_is_refused_only_when_a_row_is_cut(tmp_path, text, fault):
+    from decoder.errors import DataError
+    from pipelines.reproduce import _check_rows
+    table = tmp_path / "t.tsv"
+    table.write_text(text, newline="")
+    if fault is None:
+        _check_rows(table)
+    else:
+        with pytest.raises(DataError, match=fault):
+            _check_rows(table)

@@ -212,6 +212,8 @@ class ComBat(TransformerMixin, BaseEstimator):
             # no row gets a site adjustment ('pooled'): the covariate terms cancel exactly,
             # so rows without covariates (e.g. scored by scikit-learn, which passes none)
             # are returned as they are
+            for site in np.unique(sites):
+                self._warn_too_small(site, int((sites == site).sum()))
             return X.copy()
         cols = self.covariate_names_ if isinstance(covariates, pd.DataFrame) else None
         cov, _ = _covariate_matrix(covariates, len(X), cols)
@@ -234,13 +236,17 @@ class ComBat(TransformerMixin, BaseEstimator):
                 g, d = _eb_batch(s_data[rows]) if self.empirical_bayes else \
                     (s_data[rows].mean(axis=0), s_data[rows].var(axis=0, ddof=1))
             else:
-                if self.unseen_site == "self" and site != "__unknown__":
-                    _warn_once("ComBat: unseen site '%s' has %d subject(s) (< %d): "
-                                "no site adjustment (pooled)", site, rows.sum(),
-                                self.min_site_size)
+                self._warn_too_small(site, int(rows.sum()))
                 continue
             out[rows] = (s_data[rows] - g) / np.sqrt(d)
         return out * sd + self.stand_mean_ + mod_mean
+
+    def _warn_too_small(self, site, n) -> None:
+        """Say (once) that an unseen site too small for its own batch is not adjusted."""
+        if self.unseen_site == "self" and site != "__unknown__" and site not in set(
+                map(str, self.sites_)):
+            _warn_once("ComBat: unseen site '%s' has %d subject(s) (< %d): "
+                       "no site adjustment (pooled)", site, n, self.min_site_size)
 
     def _adjusted(self, sites) -> np.ndarray:
         """Which rows :meth:`transform` adjusts: a training site's, or an unseen site's with
