@@ -86,6 +86,8 @@ def missing_file(path, what: str, fix: str) -> DataError:
         return DataError(f"{what} {path} is an annexed file whose content is not here",
                          f"run 'datalad get {path}' (or 'decoder fetch' its dataset), "
                          "then retry")
+    if path.is_dir():
+        return DataError(f"{what} {path} is a folder, not a file", fix)
     if path.is_symlink() and not path.exists():  # a dangling link or a loop of links
         target = path.parent / os.readlink(path)   # a relative target is from the link's folder
         return DataError(f"{what} {path} is a link to {target}, which leads to no "

@@ -138,3 +138,6 @@ def test_a_loop_of_links_or_a_broken_link_is_named(cli, tmp_path):
     (tmp_path / "gone.1D").symlink_to(tmp_path / "moved.1D")
     _assert_one_line_error(cli("predict", SHIPPED_MODEL, tmp_path / "gone.1D"),
                            "gone.1D is a link to", "moved.1D, which leads to no file")
+    (tmp_path / "folder.1D").mkdir()
+    _assert_one_line_error(cli("predict", SHIPPED_MODEL, tmp_path / "folder.1D"),
+                           "folder.1D is a folder, not a file")
