@@ -123,6 +123,21 @@ def absolute_path(path) -> Path:
     return Path(os.path.abspath(Path(path).expanduser()))
 
 
+def table_read_problem(exc) -> str:
+    """What pandas' failure to read a table means, in words (for a one-line error)."""
+    import re
+
+    import pandas as pd
+    if isinstance(exc, pd.errors.EmptyDataError):
+        return "the file is empty"
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text (save it as UTF-8 CSV or TSV)"
+    m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+    if m:
+        return f"line {m.group(2)} has {m.group(3)} fields, the rows before it {m.group(1)}"
+    return f"not a readable table ({type(exc).__name__})"
+
+
 def table_file_problem(path) -> tuple[str, str] | None:
     """Why a file meant as a CSV/TSV table is not one, from its first bytes: ``(what it
     is, what to do)``, or None when it looks like text.  A spreadsheet saved in its own

@@ -61,7 +61,7 @@ def read_participants(path, files=None) -> pd.DataFrame:
     if not path.is_file():
         raise missing_file(path, "participants table",
                         "pass a TSV or CSV with one row per subject (a 'subject' column)")
-    from decoder._utils import table_file_problem
+    from decoder._utils import table_file_problem, table_read_problem
     problem = table_file_problem(path)  # a workbook or UTF-16 export, named as such
     if problem:
         raise DataError(f"{path}: {problem[0]}", problem[1])
@@ -71,7 +71,7 @@ def read_participants(path, files=None) -> pd.DataFrame:
         # not shift the columns onto the index
         raw = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=True, index_col=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable table ({type(exc).__name__})",
+        raise DataError(f"{path}: {table_read_problem(exc)}",
                         "pass a TSV or CSV with a header row") from None
     out = {}
     for name, aliases in COLUMNS.items():

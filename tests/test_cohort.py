@@ -167,7 +167,7 @@ def test_participants_tables_in_bids_words(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["no row", "bad sex", "bad diagnosis", "no id column",
-                                  "age for a cohort", "two rows"])
+                                  "age for a cohort", "two rows", "empty"])
 def test_cohort_errors_are_one_line_and_keep_earlier_predictions(trained, tmp_path, capsys,
                                                                  case):
     out = tmp_path / "predictions.tsv"
@@ -180,7 +180,8 @@ def test_cohort_errors_are_one_line_and_keep_earlier_predictions(trained, tmp_pa
             "bad diagnosis": [("subject", "diagnosis"), *((i, "maybe") for i in ids)],
             "no id column": [("name", "sex"), *((i, "1") for i in ids)],
             "age for a cohort": [("subject",), *((i,) for i in ids)],
-            "two rows": [("subject",), *((i,) for i in ids), (ids[0],)]}[case]
+            "two rows": [("subject",), *((i,) for i in ids), (ids[0],)],
+            "empty": []}[case]
     table.write_text("".join("\t".join(r) + "\n" for r in rows))
     extra = ["--age", "9"] if case == "age for a cohort" else []
     rc = main(["predict", str(trained["model"]), *files, "--participants", str(table),
@@ -190,7 +191,8 @@ def test_cohort_errors_are_one_line_and_keep_earlier_predictions(trained, tmp_pa
     expected = {"no row": Path(files[2]).name, "bad sex": "sex '3'",
                 "bad diagnosis": "diagnosis 'maybe'", "no id column": "no subject column",
                 "age for a cohort": "--age applies to one subject",
-                "two rows": "more than one row"}[case]
+                "two rows": "more than one row",
+                "empty": "participants.tsv: the file is empty"}[case]
     assert expected in err
     assert out.read_text() == "earlier results\n"
 

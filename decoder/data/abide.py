@@ -275,7 +275,7 @@ def load_phenotypes(root) -> pd.DataFrame:
     if not path.is_file():
         raise missing_file(path, "phenotypic table",
                         f"download {PHENOTYPIC_FILE} from the ABIDE PCP bucket into the data root")
-    from .._utils import table_file_problem
+    from .._utils import table_file_problem, table_read_problem
     problem = table_file_problem(path)  # e.g. opened in a spreadsheet and saved as .xlsx
     if problem:
         raise DataError(f"{path}: {problem[0]}", f"{problem[1]}, or download "
@@ -283,7 +283,7 @@ def load_phenotypes(root) -> pd.DataFrame:
     try:
         table = pd.read_csv(path, low_memory=False)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable table ({type(exc).__name__})",
+        raise DataError(f"{path}: {table_read_problem(exc)}",
                         f"download {PHENOTYPIC_FILE} again from the ABIDE PCP bucket") from None
     needed = {"FILE_ID", "SITE_ID", "DX_GROUP", "AGE_AT_SCAN", "SEX"}
     missing = needed - set(table.columns)
