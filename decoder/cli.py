@@ -232,7 +232,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="decoder", description="Leakage-free, fast brain decoding from fMRI.")
+    p = _Parser(prog="decoder", description="Leakage-free, fast brain decoding from fMRI.",
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+                epilog="examples:\n"
+                       "  decoder run configs/haxby.yaml              # the embedded Haxby sample\n"
+                       "  decoder run configs/abide.yaml --data DIR   # ABIDE autism biomarker\n"
+                       "  decoder predict MODEL sub-01.1D --age 12    # one new subject\n"
+                       "  decoder reproduce results/haxby             # rerun and compare\n"
+                       "  decoder fetch --list                        # datasets to fetch\n"
+                       "'decoder COMMAND --help' lists a command's options.")
     p.add_argument("--version", action="version", version=f"decoder {__version__}")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")

@@ -199,3 +199,11 @@ def test_command_line_mistakes_are_one_line_with_the_fix_not_a_usage_block(capsy
     err = capsys.readouterr().err
     _assert_one_line_error(SimpleNamespace(returncode=stop.value.code, stderr=err), *fragments)
     assert stop.value.code == 2 and "usage:" not in err
+
+
+def test_help_shows_examples_and_exits_cleanly(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert stop.value.code == 0 and "examples:" in out
+    assert "decoder run configs/haxby.yaml" in out and "'decoder COMMAND --help'" in out
