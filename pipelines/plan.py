@@ -4,9 +4,10 @@ A run can take minutes and, on a DataLad dataset, download gigabytes.  :func:`pl
 resolves the config and finds every input file exactly as the run would (the same
 functions of the pipelines), checks the choices that the file names and tables already
 decide (subjects, classes, sites, folds), and says what getting the inputs would take —
-without reading an image or time series, getting any content or writing anything.
-The only files read are the small tables that choose the inputs (the ABIDE phenotypic
-table, a participants table, events files, JSON sidecars).
+without reading an image's data or a time series, getting any content or writing
+anything. The only files read are the small tables that choose the inputs (the ABIDE
+phenotypic table, a participants table, events files, JSON sidecars) and the headers of
+the images that are here (their number of volumes, against the events' onsets).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _inputs(root, paths) -> dict:
 def _category_design(config, root, runs) -> dict:
     from decoder.data.bids import read_events, read_tr
     from decoder.features.task import select_classes
-    trs = []
+    trs, run_tr = [], {}
     for r in runs:
         if np.isfinite(r.tr):
             trs.append(r.tr)
@@ -50,6 +51,8 @@ def _category_design(config, root, runs) -> dict:
             except DataError:
                 if r.bold.exists():
                     raise
+                continue
+        run_tr[r.events] = trs[-1]
     from pipelines.category import check_high_pass
     check_high_pass(config, trs)
     events = [r.events for r in runs if r.events is not None]
@@ -58,7 +61,11 @@ def _category_design(config, root, runs) -> dict:
     here = [e for e in events if e.exists()]  # (an annexed file not got: a dangling link)
     design["events_to_get"] = len(events) - len(here)
     if here:
-        table = pd.concat([read_events(e) for e in here], ignore_index=True)
+        # an event past the end of its run stops the run: checked here where the image's
+        # header is (its number of volumes; the image's data are never read)
+        volumes = {r.events: _n_volumes(r.bold) for r in runs if r.events in here}
+        table = pd.concat([read_events(e, volumes.get(e), run_tr.get(e)) for e in here],
+                          ignore_index=True)
         classes = select_classes(table, config["classes"])
         counts = table[table["trial_type"].isin(classes)]["trial_type"].value_counts()
         design["classes"] = {c: int(counts.get(c, 0)) for c in classes}
@@ -74,6 +81,17 @@ def _category_design(config, root, runs) -> dict:
     radius = (config.get("searchlight") or {}).get("radius")
     design["settings"]["searchlight"] = f"{radius:g} mm" if radius else "off"
     return design
+
+
+def _n_volumes(bold) -> int | None:
+    """The number of volumes in a 4-D image's header; None when the image is not here
+    (an annexed file not got) or its header cannot be read (the run names that)."""
+    import nibabel as nib
+    try:
+        shape = nib.load(str(bold)).shape
+    except Exception:  # noqa: BLE001 - a missing or damaged image is the run's to name
+        return None
+    return int(shape[3]) if len(shape) == 4 else None
 
 
 def _plan_category(config, data):

@@ -59,6 +59,12 @@ def test_a_dry_run_stops_on_what_would_stop_the_run_in_one_line(tmp_path, sample
     (tmp_path / "file").write_text("mine")
     rc, _, err = _dry(capsys, HAXBY, "--out", tmp_path / "file")
     assert rc == 2 and "is not a folder" in err and (tmp_path / "file").read_text() == "mine"
+    events = next(sample_copy.rglob("*run-02_events.tsv"))
+    original = events.read_text()
+    events.write_text(original + "400.0\t9.0\tface\n")      # the run lasts 121 x 2.5 s
+    rc, _, err = _dry(capsys, HAXBY, "--data", sample_copy)
+    assert rc == 2 and "run-02_events.tsv: event at 400.0 s is beyond the end of the run" in err
+    events.write_text(original)
     next(sample_copy.rglob("*run-03_events.tsv")).unlink()
     before = _snapshot(sample_copy)
     rc, _, err = _dry(capsys, HAXBY, "--data", sample_copy)
