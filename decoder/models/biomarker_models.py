@@ -572,10 +572,7 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
                 self.reliability_[kind] = split_half_reliability(Xk, f1, f2)
                 Xk = Xk * self.reliability_[kind]
             inputs[kind] = Xk
-        decision = self._fit_head(inputs, y)
-        # oriented as decision_function: a negative Platt slope (no signal) turns the calls
-        self.edge_patterns_ = edge_patterns(inputs, np.copysign(1.0, self.calibration_[0])
-                                            * decision)
+        self.edge_patterns_ = edge_patterns(inputs, self._fit_head(inputs, y))
         return self
 
     def _fit_head(self, inputs, y, eigs=None):
