@@ -320,7 +320,7 @@ def test_a_subject_file_without_usable_signal_is_named(tmp_path, content, named)
 def test_an_empty_phenotypic_table_is_named(tmp_path):
     root = make_layout(tmp_path)
     (root / "Phenotypic_V1_0b_preprocessed1.csv").write_text("")
-    with pytest.raises(DataError, match="Phenotypic_V1_0b_preprocessed1.csv: not a readable"):
+    with pytest.raises(DataError, match="Phenotypic_V1_0b_preprocessed1.csv: the file is empty"):
         load_abide(root)
 
 

@@ -363,9 +363,10 @@ class ConnectomeClassifier(ClassifierMixin, BaseEstimator):
     models_ : dict kind → fitted classifier
     edge_patterns_ : dict kind → ndarray (n_features,)
         Correlation of each connectivity feature with the ensemble's decision
-        on the training subjects (:func:`edge_patterns`): which edges the
-        classifier's output goes with, and in which direction (positive:
-        stronger towards ``classes_[1]``).
+        on the training subjects, before calibration (:func:`edge_patterns`): which
+        edges the classifier's learned direction goes with (positive: stronger
+        towards ``classes_[1]``). It is not turned by a negative calibration slope,
+        a leave-one-out artefact of weak signal that would hide what was learned.
     calibration_ : tuple (a, b)
         Platt sigmoid ``p = 1 / (1 + exp(-(a d + b)))`` on the ensemble decision ``d``.
     n_regions_ : int
