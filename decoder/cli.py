@@ -200,15 +200,18 @@ class _Parser(argparse.ArgumentParser):
         print(f"decoder: error: {message} — fix: {fix}", file=sys.stderr)
         sys.exit(2)
 
+    def _commands(self) -> dict:
+        """The subcommands' parsers, by name (empty for a subcommand's own parser)."""
+        return next((a.choices for a in self._actions
+                     if isinstance(a, argparse._SubParsersAction)), {})
+
     def _choices(self) -> list:
-        return [c for a in self._actions if isinstance(a, argparse._SubParsersAction)
-                for c in a.choices]
+        return list(self._commands())
 
     def unknown_arguments(self, command, extra, argv) -> None:
         """Refuse arguments the command does not take, naming its closest option (or, for
         one of its options given before the command, saying where it goes)."""
-        sub = next(a for a in self._actions if isinstance(a, argparse._SubParsersAction))
-        parser = sub.choices[command]
+        parser = self._commands()[command]
         options = [o for a in parser._actions for o in a.option_strings]
         flags = [x.split("=", 1)[0] for x in extra if x.startswith("-") and x != "--"]
         argv = [str(a) for a in argv]

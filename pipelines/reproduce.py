@@ -173,11 +173,11 @@ def _check_rows(path) -> None:
     fields on every row; a cut-short or hand-edited one does not (pandas would read it,
     filling the missing fields, and the rerun would only then report it as different)."""
     import csv
+    import io
     data = Path(path).read_bytes()
     if data and not data.endswith(b"\n"):
         raise DataError(f"{path} is cut short (its last row does not end with a newline)",
                         "restore the run folder as 'decoder run' wrote it")
-    import io
     # rows end at newlines only (str.splitlines also splits at \x0c, \x85, U+2028, …,
     # which a region or class name may hold); blank lines at the end are not rows
     text = data.decode("utf-8-sig").rstrip("\r\n") + "\n"

@@ -229,8 +229,7 @@ class ComBat(TransformerMixin, BaseEstimator):
             rows = sites == site
             if site in index:
                 g, d = self.gamma_[index[site]], self.delta_[index[site]]
-            elif (self.unseen_site == "self" and site != "__unknown__"
-                  and rows.sum() >= max(int(self.min_site_size), 2)):
+            elif self._adjusts(site, int(rows.sum())):
                 # (subjects without a site may come from many scanners: never one batch)
                 # the unseen site's own features, no labels: one more ComBat batch
                 g, d = _eb_batch(s_data[rows]) if self.empirical_bayes else \
@@ -241,21 +240,25 @@ class ComBat(TransformerMixin, BaseEstimator):
             out[rows] = (s_data[rows] - g) / np.sqrt(d)
         return out * sd + self.stand_mean_ + mod_mean
 
+    def _adjusts(self, site, n) -> bool:
+        """Whether :meth:`transform` adjusts a site's ``n`` rows: a training site's, or an
+        unseen site's with ``unseen_site='self'`` and enough subjects (never rows without
+        a site)."""
+        return site in set(map(str, self.sites_)) or (
+            self.unseen_site == "self" and site != "__unknown__"
+            and n >= max(int(self.min_site_size), 2))
+
     def _warn_too_small(self, site, n) -> None:
-        """Say (once) that an unseen site too small for its own batch is not adjusted."""
-        if self.unseen_site == "self" and site != "__unknown__" and site not in set(
-                map(str, self.sites_)):
+        """Say (once) that an unseen site too small for its own batch is not adjusted
+        (called for the sites :meth:`_adjusts` leaves alone)."""
+        if self.unseen_site == "self" and site != "__unknown__":
             _warn_once("ComBat: unseen site '%s' has %d subject(s) (< %d): "
                        "no site adjustment (pooled)", site, n, self.min_site_size)
 
     def _adjusted(self, sites) -> np.ndarray:
-        """Which rows :meth:`transform` adjusts: a training site's, or an unseen site's with
-        ``unseen_site='self'`` and enough subjects (never rows without a site)."""
+        """Which rows :meth:`transform` adjusts (:meth:`_adjusts`, site by site)."""
         names, inverse, counts = np.unique(sites, return_inverse=True, return_counts=True)
-        known = set(map(str, self.sites_))
-        own = [s in known or (self.unseen_site == "self" and s != "__unknown__"
-                              and c >= max(int(self.min_site_size), 2))
-               for s, c in zip(names, counts)]
+        own = [self._adjusts(s, c) for s, c in zip(names, counts)]
         return np.asarray(own, dtype=bool)[inverse]
 
     def fit_transform(self, X, y=None, sites=None, covariates=None):
