@@ -156,12 +156,6 @@ def check_config(config: dict) -> None:
                           "(its samples need the run's GLM)",
                           "use samples: volumes or blocks for a model to save, or "
                           "save_model: false")
-    if config["save_model"]:
-        from decoder.models.category_model import SAVABLE_MODELS
-        if config["model"] not in SAVABLE_MODELS:
-            raise ConfigError(f"save_model: model '{config['model']}' cannot be saved with "
-                              "skops (a torch module)",
-                              f"use one of: {', '.join(SAVABLE_MODELS)}, or save_model: false")
     pct = config["screening_percentile"]
     if pct is not None and not (_positive_number(pct) and pct <= 100):
         raise ConfigError(f"screening_percentile must be a percentage above 0 and at most "

@@ -93,6 +93,25 @@ def test_mlp_inside_the_connectome_classifier_saves_and_loads_with_skops(tmp_pat
     assert np.mean(est.predict(series) == y) > 0.8
 
 
+@pytest.mark.parametrize("hidden", [(), (16,)], ids=["torch-linear", "torch-mlp"])
+def test_torch_classifier_saves_with_skops_through_its_numpy_weights(tmp_path, hidden):
+    sio = pytest.importorskip("skops.io")
+    from decoder.models.category_model import _ALLOWED_TYPES
+    X, y = _separable(n=200, p=30)
+    est = TorchClassifier(hidden=hidden, device="cpu", max_epochs=50).fit(X, y)
+    assert all(isinstance(w, np.ndarray) for w in est.weights_.values())
+    path = tmp_path / "model.skops"
+    path.write_bytes(sio.dumps(est))
+    assert hasattr(est, "model_"), "saving must not strip the fitted module"
+    untrusted = sio.get_untrusted_types(file=str(path))
+    # the file holds arrays and the estimator, no torch object
+    assert untrusted == ["decoder.models.torch_models.TorchClassifier"]
+    assert set(untrusted) <= _ALLOWED_TYPES
+    loaded = sio.load(str(path), trusted=untrusted)
+    np.testing.assert_array_equal(loaded.predict_proba(X), est.predict_proba(X))
+    np.testing.assert_array_equal(loaded.predict(X), est.predict(X))
+
+
 def test_torch_classifier_linear_model_exposes_coefficients_in_input_units():
     X, y = _separable(n=300, p=20)
     est = TorchClassifier(device="cpu").fit(X, y)

@@ -32,10 +32,8 @@ KIND = "category"
 _ALLOWED_TYPES = {
     "decoder.models.dual_ridge.DualRidgeClassifier",
     "sklearn.feature_selection._univariate_selection.f_classif",
+    "decoder.models.torch_models.TorchClassifier",
 }
-
-#: models whose fitted state skops can save (torch modules are not among them)
-SAVABLE_MODELS = ("dual-ridge", "ridge", "svc", "logistic-l2", "logistic-l1", "lda")
 
 
 def category_bundle(est, classes, mask_img, config: dict, delay, window, metrics: dict,

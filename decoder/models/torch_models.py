@@ -1,7 +1,10 @@
 """Torch classifiers with the scikit-learn API; CUDA when present.
 
 A softmax regression (``hidden=()``) or an MLP, trained full-batch with
-AdamW and early stopping on a held-out slice of the training data.
+AdamW and early stopping on a held-out slice of the training data.  A fitted
+model keeps its weights as NumPy arrays too (``weights_``), and saves and loads
+through them (the torch module is rebuilt on load), so it saves with skops, which
+cannot hold a torch module.
 """
 
 from __future__ import annotations
@@ -40,6 +43,16 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     device : str
         ``'auto'`` (CUDA when available), ``'cpu'`` or ``'cuda'``.
     random_state : int
+
+    Attributes
+    ----------
+    classes_ : ndarray
+    weights_ : dict of str to ndarray
+        The network's parameters (torch ``state_dict``) as float32 NumPy arrays.
+    model_ : torch.nn.Module
+        The network on the CPU, for inference (rebuilt from ``weights_`` on load).
+    device_ : str
+        The device used for training.
     """
 
     def __init__(self, hidden=(), weight_decay=1e-2, dropout=0.2, lr=1e-3, max_epochs=300,
@@ -113,11 +126,27 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         if best_state is not None:
             model.load_state_dict(best_state)
         self.model_ = model.cpu().eval()
+        self.weights_ = {k: v.detach().numpy().copy() for k, v in self.model_.state_dict().items()}
         self.n_epochs_ = epoch + 1
         if not self.hidden:
             w = self.model_[-1].weight.detach().numpy()
             self.coef_ = w / self.scale_
         return self
+
+    def __getstate__(self):
+        # the module is left out: its weights are in weights_ (skops cannot hold a module)
+        state = dict(super().__getstate__())   # a copy: on Python ≥ 3.11 it is __dict__
+        state.pop("model_", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "weights_" in state:
+            import torch
+            model = self._build(int(self.n_features_in_), len(self.classes_))
+            model.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32))
+                                   for k, v in self.weights_.items()})
+            self.model_ = model.eval()
 
     def _logits(self, X):
         import torch
