@@ -189,6 +189,7 @@ class _Parser(argparse.ArgumentParser):
             fix = f"give {wrong.group(1)} {kind}; " + fix
         choice = re.match(r"argument command: invalid choice: '([^']*)'", message)
         if choice:
+            self._option_before_command(choice.group(1))
             close = difflib.get_close_matches(choice.group(1), self._choices(), n=1)
             message = f"'{choice.group(1)}' is not a command"
             fix = (f"did you mean 'decoder {close[0]}'? " if close else "") + \
@@ -199,6 +200,24 @@ class _Parser(argparse.ArgumentParser):
                    "('decoder --help' says what each does)")
         print(f"decoder: error: {message} — fix: {fix}", file=sys.stderr)
         sys.exit(2)
+
+    def _option_before_command(self, word) -> None:
+        """Stop with the fix when ``word``, read as the command, is the value of a command's
+        option given before the command (``decoder --out x run …``: argparse reads ``x``)."""
+        argv = [str(a) for a in getattr(self, "argv", None) or []]
+        if word not in argv:
+            return
+        i = argv.index(word)
+        commands = self._commands()
+        later = [a for a in argv[i + 1:] if a in commands]
+        if not (i and argv[i - 1].startswith("-") and later):
+            return
+        flag = argv[i - 1]
+        options = [o for a in commands[later[0]]._actions for o in a.option_strings]
+        if flag in options:
+            print(f"decoder: error: {flag} {word}: options of decoder {later[0]} go after the "
+                  f"command — fix: write decoder {later[0]} … {flag} {word}", file=sys.stderr)
+            sys.exit(2)
 
     def _commands(self) -> dict:
         """The subcommands' parsers, by name (empty for a subcommand's own parser)."""
@@ -431,6 +450,7 @@ def main(argv=None) -> int:
 
 def _main(argv=None) -> int:
     parser = build_parser()
+    parser.argv = sys.argv[1:] if argv is None else argv   # for errors that need the words
     args, extra = parser.parse_known_args(argv)
     if extra:
         parser.unknown_arguments(args.command, extra,

@@ -186,6 +186,10 @@ def test_classes_written_as_one_comma_separated_string_are_a_list():
     (["rnu", "configs/haxby.yaml"], ["'rnu' is not a command", "did you mean 'decoder run'?"]),
     (["--data=../data", "run", "configs/haxby.yaml"],
      ["--data=../data: options of decoder run go after the command"]),
+    (["--out", "res", "run", "configs/haxby.yaml"],   # not "'res' is not a command"
+     ["--out res: options of decoder run go after the command",
+      "write decoder run … --out res"]),
+    (["--bogus", "res", "run", "configs/haxby.yaml"], ["'res' is not a command"]),
     (["run", "configs/haxby.yaml", "-j", "2"], ["did you mean -J?"]),
     (["predict", "model.skops", "sub.1D", "--age", "twelve"],
      ["argument --age: invalid float value: 'twelve'", "give --age a number"]),
