@@ -151,11 +151,6 @@ def check_config(config: dict) -> None:
                           "from the JSON sidecars")
     from decoder.evaluation.searchlight import check_settings
     check_settings(**config["searchlight"])
-    if config["save_model"] and config["samples"] == "betas":
-        raise ConfigError("save_model: a model of betas cannot be applied to a new run "
-                          "(its samples need the run's GLM)",
-                          "use samples: volumes or blocks for a model to save, or "
-                          "save_model: false")
     pct = config["screening_percentile"]
     if pct is not None and not (_positive_number(pct) and pct <= 100):
         raise ConfigError(f"screening_percentile must be a percentage above 0 and at most "
@@ -502,10 +497,11 @@ def run(config: dict, data=None, out=None, config_path=None) -> dict:
         from decoder.models.category_model import (category_bundle, category_card,
                                                    dump_category_model)
         from decoder.models.model_card import card_files
-        delay, window = _candidates(config)[next(i for i, s in enumerate(sets) if s is final)]
+        chosen = _candidates(config)[next(i for i, s in enumerate(sets) if s is final)]
+        delay, window = chosen if chosen is not None else (None, None)   # betas: a GLM
         metrics["saved_model"] = {"file": "model.skops", "card": "model_card.md",
-                                  "delay_s": float(delay),
-                                  "window": int(window)}
+                                  "delay_s": None if delay is None else float(delay),
+                                  "window": None if window is None else int(window)}
         bundle = category_bundle(est, classes, data_.mask_img, config, delay, window, metrics,
                                  [r.key for r in runs])
         model_bytes = dump_category_model(bundle)
@@ -601,11 +597,17 @@ def predict_cli(args, inputs, bundle=None) -> int:
                    "n_failed": len(failed), "failed": failed}
         bolds = done
         for bold, run in zip(bolds, summary["runs"]):
+            if "betas" in res and res["betas"] is not None:
+                print(f"{bold.name}: accuracy {run['accuracy']:.3f} on {run['n_betas']} "
+                      f"betas")
+                continue
             print(f"{bold.name}: " + (
                 f"accuracy {run['accuracy']:.3f} on {run['n_labelled_volumes']} labelled "
                 f"volumes; {_blocks_right(run)}"
                 if "accuracy" in run else f"{run['n_volumes']} volumes decoded, no events"))
     summary["warnings"] = environment_notes(bundle) + summary["warnings"]
+    if res.get("betas") is not None:   # a model of betas: one row per block (trial)
+        return _write_betas(res, summary, bolds, out, table)
     if res["blocks"] is not None:
         summary["block_table"] = block_table.name
     for note in summary["warnings"]:
@@ -630,6 +632,25 @@ def predict_cli(args, inputs, bundle=None) -> int:
     atomic_write_json(out, summary)
     print(f"prediction written to {out} (volumes in {table.name}"
           + (f", blocks in {block_table.name})" if res["blocks"] is not None else ")"))
+    return 0
+
+
+def _write_betas(res, summary, bolds, out, table) -> int:
+    """Say and write what a model of betas decoded (one row per block or trial)."""
+    from decoder._utils import atomic_write_json, atomic_write_text
+    for note in summary["warnings"]:
+        print(f"note: {note}")
+    b = summary["betas"]
+    counts = ", ".join(f"{c} {n}" for c, n in summary["predicted_counts"].items() if n)
+    runs = f" in {len(bolds)} runs" if len(bolds) > 1 else ""
+    print(f"{summary['n_betas']} {b['unit']} betas decoded{runs} (first-level GLM, "
+          f"{b['method']}): {counts}")
+    pooled = "pooled " if len(bolds) > 1 else ""
+    print(f"{pooled}accuracy on {summary['n_betas']} {b['unit']}s: {summary['accuracy']:.3f} "
+          f"(chance {summary['chance']:.3f})")
+    atomic_write_text(table, res["betas"].to_csv(sep="\t", index=False))
+    atomic_write_json(out, summary)
+    print(f"prediction written to {out} ({b['unit']}s in {table.name})")
     return 0
 
 

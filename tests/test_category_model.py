@@ -5,6 +5,7 @@ saw, through the library and through ``decoder predict``.
 """
 
 import json
+from pathlib import Path
 import shutil
 
 import nibabel as nib
@@ -229,7 +230,6 @@ def test_a_biomarker_model_is_not_a_category_model_and_refuses_events(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, match", [
-    ({"samples": "betas"}, "betas"),
     ({"save_model": 3}, "true or false"),
 ])
 def test_models_that_cannot_be_saved_stop_before_any_data_are_read(overrides, match):
@@ -415,3 +415,64 @@ def test_a_run_on_another_grid_of_the_same_space_is_resampled_when_asked(trained
     assert main(["predict", str(SHIPPED_MODEL), str(fine), "--resample",
                  "--out", str(tmp_path / "b.json")]) == 2
     assert "--resample is for category models" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def betas_model(trained, tmp_path_factory):
+    """A model of per-block betas (one GLM per run) trained on runs 1-9."""
+    out = tmp_path_factory.mktemp("betas_model") / "run"
+    metrics = run_config({"task": "category", "classes": CLASSES, "samples": "betas",
+                          "save_model": True, "dataset": {"root": str(trained["data"])}},
+                         out=out)
+    return {"out": out, "metrics": metrics}
+
+
+def test_a_model_of_betas_is_saved_and_its_card_says_a_new_run_needs_events(betas_model):
+    saved = betas_model["metrics"]["saved_model"]
+    assert saved["delay_s"] is None and saved["window"] is None
+    bundle = load_category_model(betas_model["out"] / "model.skops")
+    assert bundle["betas"] == {"method": "lsa", "unit": "block", "hrf_model": "glover"}
+    card = (betas_model["out"] / "model_card.md").read_text()
+    assert "Betas: nilearn first-level GLM, lsa, one per block" in card
+    assert "a new run needs its events" in card and "Labelling delay" not in card
+
+
+def test_a_new_run_gives_the_betas_the_training_runs_did(trained, betas_model):
+    """A training run through the training path (load_task_data, beta_samples) and
+    through predict_run gets the same betas, hence the same decisions."""
+    from decoder.data.bids import find_runs
+    from decoder.evaluation.nested import _scores
+    from decoder.features.task import beta_samples, load_task_data
+    bundle = load_category_model(betas_model["out"] / "model.skops")
+    runs = [r for r in find_runs(trained["data"], "objectviewing") if r.run == "01"]
+    mask = nib.Nifti1Image(bundle["mask"], bundle["affine"])
+    data = load_task_data(runs, mask, detrend=True, standardize=True)
+    Xb, y, _, units = beta_samples(data, bundle["classes"])
+    expected = _scores(bundle["estimator"], Xb, len(bundle["classes"]))
+    res = predict_run(bundle, runs[0].bold, events=runs[0].events)
+    assert res["volumes"] is None and list(res["betas"]["block"]) == list(units)
+    assert list(res["betas"]["trial_type"]) == list(y)
+    got = res["betas"][[f"score_{c}" for c in bundle["classes"]]].to_numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_model_of_betas_decodes_held_out_runs_and_needs_their_events(trained, betas_model,
+                                                                        tmp_path, capsys):
+    model = betas_model["out"] / "model.skops"
+    bolds = [str(_bold(trained["held"], r)) for r in HELD_OUT]   # events beside each
+    out = tmp_path / "p.json"
+    assert main(["predict", str(model), *bolds, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads(out.read_text())
+    table = pd.read_csv(tmp_path / "p.tsv", sep="\t")
+    # 4 known classes, one block each per run
+    assert summary["n_betas"] == len(table) == 12 and len(summary["runs"]) == 3
+    assert list(table["run"].unique()) == [_bold(trained["held"], r).name for r in HELD_OUT]
+    assert summary["accuracy"] == pytest.approx(np.mean(table["predicted"] == table["trial_type"]))
+    assert summary["accuracy"] >= 0.5          # chance 0.25
+    assert "block betas decoded in 3 runs" in printed and "pooled accuracy on 12 blocks" in printed
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(bolds[0], alone)
+    with pytest.raises(DataError, match="the model decodes betas.*events"):
+        predict_run(load_category_model(model), alone / Path(bolds[0]).name)

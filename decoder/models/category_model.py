@@ -49,8 +49,9 @@ def category_bundle(est, classes, mask_img, config: dict, delay, window, metrics
         The run's brain mask.
     config : dict
         The resolved run config (cleaning, confounds, samples, blocks).
-    delay, window : float, int
-        The labelling delay (s) and moving-average window (volumes) the model uses.
+    delay, window : float, int, or None
+        The labelling delay (s) and moving-average window (volumes) the model uses (None
+        for a model of betas, whose samples come from a first-level GLM of each run).
     metrics : dict
         The run's ``metrics.json`` content (cross-validated scores, provenance).
     trained_on : list of str
@@ -65,8 +66,9 @@ def category_bundle(est, classes, mask_img, config: dict, delay, window, metrics
         "affine": np.asarray(mask_img.affine, dtype=np.float64),
         "samples": config["samples"],
         "blocks": dict(config["blocks"]),
-        "delay": float(delay),
-        "window": int(window),
+        "delay": None if delay is None else float(delay),     # None: a model of betas
+        "window": None if window is None else int(window),
+        "betas": dict(config["betas"]) if config["samples"] == "betas" else None,
         "cleaning": dict(config["cleaning"]),
         "confounds": config["dataset"].get("confounds"),
         "trained_on": list(trained_on),
@@ -112,6 +114,7 @@ def category_card(bundle: dict, metrics: dict, model_bytes: bytes | None = None)
             "estimator": metrics.get("model"),
             "samples": bundle["samples"],
             "delay_s": bundle["delay"], "window": bundle["window"],
+            "betas": bundle.get("betas"),
             "cleaning": bundle["cleaning"], "confounds": bundle.get("confounds"),
             "format": "skops (load with decoder.models.category_model.load_category_model; "
                       "never pickle)",
@@ -136,11 +139,7 @@ def category_card(bundle: dict, metrics: dict, model_bytes: bytes | None = None)
             f"The accuracy was measured by {cv} on {len(runs)} run(s) of "
             f"{len(subjects)} participant(s); a later session can decode worse (drift, "
             "attention, head position).",
-            f"The saved model uses the delay ({bundle['delay']:g} s) and window "
-            f"({bundle['window']} volumes) chosen on all its samples; the cross-validated "
-            "accuracy chose them inside each training fold.",
-            "Volumes within a run are not independent: judge a new run by its own accuracy "
-            "and the spread over runs, not by the number of volumes.",
+            *_sample_limitations(bundle),
         ],
         "citation": _dataset_citation(ds.get("root")),
         "provenance": {k: prov.get(k) for k in ("version", "source", "python", "libraries",
@@ -149,6 +148,24 @@ def category_card(bundle: dict, metrics: dict, model_bytes: bytes | None = None)
     if model_bytes is not None:
         card["model_sha256"] = hashlib.sha256(model_bytes).hexdigest()
     return card
+
+
+def _sample_limitations(bundle) -> list:
+    """What the card says of how a new run becomes samples (volumes, or betas)."""
+    if bundle.get("betas"):
+        b = bundle["betas"]
+        return [f"The model decodes betas: a new run needs its events (onsets and durations "
+                f"of the {b['unit']}s), from which a first-level GLM ({b['method']}, "
+                f"{b['hrf_model']} HRF) gives one beta per {b['unit']}, z-scored over the "
+                "run's betas as in training; a run with other timing than the training runs "
+                "(other block lengths or spacing) gives betas of other precision.",
+                "Betas within a run are not independent: judge a new run by its own "
+                "accuracy and the spread over runs."]
+    return [f"The saved model uses the delay ({bundle['delay']:g} s) and window "
+            f"({bundle['window']} volumes) chosen on all its samples; the cross-validated "
+            "accuracy chose them inside each training fold.",
+            "Volumes within a run are not independent: judge a new run by its own accuracy "
+            "and the spread over runs, not by the number of volumes."]
 
 
 def _dataset_citation(root) -> str:
@@ -182,8 +199,11 @@ def category_card_markdown(card: dict, level: int = 1) -> str:
     lines = ["# Model card — category decoder", "", "## Model", f"- Task: {model['task']}",
              f"- Classes: {', '.join(model['classes'])}",
              f"- Estimator: {model['estimator']}, samples: {model['samples']}",
-             f"- Labelling delay {model['delay_s']:g} s, moving-average window "
-             f"{model['window']} volumes",
+             (f"- Betas: nilearn first-level GLM, {model['betas']['method']}, one per "
+              f"{model['betas']['unit']}, {model['betas']['hrf_model']} HRF"
+              if model.get("betas") else
+              f"- Labelling delay {model['delay_s']:g} s, moving-average window "
+              f"{model['window']} volumes"),
              f"- Cleaning: {cleaning}; confounds: {model['confounds'] or 'none'}",
              f"- File format: {model['format']}", "",
              "## Data", f"- Source: {data['source']}",
@@ -311,10 +331,8 @@ def predict_run(bundle: dict, bold, events=None, name=None, resample: bool = Fal
     from nilearn import signal
     from nilearn.maskers import NiftiMasker
 
-    from ..data.bids import (Run, check_same_grid, find_confounds, load_bold,
-                             load_confounds, read_events)
-    from ..features.task import (TaskData, check_finite_in_mask, find_blocks, smooth_runs,
-                                 volume_samples)
+    from ..data.bids import Run, check_same_grid, find_confounds, load_bold, load_confounds
+    from ..features.task import TaskData, check_finite_in_mask, smooth_runs, volume_samples
 
     bold = Path(bold)
     name = name or str(bold)
@@ -366,18 +384,11 @@ def predict_run(bundle: dict, bold, events=None, name=None, resample: bool = Fal
                      standardize="zscore_sample" if cl["standardize"] else None,
                      confounds=conf_arr.to_numpy() if conf_arr is not None else None,
                      high_pass=cl["high_pass"], t_r=tr if cl["high_pass"] else None)
-    X = smooth_runs([np.nan_to_num(X).astype(np.float32)], bundle["window"])[0]
     classes = list(bundle["classes"])
-    from ..evaluation.nested import _scores   # as the run scored its test folds
-    scores = _scores(bundle["estimator"], X, len(classes))
-    volumes = pd.DataFrame({"volume": np.arange(n_vol), "time_s": np.arange(n_vol) * tr,
-                            "predicted": np.asarray(classes)[scores.argmax(1)]})
-    for i, c in enumerate(classes):
-        volumes[f"score_{c}"] = scores[:, i]
     summary = {"input": name, "n_volumes": int(n_vol), "tr_s": float(tr),
                "classes": classes, "samples": bundle["samples"], "delay_s": bundle["delay"],
                "window": bundle["window"], "confounds": bundle.get("confounds"),
-               "predicted_counts": {c: int((volumes["predicted"] == c).sum()) for c in classes},
+               "predicted_counts": None,   # below, once decoded
                "trained_on": bundle.get("trained_on"), "cv": bundle.get("cv"),
                "warnings": []}
     if resampled is not None:
@@ -386,23 +397,20 @@ def predict_run(bundle: dict, bold, events=None, name=None, resample: bool = Fal
             f"{bold.name} was resampled from {' × '.join(map(str, resampled['shape']))} voxels "
             f"of {' × '.join(f'{z:g}' for z in resampled['voxel_size_mm'])} mm onto the "
             "model's grid; the model's accuracy was measured on runs of its own grid")
+    from ..evaluation.nested import _scores   # as the run scored its test folds
+    if bundle.get("betas"):
+        return _predict_betas(bundle, bold, events, np.nan_to_num(X).astype(np.float32),
+                              mask_img, masker, summary)
+    X = smooth_runs([np.nan_to_num(X).astype(np.float32)], bundle["window"])[0]
+    scores = _scores(bundle["estimator"], X, len(classes))
+    volumes = pd.DataFrame({"volume": np.arange(n_vol), "time_s": np.arange(n_vol) * tr,
+                            "predicted": np.asarray(classes)[scores.argmax(1)]})
+    for i, c in enumerate(classes):
+        volumes[f"score_{c}"] = scores[:, i]
+    summary["predicted_counts"] = {c: int((volumes["predicted"] == c).sum()) for c in classes}
     blocks_out = None
     if events is not None:
-        ev = read_events(events, n_volumes=n_vol, tr=tr)
-        gap = bundle["blocks"].get("max_gap")
-        blocks = find_blocks(ev, gap if gap is not None else tr)
-        blocks.insert(0, "run", 0)
-        blocks.insert(1, "block", np.arange(len(blocks)))
-        known = [c for c in classes if c in set(blocks["trial_type"])]
-        other = sorted(set(blocks["trial_type"]) - set(classes))
-        if other:
-            summary["warnings"].append(
-                f"events of types the model does not know are not scored: {', '.join(other)}")
-        if not known:
-            raise DataError(f"{events}: no event of a class the model knows "
-                            f"({', '.join(classes)})",
-                            "pass the events of this run, with trial_type values the model "
-                            "was trained on")
+        ev, blocks, known = _run_events(bundle, events, n_vol, tr, summary)
         data = TaskData(runs=[None], X=[X], events=[ev], blocks=blocks, mask_img=mask_img,
                         masker=masker, tr=[tr])
         try:
@@ -437,6 +445,76 @@ def predict_run(bundle: dict, bold, events=None, name=None, resample: bool = Fal
         summary.update(_labelled_scores(names[truth], names[pred], scores[vidx], classes,
                                         names[btrue], names[bscores.argmax(1)]))
     return {"volumes": volumes, "blocks": blocks_out, "summary": summary}
+
+
+def _run_events(bundle, events, n_vol, tr, summary):
+    """A new run's events, its blocks (as the training runs' were found) and the classes
+    among them that the model knows; the others are noted in ``summary``'s warnings."""
+    from ..data.bids import read_events
+    from ..features.task import find_blocks
+    classes = list(bundle["classes"])
+    ev = read_events(events, n_volumes=n_vol, tr=tr)
+    gap = bundle["blocks"].get("max_gap")
+    blocks = find_blocks(ev, gap if gap is not None else tr)
+    blocks.insert(0, "run", 0)
+    blocks.insert(1, "block", np.arange(len(blocks)))
+    known = [c for c in classes if c in set(blocks["trial_type"])]
+    other = sorted(set(blocks["trial_type"]) - set(classes))
+    if other:
+        summary["warnings"].append(
+            f"events of types the model does not know are not scored: {', '.join(other)}")
+    if not known:
+        raise DataError(f"{events}: no event of a class the model knows "
+                        f"({', '.join(classes)})",
+                        "pass the events of this run, with trial_type values the model "
+                        "was trained on")
+    return ev, blocks, known
+
+
+def _predict_betas(bundle, bold, events, X, mask_img, masker, summary) -> dict:
+    """Decode a new run with a model of betas: a first-level GLM of the run's cleaned
+    volumes and events gives one beta per block (or trial) of a class the model knows,
+    z-scored over the run's betas, exactly as the training runs' were (the GLM uses the
+    events' timing; the class of each beta is used only to score it)."""
+    from ..data.bids import Run, parse_entities
+    from ..evaluation.nested import _scores
+    from ..features.task import TaskData, beta_samples
+    if events is None:
+        raise DataError(f"{bold}: the model decodes betas, which come from a GLM of the "
+                        "run's events (their onsets and durations)",
+                        "pass --events with the run's events.tsv, or keep it beside the "
+                        "image as BIDS names it")
+    classes, b = list(bundle["classes"]), bundle["betas"]
+    tr = summary["tr_s"]
+    ev, blocks, known = _run_events(bundle, events, len(X), tr, summary)
+    ents = parse_entities(Path(bold).name)
+    run = Run(subject=ents.get("sub", "new"), run=ents.get("run", "1"), bold=Path(bold),
+              events=Path(events), tr=tr, session=ents.get("ses"))
+    data = TaskData(runs=[run], X=[X], events=[ev], blocks=blocks, mask_img=mask_img,
+                    masker=masker, tr=[tr])
+    Xb, y, _, units = beta_samples(data, known, b["method"], b["unit"], b["hrf_model"])
+    scores = _scores(bundle["estimator"], Xb, len(classes))
+    names = np.asarray(classes)
+    pred = names[scores.argmax(1)]
+    onsets = (blocks.set_index("block").loc[units, "onset"] if b["unit"] == "block"
+              else ev["onset"].iloc[units]).to_numpy(float)
+    table = pd.DataFrame({b["unit"]: units, "trial_type": y, "onset_s": onsets,
+                          "predicted": pred})
+    for i, c in enumerate(classes):
+        table[f"score_{c}"] = scores[:, i]
+    summary.update({"events": str(events), "betas": dict(b), "n_betas": int(len(y)),
+                    "predicted_counts": {c: int((pred == c).sum()) for c in classes}})
+    summary.update(_beta_scores(y, pred, scores, classes))
+    return {"volumes": None, "blocks": None, "betas": table, "summary": summary}
+
+
+def _beta_scores(truth, pred, scores, classes) -> dict:
+    """The scores of a run's (or several runs') betas, as :func:`_labelled_scores` gives
+    those of volumes; each beta is its own unit."""
+    m = _labelled_scores(truth, pred, scores, classes, truth, pred)
+    for key in ("n_labelled_volumes", "n_blocks", "block_accuracy"):
+        m.pop(key)
+    return m
 
 
 def _labelled_scores(truth, pred, scores, classes, block_truth, block_pred) -> dict:
@@ -479,6 +557,8 @@ def pool_runs(results: list[dict], names: list[str]) -> dict:
     Volumes of different runs are pooled as they are; each run's own accuracy is in
     ``runs`` (runs, not volumes, are the independent units).
     """
+    if results[0].get("betas") is not None:
+        return _pool_betas(results, names)
     volumes = pd.concat([r["volumes"].assign(run=n) for r, n in zip(results, names)],
                         ignore_index=True)
     volumes = volumes[["run", *[c for c in volumes.columns if c != "run"]]]
@@ -506,3 +586,28 @@ def pool_runs(results: list[dict], names: list[str]) -> dict:
             blocks["predicted"].astype(str).to_numpy()))
     summary["runs"] = [r["summary"] for r in results]
     return {"volumes": volumes, "blocks": blocks, "summary": summary}
+
+
+def _pool_betas(results: list[dict], names: list[str]) -> dict:
+    """:func:`pool_runs` for a model of betas: the runs' betas tables one after the other
+    (a ``run`` column first) and their pooled scores; each run's own in ``runs``."""
+    betas = pd.concat([r["betas"].assign(run=n) for r, n in zip(results, names)],
+                      ignore_index=True)
+    betas = betas[["run", *[c for c in betas.columns if c != "run"]]]
+    first = results[0]["summary"]
+    classes = first["classes"]
+    summary = {"n_runs": len(results), "n_scored_runs": len(results),
+               "n_volumes": int(sum(r["summary"]["n_volumes"] for r in results)),
+               "classes": classes, "samples": first["samples"], "delay_s": None,
+               "window": None, "betas": first["betas"], "confounds": first["confounds"],
+               "n_betas": int(len(betas)),
+               "predicted_counts": {c: int((betas["predicted"] == c).sum()) for c in classes},
+               "trained_on": first["trained_on"], "cv": first["cv"],
+               "warnings": list(dict.fromkeys(w for r in results
+                                              for w in r["summary"]["warnings"]))}
+    summary.update(_beta_scores(betas["trial_type"].astype(str).to_numpy(),
+                                betas["predicted"].astype(str).to_numpy(),
+                                betas[[f"score_{c}" for c in classes]].to_numpy(float),
+                                classes))
+    summary["runs"] = [r["summary"] for r in results]
+    return {"volumes": None, "blocks": None, "betas": betas, "summary": summary}
