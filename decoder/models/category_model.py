@@ -310,7 +310,8 @@ def predict_run(bundle: dict, bold, events=None, name=None, resample: bool = Fal
         The run's 4D NIfTI, on the grid of the model's mask.
     events : path, optional
         The run's BIDS ``events.tsv``: its volumes (and blocks) in a block of a class
-        the model knows are then scored.
+        the model knows are then scored.  A model of betas needs them (its samples are
+        the betas of a first-level GLM of the run's events).
     name : str, optional
         How the run is named in the summary (default: the path).
     resample : bool
@@ -326,6 +327,8 @@ def predict_run(bundle: dict, bold, events=None, name=None, resample: bool = Fal
     -------
     dict with ``volumes`` (DataFrame: volume, time_s, predicted, score_<class>, and with
     events trial_type and block), ``blocks`` (DataFrame or None), ``summary`` (dict).
+    For a model of betas, ``volumes`` and ``blocks`` are None and ``betas`` holds one row
+    per block (or trial): block (trial), trial_type, onset_s, predicted, score_<class>.
     """
     import nibabel as nib
     from nilearn import signal
