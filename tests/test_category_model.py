@@ -476,3 +476,15 @@ def test_a_model_of_betas_decodes_held_out_runs_and_needs_their_events(trained, 
     shutil.copy(bolds[0], alone)
     with pytest.raises(DataError, match="the model decodes betas.*events"):
         predict_run(load_category_model(model), alone / Path(bolds[0]).name)
+
+
+def test_a_run_with_a_single_block_for_a_model_of_betas_is_refused(trained, betas_model,
+                                                                     tmp_path):
+    """Betas are z-scored over the run's betas: one beta would be all zeros."""
+    bold = _bold(trained["held"], "10")
+    ev = pd.read_csv(bold.with_name(bold.name.replace("_bold.nii.gz", "_events.tsv")),
+                     sep="\t")
+    one = tmp_path / "one_events.tsv"
+    ev[ev["trial_type"].isin(["face", "bottle"])].to_csv(one, sep="\t", index=False)
+    with pytest.raises(DataError, match="one block of a class the model knows.*at least two"):
+        predict_run(load_category_model(betas_model["out"] / "model.skops"), bold, events=one)

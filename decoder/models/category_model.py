@@ -490,6 +490,12 @@ def _predict_betas(bundle, bold, events, X, mask_img, masker, summary) -> dict:
     classes, b = list(bundle["classes"]), bundle["betas"]
     tr = summary["tr_s"]
     ev, blocks, known = _run_events(bundle, events, len(X), tr, summary)
+    n = int((blocks if b["unit"] == "block" else ev)["trial_type"].isin(known).sum())
+    if n < 2:   # one beta z-scored over itself is all zeros: no pattern left to decode
+        raise DataError(f"{events}: one {b['unit']} of a class the model knows; a model of "
+                        f"betas z-scores each voxel over the run's betas, as in training, "
+                        f"which needs at least two", "pass a run with two or more "
+                        f"{b['unit']}s of the model's classes")
     ents = parse_entities(Path(bold).name)
     run = Run(subject=ents.get("sub", "new"), run=ents.get("run", "1"), bold=Path(bold),
               events=Path(events), tr=tr, session=ents.get("ses"))
