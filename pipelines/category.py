@@ -597,9 +597,8 @@ def predict_cli(args, inputs, bundle=None) -> int:
                    "n_failed": len(failed), "failed": failed}
         bolds = done
         for bold, run in zip(bolds, summary["runs"]):
-            if "betas" in res and res["betas"] is not None:
-                print(f"{bold.name}: accuracy {run['accuracy']:.3f} on {run['n_betas']} "
-                      f"betas")
+            if res.get("betas") is not None:
+                print(f"{bold.name}: accuracy {run['accuracy']:.3f} on {run['n_betas']} betas")
                 continue
             print(f"{bold.name}: " + (
                 f"accuracy {run['accuracy']:.3f} on {run['n_labelled_volumes']} labelled "
