@@ -266,7 +266,7 @@ def fmriprep_inputs(config, root, fetch: bool = True):
     bolds, rows = [], []
     for _, row in table.iterrows():
         pid = row["participant_id"]
-        found = sorted((root / pid).rglob(ds["bold_pattern"]))
+        found = sorted(_subject_folder(root, pid).rglob(ds["bold_pattern"]))
         if not found:
             log.warning("%s: no BOLD image matching %s; subject skipped", pid, ds["bold_pattern"])
             continue
@@ -297,6 +297,14 @@ def fmriprep_inputs(config, root, fetch: bool = True):
     if ds.get("atlas_labels"):
         read.append(absolute_path(str(ds["atlas_labels"])))
     return table_path, rows, bolds, read
+
+
+def _subject_folder(root, pid) -> Path:
+    """A participant's folder: ``sub-<id>`` as BIDS names it, else ``<id>`` as the Human
+    Connectome Project's layout does (``HCP1200/100206/MNINonLinear/…``)."""
+    bids = root / pid
+    bare = root / pid[len("sub-"):]
+    return bids if bids.is_dir() or not bare.is_dir() else bare
 
 
 def _select_participants(table, table_path, ds) -> pd.DataFrame:
@@ -392,7 +400,9 @@ def _load_fmriprep(config, root) -> _Subjects:
                             "or check the image") from None
     diag = fmriprep_diagnosis(table, ds)
     cov, sex_coded = _participant_covariates(table)
+    label_note = _label_not_covariate(cov, ds["label_column"])
     notes = _impute_covariates(cov, table["participant_id"].to_numpy(), table_path)
+    notes += label_note
     if "mean_fd" in table.columns:
         mean_fd = pd.to_numeric(table["mean_fd"], errors="coerce").to_numpy(float)
     else:  # from fMRIPrep's own confounds file beside each image
@@ -407,6 +417,19 @@ def _load_fmriprep(config, root) -> _Subjects:
                      sex_coded=sex_coded, series_files=bolds, region_names=names,
                      region_coords=coords)
 
+
+
+def _label_not_covariate(cov, label) -> list[str]:
+    """Drop the label from the covariates (in place) when it is one of them (predicting sex
+    or age): ComBat adjusts each subject's features with its own covariates, so a held-out
+    subject's label would enter its features.  Returns the note saying so."""
+    if label not in cov.columns:
+        return []
+    del cov[label]
+    note = (f"'{label}' is the label, so ComBat does not preserve it as a covariate (a "
+            f"held-out subject's {label} would enter its features)")
+    log.warning(note)
+    return [note]
 
 
 def _impute_covariates(cov, ids, table_path) -> list[str]:

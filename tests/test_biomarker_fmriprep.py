@@ -440,3 +440,63 @@ def test_an_image_without_signal_is_named_with_the_subject_to_exclude(tmp_path, 
     assert _run(root, tmp_path / "run") == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and bold.name in err and "dataset.exclude=sub-A01" in err
+
+
+def test_subject_folders_named_without_sub_are_found_as_in_the_hcp_layout(tmp_path, monkeypatch):
+    """HCP1200/<id>/MNINonLinear/Results/rfMRI_REST1_LR/rfMRI_REST1_LR.nii.gz: the folders
+    have no 'sub-' and the file name no BIDS entities; bold_pattern picks one run."""
+    monkeypatch.setenv("DECODER_CACHE_DIR", str(tmp_path / "cache"))
+    bids = make_fmriprep(tmp_path / "fmriprep", n_per_site=4, sites=("A",))
+    hcp = tmp_path / "HCP1200"
+    hcp.mkdir()
+    for func in sorted(bids.glob("sub-*/func")):
+        sid = func.parent.name[len("sub-"):]
+        for run in ("LR", "RL"):
+            res = hcp / sid / "MNINonLinear" / "Results" / f"rfMRI_REST1_{run}"
+            res.mkdir(parents=True)
+            (res / f"rfMRI_REST1_{run}.nii.gz").write_bytes(
+                next(func.glob("*_bold.nii.gz")).read_bytes())
+    table = _participants(bids)
+    table["participant_id"] = table["participant_id"].str[len("sub-"):]   # as HCP's Subject
+    table.to_csv(tmp_path / "participants.tsv", sep="\t", index=False)   # the user's own
+    out = tmp_path / "run"
+    assert main(["run", str(CONFIG), "--data", str(hcp), "--out", str(out),
+                 "--set", "dataset.kind=fmriprep", "--set", f"dataset.atlas={bids / 'atlas.nii.gz'}",
+                 "--set", f"dataset.participants={tmp_path / 'participants.tsv'}",
+                 "--set", "dataset.confounds_strategy=none",
+                 "--set", "dataset.bold_pattern=rfMRI_REST1_LR.nii.gz",
+                 "--set", "cv=stratified-kfold", "--set", "n_splits=2",
+                 "--set", "save_model=false"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    used = sorted(p["path"] for p in m["provenance"]["inputs"] if "rfMRI" in p["path"])
+    assert m["dataset"]["n_subjects"] == 4 and len(used) == 4
+    assert all(p.endswith("rfMRI_REST1_LR/rfMRI_REST1_LR.nii.gz") for p in used)
+
+
+def test_a_label_that_is_a_covariate_is_not_given_to_combat(tmp_path, monkeypatch):
+    """Predicting sex: ComBat adjusts each subject with its own covariates, so with sex among
+    them a held-out subject's label would enter its features. The label is dropped."""
+    from decoder.models.biomarker_models import ConnectomeClassifier
+    from pipelines import resolve_config
+    from pipelines.biomarker import load_subjects, model_covariates
+    monkeypatch.setenv("DECODER_CACHE_DIR", str(tmp_path / "cache"))
+    root = make_fmriprep(tmp_path / "fmriprep", n_per_site=6)
+    cfg = resolve_config({"task": "biomarker", "dataset": {
+        "kind": "fmriprep", "atlas": str(root / "atlas.nii.gz"), "confounds_strategy": "none",
+        "label_column": "sex", "positive_label": "2"}})
+    subjects = load_subjects(cfg, root)
+    assert "sex" not in model_covariates(cfg, subjects).columns
+    assert "age" in model_covariates(cfg, subjects).columns
+    assert any("'sex' is the label" in n for n in subjects.notes)
+    # why: with sex as a covariate, flipping held-out subjects' sex moves their features
+    covs = [np.asarray(t) for t in subjects.time_series]
+    cov = subjects.covariates.assign(sex=_participants(root)["sex"].to_numpy(float))
+    tr, te = np.arange(len(covs)) % 3 != 0, np.arange(len(covs)) % 3 == 0
+    est = ConnectomeClassifier(harmonize="combat", reliability="none").fit(
+        [c for c, k in zip(covs, tr) if k], subjects.diagnosis[tr],
+        sites=np.asarray(subjects.sites)[tr], covariates=cov[tr])
+    test = [c for c, k in zip(covs, te) if k]
+    flipped = cov[te].assign(sex=3 - cov[te]["sex"])
+    p, q = (est.features(test, sites=np.asarray(subjects.sites)[te], covariates=c)
+            for c in (cov[te], flipped))
+    assert max(np.abs(p[k] - q[k]).max() for k in p) > 1e-3
