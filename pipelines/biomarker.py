@@ -104,7 +104,8 @@ DEFAULTS = {
 #: the dataset keys a run records (and a model card states) for each kind of dataset
 DATASET_KEYS = {"abide": ("pipeline", "strategy", "derivative"),
                 "fmriprep": ("participants", "bold_pattern", "atlas", "atlas_type",
-                             "atlas_labels", "confounds_strategy")}
+                             "atlas_labels", "confounds_strategy", "label_column",
+                             "positive_label")}
 
 _CV_ALIASES = {"stratified-10fold": "stratified-kfold", "kfold": "stratified-kfold",
                "leave-one-site-out": "leave-site-out"}
@@ -1666,7 +1667,12 @@ def predict_cli(args) -> int:
                                 **_model_extraction(bundle, args.atlas, args.input)}
     for note in result["warnings"]:
         print(f"note: {note}")
-    print(f"p({POSITIVE}) = {result['probability']:.3f} → {result['predicted']}")
+    from decoder.models.model_card import label_codes
+    codes = label_codes(bundle.get("dataset"))
+    if codes:
+        result["class_codes"] = codes
+    print(f"p({POSITIVE}) = {result['probability']:.3f} → {result['predicted']}"
+          + (f" ({codes})" if codes else ""))
     for name, g in result["subgroups"].items():
         ci = g.get("accuracy_ci95")
         who = f"{g['group']} subjects" if name == "sex" else f"subjects aged {g['group']}"

@@ -471,6 +471,34 @@ def test_subject_folders_named_without_sub_are_found_as_in_the_hcp_layout(tmp_pa
     used = sorted(p["path"] for p in m["provenance"]["inputs"] if "rfMRI" in p["path"])
     assert m["dataset"]["n_subjects"] == 4 and len(used) == 4
     assert all(p.endswith("rfMRI_REST1_LR/rfMRI_REST1_LR.nii.gz") for p in used)
+    assert m["dataset"]["label_column"] == "diagnosis"
+
+
+def test_another_label_is_said_to_be_coded_autism_and_control(tmp_path, monkeypatch, capsys):
+    """Predicting sex: outputs keep the codes autism/control and say what they stand for."""
+    monkeypatch.setenv("DECODER_CACHE_DIR", str(tmp_path / "cache"))
+    root = make_fmriprep(tmp_path / "fmriprep", n_per_site=6)
+    table = _participants(root)
+    table["sex"] = np.where(table["diagnosis"] == "autism", "F", "M")   # a learnable label
+    table.to_csv(root / "participants.tsv", sep="\t", index=False)
+    out = tmp_path / "run"
+    assert _run(root, out, "--set", "dataset.label_column=sex",
+                "--set", "dataset.positive_label=F") == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["dataset"]["label_column"], m["dataset"]["positive_label"]) == ("sex", "F")
+    said = "autism = sex F; control = the other sex value"
+    assert said in (out / "model_card.md").read_text()
+    assert any("'sex' is the label" in n for n in m["dataset"]["notes"])
+    bold = next((root / "sub-A00" / "func").glob("*_bold.nii.gz"))
+    capsys.readouterr()
+    assert main(["predict", str(out / "model.skops"), str(bold), "--atlas",
+                 str(root / "atlas.nii.gz"), "--age", "12", "--out",
+                 str(tmp_path / "p.json")]) == 0
+    assert f"({said})" in capsys.readouterr().out
+    assert json.loads((tmp_path / "p.json").read_text())["class_codes"] == said
+    from decoder.models.model_card import label_codes   # autism itself needs no words
+    assert label_codes({"kind": "fmriprep", "label_column": "dx", "positive_label": "Autism"}) \
+        is None and label_codes({"kind": "abide", "positive_label": "F"}) is None
 
 
 def test_a_label_that_is_a_covariate_is_not_given_to_combat(tmp_path, monkeypatch):

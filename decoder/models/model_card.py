@@ -33,6 +33,20 @@ MOTION_AUC_MARGIN = 0.05     # |ROC AUC of mean FD alone − 0.5|
 MOTION_RHO = 0.1             # |Spearman rho| of the held-out probability with mean FD
 
 
+def label_codes(ds) -> str | None:
+    """What the class codes stand for when the label is not autism: an images dataset whose
+    ``label_column`` / ``positive_label`` name another label gives ``autism = sex F;
+    control = the other sex value``; None for autism (ABIDE, or ``positive_label:
+    autism``)."""
+    ds = ds or {}
+    positive = ds.get("positive_label")
+    if ds.get("kind") != "fmriprep" or positive is None or \
+            str(positive).strip().lower() == "autism":
+        return None
+    column = ds.get("label_column")
+    return f"autism = {column} {positive}; control = the other {column} value"
+
+
 def _motion_limitation(confounds: dict) -> list[str]:
     fd = confounds.get("mean_fd")
     if not fd or fd.get("auc_alone") is None:
@@ -87,10 +101,12 @@ def build_model_card(metrics: dict, config: dict, n_subjects: int, sites, region
     ds = config.get("dataset", {})
     abide = ds.get("kind") == "abide"
     prov = metrics.get("provenance") or {}
+    codes = label_codes(ds)
     return {
         "model": {
             "task": "binary classification of subjects (autism vs control) from "
-                    "resting-state connectivity",
+                    "resting-state connectivity" + (f"; the classes are codes: {codes}"
+                                                   if codes else ""),
             "classes": metrics.get("classes"),
             "positive_class": "autism",
             "connectivity": config.get("connectivity"),
