@@ -150,6 +150,12 @@ def check_config(config) -> None:
 def _check_fmriprep_choices(ds) -> None:
     """The atlas and the confound strategy of an image dataset, before any image is read
     (a dry run would otherwise pass what the run refuses)."""
+    if str(ds["label_column"]) == str(ds["site_column"]):
+        # sites would be the classes: ComBat would remove the label's effect as a site's
+        raise ConfigError(f"dataset.label_column and dataset.site_column are both "
+                          f"'{ds['label_column']}'",
+                          "name the site column with dataset.site_column (a column of one "
+                          "value for a single site)")
     try:
         from nilearn.interfaces.fmriprep.load_confounds_strategy import preset_strategies
         strategies = tuple(preset_strategies)

@@ -528,3 +528,13 @@ def test_a_label_that_is_a_covariate_is_not_given_to_combat(tmp_path, monkeypatc
     p, q = (est.features(test, sites=np.asarray(subjects.sites)[te], covariates=c)
             for c in (cov[te], flipped))
     assert max(np.abs(p[k] - q[k]).max() for k in p) > 1e-3
+
+
+def test_a_label_column_that_is_the_site_column_is_refused_before_any_image(tmp_path):
+    from decoder.errors import ConfigError
+    from pipelines import resolve_config
+    from pipelines.biomarker import check_config
+    cfg = resolve_config({"task": "biomarker", "dataset": {
+        "kind": "fmriprep", "atlas": "power", "label_column": "site", "positive_label": "A"}})
+    with pytest.raises(ConfigError, match="label_column and dataset.site_column are both"):
+        check_config(cfg)
