@@ -66,6 +66,7 @@ DEFAULTS = {
         "participants": "participants.tsv",
         "label_column": "diagnosis",
         "positive_label": "autism",
+        "negative_label": None,     # the other group's value; null: the one other value
         "site_column": "site",
         "bold_pattern": "*_desc-preproc_bold.nii.gz",
         "atlas": None,
@@ -105,7 +106,7 @@ DEFAULTS = {
 DATASET_KEYS = {"abide": ("pipeline", "strategy", "derivative"),
                 "fmriprep": ("participants", "bold_pattern", "atlas", "atlas_type",
                              "atlas_labels", "confounds_strategy", "label_column",
-                             "positive_label")}
+                             "positive_label", "negative_label")}
 
 _CV_ALIASES = {"stratified-10fold": "stratified-kfold", "kfold": "stratified-kfold",
                "leave-one-site-out": "leave-site-out"}
@@ -269,7 +270,7 @@ def fmriprep_inputs(config, root, fetch: bool = True):
         if col not in table.columns:
             raise DataError(f"{table_path}: no column '{col}'",
                             "add it or set dataset.label_column / dataset.site_column")
-    table = _select_participants(table, table_path, ds)
+    table = _two_groups(_select_participants(table, table_path, ds), table_path, ds)
     bolds, rows = [], []
     for _, row in table.iterrows():
         pid = row["participant_id"]
@@ -354,6 +355,29 @@ def _select_participants(table, table_path, ds) -> pd.DataFrame:
     return table
 
 
+def _two_groups(table, table_path, ds) -> pd.DataFrame:
+    """With ``dataset.negative_label``, only the participants of the two groups compared
+    (``positive_label`` and ``negative_label``, any letter case); those of other values are
+    left out, counted in a warning, and their images never read. A missing value stays, to
+    be refused by :func:`_check_diagnoses`."""
+    negative = ds.get("negative_label")
+    if negative is None:
+        return table
+    label = ds["label_column"]
+    values = table[label].astype("string").str.strip().str.lower()
+    wanted = {str(ds["positive_label"]).strip().lower(), str(negative).strip().lower()}
+    other = (values.notna() & (values != "") & ~values.isin(wanted)).to_numpy(bool)
+    if not (values == str(negative).strip().lower()).any():
+        raise DataError(f"{table_path}: no participant has {label} '{negative}' (found: "
+                        f"{', '.join(sorted(set(values.dropna())))})",
+                        "set dataset.negative_label to the comparison group's value")
+    if other.any():
+        counts = values[other].value_counts()
+        log.warning("%s: %d participant(s) with another %s left out (%s)", table_path.name,
+                    int(other.sum()), label, ", ".join(f"{v} {n}" for v, n in counts.items()))
+    return table[~other]
+
+
 def _check_diagnoses(rows, table_path, ds) -> None:
     """Every kept subject's diagnosis is known and the table holds two: the positive label
     (``dataset.positive_label``, any letter case) and one other."""
@@ -372,7 +396,8 @@ def _check_diagnoses(rows, table_path, ds) -> None:
     if len(found) > 2:
         raise DataError(f"{table_path}: {label} has {len(found)} values ({', '.join(found)}); "
                         "a biomarker compares two groups",
-                        "leave the others out with dataset.exclude, or recode the column")
+                        "name the comparison group with dataset.negative_label (the others "
+                        "are left out), or recode the column")
 
 
 def fmriprep_diagnosis(rows, ds) -> np.ndarray:

@@ -538,3 +538,30 @@ def test_a_label_column_that_is_the_site_column_is_refused_before_any_image(tmp_
         "kind": "fmriprep", "atlas": "power", "label_column": "site", "positive_label": "A"}})
     with pytest.raises(ConfigError, match="label_column and dataset.site_column are both"):
         check_config(cfg)
+
+
+def test_negative_label_compares_two_groups_of_several_and_leaves_the_others_out(
+        tmp_path, monkeypatch, caplog, capsys):
+    """ds000030-like: CONTROL, SCHZ and BIPOLAR in one column; SCHZ vs CONTROL is asked."""
+    monkeypatch.setenv("DECODER_CACHE_DIR", str(tmp_path / "cache"))
+    root = make_fmriprep(tmp_path / "fmriprep", n_per_site=6)
+    table = _participants(root)
+    table["diagnosis"] = table["diagnosis"].map({"autism": "SCHZ", "control": "CONTROL"})
+    table.loc[table.participant_id.isin(["sub-A05", "sub-B05"]), "diagnosis"] = "BIPOLAR"
+    table.to_csv(root / "participants.tsv", sep="\t", index=False)
+    assert _run(root, tmp_path / "no", "--set", "dataset.positive_label=SCHZ", "--dry-run") == 2
+    assert "name the comparison group with dataset.negative_label" in capsys.readouterr().err
+    out = tmp_path / "run"
+    assert _run(root, out, "--set", "dataset.positive_label=SCHZ",
+                "--set", "dataset.negative_label=control", "--set", "n_splits=2") == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["dataset"]["n_subjects"] == 10 and m["dataset"]["n_autism"] == 6
+    assert any("2 participant(s) with another diagnosis left out (bipolar 2)" in w
+               for w in m["warnings"])
+    used = [p["path"] for p in m["provenance"]["inputs"]]
+    assert not any("sub-A05" in p or "sub-B05" in p for p in used)   # never read
+    assert "autism = diagnosis SCHZ; control = diagnosis control" in \
+        (out / "model_card.md").read_text()
+    assert _run(root, tmp_path / "typo", "--set", "dataset.positive_label=SCHZ",
+                "--set", "dataset.negative_label=CONTRL", "--dry-run") == 2
+    assert "no participant has diagnosis 'CONTRL'" in capsys.readouterr().err

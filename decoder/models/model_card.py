@@ -43,8 +43,9 @@ def label_codes(ds) -> str | None:
     if ds.get("kind") != "fmriprep" or positive is None or \
             str(positive).strip().lower() == "autism":
         return None
-    column = ds.get("label_column")
-    return f"autism = {column} {positive}; control = the other {column} value"
+    column, negative = ds.get("label_column"), ds.get("negative_label")
+    return (f"autism = {column} {positive}; control = "
+            + (f"{column} {negative}" if negative is not None else f"the other {column} value"))
 
 
 def _motion_limitation(confounds: dict) -> list[str]:
