@@ -145,8 +145,10 @@ def _plan_biomarker(config, data):
     _, rows, _, read = fmriprep_inputs(config, root, fetch=False)
     rows = pd.DataFrame(rows)
     diagnosis = fmriprep_diagnosis(rows, ds)
-    return root, [p for p in read if p.is_relative_to(root)], _biomarker_design(
-        config, diagnosis, rows[ds["site_column"]].astype(str))
+    design = _biomarker_design(config, diagnosis, rows[ds["site_column"]].astype(str))
+    from decoder.models.model_card import label_codes
+    design["class_codes"] = label_codes(ds)   # another label than autism: what codes mean
+    return root, [p for p in read if p.is_relative_to(root)], design
 
 
 def plan(raw: dict, data=None, out=None) -> dict:
@@ -228,6 +230,8 @@ def format_plan(p: dict) -> list[str]:
             f"{n} {k}" for k, n in d["diagnosis"].items()) + f") from {d['n_sites']} "
             f"site{'s' if d['n_sites'] != 1 else ''} "
             f"(smallest: {d['smallest_site'][0]}, {d['smallest_site'][1]})")
+        if d.get("class_codes"):
+            lines.append(f"note: the classes are codes: {d['class_codes']}")
         if d["single_subject_sites"]:
             lines.append("note: sites with a single subject (no per-site AUC; ComBat leaves "
                          "them unadjusted): " + ", ".join(d["single_subject_sites"]))

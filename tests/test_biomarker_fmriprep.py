@@ -551,6 +551,13 @@ def test_negative_label_compares_two_groups_of_several_and_leaves_the_others_out
     table.to_csv(root / "participants.tsv", sep="\t", index=False)
     assert _run(root, tmp_path / "no", "--set", "dataset.positive_label=SCHZ", "--dry-run") == 2
     assert "name the comparison group with dataset.negative_label" in capsys.readouterr().err
+    assert _run(root, tmp_path / "plan", "--set", "dataset.positive_label=SCHZ",
+                "--set", "dataset.negative_label=control", "--set", "n_splits=2",
+                "--dry-run") == 0
+    plan = capsys.readouterr().out
+    assert "subjects: 10 (6 autism, 4 control)" in plan
+    assert "note: the classes are codes: autism = diagnosis SCHZ; control = diagnosis control" \
+        in plan
     out = tmp_path / "run"
     assert _run(root, out, "--set", "dataset.positive_label=SCHZ",
                 "--set", "dataset.negative_label=control", "--set", "n_splits=2") == 0
