@@ -206,8 +206,10 @@ def _differences(a, b, path=()):
         for k in list(a) + [k for k in b if k not in a]:
             if k in TIMING_FIELDS:
                 continue
-            if k not in a or k not in b:
-                yield (*path, k), a.get(k, "(absent)"), b.get(k, "(absent)"), None
+            if k not in a:   # recorded by a later version only: not a result that changed
+                yield (*path, k), _NEW_FIELD, b[k], None
+            elif k not in b:
+                yield (*path, k), a[k], "(absent)", None
             else:
                 yield from _differences(a[k], b[k], (*path, k))
     elif isinstance(a, list) and isinstance(b, list):
@@ -225,22 +227,34 @@ def _differences(a, b, path=()):
         yield path, a, b, None
 
 
+#: marks a field the recorded run does not have (see :func:`compare_metrics`)
+_NEW_FIELD = object()
+
+
 def _key(path) -> str:
     return ".".join(str(p) for p in path) or "(whole file)"
 
 
 def compare_metrics(a: dict, b: dict) -> dict:
     """Every result in two ``metrics.json`` (provenance, timing and the warnings logged
-    while they ran — e.g. about a damaged cache file — left out: they are not results)."""
+    while they ran — e.g. about a damaged cache file — left out: they are not results).
+
+    A field the recorded run does not have (written by a later version, e.g. a new record
+    of the settings) is listed in ``new_fields``, not counted as a difference: no result of
+    the run changed.  A field the reproduction lacks is a difference (a result is missing).
+    """
     strip = {"provenance", "warnings"}
     found = list(_differences({k: v for k, v in a.items() if k not in strip},
                               {k: v for k, v in b.items() if k not in strip}))
-    real = [f for f in found if f[1] is not None or f[2] is not None]
+    new = [_key(f[0]) for f in found if f[1] is _NEW_FIELD]
+    real = [f for f in found if (f[1] is not None or f[2] is not None)
+            and f[1] is not _NEW_FIELD]
     numeric = [f[3] for f in found if f[3] is not None]
     return {"same": not real, "n_differences": len(real),
             "max_abs_diff": max(numeric, default=0.0),
             "differences": [{"key": _key(p), "recorded": x, "reproduced": y}
-                            for p, x, y, _ in real[:_MAX_LISTED]]}
+                            for p, x, y, _ in real[:_MAX_LISTED]],
+            "new_fields": new}
 
 
 def _read_table(path):
@@ -466,6 +480,10 @@ def reproduce_cli(args) -> int:
                           for d in m["differences"][:3])
         n = m["n_differences"]
         print(f"metrics.json: {n} {'value differs' if n == 1 else 'values differ'} ({shown})")
+    if m.get("new_fields"):
+        print(f"metrics.json: {len(m['new_fields'])} field(s) this version records that the run "
+              f"did not ({', '.join(m['new_fields'][:3])}{', …' if len(m['new_fields']) > 3 else ''}"
+              "): not compared")
     for name, f in res["files"].items():
         if not f["same"]:
             rows = f.get("rows_differing")

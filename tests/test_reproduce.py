@@ -67,6 +67,20 @@ def test_a_changed_result_is_reported_by_key_with_exit_3(haxby_run, tmp_path, ca
     assert res["metrics"]["differences"][0]["key"] == "accuracy"
 
 
+def test_a_run_recorded_by_an_earlier_version_with_fewer_fields_still_reproduces(
+        haxby_run, tmp_path, capsys):
+    """A later version records more (here: n_classes) — no result changed, so it is said,
+    not counted as a difference."""
+    metrics = json.loads((haxby_run / "metrics.json").read_text())
+    del metrics["n_classes"]
+    (haxby_run / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["reproduce", str(haxby_run), "--out", str(tmp_path / "again")]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith("reproduced exactly")
+    assert "metrics.json: 1 field(s) this version records that the run did not (n_classes)" \
+        in said
+
+
 @pytest.fixture
 def copy_run(sample_copy, tmp_path, monkeypatch):
     """A run on a copy of the embedded sample (data that a test may alter)."""
@@ -145,11 +159,15 @@ def test_numbers_count_as_the_same_within_the_tolerance_only(tmp_path):
     res = compare_metrics(a, b)
     assert res["same"] and 0 < res["max_abs_diff"] <= TOLERANCE
     assert compare_metrics(a, {**b, "warnings": ["a cache file was damaged"]})["same"]
+    # a field only the reproduction has (a later version's record) is listed, not a change
+    res = compare_metrics(a, {**b, "dataset": {"root": "/x", "label_column": "dx"}})
+    assert res["same"] and res["new_fields"] == ["dataset.label_column"]
     b["per_site"]["X"][1] = 2.001
-    b["extra"] = True
+    del b["accuracy"]                       # a result the reproduction lost
     res = compare_metrics(a, b)
     assert not res["same"] and res["n_differences"] == 2
-    assert [d["key"] for d in res["differences"]] == ["per_site.X.1", "extra"]
+    assert [d["key"] for d in res["differences"]] == ["accuracy", "per_site.X.1"]
+    assert res["differences"][0]["reproduced"] == "(absent)"
     pd.DataFrame({"s": ["a", "b"], "p": [0.5, 0.25]}).to_csv(tmp_path / "a.tsv", sep="\t")
     pd.DataFrame({"s": ["a", "c"], "p": [0.5, 0.25 + 1e-12]}).to_csv(tmp_path / "b.tsv", sep="\t")
     res = compare_table(tmp_path / "a.tsv", tmp_path / "b.tsv")
