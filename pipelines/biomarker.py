@@ -270,7 +270,7 @@ def fmriprep_inputs(config, root, fetch: bool = True):
         if col not in table.columns:
             raise DataError(f"{table_path}: no column '{col}'",
                             "add it or set dataset.label_column / dataset.site_column")
-    table = _two_groups(_select_participants(table, table_path, ds), table_path, ds)
+    table = _select_participants(table, table_path, ds)
     bolds, rows = [], []
     for _, row in table.iterrows():
         pid = row["participant_id"]
@@ -316,8 +316,9 @@ def _subject_folder(root, pid) -> Path:
 
 
 def _select_participants(table, table_path, ds) -> pd.DataFrame:
-    """The participants table's rows that ``dataset.sites``, ``dataset.exclude`` and
-    ``dataset.max_subjects`` keep (as for ABIDE), with ``participant_id`` as ``sub-<id>``."""
+    """The participants table's rows that ``dataset.sites``, ``dataset.exclude``,
+    ``dataset.negative_label`` and ``dataset.max_subjects`` keep (as for ABIDE; the first
+    ``max_subjects`` of the two groups compared), with ``participant_id`` as ``sub-<id>``."""
     table = table.copy()
     ids = table["participant_id"].astype(str).str.strip()
     table["participant_id"] = [i if i.startswith("sub-") else f"sub-{i}" for i in ids]
@@ -340,7 +341,7 @@ def _select_participants(table, table_path, ds) -> pd.DataFrame:
             raise ConfigError(f"dataset.sites: no participant from site '{bad[0]}' in "
                               f"{table_path.name}", f"use some of: {', '.join(sorted(known))}")
         keep &= table[site].astype(str).isin(sites).to_numpy()
-    table = table[keep]
+    table = _two_groups(table[keep], table_path, ds)
     if ds["max_subjects"] is not None:
         table = table.iloc[: int(ds["max_subjects"])]
     if table.empty:

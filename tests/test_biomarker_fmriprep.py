@@ -558,6 +558,11 @@ def test_negative_label_compares_two_groups_of_several_and_leaves_the_others_out
     assert "subjects: 10 (6 autism, 4 control)" in plan
     assert "note: the classes are codes: autism = diagnosis SCHZ; control = diagnosis control" \
         in plan
+    assert _run(root, tmp_path / "plan", "--set", "dataset.positive_label=SCHZ",
+                "--set", "dataset.negative_label=control", "--set", "n_splits=2",
+                "--set", "dataset.max_subjects=6", "--set", "harmonize.method=none",
+                "--dry-run") == 0      # the first 6 of the two groups, not of all three
+    assert "subjects: 6 (" in capsys.readouterr().out
     out = tmp_path / "run"
     assert _run(root, out, "--set", "dataset.positive_label=SCHZ",
                 "--set", "dataset.negative_label=control", "--set", "n_splits=2") == 0
