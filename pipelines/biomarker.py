@@ -274,7 +274,7 @@ def fmriprep_inputs(config, root, fetch: bool = True):
     bolds, rows = [], []
     for _, row in table.iterrows():
         pid = row["participant_id"]
-        found = sorted(_subject_folder(root, pid).rglob(ds["bold_pattern"]))
+        found = _matching(_subject_folder(root, pid), ds["bold_pattern"])
         if not found:
             log.warning("%s: no BOLD image matching %s; subject skipped", pid, ds["bold_pattern"])
             continue
@@ -305,6 +305,14 @@ def fmriprep_inputs(config, root, fetch: bool = True):
     if ds.get("atlas_labels"):
         read.append(absolute_path(str(ds["atlas_labels"])))
     return table_path, rows, bolds, read
+
+
+def _matching(folder, pattern) -> list[Path]:
+    """The files under ``folder`` whose path ends as ``pattern`` does (``rglob``'s match),
+    an annexed file whose content is not here yet (a broken link) included: ``rglob`` of a
+    pattern without wildcards (``rfMRI_REST1_LR.nii.gz``) leaves such links out."""
+    return sorted(p for p in Path(folder).rglob("*") if p.match(pattern)
+                  and (p.is_symlink() or p.is_file()))
 
 
 def _subject_folder(root, pid) -> Path:

@@ -374,3 +374,47 @@ def test_failed_recorded_run_reports_the_command_error_once_and_records_nothing(
     assert git("rev-parse", "HEAD", cwd=ds) == head  # no run record for a failed run
     assert git("status", "--porcelain", cwd=ds) == ""
     assert git("status", "--porcelain", cwd=ds105) == ""
+
+
+def test_an_hcp_layout_in_a_datalad_dataset_gets_only_the_runs_named(tmp_path, monkeypatch):
+    """A literal bold_pattern (rfMRI_REST1_LR.nii.gz) finds annexed images whose content is
+    not here yet (rglob of a name without wildcards skips such links), and only they are got."""
+    import datalad.api as dl
+    from test_biomarker_fmriprep import _participants, make_fmriprep
+    from test_biomarker_pipeline import CONFIG
+    monkeypatch.setenv("DECODER_CACHE_DIR", str(tmp_path / "cache"))
+    bids = make_fmriprep(tmp_path / "fmriprep", n_per_site=4, sites=("A",))
+    src = tmp_path / "origin"
+    dl.create(path=str(src), result_renderer="disabled")
+    images = [next(f.glob("*_bold.nii.gz")) for f in sorted(bids.glob("sub-*/func"))]
+    for i, image in enumerate(images):
+        for run, content in (("LR", image), ("RL", images[i - 1])):   # RL: other content
+            res = src / "HCP1200" / image.name.split("_")[0][len("sub-"):] / "MNINonLinear" \
+                / "Results" / f"rfMRI_REST1_{run}"
+            res.mkdir(parents=True)
+            shutil.copy(content, res / f"rfMRI_REST1_{run}.nii.gz")
+            if run == "RL":   # not the bytes of any LR image (one annex object each)
+                with open(res / f"rfMRI_REST1_{run}.nii.gz", "ab") as f:
+                    f.write(b"\0")
+    dl.save(dataset=str(src), message="HCP-like layout", result_renderer="disabled")
+    clone = tmp_path / "clone"
+    dl.clone(source=str(src), path=str(clone), result_renderer="disabled")
+    table = _participants(bids)
+    table["participant_id"] = table["participant_id"].str[len("sub-"):]
+    table.to_csv(tmp_path / "participants.tsv", sep="\t", index=False)
+    out = tmp_path / "run"
+    done = decoder_cli("run", CONFIG, "--data", clone / "HCP1200", "--out", out,
+                       "--set", "dataset.kind=fmriprep",
+                       "--set", f"dataset.atlas={bids / 'atlas.nii.gz'}",
+                       "--set", f"dataset.participants={tmp_path / 'participants.tsv'}",
+                       "--set", "dataset.bold_pattern=rfMRI_REST1_LR.nii.gz",
+                       "--set", "dataset.confounds_strategy=none",
+                       "--set", "cv=stratified-kfold", "--set", "n_splits=2",
+                       "--set", "harmonize.method=none", "--set", "save_model=false")
+    assert done.returncode == 0, done.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["dataset"]["n_subjects"] == 4
+    assert m["provenance"]["dataset"]["path_in_dataset"] == "HCP1200"
+    results = sorted((clone / "HCP1200").glob("*/MNINonLinear/Results/*/*.nii.gz"))
+    got = [p.parent.name for p in results if p.exists()]
+    assert got == ["rfMRI_REST1_LR"] * 4 and len(results) == 8   # the RL runs stay remote
