@@ -441,7 +441,7 @@ def _load_fmriprep(config, root) -> _Subjects:
                             "or check the image") from None
     diag = fmriprep_diagnosis(table, ds)
     cov, sex_coded = _participant_covariates(table)
-    label_note = _label_not_covariate(cov, ds["label_column"])
+    label_note = _label_not_covariate(cov, ds["label_column"], _sex_column(table))
     notes = _impute_covariates(cov, table["participant_id"].to_numpy(), table_path)
     notes += label_note
     if "mean_fd" in table.columns:
@@ -460,13 +460,15 @@ def _load_fmriprep(config, root) -> _Subjects:
 
 
 
-def _label_not_covariate(cov, label) -> list[str]:
+def _label_not_covariate(cov, label, sex_column=None) -> list[str]:
     """Drop the label from the covariates (in place) when it is one of them (predicting sex
-    or age): ComBat adjusts each subject's features with its own covariates, so a held-out
-    subject's label would enter its features.  Returns the note saying so."""
-    if label not in cov.columns:
+    or age; ``sex_column``: the table's column the sex came from, e.g. ``gender``): ComBat
+    adjusts each subject's features with its own covariates, so a held-out subject's label
+    would enter its features.  Returns the note saying so."""
+    name = "sex" if sex_column is not None and label == sex_column else label
+    if name not in cov.columns:
         return []
-    del cov[label]
+    del cov[name]
     note = (f"'{label}' is the label, so ComBat does not preserve it as a covariate (a "
             f"held-out subject's {label} would enter its features)")
     log.warning(note)
@@ -514,8 +516,15 @@ def _atlas_regions(extractor, regions) -> tuple[list | None, list | None]:
     return names, coords
 
 
+def _sex_column(table) -> str | None:
+    """The participants table's column of sex: ``sex`` as BIDS names it, else ``gender``
+    (as in OpenNeuro ds000030)."""
+    return next((c for c in ("sex", "gender") if c in table.columns), None)
+
+
 def _participant_covariates(table) -> tuple[pd.DataFrame, bool]:
-    """Age and sex from a participants table, as numbers for ComBat.
+    """Age and sex (the ``sex`` column, else ``gender``) from a participants table, as
+    numbers for ComBat.
 
     BIDS tables usually write sex as ``M``/``F`` (or male/female): these become ABIDE's
     codes (1 male, 2 female), which also lets the subgroup scores name them.  A numeric
@@ -526,8 +535,9 @@ def _participant_covariates(table) -> tuple[pd.DataFrame, bool]:
     if "age" in table.columns:
         cov["age"] = pd.to_numeric(table["age"], errors="coerce")
     sex_coded = False
-    if "sex" in table.columns:
-        raw = table["sex"]
+    column = _sex_column(table)
+    if column is not None:
+        raw = table[column]
         numeric = pd.to_numeric(raw, errors="coerce")
         if numeric.notna().any():
             cov["sex"] = numeric

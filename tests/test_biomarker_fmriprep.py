@@ -577,3 +577,25 @@ def test_negative_label_compares_two_groups_of_several_and_leaves_the_others_out
     assert _run(root, tmp_path / "typo", "--set", "dataset.positive_label=SCHZ",
                 "--set", "dataset.negative_label=CONTRL", "--dry-run") == 2
     assert "no participant has diagnosis 'CONTRL'" in capsys.readouterr().err
+
+
+def test_a_gender_column_is_the_sex_covariate_and_not_one_when_it_is_the_label(tmp_path,
+                                                                              monkeypatch):
+    """ds000030 writes sex as 'gender' (M/F): ComBat preserves it, unless it is the label."""
+    from pipelines import resolve_config
+    from pipelines.biomarker import load_subjects, model_covariates
+    monkeypatch.setenv("DECODER_CACHE_DIR", str(tmp_path / "cache"))
+    root = make_fmriprep(tmp_path / "fmriprep", n_per_site=6)
+    table = _participants(root).rename(columns={"sex": "gender"})
+    table["gender"] = table["gender"].astype(int).map({1: "M", 2: "F"})
+    table.to_csv(root / "participants.tsv", sep="\t", index=False)
+    base = {"kind": "fmriprep", "atlas": str(root / "atlas.nii.gz"),
+            "confounds_strategy": "none"}
+    cfg = resolve_config({"task": "biomarker", "dataset": base})
+    subjects = load_subjects(cfg, root)
+    assert sorted(set(model_covariates(cfg, subjects)["sex"])) == [1, 2]   # ABIDE's codes
+    cfg = resolve_config({"task": "biomarker", "dataset": {
+        **base, "label_column": "gender", "positive_label": "F"}})
+    subjects = load_subjects(cfg, root)
+    assert "sex" not in model_covariates(cfg, subjects).columns
+    assert any("'gender' is the label" in n for n in subjects.notes)
