@@ -177,6 +177,11 @@ def _cmd_fetch(args) -> int:
     return fetch_cli(args)
 
 
+def _options(parser) -> list:
+    """The option strings a parser takes (``--out``, ``-J``, ``--jobs``, …)."""
+    return [o for a in parser._actions for o in a.option_strings]
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the command's one-line errors: the problem and the fix, no usage
     block (argparse prints the top-level usage even for a subcommand's mistake)."""
@@ -204,7 +209,7 @@ class _Parser(argparse.ArgumentParser):
     def _option_before_command(self, word) -> None:
         """Stop with the fix when ``word``, read as the command, is the value of a command's
         option given before the command (``decoder --out x run …``: argparse reads ``x``)."""
-        argv = [str(a) for a in getattr(self, "argv", None) or []]
+        argv = self._words()
         if word not in argv:
             return
         i = argv.index(word)
@@ -213,8 +218,7 @@ class _Parser(argparse.ArgumentParser):
         if not (i and argv[i - 1].startswith("-") and later):
             return
         flag = argv[i - 1]
-        options = [o for a in commands[later[0]]._actions for o in a.option_strings]
-        if flag in options:
+        if flag in _options(commands[later[0]]):
             print(f"decoder: error: {flag} {word}: options of decoder {later[0]} go after the "
                   f"command — fix: write decoder {later[0]} … {flag} {word}", file=sys.stderr)
             sys.exit(2)
@@ -227,13 +231,16 @@ class _Parser(argparse.ArgumentParser):
     def _choices(self) -> list:
         return list(self._commands())
 
-    def unknown_arguments(self, command, extra, argv) -> None:
+    def _words(self) -> list:
+        """The command line as given (``main``'s argv, set on the parser), as strings."""
+        return [str(a) for a in getattr(self, "argv", None) or []]
+
+    def unknown_arguments(self, command, extra) -> None:
         """Refuse arguments the command does not take, naming its closest option (or, for
         one of its options given before the command, saying where it goes)."""
-        parser = self._commands()[command]
-        options = [o for a in parser._actions for o in a.option_strings]
+        options = _options(self._commands()[command])
         flags = [x.split("=", 1)[0] for x in extra if x.startswith("-") and x != "--"]
-        argv = [str(a) for a in argv]
+        argv = self._words()
         before = argv[:argv.index(command)] if command in argv else []
         known = [f for f in flags if f in options or (f[:2] in options and f[1] != "-")]
         if any(x in before and x.split("=", 1)[0] in known for x in extra):
@@ -453,8 +460,7 @@ def _main(argv=None) -> int:
     parser.argv = sys.argv[1:] if argv is None else argv   # for errors that need the words
     args, extra = parser.parse_known_args(argv)
     if extra:
-        parser.unknown_arguments(args.command, extra,
-                                 sys.argv[1:] if argv is None else argv)
+        parser.unknown_arguments(args.command, extra)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.debug:

@@ -192,6 +192,10 @@ def _check_rows(path) -> None:
 
 
 # ------------------------------------------------------------------------- comparison
+#: marks a field the recorded run does not have (see :func:`compare_metrics`)
+_NEW_FIELD = object()
+
+
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -225,10 +229,6 @@ def _differences(a, b, path=()):
         yield (path, a, b, d) if not d <= TOLERANCE else (path, None, None, d)
     elif a != b:
         yield path, a, b, None
-
-
-#: marks a field the recorded run does not have (see :func:`compare_metrics`)
-_NEW_FIELD = object()
 
 
 def _key(path) -> str:
