@@ -568,25 +568,14 @@ def pool_runs(results: list[dict], names: list[str]) -> dict:
     """
     if results[0].get("betas") is not None:
         return _pool_betas(results, names)
-    volumes = pd.concat([r["volumes"].assign(run=n) for r, n in zip(results, names)],
-                        ignore_index=True)
-    volumes = volumes[["run", *[c for c in volumes.columns if c != "run"]]]
+    volumes = _stacked([r["volumes"] for r in results], names)
     scored = [(r, n) for r, n in zip(results, names) if r["blocks"] is not None]
-    first = results[0]["summary"]
-    classes = first["classes"]
-    summary = {"n_runs": len(results), "n_scored_runs": len(scored),
-               "n_volumes": int(len(volumes)), "classes": classes,
-               "samples": first["samples"], "delay_s": first["delay_s"],
-               "window": first["window"], "confounds": first["confounds"],
-               "predicted_counts": {c: int((volumes["predicted"] == c).sum()) for c in classes},
-               "trained_on": first["trained_on"], "cv": first["cv"],
-               "warnings": list(dict.fromkeys(w for r in results
-                                              for w in r["summary"]["warnings"]))}
+    classes = results[0]["summary"]["classes"]
+    summary = _pooled_summary(results, len(scored), volumes["predicted"])
     blocks = None
     if scored:
         labelled = volumes[volumes["trial_type"].notna()]   # (a scored run labels them)
-        blocks = pd.concat([r["blocks"].assign(run=n) for r, n in scored], ignore_index=True)
-        blocks = blocks[["run", *[c for c in blocks.columns if c != "run"]]]
+        blocks = _stacked([r["blocks"] for r, _ in scored], [n for _, n in scored])
         summary.update(_labelled_scores(
             labelled["trial_type"].astype(str).to_numpy(),
             labelled["predicted"].astype(str).to_numpy(),
@@ -597,23 +586,35 @@ def pool_runs(results: list[dict], names: list[str]) -> dict:
     return {"volumes": volumes, "blocks": blocks, "summary": summary}
 
 
+def _stacked(tables, names) -> pd.DataFrame:
+    """Several runs' tables one after the other, a ``run`` column (their names) first."""
+    out = pd.concat([t.assign(run=n) for t, n in zip(tables, names)], ignore_index=True)
+    return out[["run", *[c for c in out.columns if c != "run"]]]
+
+
+def _pooled_summary(results, n_scored, predicted) -> dict:
+    """What a pooled summary says whatever the model's samples: the runs, the model's
+    settings (from the first run's summary), the counts of ``predicted`` classes and the
+    runs' warnings, each once."""
+    first = results[0]["summary"]
+    classes = first["classes"]
+    return {"n_runs": len(results), "n_scored_runs": n_scored,
+            "n_volumes": int(sum(r["summary"]["n_volumes"] for r in results)),
+            "classes": classes, "samples": first["samples"], "delay_s": first["delay_s"],
+            "window": first["window"], "confounds": first["confounds"],
+            "predicted_counts": {c: int((predicted == c).sum()) for c in classes},
+            "trained_on": first["trained_on"], "cv": first["cv"],
+            "warnings": list(dict.fromkeys(w for r in results
+                                           for w in r["summary"]["warnings"]))}
+
+
 def _pool_betas(results: list[dict], names: list[str]) -> dict:
     """:func:`pool_runs` for a model of betas: the runs' betas tables one after the other
     (a ``run`` column first) and their pooled scores; each run's own in ``runs``."""
-    betas = pd.concat([r["betas"].assign(run=n) for r, n in zip(results, names)],
-                      ignore_index=True)
-    betas = betas[["run", *[c for c in betas.columns if c != "run"]]]
-    first = results[0]["summary"]
-    classes = first["classes"]
-    summary = {"n_runs": len(results), "n_scored_runs": len(results),
-               "n_volumes": int(sum(r["summary"]["n_volumes"] for r in results)),
-               "classes": classes, "samples": first["samples"], "delay_s": None,
-               "window": None, "betas": first["betas"], "confounds": first["confounds"],
-               "n_betas": int(len(betas)),
-               "predicted_counts": {c: int((betas["predicted"] == c).sum()) for c in classes},
-               "trained_on": first["trained_on"], "cv": first["cv"],
-               "warnings": list(dict.fromkeys(w for r in results
-                                              for w in r["summary"]["warnings"]))}
+    betas = _stacked([r["betas"] for r in results], names)
+    classes = results[0]["summary"]["classes"]
+    summary = _pooled_summary(results, len(results), betas["predicted"])
+    summary.update({"betas": results[0]["summary"]["betas"], "n_betas": int(len(betas))})
     summary.update(_beta_scores(betas["trial_type"].astype(str).to_numpy(),
                                 betas["predicted"].astype(str).to_numpy(),
                                 betas[[f"score_{c}" for c in classes]].to_numpy(float),
