@@ -400,10 +400,10 @@ def predict_run(bundle: dict, bold, events=None, name=None, resample: bool = Fal
             f"{bold.name} was resampled from {' × '.join(map(str, resampled['shape']))} voxels "
             f"of {' × '.join(f'{z:g}' for z in resampled['voxel_size_mm'])} mm onto the "
             "model's grid; the model's accuracy was measured on runs of its own grid")
-    from ..evaluation.nested import _scores   # as the run scored its test folds
     if bundle.get("betas"):
         return _predict_betas(bundle, bold, events, np.nan_to_num(X).astype(np.float32),
                               mask_img, masker, summary)
+    from ..evaluation.nested import _scores   # as the run scored its test folds
     X = smooth_runs([np.nan_to_num(X).astype(np.float32)], bundle["window"])[0]
     scores = _scores(bundle["estimator"], X, len(classes))
     volumes = pd.DataFrame({"volume": np.arange(n_vol), "time_s": np.arange(n_vol) * tr,
