@@ -110,15 +110,20 @@ def show_subject(result, card, pngs=None):
     if result.subgroups:
         st.caption(result.subgroups)
     pngs = pngs or subject_pngs(result)
+    # the figure a reader judges the probability by gets the page's width (at half
+    # width its labels were too small to read)
+    st.image(pngs["probability"], caption=f"This subject's probability of {pos} against "
+             "those of the model's held-out training subjects")
+    st.markdown("**Connectivity of this scan**")
     left, right = st.columns(2)
-    left.image(pngs["probability"], caption=f"This subject's probability of {pos} against "
-               "those of the model's held-out training subjects")
-    right.image(pngs["matrix"], caption="This scan's connectivity: the correlation between "
-                "every pair of regions' time series")
-    st.markdown("**Strongest connections in this scan**")
-    st.caption("This subject's highest correlations between regions. They describe the scan, "
-               "not the reasons for the prediction: the model weighs thousands of connections "
-               "(see what it goes with, below).")
+    left.image(pngs["matrix"], caption="The correlation between every pair of regions' "
+               "time series")
+    right.caption("Each cell is the correlation between two regions' time series over the "
+                  "scan: red, they rise and fall together; blue, in opposition; white, "
+                  "unrelated. The diagonal (a region with itself) is left white.")
+    right.caption("The strongest connections below are this subject's highest correlations. "
+                  "They describe the scan, not the reasons for the prediction: the model "
+                  "weighs thousands of connections (see what it goes with, below).")
     if pngs["glass"] is not None:
         st.image(pngs["glass"], caption="The 20 strongest connections of this scan on a glass "
                  "brain (line colour: correlation; negative correlations dashed)")

@@ -358,6 +358,11 @@ def test_probability_figure_marks_the_subject_and_the_training_bins():
     ax = fig.axes[0]
     assert [p.get_height() for p in ax.patches] == [4, 6]
     assert any(np.allclose(line.get_xdata(), [0.8, 0.8]) for line in ax.lines)
+    # one legend, below the axes, names every mark: nothing is written over the bars
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["this subject (p = 0.80)", "cut-off 0.5", "held-out subjects per bin",
+                      "observed autism rate"]
+    assert not ax.texts
 
 
 def test_per_site_table_has_one_row_per_site_sorted():

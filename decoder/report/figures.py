@@ -452,8 +452,11 @@ def probability_vs_training(probability=None, calibration=None,
     subjects fell in each probability bin, the line their observed rate of
     the positive class.
     """
-    fig = Figure(figsize=(5.6, 3.0))
+    # one legend below the axes names every mark (the subject's line, the cut-off, the
+    # bars and the observed rate): a label drawn over the bars collided with them
+    fig = Figure(figsize=(7.0, 3.4), layout="constrained")
     ax = fig.add_subplot()
+    other = ax
     if training_probabilities is not None and len(training_probabilities):
         tp = np.asarray(training_probabilities, dtype=float)
         bins = np.linspace(0, 1, 21)
@@ -464,7 +467,6 @@ def probability_vs_training(probability=None, calibration=None,
         else:
             ax.hist(tp, bins=bins, color="#999999", label=f"training (n={len(tp)})")
         ax.set_ylabel("training subjects")
-        ax.legend(fontsize=8, loc="upper left")
     elif calibration:
         lows = np.array([b["low"] for b in calibration], dtype=float)
         highs = np.array([b["high"] for b in calibration], dtype=float)
@@ -472,27 +474,30 @@ def probability_vs_training(probability=None, calibration=None,
         ax.bar(lows, ns, width=highs - lows, align="edge", color="#cccccc", edgecolor="white",
                label="held-out subjects per bin")
         ax.set_ylabel("held-out training subjects")
-        ax2 = ax.twinx()
+        other = ax.twinx()
         rates = [b.get("observed_rate") for b in calibration]
         mids = (lows + highs) / 2
-        ax2.plot([m for m, r in zip(mids, rates) if r is not None],
-                 [r for r in rates if r is not None], "o-", color="#4c72b0",
-                 label=f"observed {positive} rate")
-        ax2.set_ylim(0, 1.05)
-        ax2.set_ylabel(f"observed {positive} rate")
-        ax2.legend(fontsize=8, loc="upper left")
+        other.plot([m for m, r in zip(mids, rates) if r is not None],
+                   [r for r in rates if r is not None], "o-", color="#4c72b0",
+                   label=f"observed {positive} rate")
+        other.set_ylim(0, 1.05)
+        other.set_ylabel(f"observed {positive} rate")
     else:
         ax.set_yticks([])
     if probability is not None:
         p = float(probability)
-        ax.axvline(p, color="crimson", lw=2)
-        ax.text(p, ax.get_ylim()[1] * 0.95, f" this subject\n p={p:.2f}", color="crimson",
-                fontsize=8, va="top", ha="left" if p < 0.75 else "right")
-    ax.axvline(0.5, color="black", lw=0.8, ls=":")
+        ax.axvline(p, color="crimson", lw=2, label=f"this subject (p = {p:.2f})")
+    ax.axvline(0.5, color="black", lw=0.8, ls=":", label="cut-off 0.5")
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"predicted probability of {positive}")
     ax.set_title("This subject against the training distribution" if probability is not None
-                 else "Held-out predicted probabilities", fontsize=10)
+                 else "Held-out predicted probabilities", fontsize=11)
+    handles, labels = ax.get_legend_handles_labels()
+    if other is not ax:
+        more = other.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(handles), 4),
+               fontsize=9, frameon=False)
     return fig
 
 
