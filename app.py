@@ -343,20 +343,17 @@ def show_run(run):
     for warning in m.get("warnings") or []:  # what the run warned about when it ran
         st.warning(f"During the run: {warning}")
     classes = m.get("classes") or []
-    left, right = st.columns(2)
+    # one figure a row, at its own width: in a column of two they were shrunk to about
+    # half, until a confusion matrix's counts and the fold names could not be read
     if m.get("confusion_matrix") and classes:
-        with left:
-            show(figures.confusion_matrix(m["confusion_matrix"], classes))
+        show(figures.confusion_matrix(m["confusion_matrix"], classes))
     if m.get("per_class"):
-        with right:
-            show(figures.per_class_scores(m["per_class"]))
+        show(figures.per_class_scores(m["per_class"]))
     if m.get("fold_scores"):
-        with left:
-            show(figures.fold_scores(m["fold_scores"], m.get("fold_groups"), m.get("chance")))
+        show(figures.fold_scores(m["fold_scores"], m.get("fold_groups"), m.get("chance")))
     if run.permutation_null is not None and m.get("accuracy") is not None:
-        with right:
-            show(figures.permutation_histogram(run.permutation_null, m["accuracy"],
-                                               m.get("permutation_p")))
+        show(figures.permutation_histogram(run.permutation_null, m["accuracy"],
+                                           m.get("permutation_p")))
     if run.weights is not None:
         st.markdown("**Weight maps**")
         show(figures.weight_map(run.weights, classes, max_classes=WEIGHT_MAPS_SHOWN),
