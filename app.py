@@ -150,9 +150,14 @@ UNKNOWN_SITE, OTHER_SITE = "not given", "another site (not in training)"
 
 def score_table(df):
     """A per-site or per-subgroup table of scores, every score with the same digits."""
-    three = {c: st.column_config.NumberColumn(format="%.3f")
-             for c in ("accuracy", "balanced accuracy", "ROC AUC") if c in df.columns}
-    st.dataframe(df, hide_index=True, column_config=three)
+    # shown as text with "—" for a score a group does not have, as in the report (the
+    # viewer writes "None" for a missing number); scores in [0, 1] with three decimals
+    # still sort in order as text
+    df = df.copy()
+    for c in ("accuracy", "balanced accuracy", "ROC AUC"):
+        if c in df.columns:
+            df[c] = [f"{v:.3f}" if v == v and v is not None else "—" for v in df[c]]
+    st.dataframe(df, hide_index=True)
     st.caption(figures.SCORE_TABLE_NOTE)
 
 

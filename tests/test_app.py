@@ -15,6 +15,7 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from test_report import biomarker_run, category_run  # noqa: E402
+from decoder.report import figures  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -278,6 +279,17 @@ def test_a_cohort_of_uploads_is_predicted_scored_and_downloadable(app):
     tables = [d.value for d in app.dataframe]
     assert any("p_autism" in t.columns and len(t) == 4 for t in tables)
     assert any("site" in t.columns and set(t["site"]) == {"NYU", "UM_1", "USM"} for t in tables)
+
+
+def test_a_site_of_one_diagnosis_shows_a_dash_for_its_roc_auc_not_none(app):
+    app.radio(key="source").set_value("Upload a cohort").run()
+    app.checkbox(key="cohort_ex").check().run()   # UM_1 and USM: one subject each
+    per_site = next(d.value for d in app.dataframe
+                    if "site" in d.value.columns and "ROC AUC" in d.value.columns)
+    auc = dict(zip(per_site["site"], per_site["ROC AUC"]))
+    assert auc["UM_1"] == auc["USM"] == "—" and auc["NYU"] == "1.000"
+    assert all(len(v.split(".")[1]) == 3 for v in per_site["accuracy"])  # same digits
+    assert any(c.value == figures.SCORE_TABLE_NOTE for c in app.caption)
 
 
 def test_a_cohort_scored_on_few_subjects_says_how_uncertain_its_scores_are(app):

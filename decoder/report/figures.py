@@ -516,7 +516,7 @@ def _score_row(m: dict) -> dict:
 
 
 #: what a blank in a per-site or per-subgroup table means
-SCORE_TABLE_NOTE = ("A group with one diagnosis only has no ROC AUC (left empty or —), and a "
+SCORE_TABLE_NOTE = ("A group with one diagnosis only has no ROC AUC (—), and a "
                     "group too small for an interval has none (—).")
 
 
