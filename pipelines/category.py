@@ -515,13 +515,14 @@ def run(config: dict, data=None, out=None, config_path=None) -> dict:
 
 
 def _events_beside(bold: Path) -> Path | None:
-    """The BIDS events file of a run (``x_bold.nii.gz`` → ``x_events.tsv``), if present."""
-    name = bold.name
-    for ext in ("_bold.nii.gz", "_bold.nii"):
-        if name.endswith(ext):
-            path = bold.with_name(name[:-len(ext)] + "_events.tsv")
-            return path if path.is_file() else None
-    return None
+    """The BIDS events file beside a run (``x_bold.nii.gz`` → ``x_events.tsv``; an
+    fMRIPrep image's ``_space-``/``_desc-`` entities left out, as training finds it)."""
+    from decoder.data.bids import events_name
+    name = events_name(bold.name)
+    if name is None:
+        return None
+    path = bold.with_name(name)
+    return path if path.is_file() else None
 
 
 def predict_cli(args, inputs, bundle=None) -> int:

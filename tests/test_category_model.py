@@ -488,3 +488,21 @@ def test_a_run_with_a_single_block_for_a_model_of_betas_is_refused(trained, beta
     ev[ev["trial_type"].isin(["face", "bottle"])].to_csv(one, sep="\t", index=False)
     with pytest.raises(DataError, match="one block of a class the model knows.*at least two"):
         predict_run(load_category_model(betas_model["out"] / "model.skops"), bold, events=one)
+
+
+def test_predict_finds_the_events_beside_an_fmriprep_named_run(trained, tmp_path):
+    """fMRIPrep names the image ``…_space-X_desc-preproc_bold.nii.gz`` while the events
+    file keeps the raw name: predict scores the run as training found its events."""
+    bold = _bold(trained["held"], "10")
+    prep = tmp_path / ("sub-1_task-objectviewing_run-10_space-MNI152NLin2009cAsym_"
+                       "desc-preproc_bold.nii.gz")
+    shutil.copy(bold, prep)
+    shutil.copy(str(bold).replace("_bold.nii.gz", "_events.tsv"), tmp_path)
+    out = tmp_path / "prep.json"
+    assert main(["predict", str(trained["out"] / "model.skops"), str(prep),
+                 "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    native = predict_run(load_category_model(trained["out"] / "model.skops"), bold,
+                         events=str(bold).replace("_bold.nii.gz", "_events.tsv"))["summary"]
+    assert summary["accuracy"] == pytest.approx(native["accuracy"])
+    assert summary["n_blocks"] == 4

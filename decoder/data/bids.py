@@ -164,10 +164,19 @@ def confound_files(bold) -> list[Path]:
     return [path] + ([sidecar] if sidecar.is_symlink() or sidecar.exists() else [])
 
 
-def _find_events(bold: Path, root: Path, ents: dict) -> Path | None:
-    name = re.sub(r"_space-[^_]+", "", bold.name)
+def events_name(bold_name: str) -> str | None:
+    """The BIDS events file name of a run's BOLD image: ``x_bold.nii.gz`` →
+    ``x_events.tsv``, without the derivative entities (``_space-``, ``_desc-``) that
+    fMRIPrep adds to the image's name and the raw dataset's events file lacks."""
+    if not re.search(r"_bold\.nii(\.gz)?$", bold_name):
+        return None
+    name = re.sub(r"_space-[^_]+", "", bold_name)
     name = re.sub(r"_desc-[^_]+", "", name)
-    name = re.sub(r"_bold\.nii(\.gz)?$", "_events.tsv", name)
+    return re.sub(r"_bold\.nii(\.gz)?$", "_events.tsv", name)
+
+
+def _find_events(bold: Path, root: Path, ents: dict) -> Path | None:
+    name = events_name(bold.name)
     cands = [bold.parent / name]
     rel_parts = [p for p in bold.parent.parts if p.startswith(("sub-", "ses-"))] + ["func"]
     cands.append(root.joinpath(*rel_parts) / name)
