@@ -330,6 +330,15 @@ def _select_participants(table, table_path, ds) -> pd.DataFrame:
     table = table.copy()
     ids = table["participant_id"].astype(str).str.strip()
     table["participant_id"] = [i if i.startswith("sub-") else f"sub-{i}" for i in ids]
+    table = table.drop_duplicates()   # a row repeated word for word is harmless (as ABIDE's)
+    twice = table["participant_id"][table["participant_id"].duplicated(keep=False)]
+    if len(twice):  # its image would be read twice, and could be trained on and tested
+        first = twice.iloc[0]
+        raise DataError(f"{table_path}: participant '{first}' has "
+                        f"{int((twice == first).sum())} rows ({twice.nunique()} participant(s) "
+                        "listed more than once)",
+                        "keep one row per participant (a subject in two rows could be in "
+                        "both the training and the test folds)")
     site = ds["site_column"]
     blank = table[site].isna() | (table[site].astype(str).str.strip() == "")
     keep = np.ones(len(table), bool)

@@ -244,6 +244,26 @@ def test_two_images_of_one_subject_are_refused_not_chosen_in_silence(tmp_path, c
     assert "narrow dataset.bold_pattern" in err
 
 
+@pytest.mark.parametrize("second_id", ["sub-A01", "A01"])
+def test_a_participant_in_two_rows_is_refused_not_read_twice(tmp_path, capsys, second_id):
+    """Two rows of one subject (one autism, one control) would put its image in the data
+    twice with opposite labels, possibly in a training and a test fold at once."""
+    root = make_fmriprep(tmp_path / "fmriprep", n_per_site=4)
+    table = _participants(root)
+    twin = table[table.participant_id == "sub-A01"].assign(participant_id=second_id)
+    twin["diagnosis"] = "control" if twin["diagnosis"].iloc[0] == "autism" else "autism"
+    pd.concat([table, twin]).to_csv(root / "participants.tsv", sep="\t", index=False)
+    out = tmp_path / "run"
+    assert _run(root, out, "--dry-run") == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "participant 'sub-A01' has 2 rows" in err
+    assert "keep one row per participant" in err and not out.exists()
+    # the same row written twice says nothing new: taken once
+    pd.concat([table, table.iloc[:1]]).to_csv(root / "participants.tsv", sep="\t", index=False)
+    assert _run(root, out, "--dry-run") == 0
+    assert "subjects: 8 (" in capsys.readouterr().out
+
+
 def test_a_region_outside_an_image_keeps_its_column_and_the_others_their_places(
         tmp_path, caplog):
     from decoder.features.timeseries import extract_timeseries
