@@ -157,15 +157,8 @@ def _check_fmriprep_choices(ds) -> None:
                           f"'{ds['label_column']}'",
                           "name the site column with dataset.site_column (a column of one "
                           "value for a single site)")
-    try:
-        from nilearn.interfaces.fmriprep.load_confounds_strategy import preset_strategies
-        strategies = tuple(preset_strategies)
-    except ImportError:  # the names nilearn has documented since 0.9
-        strategies = ("simple", "scrubbing", "compcor", "ica_aroma")
-    strategy = ds["confounds_strategy"]
-    if strategy not in (None, "none", *strategies):
-        raise ConfigError(f"dataset.confounds_strategy '{strategy}' is not a nilearn "
-                          "denoising strategy", f"use one of: {', '.join(strategies)}, none")
+    from decoder.data.bids import check_confound_strategy
+    check_confound_strategy(ds["confounds_strategy"], "dataset.confounds_strategy")
     atlas = ds["atlas"]
     if not atlas:
         raise ConfigError("dataset.atlas is required for dataset.kind: fmriprep",

@@ -40,7 +40,7 @@ DEFAULTS = {
         "runs": None,          # run labels to use, e.g. [1, 2, 3] (null: every run)
         "space": None,         # fMRIPrep output space, e.g. MNI152NLin2009cAsym
         "mask": "auto",        # a path (relative to the root), 'auto' or 'compute'
-        "confounds": None,     # fMRIPrep strategy: simple, srp, compcor, ica_aroma
+        "confounds": None,     # fMRIPrep strategy: simple, scrubbing, compcor, ica_aroma
         "tr": None,            # overrides RepetitionTime from sidecars
     },
     "classes": "all",
@@ -104,6 +104,8 @@ def check_config(config: dict) -> None:
                           "scores: average the volumes' decision values; average: the patterns")
     from decoder.config import check_run_numbers
     check_run_numbers(config)
+    from decoder.data.bids import check_confound_strategy
+    check_confound_strategy(config["dataset"]["confounds"], "dataset.confounds", none=("null",))
     from decoder.compute import check_compute
     check_compute(config["compute"])
     b = config["betas"]

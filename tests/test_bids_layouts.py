@@ -68,13 +68,13 @@ def test_tr_comes_from_the_sidecar_and_falls_back_to_the_header(sample_copy):
     assert read_tr(runs[0].bold, sample_copy) == pytest.approx(hdr_tr)
 
 
-def test_fmriprep_derivatives_with_confounds(sample_copy, tmp_path):
-    """fMRIPrep layout: space-*_desc-preproc_bold + desc-confounds_timeseries.tsv."""
-    root = tmp_path / "fmriprep"
+def _fmriprep_layout(sample_copy, root, runs=(1, 2, 3, 4)):
+    """fMRIPrep layout built from the sample: space-*_desc-preproc_bold, its brain mask,
+    the raw-named events and a desc-confounds_timeseries.tsv of every run."""
     func = root / "sub-1" / "func"
     func.mkdir(parents=True)
     rng = np.random.default_rng(1)
-    for r in (1, 2, 3, 4):
+    for r in runs:
         stem = f"sub-1_task-objectviewing_run-{r:02d}"
         shutil.copy(sample_copy / f"sub-1/func/{stem}_bold.nii.gz",
                     func / f"{stem}_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz")
@@ -104,11 +104,55 @@ def test_fmriprep_derivatives_with_confounds(sample_copy, tmp_path):
         pd.DataFrame(cols).to_csv(func / f"{stem}_desc-confounds_timeseries.tsv", sep="\t",
                                   index=False, na_rep="n/a")
         (func / f"{stem}_desc-confounds_timeseries.json").write_text("{}")
-    raw = {**FAST, "dataset": {"space": "MNI152NLin2009cAsym", "confounds": "simple"}}
-    m = run_config(raw, data=root, out=tmp_path / "o")
+    return root
+
+
+FMRIPREP = {**FAST, "dataset": {"space": "MNI152NLin2009cAsym", "confounds": "simple"}}
+
+
+def test_fmriprep_derivatives_with_confounds(sample_copy, tmp_path):
+    """fMRIPrep layout: space-*_desc-preproc_bold + desc-confounds_timeseries.tsv."""
+    root = _fmriprep_layout(sample_copy, tmp_path / "fmriprep")
+    m = run_config(FMRIPREP, data=root, out=tmp_path / "o")
     assert m["dataset"]["n_runs"] == 4
     assert any("confounds_timeseries" in r["path"] for r in m["provenance"]["inputs"])
     assert m["accuracy"] > 0.65  # 4 runs and ~30 regressed confounds; chance 0.5
+
+
+def test_a_confound_strategy_nilearn_lacks_stops_before_any_data(tmp_path, capsys):
+    from decoder.cli import main
+    assert main(["run", "configs/haxby.yaml", "--set", "dataset.confounds=simpel",
+                 "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "dataset.confounds 'simpel' is not a nilearn" in err
+    assert "simple, scrubbing, compcor, ica_aroma" in err
+
+
+@pytest.mark.parametrize("damage", ["cut short", "columns missing"])
+def test_a_damaged_confounds_file_is_named_in_one_line(sample_copy, tmp_path, capsys, damage):
+    """A cut-short file (another run's, or a copy that stopped) and one without the
+    strategy's columns: the file is named, with the fix, in training and in predict."""
+    from decoder.cli import main
+    root = _fmriprep_layout(sample_copy, tmp_path / "fmriprep")
+    conf = next((root / "sub-1" / "func").glob("*run-02_desc-confounds_timeseries.tsv"))
+    table = pd.read_csv(conf, sep="\t")
+    table = table.iloc[:50] if damage == "cut short" else table.drop(columns=["trans_z"])
+    table.to_csv(conf, sep="\t", index=False, na_rep="n/a")
+    with pytest.raises(DataError) as err:
+        run_config(FMRIPREP, data=root, out=tmp_path / "o")
+    msg = str(err.value)
+    assert "\n" not in msg and str(conf) in msg
+    assert ("50 rows of confounds for a run of 121 volumes" in msg if damage == "cut short"
+            else "trans_z" in msg)
+    assert "use the confounds file fMRIPrep wrote for this run" in msg
+    # a model trained with the strategy, on the undamaged runs, decoding the damaged one
+    ok = _fmriprep_layout(sample_copy, tmp_path / "ok", runs=(1, 3, 4))
+    run_config({**FMRIPREP, "save_model": True}, data=ok, out=tmp_path / "m")
+    bold = next((root / "sub-1" / "func").glob("*run-02_*desc-preproc_bold.nii.gz"))
+    assert main(["predict", str(tmp_path / "m" / "model.skops"), str(bold),
+                 "--out", str(tmp_path / "p.json")]) == 2
+    printed = capsys.readouterr().err.strip()
+    assert "\n" not in printed and str(conf) in printed and "Traceback" not in printed
 
 
 def test_runs_load_identically_on_a_dask_cluster(tmp_path):

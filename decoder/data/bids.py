@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, missing_file
+from ..errors import ConfigError, DataError, missing_file
 
 log = logging.getLogger(__name__)
 
@@ -311,18 +311,48 @@ def find_mask(root: Path, subject: str, spec) -> Path | None:
     return None
 
 
-def load_confounds(run: Run, strategy: str | None):
-    """fMRIPrep confounds for a run through nilearn's ``load_confounds_strategy``."""
+def confound_strategies() -> tuple:
+    """The denoising strategies of nilearn's ``load_confounds_strategy``."""
+    try:
+        from nilearn.interfaces.fmriprep.load_confounds_strategy import preset_strategies
+        return tuple(preset_strategies)
+    except ImportError:  # the names nilearn has documented since 0.9
+        return ("simple", "scrubbing", "compcor", "ica_aroma")
+
+
+def check_confound_strategy(strategy, key: str, none=("none",)) -> None:
+    """A one-line error, before any data are read, for a strategy nilearn lacks."""
+    if strategy is None or strategy in none:
+        return
+    names = confound_strategies()
+    if strategy not in names:
+        raise ConfigError(f"{key} '{strategy}' is not a nilearn denoising strategy",
+                          f"use one of: {', '.join(names)}, {none[0]}")
+
+
+def load_confounds(run: Run, strategy: str | None, n_volumes: int | None = None):
+    """fMRIPrep confounds for a run through nilearn's ``load_confounds_strategy``.
+
+    With ``n_volumes``, a confounds table of another length (a cut-short or another
+    run's file) is a one-line error naming it, not nilearn's error in the cleaning.
+    """
     if not strategy:
         return None
     if run.confounds is None:
         raise DataError(f"no fMRIPrep confounds file next to {run.bold}",
                         "set dataset.confounds: null, or point --data at fMRIPrep derivatives")
+    check_confound_strategy(strategy, "the confound strategy", none=("null",))
     from nilearn.interfaces.fmriprep import load_confounds_strategy
     try:
         conf, sample_mask = load_confounds_strategy(str(run.bold), denoise_strategy=strategy)
     except Exception as exc:
-        raise DataError(f"cannot load confounds for {run.bold} with strategy '{strategy}' "
-                        f"({' '.join(str(exc).split())[:120]})",
-                        "use one of simple, srp, compcor, ica_aroma, or null") from None
+        text = " ".join(str(exc).split())
+        raise DataError(f"{run.confounds}: cannot give the confounds of strategy "
+                        f"'{strategy}' ({text[:300]}{'…' if len(text) > 300 else ''})",
+                        "use the confounds file fMRIPrep wrote for this run, or another "
+                        "strategy (or null)") from None
+    if n_volumes is not None and conf is not None and len(conf) != n_volumes:
+        raise DataError(f"{run.confounds}: {len(conf)} rows of confounds for a run of "
+                        f"{n_volumes} volumes ({run.bold.name})",
+                        "use the confounds file fMRIPrep wrote for this run")
     return conf, sample_mask

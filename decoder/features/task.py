@@ -118,7 +118,7 @@ def _load_run(job):
         raise DataError(f"{r.bold}: every voxel in the mask is constant over time",
                         "check the image (an empty placeholder, or a failed preprocessing "
                         "step?) or leave the run out")
-    conf = load_confounds(r, p["confounds"]) if p["confounds"] else None
+    conf = load_confounds(r, p["confounds"], n_vol) if p["confounds"] else None
     conf_arr, sample_mask = (conf if conf is not None else (None, None))
     if sample_mask is not None:
         log.warning("%s: confound strategy censors volumes; censored volumes are kept "

@@ -382,7 +382,7 @@ def predict_run(bundle: dict, bold, events=None, name=None, resample: bool = Fal
                             "keep the run's _desc-confounds_timeseries.tsv next to it, as "
                             "fMRIPrep writes it")
         run = Run(subject="new", run="1", bold=bold, events=None, tr=tr, confounds=conf_path)
-        conf_arr, _ = load_confounds(run, bundle["confounds"])
+        conf_arr, _ = load_confounds(run, bundle["confounds"], n_vol)
     X = signal.clean(X, detrend=cl["detrend"],
                      standardize="zscore_sample" if cl["standardize"] else None,
                      confounds=conf_arr.to_numpy() if conf_arr is not None else None,
