@@ -108,6 +108,11 @@ DATASET_KEYS = {"abide": ("pipeline", "strategy", "derivative"),
                              "atlas_labels", "confounds_strategy", "label_column",
                              "positive_label", "negative_label")}
 
+#: dataset keys only an images (fmriprep) dataset reads
+_FMRIPREP_ONLY = ("participants", "label_column", "positive_label", "negative_label",
+                  "site_column", "bold_pattern", "atlas", "atlas_type", "atlas_labels",
+                  "confounds_strategy")
+
 _CV_ALIASES = {"stratified-10fold": "stratified-kfold", "kfold": "stratified-kfold",
                "leave-one-site-out": "leave-site-out"}
 #: the evaluation schemes for subjects (run-wise schemes belong to category decoding)
@@ -143,14 +148,32 @@ def check_config(config) -> None:
     from decoder.compute import check_compute, scheduler_address
     # an address, if any, from the config or $DECODER_SCHEDULER (not contacted)
     check_compute({"scheduler": scheduler_address(config["compute"].get("scheduler"))})
-    if config["dataset"]["kind"] == "fmriprep":
-        _check_fmriprep_choices(config["dataset"])
+    ds = config["dataset"]
+    check_choice("dataset.kind", ds["kind"], ("abide", "fmriprep"))
+    if ds["kind"] == "fmriprep":
+        _check_fmriprep_choices(ds)
+    else:   # a label or layout of images set for ABIDE would be ignored: the run would
+        # decode DX_GROUP from the .1D files all the same, with nothing said
+        unused = [k for k in _FMRIPREP_ONLY if ds[k] != DEFAULTS["dataset"][k]]
+        if unused:
+            raise ConfigError(f"dataset.{unused[0]} applies to dataset.kind: fmriprep (BOLD "
+                              "images); ABIDE's label is DX_GROUP and its sites SITE_ID",
+                              f"remove dataset.{unused[0]}, or set dataset.kind=fmriprep")
     make_classifier(config).check_params()
 
 
 def _check_fmriprep_choices(ds) -> None:
     """The atlas and the confound strategy of an image dataset, before any image is read
     (a dry run would otherwise pass what the run refuses)."""
+    for key in ("participants", "label_column", "positive_label", "site_column"):
+        if ds[key] is None or not str(ds[key]).strip():
+            raise ConfigError(f"dataset.{key} is empty",
+                              f"set it (default: {DEFAULTS['dataset'][key]})")
+    if ds["negative_label"] is not None and \
+            str(ds["negative_label"]).strip().lower() == str(ds["positive_label"]).strip().lower():
+        raise ConfigError(f"dataset.negative_label and dataset.positive_label are both "
+                          f"'{ds['positive_label']}'",
+                          "name the two groups compared: the positive one and the other")
     if str(ds["label_column"]) == str(ds["site_column"]):
         # sites would be the classes: ComBat would remove the label's effect as a site's
         raise ConfigError(f"dataset.label_column and dataset.site_column are both "

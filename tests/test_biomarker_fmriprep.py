@@ -560,6 +560,26 @@ def test_a_label_column_that_is_the_site_column_is_refused_before_any_image(tmp_
         check_config(cfg)
 
 
+@pytest.mark.parametrize("dataset, message", [
+    ({"label_column": "SEX"}, "dataset.label_column applies to dataset.kind: fmriprep"),
+    ({"negative_label": "control"}, "dataset.negative_label applies to dataset.kind: fmriprep"),
+    ({"kind": "bids"}, "dataset.kind 'bids' is not supported"),
+    ({"kind": "fmriprep", "atlas": "power", "participants": ""}, "dataset.participants is empty"),
+    ({"kind": "fmriprep", "atlas": "power", "label_column": None},
+     "dataset.label_column is empty"),
+    ({"kind": "fmriprep", "atlas": "power", "negative_label": "Autism"},
+     "dataset.negative_label and dataset.positive_label are both 'autism'"),
+])
+def test_dataset_keys_that_cannot_work_are_refused_before_any_data(dataset, message):
+    """An images-only key on ABIDE (silently ignored: the run decoded DX_GROUP all the
+    same), an unknown kind, an empty table or column, the two groups the same value."""
+    from decoder.errors import ConfigError
+    from pipelines import resolve_config
+    from pipelines.biomarker import check_config
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        check_config(resolve_config({"task": "biomarker", "dataset": dataset}))
+
+
 def test_negative_label_compares_two_groups_of_several_and_leaves_the_others_out(
         tmp_path, monkeypatch, caplog, capsys):
     """ds000030-like: CONTROL, SCHZ and BIPOLAR in one column; SCHZ vs CONTROL is asked."""
