@@ -506,3 +506,23 @@ def test_predict_finds_the_events_beside_an_fmriprep_named_run(trained, tmp_path
                          events=str(bold).replace("_bold.nii.gz", "_events.tsv"))["summary"]
     assert summary["accuracy"] == pytest.approx(native["accuracy"])
     assert summary["n_blocks"] == 4
+
+
+def test_a_damaged_category_model_is_said_to_be_damaged(trained, tmp_path, capsys):
+    """A model file whose weights were overwritten (the zip still opens, its types are a
+    category model's): before, it was passed on and read as a biomarker model refusing
+    'untrusted type DualRidgeClassifier'."""
+    import zipfile
+    src = trained["out"] / "model.skops"
+    damaged = tmp_path / "model.skops"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(damaged, "w") as zout:
+        largest = max((i for i in zin.infolist() if i.filename.endswith(".npy")),
+                      key=lambda i: i.file_size).filename
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            zout.writestr(item, b"\x00garbage" * 8 if item.filename == largest else data)
+    assert main(["predict", str(damaged), str(_bold(trained["held"], "10")),
+                 "--out", str(tmp_path / "p.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "a category model whose contents cannot be read" in err
+    assert "untrusted type" not in err and not (tmp_path / "p.json").exists()

@@ -261,7 +261,13 @@ def read_category_model(path) -> dict | None:
         return None
     try:
         bundle = load_trusting(path, untrusted)
-    except Exception:
+    except Exception as exc:
+        if any(t.startswith("decoder.") for t in untrusted):
+            # a category model's types, contents that do not load: the file is damaged
+            # (passed on, it read as a biomarker model "refusing" a category type)
+            raise DataError(f"{path}: a category model whose contents cannot be read "
+                            f"({type(exc).__name__}); the file is damaged",
+                            "copy it again, or rerun the run with save_model: true") from None
         return None
     return bundle if isinstance(bundle, dict) and bundle.get("kind") == KIND else None
 
