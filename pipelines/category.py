@@ -609,7 +609,7 @@ def predict_cli(args, inputs, bundle=None) -> int:
                 if "accuracy" in run else f"{run['n_volumes']} volumes decoded, no events"))
     summary["warnings"] = environment_notes(bundle) + summary["warnings"]
     if res.get("betas") is not None:   # a model of betas: one row per block (trial)
-        return _write_betas(res, summary, bolds, out, table)
+        return _write_betas(res, summary, bolds, out, table, block_table)
     if res["blocks"] is not None:
         summary["block_table"] = block_table.name
     for note in summary["warnings"]:
@@ -632,12 +632,23 @@ def predict_cli(args, inputs, bundle=None) -> int:
     if res["blocks"] is not None:
         atomic_write_text(block_table, res["blocks"].to_csv(sep="\t", index=False))
     atomic_write_json(out, summary)
+    if res["blocks"] is None:
+        _drop_stale(block_table)
     print(f"prediction written to {out} (volumes in {table.name}"
           + (f", blocks in {block_table.name})" if res["blocks"] is not None else ")"))
     return 0
 
 
-def _write_betas(res, summary, bolds, out, table) -> int:
+def _drop_stale(block_table: Path) -> None:
+    """Remove the blocks table an earlier prediction wrote under the same ``--out``, once
+    the new summary that replaces it (and has no blocks) is written: left there, it would
+    read as this prediction's blocks."""
+    if block_table.is_file():
+        block_table.unlink()
+        log.info("removed %s, the blocks of the prediction this one replaces", block_table)
+
+
+def _write_betas(res, summary, bolds, out, table, block_table) -> int:
     """Say and write what a model of betas decoded (one row per block or trial)."""
     from decoder._utils import atomic_write_json, atomic_write_text
     for note in summary["warnings"]:
@@ -652,6 +663,7 @@ def _write_betas(res, summary, bolds, out, table) -> int:
           f"(chance {summary['chance']:.3f})")
     atomic_write_text(table, res["betas"].to_csv(sep="\t", index=False))
     atomic_write_json(out, summary)
+    _drop_stale(block_table)
     print(f"prediction written to {out} ({b['unit']}s in {table.name})")
     return 0
 

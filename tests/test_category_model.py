@@ -526,3 +526,21 @@ def test_a_damaged_category_model_is_said_to_be_damaged(trained, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "a category model whose contents cannot be read" in err
     assert "untrusted type" not in err and not (tmp_path / "p.json").exists()
+
+
+def test_a_prediction_without_blocks_leaves_no_earlier_blocks_table_under_its_name(
+        trained, tmp_path):
+    """The same --out used again for a run without events: the summary and volumes are
+    replaced, and the earlier run's blocks table must not stay to be read as this one's."""
+    model = str(trained["out"] / "model.skops")
+    out = tmp_path / "p.json"
+    assert main(["predict", model, str(_bold(trained["held"], "10")), "--out", str(out)]) == 0
+    blocks = tmp_path / "p_blocks.tsv"
+    assert blocks.is_file() and json.loads(out.read_text())["block_table"] == blocks.name
+    bare = tmp_path / "bare" / "sub-1_task-objectviewing_run-10_bold.nii.gz"
+    bare.parent.mkdir()
+    shutil.copy(_bold(trained["held"], "10"), bare)            # no events beside it
+    assert main(["predict", model, str(bare), "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert "accuracy" not in summary and "block_table" not in summary
+    assert not blocks.exists() and (tmp_path / "p.tsv").is_file()
