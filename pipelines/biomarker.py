@@ -452,6 +452,7 @@ def _load_fmriprep(config, root) -> _Subjects:
              else user_cache_dir() / "timeseries")  # never inside the dataset
     extractor = TimeSeriesExtractor(ds["atlas"], ds["atlas_type"], ds["confounds_strategy"],
                                     cache_dir=cache, labels_file=ds.get("atlas_labels"))
+    cov, sex_coded = _participant_covariates(table, table_path)   # before any image is read
     ts = extractor(bolds)
     from decoder.data.timeseries_io import regions_with_signal
     for series, bold, pid in zip(ts, bolds, table["participant_id"]):
@@ -465,7 +466,6 @@ def _load_fmriprep(config, root) -> _Subjects:
             raise DataError(err.message, f"exclude the subject (--set dataset.exclude={pid}) "
                             "or check the image") from None
     diag = fmriprep_diagnosis(table, ds)
-    cov, sex_coded = _participant_covariates(table)
     label_note = _label_not_covariate(cov, ds["label_column"], _sex_column(table))
     notes = _impute_covariates(cov, table["participant_id"].to_numpy(), table_path)
     notes += label_note
@@ -547,7 +547,7 @@ def _sex_column(table) -> str | None:
     return next((c for c in ("sex", "gender") if c in table.columns), None)
 
 
-def _participant_covariates(table) -> tuple[pd.DataFrame, bool]:
+def _participant_covariates(table, table_path=None) -> tuple[pd.DataFrame, bool]:
     """Age and sex (the ``sex`` column, else ``gender``) from a participants table, as
     numbers for ComBat.
 
@@ -564,6 +564,15 @@ def _participant_covariates(table) -> tuple[pd.DataFrame, bool]:
     if column is not None:
         raw = table[column]
         numeric = pd.to_numeric(raw, errors="coerce")
+        words = raw[numeric.isna() & raw.notna() & (raw.astype(str).str.strip() != "")]
+        if numeric.notna().any() and len(words):
+            # read as numbers, every word would become missing and then the commonest
+            # value: a column of M/F with one '2' lost its sexes
+            raise DataError(f"{table_path or 'the participants table'}: column '{column}' "
+                            f"mixes numbers and words ('{raw[numeric.notna()].iloc[0]}', "
+                            f"'{words.iloc[0]}')",
+                            "write sex one way for every participant (M/F, or the dataset's "
+                            "numbers)")
         if numeric.notna().any():
             cov["sex"] = numeric
         else:

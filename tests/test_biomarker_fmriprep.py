@@ -639,3 +639,19 @@ def test_a_gender_column_is_the_sex_covariate_and_not_one_when_it_is_the_label(t
     subjects = load_subjects(cfg, root)
     assert "sex" not in model_covariates(cfg, subjects).columns
     assert any("'gender' is the label" in n for n in subjects.notes)
+
+
+def test_a_sex_column_of_numbers_and_words_is_refused_before_any_image(tmp_path, capsys,
+                                                                      monkeypatch):
+    """M/F with one '2': read as numbers, every letter became missing, then the commonest
+    value, and ComBat preserved a constant."""
+    monkeypatch.setenv("DECODER_CACHE_DIR", str(tmp_path / "cache"))
+    root = make_fmriprep(tmp_path / "fmriprep", n_per_site=4)
+    table = _participants(root)
+    table["sex"] = table["sex"].astype(int).map({1: "M", 2: "F"}).astype(object)
+    table.loc[0, "sex"] = "2"
+    table.to_csv(root / "participants.tsv", sep="\t", index=False)
+    assert _run(root, tmp_path / "run") == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "column 'sex' mixes numbers and words ('2', " in err
+    assert "participants.tsv" in err and not (tmp_path / "cache").exists()
