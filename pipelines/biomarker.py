@@ -275,13 +275,22 @@ def fmriprep_inputs(config, root, fetch: bool = True):
     if table_path.is_symlink() and not table_path.exists():
         raise DataError(f"the participants table {table_path} is not here yet",
                         "run without --dry-run, which gets it (the subjects come from it)")
+    if table_path.is_dir():
+        raise DataError(f"dataset.participants {table_path} is a folder",
+                        "name the table file itself (e.g. participants.tsv)")
     if not table_path.is_file():
         raise DataError(f"participants table not found: {table_path}",
-                        "add a participants.tsv with participant_id, diagnosis and site columns")
+                        "add a participants.tsv with participant_id, diagnosis and site "
+                        "columns, or name yours with --set dataset.participants=PATH")
     label, site = ds["label_column"], ds["site_column"]
-    # labels and sites as written ('1', not 1.0); 'n/a' and empty cells are missing
-    table = pd.read_csv(table_path, sep="\t", dtype={"participant_id": str, label: str,
-                                                     site: str}, na_values=["n/a"])
+    # labels and sites as written ('1', not 1.0); 'n/a' and empty cells are missing; a
+    # .csv table is read comma-separated (BIDS writes .tsv)
+    sep = "," if table_path.suffix.lower() == ".csv" else "\t"
+    table = pd.read_csv(table_path, sep=sep, dtype={"participant_id": str, label: str,
+                                                    site: str}, na_values=["n/a"])
+    if sep == "\t" and len(table.columns) == 1 and "," in str(table.columns[0]):
+        raise DataError(f"{table_path}: the table is comma-separated, read as tab-separated",
+                        "save it tab-separated, or name it .csv")
     for col in ("participant_id", label, site):
         if col not in table.columns:
             raise DataError(f"{table_path}: no column '{col}'",

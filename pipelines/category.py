@@ -109,9 +109,12 @@ def check_config(config: dict) -> None:
     from decoder.compute import check_compute
     check_compute(config["compute"])
     b = config["betas"]
-    if b["method"] not in ("lsa", "lss") or b["unit"] not in ("block", "trial"):
-        raise ConfigError(f"betas.method must be lsa or lss and betas.unit block or trial, got "
-                          f"{b['method']!r} and {b['unit']!r}", "write e.g. --set betas.unit=trial")
+    if b["method"] not in ("lsa", "lss"):
+        raise ConfigError(f"betas.method must be lsa or lss, got {b['method']!r}",
+                          "write e.g. --set betas.method=lss")
+    if b["unit"] not in ("block", "trial"):
+        raise ConfigError(f"betas.unit must be block or trial, got {b['unit']!r}",
+                          "write e.g. --set betas.unit=trial")
     if b["hrf_model"] not in HRF_MODELS:
         raise ConfigError(f"betas.hrf_model {b['hrf_model']!r} is not a nilearn HRF model",
                           f"use one of: {', '.join(HRF_MODELS)}")

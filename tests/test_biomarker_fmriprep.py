@@ -655,3 +655,23 @@ def test_a_sex_column_of_numbers_and_words_is_refused_before_any_image(tmp_path,
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "column 'sex' mixes numbers and words ('2', " in err
     assert "participants.tsv" in err and not (tmp_path / "cache").exists()
+
+
+def test_a_participants_csv_is_read_comma_separated_and_a_misnamed_one_is_named(tmp_path,
+                                                                              capsys):
+    root = make_fmriprep(tmp_path / "fmriprep", n_per_site=4)
+    table = _participants(root)
+    table.to_csv(root / "participants.csv", index=False)
+    assert _run(root, tmp_path / "csv", "--set", "dataset.participants=participants.csv",
+                "--dry-run") == 0
+    assert "subjects: 8 (" in capsys.readouterr().out
+    table.to_csv(root / "participants.tsv", index=False)          # commas in a .tsv
+    assert _run(root, tmp_path / "tsv", "--dry-run") == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "comma-separated, read as tab-separated" in err
+    assert _run(root, tmp_path / "dir", "--set", f"dataset.participants={root}",
+                "--dry-run") == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert _run(root, tmp_path / "gone", "--set", "dataset.participants=nope.tsv",
+                "--dry-run") == 2
+    assert "--set dataset.participants=PATH" in capsys.readouterr().err
