@@ -562,8 +562,8 @@ def predict_cli(args, inputs, bundle=None) -> int:
               else [_events_beside(b) for b in bolds])
     out = Path(getattr(args, "out", None) or _runs_stem(bolds) + "_prediction.json")
     if out.suffix.lower() != ".json":
-        raise DataError(f"--out {out}: the summary is written as JSON (the volumes' table "
-                        "beside it as .tsv)", f"use --out {out.with_suffix('.json')}")
+        raise DataError(f"--out {out}: the summary is written as JSON (its table beside "
+                        "it as .tsv)", f"use --out {out.with_suffix('.json')}")
     table = out.with_suffix(".tsv")
     block_table = out.with_name(out.stem + "_blocks.tsv")
     check_writable(out, folder=False)
@@ -589,15 +589,17 @@ def predict_cli(args, inputs, bundle=None) -> int:
                 if not getattr(args, "skip_bad", False):
                     raise DataError(err.message, (err.fix + "; " if err.fix else "")
                                     + "or pass --skip-bad to decode the other runs") from None
-                failed.append({"input": str(bold), "error": str(err)})
+                failed.append({"input": str(bold), "error": str(err), "_message": err.message})
                 print(f"{bold.name}: not decoded — {err}")
                 continue
             results[-1]["summary"]["input_sha256"] = sha256_file(bold)
             done.append(bold)
-        if not results:
-            raise DataError(f"none of the {len(bolds)} runs could be decoded "
-                            f"({failed[0]['input']}: {failed[0]['error']})",
+        if not results:   # the first run's reason (it names the run) and one fix
+            raise DataError(f"none of the {len(bolds)} runs could be decoded (the first: "
+                            f"{failed[0]['_message']})",
                             "check the runs against the model (grid, events)")
+        for f in failed:
+            del f["_message"]
         res = pool_runs(results, [b.name for b in done])
         summary = {"inputs": [str(b) for b in done], **common, **res["summary"],
                    "n_failed": len(failed), "failed": failed}

@@ -363,8 +363,12 @@ def test_a_bad_run_among_several_stops_them_or_with_skip_bad_is_listed(trained, 
     assert summary["n_failed"] == 1 and summary["failed"][0]["input"] == str(other)
     assert "not on the same grid" in summary["failed"][0]["error"]
     assert "other_bold.nii.gz: not decoded — " in capsys.readouterr().out
+    capsys.readouterr()
     assert main(["predict", model, str(other), str(other.with_name("x_bold.nii.gz")),
                  "--out", str(tmp_path / "t.json"), "--skip-bad"]) == 2
+    err = capsys.readouterr().err.strip()    # one reason, one fix (not the run's twice)
+    assert "none of the 2 runs could be decoded (the first: " in err
+    assert err.count("fix:") == 1 and err.count("other_bold.nii.gz") == 1
 
 
 def test_new_runs_get_a_confusion_matrix_and_per_class_scores_each_and_pooled(trained, tmp_path):
