@@ -548,3 +548,33 @@ def test_a_prediction_without_blocks_leaves_no_earlier_blocks_table_under_its_na
     summary = json.loads(out.read_text())
     assert "accuracy" not in summary and "block_table" not in summary
     assert not blocks.exists() and (tmp_path / "p.tsv").is_file()
+
+
+def test_a_resampled_run_covering_little_of_the_mask_is_refused_and_a_partial_one_noted(
+        trained, tmp_path, capsys):
+    """Mask voxels outside the run's field of view decode as zeros: under half of the mask
+    covered is an error; most of it, a note with the count."""
+    img = nib.load(_bold(trained["held"], "10"))
+    data = np.asarray(img.dataobj)
+    model = str(trained["out"] / "model.skops")
+    mask = load_category_model(model)["mask"].astype(bool)
+    for keep, name in ((8, "little"), (36, "most")):
+        cut = tmp_path / name / "sub-1_task-objectviewing_run-10_bold.nii.gz"
+        cut.parent.mkdir()
+        nib.save(nib.Nifti1Image(data[:keep], img.affine, img.header), cut)   # same origin
+        shutil.copy(str(_bold(trained["held"], "10")).replace("_bold.nii.gz", "_events.tsv"),
+                    cut.parent)
+        out = tmp_path / f"{name}.json"
+        code = main(["predict", model, str(cut), "--out", str(out), "--resample"])
+        covered = int(mask[:keep].sum())
+        if name == "little":
+            assert covered < mask.sum() / 2 and code == 2 and not out.exists()
+            err = capsys.readouterr().err.strip()
+            assert "\n" not in err and f"only {covered} of the model's {int(mask.sum())}" in err
+        else:
+            assert covered > mask.sum() / 2 and code == 0
+            summary = json.loads(out.read_text())
+            assert summary["resampled_from"]["mask_voxels_with_signal"] == [covered,
+                                                                           int(mask.sum())]
+            assert any(f"{int(mask.sum()) - covered} of the model's" in w
+                       for w in summary["warnings"])

@@ -369,6 +369,15 @@ def predict_run(bundle: dict, bold, events=None, name=None, resample: bool = Fal
             raise DataError(f"{bold}: resampled onto the model's grid it has no signal inside "
                             "the model's mask (another space, or no overlap?)",
                             "resample only runs in the model's space (e.g. MNI)") from None
+        # voxels of the mask the run does not cover decode as zeros: a run covering under
+        # half of the mask is refused, one covering most of it is decoded with a note
+        live = np.ptp(inside, axis=-1) > 0
+        resampled["mask_voxels_with_signal"] = [int(live.sum()), int(live.size)]
+        if live.mean() < 0.5:
+            raise DataError(f"{bold}: resampled onto the model's grid, only {int(live.sum())} "
+                            f"of the model's {live.size} mask voxels have signal (the run "
+                            "covers too little of the mask)",
+                            "decode runs whose field of view covers the model's mask") from None
     check_finite_in_mask(np.asanyarray(img.dataobj), mask_img, bold)
     tr = _run_tr(bold, img)
     n_vol = img.shape[3]
@@ -406,6 +415,12 @@ def predict_run(bundle: dict, bold, events=None, name=None, resample: bool = Fal
             f"{bold.name} was resampled from {' × '.join(map(str, resampled['shape']))} voxels "
             f"of {' × '.join(f'{z:g}' for z in resampled['voxel_size_mm'])} mm onto the "
             "model's grid; the model's accuracy was measured on runs of its own grid")
+        n_live, n_mask = resampled["mask_voxels_with_signal"]
+        if n_live < n_mask:
+            summary["warnings"].append(
+                f"{n_mask - n_live} of the model's {n_mask} mask voxels have no signal in "
+                f"{bold.name} after resampling (outside its field of view): they decode as "
+                "zeros, which lowers the accuracy to expect")
     if bundle.get("betas"):
         return _predict_betas(bundle, bold, events, np.nan_to_num(X).astype(np.float32),
                               mask_img, masker, summary)
