@@ -124,7 +124,8 @@ def test_an_unknown_subject_is_named_with_the_subjects_present(tmp_path, subject
     ({"blocks": {"max_gap": float("nan")}}, "blocks.max_gap must be a number of seconds"),
     ({"cleaning": {"high_pass": -1}}, "cleaning.high_pass must be a frequency in Hz above 0"),
     ({"delay_candidates": []}, "delay_candidates must be seconds (0 or more), at least one"),
-    ({"betas": {"unit": "foo"}}, "betas.unit block or trial"),
+    ({"betas": {"unit": "foo"}}, "betas.unit must be block or trial, got 'foo'"),
+    ({"betas": {"method": "lsx"}}, "betas.method must be lsa or lss, got 'lsx'"),
     ({"betas": {"hrf_model": "foo"}}, "betas.hrf_model 'foo' is not a nilearn HRF model"),
 ])
 def test_values_that_would_fail_later_or_mislead_are_refused_first(overrides, named):
