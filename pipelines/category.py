@@ -581,6 +581,7 @@ def predict_cli(args, inputs, bundle=None) -> int:
     else:   # the first run that cannot be decoded stops them all, named (or, --skip-bad,
         # is listed with its reason and the others go on)
         results, done, failed = [], [], []
+        first_reason = None   # the first failed run's message, which names it
         for bold, ev in zip(bolds, events):
             try:
                 results.append(predict_run(bundle, bold, events=ev, name=str(bold),
@@ -589,17 +590,16 @@ def predict_cli(args, inputs, bundle=None) -> int:
                 if not getattr(args, "skip_bad", False):
                     raise DataError(err.message, (err.fix + "; " if err.fix else "")
                                     + "or pass --skip-bad to decode the other runs") from None
-                failed.append({"input": str(bold), "error": str(err), "_message": err.message})
+                failed.append({"input": str(bold), "error": str(err)})
+                first_reason = first_reason or err.message
                 print(f"{bold.name}: not decoded — {err}")
                 continue
             results[-1]["summary"]["input_sha256"] = sha256_file(bold)
             done.append(bold)
-        if not results:   # the first run's reason (it names the run) and one fix
+        if not results:   # the first run's reason and one fix
             raise DataError(f"none of the {len(bolds)} runs could be decoded (the first: "
-                            f"{failed[0]['_message']})",
+                            f"{first_reason})",
                             "check the runs against the model (grid, events)")
-        for f in failed:
-            del f["_message"]
         res = pool_runs(results, [b.name for b in done])
         summary = {"inputs": [str(b) for b in done], **common, **res["summary"],
                    "n_failed": len(failed), "failed": failed}
